@@ -1,0 +1,168 @@
+"""Benchmark: purge one user's sessions, four ways, side by side in one run.
+
+    python bench/purge.py [--sessions 20000] [--seed-loop-cap 3000] [--repeat 3]
+
+Each method gets its own identical copy of the data (an agent schema with the user's sessions,
+2 runs of ~2 KB each per session, Agno-written and cloned in SQL, plus other users' sessions):
+
+- raw:       one ``DELETE FROM agno_sessions WHERE user_id = $1`` (runs go by FK cascade) — the limit;
+- seed:      xpander's "wipe a user" loop: ``get_sessions(limit=50)`` then ``delete_session`` each
+             (run on at most --seed-loop-cap sessions: it is slow; its rate is what counts);
+- agno:      Agno's ``delete_sessions(ids, user_id=…)`` on pages of 1,000 ids;
+- sessionctl: end to end — enqueue through Redis, a real arq worker, verified result.
+
+Prints sessions/s per method (median of --repeat runs) and sessionctl's ratio to each.
+Needs Postgres and Redis on 127.0.0.1 (creates and drops database ``sessionctl_bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from arq.worker import create_worker
+
+from sessionctl.config import Settings
+from sessionctl.producer import Producer
+from tests.agno_seed import agno_db, clone_sessions, seed_sessions
+from worker.settings import build_worker_settings
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+DB = "sessionctl_bench"
+URL = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+USER = "bench-user"
+
+
+async def prepare(schema: str, agent: str, n: int, others: int) -> None:
+    db = agno_db(URL, schema)
+    await seed_sessions(db, agent, USER, 1)
+    await seed_sessions(db, agent, "someone-else", 1)
+    await db.close()
+    conn = await asyncpg.connect(URL)
+    big = "x" * 2000
+    await conn.execute(
+        f"UPDATE \"{schema}\".agno_runs SET run_data = jsonb_set(run_data, '{{content}}', to_jsonb($1::text))", big
+    )
+    await clone_sessions(conn, schema, f"{agent}-{USER}-s0", USER, n - 1, "c")
+    await clone_sessions(conn, schema, f"{agent}-someone-else-s0", "someone-else", others, "o")
+    await conn.execute(f'ANALYZE "{schema}".agno_sessions; ANALYZE "{schema}".agno_runs')
+    await conn.close()
+
+
+async def count(schema: str) -> int:
+    conn = await asyncpg.connect(URL)
+    try:
+        return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER))
+    finally:
+        await conn.close()
+
+
+async def m_raw(schema: str, agent: str) -> None:
+    conn = await asyncpg.connect(URL)
+    await conn.execute(f'DELETE FROM "{schema}".agno_sessions WHERE user_id = $1', USER)
+    await conn.close()
+
+
+async def m_seed(schema: str, agent: str, cap: int) -> int:
+    db = agno_db(URL, schema)
+    done = 0
+    while done < cap:
+        page = await db.get_sessions(user_id=USER, limit=50)
+        if not page:
+            break
+        for s in page:
+            await db.delete_session(s.session_id, user_id=USER)
+            done += 1
+    await db.close()
+    return done
+
+
+async def m_agno(schema: str, agent: str) -> None:
+    db = agno_db(URL, schema)
+    while True:
+        page, _ = await db.get_sessions(user_id=USER, limit=1000, deserialize=False, include_runs=False)
+        if not page:
+            break
+        await db.delete_sessions([s["session_id"] for s in page], user_id=USER)
+    await db.close()
+
+
+async def m_sessionctl(settings: Settings, agent: str) -> None:
+    async with Producer(settings) as p:
+        enq = await p.purge_user_sessions(agent_id=agent, user_id=USER)
+        w = create_worker(build_worker_settings(settings), burst=True, poll_delay=0)
+        await w.main()
+        await w.close()
+        state = await p.status(enq.job_id)
+    assert state.status == "succeeded" and state.result and state.result["remaining"] == 0, state
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sessions", type=int, default=20_000)
+    ap.add_argument("--others", type=int, default=20_000)
+    ap.add_argument("--seed-loop-cap", type=int, default=3_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=5_000)
+    a = ap.parse_args()
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {DB}")
+    settings = Settings(
+        database_url=URL,
+        redis_url="redis://127.0.0.1:6379/14",
+        hash_key="bench",
+        queue_name="sessionctl:bench",
+        batch_size=a.batch_size,
+        log_level=os.environ.get("BENCH_LOG", "WARNING"),
+        log_format="json",
+    )
+    rates: dict[str, list[float]] = {"raw": [], "seed": [], "agno": [], "sessionctl": []}
+    for rep in range(a.repeat):
+        for method in rates:  # interleaved, so noise hits every method alike
+            agent = f"bench-{method}-{rep}"
+            schema = settings.schema_for(agent)
+            await prepare(schema, agent, a.sessions, a.others)
+            t = time.perf_counter()
+            if method == "raw":
+                await m_raw(schema, agent)
+                n = a.sessions
+            elif method == "seed":
+                n = await m_seed(schema, agent, a.seed_loop_cap)
+            elif method == "agno":
+                await m_agno(schema, agent)
+                n = a.sessions
+            else:
+                await m_sessionctl(settings, agent)
+                n = a.sessions
+            dt = time.perf_counter() - t
+            left = await count(schema)
+            assert method == "seed" or left == 0, (method, left)
+            rates[method].append(n / dt)
+            print(f"  run {rep + 1} {method:<10} {n:>7} sessions in {dt:7.3f}s = {n / dt:>9.0f}/s", flush=True)
+            conn = await asyncpg.connect(URL)
+            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            await conn.close()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(
+        f"\npurge of one user with {a.sessions} sessions (2 runs of ~2 KB each), {a.others} other sessions; "
+        f"median of {a.repeat}; batch size {a.batch_size}"
+    )
+    print("| method | sessions/s | sessionctl ÷ method |\n|---|---:|---:|")
+    for k, v in med.items():
+        print(f"| {k} | {v:,.0f} | {med['sessionctl'] / v:.2f}× |")
+    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,109 @@
+"""Requests and results of jobs, validated with pydantic at every boundary (CLI, producer, job start)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from sessionctl.errors import InvalidRequest
+from sessionctl.identifiers import validate_agent_id, validate_user_id
+
+PURGE_USER_SESSIONS: Literal["purge_user_sessions"] = "purge_user_sessions"
+
+
+class PurgeRequest(BaseModel):
+    """Erase one user's sessions from one agent, or from every agent (``all_agents``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    user_id: str
+    agent_id: str | None = None
+    all_agents: bool = False
+    dry_run: bool = False
+    memories: bool = False
+    requested_by: str | None = None
+
+    @field_validator("user_id")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        return validate_user_id(value)
+
+    @field_validator("agent_id")
+    @classmethod
+    def _agent(cls, value: str | None) -> str | None:
+        return None if value is None else validate_agent_id(value)
+
+    @field_validator("requested_by")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 200 or not value.isprintable()):
+            raise ValueError("requested_by must be a printable label of at most 200 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _target(self) -> PurgeRequest:
+        if (self.agent_id is None) == (not self.all_agents):
+            raise ValueError("name exactly one target: an agent id, or all agents")
+        return self
+
+    @property
+    def target(self) -> str:
+        return "*" if self.all_agents else str(self.agent_id)
+
+
+def parse_request(model: type[PurgeRequest], payload: Any) -> PurgeRequest:
+    """Validate a payload into a request, or raise :class:`InvalidRequest` with a one-line reason."""
+    if not isinstance(payload, dict):
+        raise InvalidRequest(f"request must be a JSON object, got {type(payload).__name__}")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidRequest(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(x) for x in err.get("loc", ())) or "request"
+        msg = str(err.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "invalid request: " + "; ".join(parts)
+
+
+class AgentPurgeResult(BaseModel):
+    agent_id: str
+    schema_name: str
+    sessions_deleted: int = 0
+    runs_deleted: int = 0
+    transcripts_deleted: int = 0
+    tool_results_deleted: int = 0
+    tool_result_payloads_deleted: int = 0
+    tool_results_without_payload: int = 0
+    memories_deleted: int = 0
+    batches: int = 0
+    late_sessions: int = 0
+    remaining: int = 0
+    would_delete: dict[str, int] | None = None
+
+
+class PurgeResult(BaseModel):
+    """The result stored in Redis: counts and an HMAC, never the raw user id."""
+
+    job_id: str
+    kind: Literal["purge_user_sessions"] = PURGE_USER_SESSIONS
+    status: Literal["succeeded", "dry_run"]
+    dry_run: bool
+    user_hmac: str
+    target: str
+    sessions_deleted: int
+    runs_deleted: int
+    memories_deleted: int
+    remaining: int
+    late_sessions: int = 0
+    would_delete: dict[str, int] | None = None
+    agents: dict[str, AgentPurgeResult]
+    started_at: str
+    finished_at: str
+    requested_by: str | None = None

@@ -1,0 +1,196 @@
+"""``purge_user_sessions``: erase one user's sessions from one agent or from every agent.
+
+The procedure, per agent schema:
+
+1. read the schema's layout (3.x runs table, 2.x runs-in-row, transcripts, tool results);
+2. note the ids of the user's sessions (one scan: Agno has no index on ``user_id``), then delete
+   them in batches walked by primary key (keyset, never offset), each batch one transaction that
+   also removes the sessions' runs, transcripts, tool-result index rows and payloads (what Agno's
+   ``delete_sessions`` removes);
+3. count what is left with our own SQL. Sessions that arrived meanwhile (late writes) are caught
+   here and purged in another round; success only when the count is 0. A database error raises
+   (retried by the worker), so a success is never reported while rows remain.
+
+A dry run counts what would be deleted and deletes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from jobs.context import JobContext
+from jobs.models import AgentPurgeResult, PurgeRequest, PurgeResult
+from sessionctl import store
+from sessionctl.agents import AgentHandle
+from sessionctl.errors import ErasureIncomplete
+from sessionctl.identifiers import Dsn
+from sessionctl.logs import get_logger
+from sessionctl.privacy import user_hmac
+
+log = get_logger("sessionctl.purge")
+
+# Rounds of "delete until empty, then recount" before a still-growing user is handed back to the
+# queue as a retryable ErasureIncomplete (a writer racing the purge).
+MAX_ROUNDS = 5
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeResult:
+    started = _now()
+    hmac = user_hmac(ctx.hash_key, request.user_id)
+    blog = log.bind(job_id=ctx.job_id, user_hmac=hmac, job_try=ctx.job_try)
+    blog.info("purge.start", target=request.target, dry_run=request.dry_run, memories=request.memories)
+    t0 = time.monotonic()
+
+    agents: dict[str, AgentPurgeResult] = {}
+    for target in await _targets(ctx, request):
+        agents[target.label] = await _purge_schema(ctx, request, target, blog.bind(agent=target.label))
+
+    total_remaining = sum(a.remaining for a in agents.values())
+    if total_remaining and not request.dry_run:  # unreachable: _purge_schema raises first
+        raise ErasureIncomplete(f"{total_remaining} sessions of the user remain")
+    would: dict[str, int] | None = None
+    if request.dry_run:
+        would = {}
+        for a in agents.values():
+            for k, v in (a.would_delete or {}).items():
+                would[k] = would.get(k, 0) + v
+    result = PurgeResult(
+        job_id=ctx.job_id,
+        status="dry_run" if request.dry_run else "succeeded",
+        dry_run=request.dry_run,
+        user_hmac=hmac,
+        target=request.target,
+        sessions_deleted=sum(a.sessions_deleted for a in agents.values()),
+        runs_deleted=sum(a.runs_deleted for a in agents.values()),
+        memories_deleted=sum(a.memories_deleted for a in agents.values()),
+        remaining=total_remaining,
+        late_sessions=sum(a.late_sessions for a in agents.values()),
+        would_delete=would,
+        agents=agents,
+        started_at=started,
+        finished_at=_now(),
+        requested_by=request.requested_by,
+    )
+    blog.info(
+        "purge.done",
+        status=result.status,
+        agents=len(agents),
+        sessions_deleted=result.sessions_deleted,
+        runs_deleted=result.runs_deleted,
+        remaining=result.remaining,
+        elapsed_ms=round((time.monotonic() - t0) * 1000, 1),
+    )
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    label: str  # the agent id, or the schema name for agents found by discovery
+    dsn: Dsn
+    layout: store.Layout
+
+
+async def _targets(ctx: JobContext, request: PurgeRequest) -> list[Target]:
+    """The agent schemas to purge. An unknown agent raises AgentNotFound (permanent)."""
+    if request.agent_id is not None:
+        handle = AgentHandle(request.agent_id, settings=ctx.settings, databases=ctx.databases)
+        return [Target(request.agent_id, handle.dsn, await handle.layout())]
+    dsn = ctx.settings.dsn
+    out: list[Target] = []
+    async with ctx.databases.connect(dsn) as conn:
+        for schema in await store.discover_agent_schemas(conn):
+            layout = await store.read_layout(conn, schema)
+            columns = await store.session_table_columns(conn, schema)
+            if layout is None or not columns >= store.REQUIRED_SESSION_COLUMNS:
+                # a table that merely shares the name cannot hold Agno sessions of the user
+                log.warning("purge.skip_schema", schema=schema, reason="not an Agno session table")
+                continue
+            out.append(Target(schema, dsn, layout))
+    return out
+
+
+async def _purge_schema(ctx: JobContext, request: PurgeRequest, target: Target, bl: Any) -> AgentPurgeResult:
+    label, layout = target.label, target.layout
+    res = AgentPurgeResult(agent_id=label, schema_name=layout.schema)
+    user_id = request.user_id
+    async with ctx.databases.connect(target.dsn) as conn:
+        if request.dry_run:
+            counts = await store.count_user(conn, layout, user_id, memories=request.memories)
+            res.would_delete = counts.as_dict()
+            res.remaining = counts.sessions
+            bl.info("purge.dry_run", **counts.as_dict())
+            return res
+
+        initial: int | None = None
+        for _round in range(MAX_ROUNDS):
+            found = await store.snapshot_user_session_ids(conn, layout, user_id)
+            initial = found if initial is None else initial
+            await _delete_snapshot(conn, ctx, layout, user_id, res, bl)
+            res.remaining = await store.count_user_sessions(conn, layout, user_id)  # the proof
+            if res.remaining == 0:
+                break
+            bl.warning("purge.late_writes", remaining=res.remaining)
+        initial = initial or 0
+        res.late_sessions = max(0, res.sessions_deleted - initial)
+        if res.remaining:
+            raise ErasureIncomplete(
+                f"agent {label}: {res.remaining} sessions of the user remain after {MAX_ROUNDS} rounds "
+                "(something keeps writing them); the job will retry"
+            )
+        if request.memories:
+            res.memories_deleted = await store.delete_user_memories(conn, layout, user_id)
+            left = await store.count_user(conn, layout, user_id, memories=True)
+            if left.memories:
+                raise ErasureIncomplete(f"agent {label}: {left.memories} memories of the user remain")
+    bl.info(
+        "purge.agent_done",
+        sessions_deleted=res.sessions_deleted,
+        runs_deleted=res.runs_deleted,
+        memories_deleted=res.memories_deleted,
+        late_sessions=res.late_sessions,
+        batches=res.batches,
+    )
+    return res
+
+
+async def _delete_snapshot(
+    conn: asyncpg.Connection,
+    ctx: JobContext,
+    layout: store.Layout,
+    user_id: str,
+    res: AgentPurgeResult,
+    bl: Any,
+) -> None:
+    batch_size = ctx.settings.batch_size
+    after: str | None = None
+    while True:
+        t = time.monotonic()
+        ids = await store.next_snapshot_ids(conn, after, batch_size)
+        if not ids:
+            return
+        after = ids[-1]
+        outcome = await store.delete_user_sessions(conn, layout, user_id, ids)
+        c = outcome.counts
+        res.batches += 1
+        res.sessions_deleted += c.sessions
+        res.runs_deleted += c.runs
+        res.transcripts_deleted += c.transcripts
+        res.tool_results_deleted += c.tool_results
+        res.tool_result_payloads_deleted += c.tool_result_payloads
+        res.tool_results_without_payload += outcome.tool_results_without_payload
+        bl.info(
+            "purge.batch",
+            batch=res.batches,
+            sessions=c.sessions,
+            runs=c.runs,
+            elapsed_ms=round((time.monotonic() - t) * 1000, 1),
+        )

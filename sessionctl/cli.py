@@ -1,0 +1,262 @@
+"""``sessionctl``: the command line.
+
+Exit codes: 0 success; 1 the job failed (or is not done when ``--wait`` timed out);
+2 bad input (nothing was enqueued, no row touched); 3 Redis or Postgres unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import warnings
+from collections.abc import Coroutine
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from sessionctl.config import Settings, load_settings
+from sessionctl.errors import PermanentError, SessionctlError, TransientError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Bulk maintenance of Agno agent sessions in Postgres: GDPR erasure as arq jobs.",
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    err.print(f"error: {message}", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except Exception as exc:  # pydantic ValidationError: name the variable, not the traceback
+        first = str(exc).splitlines()
+        _fail(EXIT_BAD_INPUT, "invalid configuration: " + " ".join(x.strip() for x in first[:3]))
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return asyncio.run(coro)
+    except PermanentError as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    except TransientError as exc:
+        _fail(EXIT_UNAVAILABLE, str(exc))
+    except SessionctlError as exc:
+        _fail(EXIT_FAILED, str(exc))
+    except Exception as exc:  # no traceback reaches the user; the class says where to look
+        _fail(EXIT_FAILED, f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
+) -> None:
+    """Run a worker (same as `arq worker.WorkerSettings`)."""
+    from arq.worker import create_worker
+
+    from sessionctl.logs import configure_logging
+    from worker.settings import build_worker_settings
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    w = create_worker(build_worker_settings(settings), burst=burst)
+    w.run()
+    if burst and w.jobs_failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def purge(
+    user: Annotated[str, typer.Option("--user", help="The user whose sessions to erase.")],
+    agent: Annotated[str | None, typer.Option("--agent", help="The agent id.")] = None,
+    all_agents: Annotated[bool, typer.Option("--all-agents", help="Every agent schema in the database.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")] = False,
+    memories: Annotated[bool, typer.Option("--memories", help="Also erase the user's agno_memories.")] = False,
+    requested_by: Annotated[
+        str | None, typer.Option("--requested-by", help="A label for who asked (ticket id).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job and print its result.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Enqueue the erasure of a user's sessions from one agent or all agents."""
+    if (agent is None) == (not all_agents):
+        _fail(EXIT_BAD_INPUT, "name exactly one target: --agent ID or --all-agents")
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.producer import Producer
+
+        async with Producer(settings) as producer:
+            enq = await producer.purge_user_sessions(
+                user_id=user,
+                agent_id=agent,
+                all_agents=all_agents,
+                dry_run=dry_run,
+                memories=memories,
+                requested_by=requested_by,
+            )
+            if not wait:
+                if as_json:
+                    _print_json(enq.as_dict())
+                else:
+                    note = " (an identical request was already queued or running: joined it)" if enq.collapsed else ""
+                    out.print(f"job {enq.job_id} queued{note}", markup=False, highlight=False)
+                return 0
+            if not as_json and enq.collapsed:
+                err.print("an identical request was already queued or running: waiting for it", markup=False)
+            state = await _wait(producer, enq.job_id, timeout, as_json)
+            if as_json:
+                _print_json({**state.as_dict(), "collapsed": enq.collapsed})
+            else:
+                _print_state(state)
+            return 0 if state.ok else EXIT_FAILED
+
+    raise typer.Exit(_run(go()))
+
+
+async def _wait(producer: Any, job_id: str, timeout: float, quiet: bool) -> Any:
+    if quiet or not err.is_terminal:
+        return await producer.wait(job_id, timeout=timeout)
+    with err.status(f"job {job_id}: waiting") as status:
+        return await producer.wait(
+            job_id,
+            timeout=timeout,
+            on_change=lambda s: status.update(f"job {job_id}: {s.status}"),
+        )
+
+
+def _print_state(state: Any) -> None:
+    p = out.print
+    p(f"job       {state.job_id}", markup=False, highlight=False)
+    p(f"status    {state.status}" + (f" (attempt {state.attempt})" if state.attempt else ""), markup=False)
+    if state.error:
+        p(f"error     {state.error['type']}: {state.error['message']}", markup=False, highlight=False)
+    r = state.result
+    if r:
+        p(f"user      hmac:{r['user_hmac']}", markup=False, highlight=False)
+        p(f"target    {r['target']}", markup=False, highlight=False)
+        if r.get("dry_run"):
+            would = r.get("would_delete") or {}
+            p("would delete  " + ", ".join(f"{k}={v}" for k, v in would.items()), markup=False)
+        else:
+            p(
+                f"deleted   sessions={r['sessions_deleted']} runs={r['runs_deleted']} "
+                f"memories={r['memories_deleted']} late={r.get('late_sessions', 0)}",
+                markup=False,
+            )
+            p(f"remaining {r['remaining']}", markup=False)
+        for name, a in sorted(r.get("agents", {}).items()):
+            counts = a.get("would_delete") or {"sessions": a["sessions_deleted"], "runs": a["runs_deleted"]}
+            p(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()), markup=False, highlight=False)
+        p(f"finished  {r['finished_at']}", markup=False)
+    elif state.status == "not_found":
+        p("no such job: it was never enqueued, or its result has expired (SESSIONCTL_KEEP_RESULT)", markup=False)
+    elif not state.done:
+        p("the job is not finished yet; check again with: sessionctl status " + state.job_id, markup=False)
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job id printed by `sessionctl purge`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print a job's state and result."""
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.producer import Producer
+
+        async with Producer(settings) as producer:
+            state = await producer.status(job_id)
+        if as_json:
+            _print_json(state.as_dict())
+        else:
+            _print_state(state)
+        if state.status == "not_found":
+            return EXIT_FAILED
+        return EXIT_FAILED if state.status == "failed" else 0
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
+def sessions(
+    agent: Annotated[str, typer.Option("--agent", help="The agent id.")],
+    user: Annotated[str, typer.Option("--user", help="The user.")],
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most N (newest first).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON lines).")] = False,
+) -> None:
+    """List a user's sessions of one agent, newest first (all of them, not 50)."""
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.agents import AgentHandle
+        from sessionctl.databases import Databases
+        from sessionctl.identifiers import validate_user_id
+
+        validate_user_id(user)
+        dbs = Databases(pool_size=1)
+        try:
+            handle = AgentHandle(agent, settings=settings, databases=dbs)
+            shown = 0
+            async for page in handle.aiter_user_session_rows(user):
+                for row in page:
+                    if limit is not None and shown >= limit:
+                        return 0
+                    _print_session(row, as_json)
+                    shown += 1
+            if not as_json:
+                err.print(f"{shown} session(s)", markup=False)
+        finally:
+            await dbs.close()
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+def _print_session(row: dict[str, Any], as_json: bool) -> None:
+    name = (row.get("session_data") or {}).get("session_name") if isinstance(row.get("session_data"), dict) else None
+    summary = {
+        "session_id": row["session_id"],
+        "session_type": row["session_type"],
+        "created_at": row["created_at"],
+        "updated_at": row.get("updated_at"),
+        "session_name": name,
+        "runs": len(row.get("runs") or []),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        out.print(
+            f"{summary['session_id']}  {summary['session_type']:<8} created={summary['created_at']} "
+            f"runs={summary['runs']}" + (f"  {name!r}" if name else ""),
+            markup=False,
+            highlight=False,
+        )
+
+
+def main() -> None:
+    warnings.filterwarnings("once", category=RuntimeWarning, module="sessionctl")
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

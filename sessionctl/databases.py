@@ -1,0 +1,199 @@
+"""Connections, shared: one asyncpg pool and one SQLAlchemy engine per distinct DSN, and a bounded
+LRU of Agno clients per (DSN, schema) on top of that engine.
+
+Thousands of agent schemas therefore mean thousands of small cached Agno clients (each reflects
+its tables once, ~28 statements, on first use), never thousands of connection pools: the number of
+open Postgres connections is bounded by ``SESSIONCTL_POOL_SIZE`` times 2 per DSN (ours + Agno's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from sessionctl import store
+from sessionctl.errors import AgnoNotInstalled, DatabaseUnavailable
+from sessionctl.identifiers import Dsn
+
+if TYPE_CHECKING:
+    from agno.db.postgres import AsyncPostgresDb, PostgresDb
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+# Errors that mean "the database is not there right now" (retry), as opposed to a bad query.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # connection refused / reset / DNS
+    asyncio.TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,  # the server is starting up or shutting down
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.PostgresConnectionError,
+)
+
+
+def _agno_engine_options() -> dict[str, Any]:
+    try:
+        from agno.db.postgres.engine import _engine_options
+    except ImportError:  # an Agno without the helper: its documented defaults
+        return {"pool_pre_ping": True, "pool_recycle": 3600}
+    options: dict[str, Any] = _engine_options()
+    return options
+
+
+class Databases:
+    """Per-process registry of pools, engines and Agno clients. Close it on shutdown."""
+
+    def __init__(self, *, pool_size: int = 4, client_cache_size: int = 256) -> None:
+        self.pool_size = pool_size
+        self.client_cache_size = client_cache_size
+        self._pools: dict[Dsn, asyncpg.Pool] = {}
+        self._pool_locks: dict[Dsn, asyncio.Lock] = {}
+        self._engines: dict[Dsn, AsyncEngine] = {}
+        self._sync_engines: dict[Dsn, Engine] = {}
+        self._clients: OrderedDict[tuple[Dsn, str], Any] = OrderedDict()
+        self._sync_clients: OrderedDict[tuple[Dsn, str], Any] = OrderedDict()
+        self.clients_built = 0  # for tests and metrics: how many Agno clients were constructed
+
+    async def pool(self, dsn: Dsn) -> asyncpg.Pool:
+        pool = self._pools.get(dsn)
+        if pool is not None:
+            return pool
+        lock = self._pool_locks.setdefault(dsn, asyncio.Lock())
+        async with lock:
+            pool = self._pools.get(dsn)
+            if pool is None:
+                try:
+                    pool = await asyncpg.create_pool(
+                        dsn.asyncpg,
+                        min_size=0,
+                        max_size=self.pool_size,
+                        init=store.init_connection,
+                        command_timeout=300,
+                        timeout=10,
+                    )
+                except TRANSIENT_DB_ERRORS as exc:
+                    raise DatabaseUnavailable(
+                        f"cannot connect to Postgres at {dsn.redacted} ({type(exc).__name__}); "
+                        "check DATABASE_URL and that the server is up"
+                    ) from exc
+                self._pools[dsn] = pool
+        return pool
+
+    def connect(self, dsn: Dsn) -> Connect:
+        """``async with databases.connect(dsn) as conn``: a pooled connection; losing the
+        database (refused, reset, restarting) raises :class:`DatabaseUnavailable` (retryable)."""
+        return Connect(self, dsn)
+
+    def engine(self, dsn: Dsn) -> AsyncEngine:
+        engine = self._engines.get(dsn)
+        if engine is None:
+            try:
+                from sqlalchemy.ext.asyncio import create_async_engine
+            except ImportError as exc:  # pragma: no cover - a dependency of ours
+                raise AgnoNotInstalled() from exc
+            engine = create_async_engine(
+                dsn.sqlalchemy_async, pool_size=self.pool_size, max_overflow=0, **_agno_engine_options()
+            )
+            self._engines[dsn] = engine
+        return engine
+
+    def sync_engine(self, dsn: Dsn) -> Engine:
+        engine = self._sync_engines.get(dsn)
+        if engine is None:
+            from sqlalchemy import create_engine
+
+            engine = create_engine(
+                dsn.sqlalchemy_sync, pool_size=self.pool_size, max_overflow=0, **_agno_engine_options()
+            )
+            self._sync_engines[dsn] = engine
+        return engine
+
+    def agno_client(self, dsn: Dsn, schema: str) -> AsyncPostgresDb:
+        """The cached Agno ``AsyncPostgresDb`` for one agent schema (LRU, shared engine)."""
+        key = (dsn, schema)
+        client = self._clients.get(key)
+        if client is not None:
+            self._clients.move_to_end(key)
+            return client  # type: ignore[no-any-return]
+        try:
+            from agno.db.postgres import AsyncPostgresDb
+        except ImportError as exc:
+            raise AgnoNotInstalled() from exc
+        client = AsyncPostgresDb(db_engine=self.engine(dsn), db_schema=schema, create_schema=False)
+        self.clients_built += 1
+        self._clients[key] = client
+        while len(self._clients) > self.client_cache_size:
+            self._clients.popitem(last=False)  # the engine is shared: nothing to dispose
+        return client
+
+    def agno_sync_client(self, dsn: Dsn, schema: str) -> PostgresDb:
+        key = (dsn, schema)
+        client = self._sync_clients.get(key)
+        if client is not None:
+            self._sync_clients.move_to_end(key)
+            return client  # type: ignore[no-any-return]
+        try:
+            from agno.db.postgres import PostgresDb
+        except ImportError as exc:
+            raise AgnoNotInstalled() from exc
+        client = PostgresDb(db_engine=self.sync_engine(dsn), db_schema=schema, create_schema=False)
+        self._sync_clients[key] = client
+        while len(self._sync_clients) > self.client_cache_size:
+            self._sync_clients.popitem(last=False)
+        return client
+
+    @property
+    def cached_clients(self) -> int:
+        return len(self._clients)
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+        for engine in self._engines.values():
+            await engine.dispose()
+        for sync_engine in self._sync_engines.values():
+            sync_engine.dispose()
+        self._pools.clear()
+        self._engines.clear()
+        self._sync_engines.clear()
+        self._clients.clear()
+        self._sync_clients.clear()
+
+
+class Connect:
+    def __init__(self, databases: Databases, dsn: Dsn) -> None:
+        self.databases = databases
+        self.dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+        self._pool: asyncpg.Pool | None = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self._pool = await self.databases.pool(self.dsn)
+        try:
+            self._conn = await self._pool.acquire()
+        except TRANSIENT_DB_ERRORS as exc:
+            raise DatabaseUnavailable(
+                f"cannot reach Postgres at {self.dsn.redacted} ({type(exc).__name__}); the job will retry"
+            ) from exc
+        return self._conn
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._pool is not None and self._conn is not None:
+            with contextlib.suppress(Exception):  # a broken connection is dropped by the pool
+                await self._pool.release(self._conn)
+        if exc is not None and isinstance(exc, TRANSIENT_DB_ERRORS):
+            raise DatabaseUnavailable(
+                f"lost Postgres at {self.dsn.redacted} mid-operation ({type(exc).__name__}); the job will retry"
+            ) from exc

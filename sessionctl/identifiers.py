@@ -1,0 +1,141 @@
+"""Agent ids, schema names and connection URIs: validated once, quoted always.
+
+Identifiers are never formatted from input: an agent id becomes a schema name only through
+:func:`schema_for_agent`, which checks it against a strict pattern, and reaches SQL only through
+:func:`quote_ident`. A DSN is normalised here for each driver and redacted for display.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from sessionctl.errors import InvalidConnectionURI, InvalidRequest
+
+# xpander agent ids are UUIDs; we accept the wider, still safe, set of letters, digits, '-' and '_'.
+AGENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PG_IDENT_MAX = 63  # bytes; Postgres truncates longer names silently, which could alias two agents
+USER_ID_MAX = 1024
+DEFAULT_SCHEMA_TEMPLATE = "ag_{agent}"
+
+
+def validate_agent_id(agent_id: str) -> str:
+    if not isinstance(agent_id, str) or not agent_id:
+        raise InvalidRequest("agent id is empty: pass the agent's id, e.g. --agent 3f2c…")
+    if len(agent_id) > PG_IDENT_MAX or not AGENT_ID_RE.fullmatch(agent_id):
+        raise InvalidRequest(
+            "agent id is not a valid agent id: use letters, digits, '-' and '_' only "
+            f"(at most {PG_IDENT_MAX} characters, starting with a letter or digit)"
+        )
+    return agent_id
+
+
+def validate_user_id(user_id: str) -> str:
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise InvalidRequest("user id is empty: pass the id the agent stored sessions under, e.g. --user u-123")
+    if len(user_id) > USER_ID_MAX:
+        raise InvalidRequest(f"user id is longer than {USER_ID_MAX} characters")
+    if "\x00" in user_id:
+        raise InvalidRequest("user id contains a NUL character, which Postgres cannot store")
+    return user_id
+
+
+def validate_schema(schema: str) -> str:
+    if len(schema.encode()) > PG_IDENT_MAX or not SCHEMA_RE.fullmatch(schema):
+        raise InvalidRequest(
+            f"schema name is not a safe Postgres identifier: letters, digits and '_' only, at most {PG_IDENT_MAX} bytes"
+        )
+    return schema
+
+
+def schema_for_agent(agent_id: str, template: str = DEFAULT_SCHEMA_TEMPLATE) -> str:
+    """The agent's schema under the naming rule (xpander's by default: ``ag_`` + id with ``_``)."""
+    validate_agent_id(agent_id)
+    return validate_schema(template.format(agent=agent_id.replace("-", "_"), agent_id=agent_id))
+
+
+def quote_ident(name: str) -> str:
+    """Quote a validated identifier for SQL (the ``psycopg.sql.Identifier`` rule)."""
+    if not SCHEMA_RE.fullmatch(name):
+        raise InvalidRequest("refusing to quote an identifier that was not validated")
+    return '"' + name.replace('"', '""') + '"'
+
+
+_ACCEPTED_SCHEMES = {
+    "postgres",
+    "postgresql",
+    "postgresql+psycopg",
+    "postgresql+psycopg_async",
+    "postgresql+asyncpg",
+    "postgresql+psycopg2",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Dsn:
+    """A Postgres connection URI, normalised. ``str()`` and ``repr()`` never show the password."""
+
+    _raw: str  # the URI with the plain ``postgresql`` scheme
+
+    @classmethod
+    def parse(cls, uri: str) -> Dsn:
+        if not isinstance(uri, str) or not uri.strip():
+            raise InvalidConnectionURI("database URI is empty: set DATABASE_URL=postgresql://user@host:5432/db")
+        uri = uri.strip()
+        scheme, sep, rest = uri.partition("://")
+        scheme = scheme.lower()
+        if not sep:
+            raise InvalidConnectionURI(
+                "database URI cannot be parsed: expected postgresql://user:password@host:5432/dbname"
+            )
+        try:
+            parts = urlsplit("postgresql://" + rest)
+            _ = parts.port  # raises ValueError on a non-numeric port
+        except ValueError as exc:
+            raise InvalidConnectionURI(
+                "database URI cannot be parsed: expected postgresql://user:password@host:5432/dbname"
+            ) from exc
+        if scheme not in _ACCEPTED_SCHEMES:
+            raise InvalidConnectionURI(
+                f"database URI scheme {scheme!r} is not supported: use postgresql:// "
+                "(postgres://, postgresql+psycopg:// and postgresql+asyncpg:// are accepted too)"
+            )
+        if not parts.hostname and "host=" not in parts.query:
+            raise InvalidConnectionURI("database URI has no host: expected postgresql://user@host:5432/dbname")
+        return cls("postgresql://" + rest)
+
+    @property
+    def asyncpg(self) -> str:
+        """For asyncpg, which takes ``postgresql://``."""
+        return self._raw
+
+    @property
+    def sqlalchemy_async(self) -> str:
+        """For SQLAlchemy's async engine on psycopg 3 (what Agno's AsyncPostgresDb uses)."""
+        return "postgresql+psycopg://" + self._raw.split("://", 1)[1]
+
+    @property
+    def sqlalchemy_sync(self) -> str:
+        return self.sqlalchemy_async
+
+    @property
+    def redacted(self) -> str:
+        parts = urlsplit(self._raw)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user = parts.username or ""
+            host = netloc.rsplit("@", 1)[1]
+            netloc = f"{user}:***@{host}"
+        return f"postgresql://{netloc}{parts.path}"
+
+    @property
+    def database(self) -> str:
+        return unquote(urlsplit(self._raw).path.lstrip("/")) or "postgres"
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __repr__(self) -> str:
+        return f"Dsn({self.redacted!r})"

@@ -1,0 +1,17 @@
+"""What may leave the process about a user: an HMAC of their id, never the id itself."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+
+def user_hmac(key: bytes, user_id: str) -> str:
+    """A keyed, stable pseudonym of a user id (hex, 128 bits): safe for logs, results and receipts."""
+    return hmac.new(key, b"user\x00" + user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def request_digest(key: bytes, *parts: str) -> str:
+    """A keyed digest of a request's identity (kind, agents, user, options), for job ids."""
+    joined = "\x00".join(parts).encode()
+    return hmac.new(key, b"job\x00" + joined, hashlib.sha256).hexdigest()[:24]

@@ -1,0 +1,254 @@
+"""The producer API: enqueue jobs, read their state, wait for them.
+
+Example::
+
+    from sessionctl.producer import Producer
+
+    async with Producer() as producer:            # settings from the environment
+        enq = await producer.purge_user_sessions(agent_id="3f2c-…", user_id="u-123")
+        print(enq.job_id, "joined a running job" if enq.collapsed else "queued")
+        state = await producer.wait(enq.job_id, timeout=600)
+        assert state.status == "succeeded" and state.result["remaining"] == 0
+
+Job ids are deterministic per (job kind, target, user, options) — as a keyed digest, never the raw
+user id — plus a generation number. While a job for the same request is queued, running or
+waiting to retry, asking again returns that job (``collapsed=True``). Once it has finished,
+succeeded or failed, asking again starts a new generation: arq refuses to enqueue a job id whose
+result it still keeps, so the generation moves on (atomically, once per finished job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from arq.connections import ArqRedis, create_pool
+from arq.constants import result_key_prefix, retry_key_prefix
+from arq.jobs import Job, JobStatus
+from redis.exceptions import RedisError, WatchError
+
+from jobs.models import PURGE_USER_SESSIONS, PurgeRequest, parse_request
+from sessionctl.agents import AgentHandle
+from sessionctl.config import Settings, load_settings
+from sessionctl.databases import Databases
+from sessionctl.errors import TransientError
+from sessionctl.privacy import request_digest
+from worker import serializer
+
+State = Literal["queued", "deferred", "running", "succeeded", "dry_run", "failed", "not_found"]
+FINAL_STATES = frozenset({"succeeded", "dry_run", "failed", "not_found"})
+
+
+async def _advance(redis: ArqRedis, gen_key: str, seen: int) -> None:
+    """Move the generation past ``seen``, unless another producer already has (WATCH/MULTI CAS)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        await pipe.watch(gen_key)
+        if int(await pipe.get(gen_key) or 0) != seen:
+            return
+        pipe.multi()  # type: ignore[no-untyped-call]
+        pipe.incr(gen_key)
+        with contextlib.suppress(WatchError):
+            await pipe.execute()
+
+
+class RedisUnavailable(TransientError):
+    """Redis could not be reached: check REDIS_URL and that Redis is up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    job_id: str
+    collapsed: bool  # an identical request was already queued or running: this is that job
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class JobState:
+    job_id: str
+    status: State
+    attempt: int | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    enqueued_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATES
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("succeeded", "dry_run")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+
+class Producer:
+    """Enqueue and follow sessionctl jobs. Use as ``async with Producer() as p``."""
+
+    def __init__(self, settings: Settings | None = None, *, redis: ArqRedis | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._redis = redis
+        self._own_redis = redis is None
+        self._databases: Databases | None = None
+
+    async def __aenter__(self) -> Producer:
+        await self.redis()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def redis(self) -> ArqRedis:
+        if self._redis is None:
+            from worker.settings import redis_settings
+
+            rs = redis_settings(self.settings)
+            rs.conn_retries = 0
+            try:
+                self._redis = await create_pool(
+                    rs,
+                    job_serializer=serializer.serialize,
+                    job_deserializer=serializer.deserialize,
+                    default_queue_name=self.settings.queue_name,
+                )
+            except (RedisError, OSError) as exc:
+                raise RedisUnavailable(
+                    f"cannot connect to Redis ({type(exc).__name__}): check REDIS_URL and that Redis is up"
+                ) from exc
+        return self._redis
+
+    async def close(self) -> None:
+        if self._databases is not None:
+            await self._databases.close()
+            self._databases = None
+        if self._redis is not None and self._own_redis:
+            await self._redis.aclose()
+            self._redis = None
+
+    # -- requests --------------------------------------------------------------------------------
+
+    async def purge_user_sessions(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        all_agents: bool = False,
+        dry_run: bool = False,
+        memories: bool = False,
+        requested_by: str | None = None,
+        check_agent: bool = True,
+    ) -> Enqueued:
+        """Enqueue the erasure of a user's sessions (``agent_id`` or ``all_agents=True``).
+
+        Raises :class:`~sessionctl.errors.InvalidRequest` (a ``ValueError``) on bad input and,
+        with ``check_agent``, :class:`~sessionctl.errors.AgentNotFound` (a ``LookupError``) for an
+        agent without session storage — before anything is enqueued.
+        """
+        payload = {
+            "user_id": user_id,
+            "agent_id": agent_id,
+            "all_agents": all_agents,
+            "dry_run": dry_run,
+            "memories": memories,
+            "requested_by": requested_by,
+        }
+        request = parse_request(PurgeRequest, payload)
+        if check_agent and request.agent_id is not None:
+            await self._agent(request.agent_id).layout()
+        return await self._enqueue(
+            PURGE_USER_SESSIONS,
+            request.model_dump(mode="json"),
+            identity=(request.target, request.user_id, f"dry_run={request.dry_run}", f"memories={request.memories}"),
+        )
+
+    def _agent(self, agent_id: str) -> AgentHandle:
+        if self._databases is None:
+            self._databases = Databases(pool_size=1, client_cache_size=8)
+        return AgentHandle(agent_id, settings=self.settings, databases=self._databases)
+
+    async def _enqueue(self, kind: str, payload: dict[str, Any], *, identity: tuple[str, ...]) -> Enqueued:
+        redis = await self.redis()
+        digest = request_digest(self.settings.hash_key_bytes, kind, *identity)
+        gen_key = f"sessionctl:gen:{kind}:{digest}"
+        try:
+            for _ in range(10):
+                gen = int(await redis.get(gen_key) or 0)
+                job_id = f"{kind}:{digest}:{gen}"
+                job = await redis.enqueue_job(kind, payload, _job_id=job_id, _queue_name=self.settings.queue_name)
+                if job is not None:
+                    return Enqueued(job_id, collapsed=False)
+                if not await redis.exists(result_key_prefix + job_id):
+                    return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
+                await _advance(redis, gen_key, gen)  # finished: the next generation
+        except RedisError as exc:
+            raise RedisUnavailable(f"Redis failed while enqueueing ({type(exc).__name__})") from exc
+        raise RedisUnavailable("could not enqueue: the job id kept changing under contention; try again")
+
+    # -- following jobs ----------------------------------------------------------------------------
+
+    async def status(self, job_id: str) -> JobState:
+        redis = await self.redis()
+        job = Job(job_id, redis, _queue_name=self.settings.queue_name, _deserializer=serializer.deserialize)
+        try:
+            st = await job.status()
+            attempt_raw = await redis.get(retry_key_prefix + job_id)
+            if st == JobStatus.complete:
+                info = await job.result_info()
+            else:
+                info = None
+                jdef = await job.info()
+        except RedisError as exc:
+            raise RedisUnavailable(f"Redis failed while reading job state ({type(exc).__name__})") from exc
+        attempt = int(attempt_raw) if attempt_raw else None
+        if info is not None:
+            state = JobState(
+                job_id=job_id,
+                status="failed",
+                attempt=info.job_try,
+                enqueued_at=info.enqueue_time.isoformat(),
+                started_at=info.start_time.isoformat(),
+                finished_at=info.finish_time.isoformat(),
+            )
+            if info.success and isinstance(info.result, dict):
+                state.result = info.result
+                state.status = "dry_run" if info.result.get("status") == "dry_run" else "succeeded"
+            elif isinstance(info.result, serializer.JobError):
+                state.error = {"type": info.result.error_type, "message": str(info.result)}
+            else:
+                state.error = {"type": "JobError", "message": str(info.result)}
+            return state
+        if st == JobStatus.not_found:
+            return JobState(job_id=job_id, status="not_found")
+        status: State = {JobStatus.in_progress: "running", JobStatus.deferred: "deferred"}.get(st, "queued")  # type: ignore[assignment]
+        return JobState(
+            job_id=job_id,
+            status=status,
+            attempt=attempt,
+            enqueued_at=jdef.enqueue_time.isoformat() if jdef is not None else None,
+        )
+
+    async def wait(
+        self, job_id: str, *, timeout: float | None = None, poll: float = 0.2, on_change: Any = None
+    ) -> JobState:
+        """Poll until the job is final (or ``timeout`` seconds pass: returns the last state)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: str | None = None
+        while True:
+            state = await self.status(job_id)
+            if on_change is not None and state.status != last:
+                on_change(state)
+                last = state.status
+            if state.done or (deadline is not None and time.monotonic() >= deadline):
+                return state
+            await asyncio.sleep(poll)

@@ -1,0 +1,367 @@
+"""Every SQL statement sessionctl runs against an agent's Agno tables (asyncpg).
+
+Schema and table names reach SQL only as validated, quoted identifiers (:func:`quote_ident`);
+values are always bind parameters. Agno's own client hides database errors (reads return ``[]``,
+deletes ``None``), so everything that decides an outcome — what exists, how many rows a user has
+left — is read here, with errors raised, never swallowed.
+
+Which tables a schema has is read once per schema (:func:`read_layout`): Agno 3.x keeps runs in
+``agno_runs`` (foreign-keyed to the session, ``ON DELETE CASCADE``); Agno 2.x keeps them in the
+``runs`` jsonb column of the session row; a migrated schema may have both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from sessionctl.identifiers import quote_ident, validate_schema
+
+SESSIONS = "agno_sessions"
+RUNS = "agno_runs"
+MEMORIES = "agno_memories"
+TRANSCRIPTS = "agno_transcripts"
+TOOL_RESULTS = "agno_tool_results"
+PAYLOADS = '"fs".agno_fs'  # Agno's default store of offloaded tool-result payloads, shared by all agents
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The Agno tables one agent schema holds, as read from the catalog."""
+
+    schema: str
+    tables: frozenset[str]
+    legacy_runs_column: bool  # agno 2.x: runs inside agno_sessions.runs
+    payload_table: bool  # fs.agno_fs exists in this database
+
+    def has(self, table: str) -> bool:
+        return table in self.tables
+
+    def q(self, table: str) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(table)}"
+
+
+@dataclass(slots=True)
+class Counts:
+    """Rows of one user in one agent schema (what a purge deletes or would delete)."""
+
+    sessions: int = 0
+    runs: int = 0
+    transcripts: int = 0
+    tool_results: int = 0
+    tool_result_payloads: int = 0
+    memories: int = 0
+
+    def add(self, other: Counts) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    counts: Counts = field(default_factory=Counts)
+    tool_results_without_payload: int = 0
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Decode json/jsonb to Python objects, as Agno's SQLAlchemy engine does."""
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+# -- discovery ------------------------------------------------------------------------------------
+
+
+async def schema_exists(conn: asyncpg.Connection, schema: str) -> bool:
+    row = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", validate_schema(schema))
+    return row is not None
+
+
+REQUIRED_SESSION_COLUMNS = frozenset({"session_id", "session_type", "user_id", "created_at"})
+
+
+async def session_table_columns(conn: asyncpg.Connection, schema: str) -> frozenset[str]:
+    rows = await conn.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+        validate_schema(schema),
+        SESSIONS,
+    )
+    return frozenset(r["column_name"] for r in rows)
+
+
+async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
+    """The schema's Agno tables, or ``None`` when it has no ``agno_sessions`` table.
+
+    The caller checks :data:`REQUIRED_SESSION_COLUMNS` (see ``AgentHandle.layout``).
+    """
+    validate_schema(schema)
+    rows = await conn.fetch(
+        """
+        SELECT c.relname AS table_name,
+               EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = c.oid AND a.attname = 'runs' AND NOT a.attisdropped) AS has_runs
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname LIKE 'agno\\_%'
+        """,
+        schema,
+    )
+    tables = {r["table_name"]: r["has_runs"] for r in rows}
+    if SESSIONS not in tables:
+        return None
+    payload = await conn.fetchval("SELECT to_regclass('fs.agno_fs') IS NOT NULL")
+    return Layout(
+        schema=schema,
+        tables=frozenset(tables),
+        legacy_runs_column=bool(tables[SESSIONS]),
+        payload_table=bool(payload),
+    )
+
+
+async def discover_agent_schemas(conn: asyncpg.Connection) -> list[str]:
+    """Schemas holding an Agno sessions table (the agents of this database), sorted."""
+    rows = await conn.fetch(
+        """
+        SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relname = 'agno_sessions' AND c.relkind IN ('r', 'p')
+         ORDER BY n.nspname
+        """
+    )
+    return [r["nspname"] for r in rows if _is_safe_schema(r["nspname"])]
+
+
+def _is_safe_schema(name: str) -> bool:
+    try:
+        validate_schema(name)
+    except ValueError:
+        return False
+    return True
+
+
+# -- counting (the proof) --------------------------------------------------------------------------
+
+
+async def count_user_sessions(conn: asyncpg.Connection, layout: Layout, user_id: str) -> int:
+    value = await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE user_id = $1", user_id)
+    return int(value)
+
+
+async def count_user(conn: asyncpg.Connection, layout: Layout, user_id: str, *, memories: bool) -> Counts:
+    """Everything a purge of this user would delete in this schema (for dry runs)."""
+    s = layout.q(SESSIONS)
+    legacy = _legacy_runs_expr("s") if layout.legacy_runs_column else "0"
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS sessions, coalesce(sum({legacy}), 0) AS legacy_runs  FROM {s} s WHERE s.user_id = $1",
+        user_id,
+    )
+    counts = Counts(sessions=int(row["sessions"]), runs=int(row["legacy_runs"]))
+    user_sessions = f"SELECT session_id FROM {s} WHERE user_id = $1"
+    if layout.has(RUNS):
+        counts.runs += int(
+            await conn.fetchval(f"SELECT count(*) FROM {layout.q(RUNS)} WHERE session_id IN ({user_sessions})", user_id)
+        )
+    if layout.has(TRANSCRIPTS):
+        counts.transcripts = int(
+            await conn.fetchval(
+                f"SELECT count(*) FROM {layout.q(TRANSCRIPTS)} WHERE agno_session_id IN ({user_sessions})",
+                user_id,
+            )
+        )
+    if layout.has(TOOL_RESULTS):
+        tr = layout.q(TOOL_RESULTS)
+        counts.tool_results = int(
+            await conn.fetchval(f"SELECT count(*) FROM {tr} WHERE session_id IN ({user_sessions})", user_id)
+        )
+        if layout.payload_table and counts.tool_results:
+            counts.tool_result_payloads = int(
+                await conn.fetchval(
+                    f"SELECT count(*) FROM {PAYLOADS} f JOIN {tr} t"
+                    "  ON f.namespace = t.namespace AND f.path = t.path"
+                    f" WHERE t.session_id IN ({user_sessions})",
+                    user_id,
+                )
+            )
+    if memories and layout.has(MEMORIES):
+        counts.memories = int(
+            await conn.fetchval(f"SELECT count(*) FROM {layout.q(MEMORIES)} WHERE user_id = $1", user_id)
+        )
+    return counts
+
+
+def _legacy_runs_expr(alias: str) -> str:
+    return f"CASE WHEN jsonb_typeof({alias}.runs) = 'array' THEN jsonb_array_length({alias}.runs) ELSE 0 END"
+
+
+# -- deleting ------------------------------------------------------------------------------------
+
+
+async def snapshot_user_session_ids(conn: asyncpg.Connection, layout: Layout, user_id: str) -> int:
+    """Note the ids of the user's sessions in a temp table of this connection; how many there are.
+
+    One scan of ``agno_sessions`` (which has no index on ``user_id`` in Agno's schema) instead of
+    one per batch; the batches then walk the snapshot by primary key. Sessions that arrive later
+    are caught by the final count, which takes a new snapshot.
+    """
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS sessionctl_ids (session_id text PRIMARY KEY); TRUNCATE sessionctl_ids"
+    )
+    status = await conn.execute(
+        f"INSERT INTO pg_temp.sessionctl_ids SELECT session_id FROM {layout.q(SESSIONS)} WHERE user_id = $1",
+        user_id,
+    )
+    return _rowcount(status)
+
+
+async def next_snapshot_ids(conn: asyncpg.Connection, after: str | None, limit: int) -> list[str]:
+    """The next ``limit`` ids of the snapshot, in id order (keyset: no offset)."""
+    rows = await conn.fetch(
+        "SELECT session_id FROM pg_temp.sessionctl_ids WHERE $1::text IS NULL OR session_id > $1::text"
+        " ORDER BY session_id LIMIT $2",
+        after,
+        limit,
+    )
+    return [r["session_id"] for r in rows]
+
+
+async def delete_user_sessions(
+    conn: asyncpg.Connection, layout: Layout, user_id: str, session_ids: list[str]
+) -> BatchOutcome:
+    """Delete those of these sessions that (still) belong to the user, and all that hangs off them.
+
+    Deletes what Agno's ``delete_sessions(ids, user_id=…)`` deletes — the session rows (with any
+    2.x runs inside them), their runs, external-agent transcripts, tool-result index rows and the
+    payloads those rows point at in ``fs.agno_fs`` — but in **one statement** (atomic, one round
+    trip), with errors raised. Everything hanging off a session is keyed on the sessions that
+    statement actually deleted, owner checked, so a session that changed owner meanwhile is
+    neither deleted nor stripped; and a run held by a sandbox binding goes with its session, as in
+    Agno.
+    """
+    return await _delete_sessions(conn, layout, session_ids, user_id)
+
+
+async def delete_session_by_id(
+    conn: asyncpg.Connection, layout: Layout, session_id: str, user_id: str | None = None
+) -> BatchOutcome:
+    """Delete one session (only if it belongs to ``user_id`` when given), with all that hangs off it."""
+    return await _delete_sessions(conn, layout, [session_id], user_id)
+
+
+async def _delete_sessions(
+    conn: asyncpg.Connection, layout: Layout, ids: list[str], user_id: str | None
+) -> BatchOutcome:
+    legacy = _legacy_runs_expr("d") if layout.legacy_runs_column else "0"
+    owner = "" if user_id is None else " AND d.user_id = $2"
+    gone = "= ANY($1::text[]) AND {col} IN (SELECT session_id FROM gone)"  # index probe, then owner-checked
+    parts = [
+        f"gone AS (DELETE FROM {layout.q(SESSIONS)} AS d WHERE d.session_id = ANY($1::text[]){owner}"
+        f" RETURNING d.session_id, {legacy} AS legacy_runs)"
+    ]
+    picks = ["(SELECT count(*) FROM gone) AS sessions", "(SELECT coalesce(sum(legacy_runs), 0) FROM gone) AS legacy"]
+    if layout.has(RUNS):
+        runs_gone = gone.format(col="session_id")
+        parts.append(f"r AS (DELETE FROM {layout.q(RUNS)} WHERE session_id {runs_gone} RETURNING 1)")
+        picks.append("(SELECT count(*) FROM r) AS runs")
+    if layout.has(TRANSCRIPTS):
+        parts.append(
+            f"t AS (DELETE FROM {layout.q(TRANSCRIPTS)} WHERE agno_session_id {gone.format(col='agno_session_id')}"
+            " RETURNING 1)"
+        )
+        picks.append("(SELECT count(*) FROM t) AS transcripts")
+    if layout.has(TOOL_RESULTS):
+        parts.append(
+            f"tr AS (DELETE FROM {layout.q(TOOL_RESULTS)} WHERE session_id {gone.format(col='session_id')}"
+            " RETURNING namespace, path)"
+        )
+        picks.append("(SELECT count(*) FROM tr) AS tool_results")
+        if layout.payload_table:
+            parts.append(
+                f"p AS (DELETE FROM {PAYLOADS} f USING tr WHERE f.namespace = tr.namespace AND f.path = tr.path"
+                " RETURNING 1)"
+            )
+            picks.append("(SELECT count(*) FROM p) AS payloads")
+    args: list[Any] = [ids] if user_id is None else [ids, user_id]
+    row = await conn.fetchrow("WITH " + ",\n".join(parts) + "\nSELECT " + ", ".join(picks), *args)
+    out = BatchOutcome()
+    c = out.counts
+    c.sessions = int(row["sessions"])
+    c.runs = int(row["legacy"]) + int(row.get("runs", 0))
+    c.transcripts = int(row.get("transcripts", 0))
+    c.tool_results = int(row.get("tool_results", 0))
+    c.tool_result_payloads = int(row.get("payloads", 0))
+    out.tool_results_without_payload = c.tool_results - c.tool_result_payloads
+    return out
+
+
+async def delete_user_memories(conn: asyncpg.Connection, layout: Layout, user_id: str) -> int:
+    if not layout.has(MEMORIES):
+        return 0
+    return _rowcount(await conn.execute(f"DELETE FROM {layout.q(MEMORIES)} WHERE user_id = $1", user_id))
+
+
+def _rowcount(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "DELETE 42"
+    return int(status.rsplit(" ", 1)[1])
+
+
+# -- listing -------------------------------------------------------------------------------------
+
+SessionKey = tuple[int, str]  # (created_at, session_id): newest first, ties broken by id
+
+
+async def list_user_sessions_page(
+    conn: asyncpg.Connection,
+    layout: Layout,
+    user_id: str,
+    *,
+    after: SessionKey | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """One keyset page of the user's session rows, newest first (``created_at DESC, session_id DESC``).
+
+    Rows are returned as Agno stores them (every column of ``agno_sessions``), with ``runs`` set to
+    the run dicts of the runs table merged over any 2.x blob — see :func:`runs_for_sessions`.
+    """
+    s = layout.q(SESSIONS)
+    if after is None:
+        rows = await conn.fetch(
+            f"SELECT * FROM {s} WHERE user_id = $1 ORDER BY created_at DESC, session_id DESC LIMIT $2",
+            user_id,
+            limit,
+        )
+    else:
+        rows = await conn.fetch(
+            f"SELECT * FROM {s} WHERE user_id = $1 AND (created_at, session_id) < ($2, $3)"
+            " ORDER BY created_at DESC, session_id DESC LIMIT $4",
+            user_id,
+            after[0],
+            after[1],
+            limit,
+        )
+    return [dict(r) for r in rows]
+
+
+async def runs_for_sessions(
+    conn: asyncpg.Connection, layout: Layout, session_ids: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """``run_data`` of the runs table per session, in Agno's order (run_index, created_at, run_id)."""
+    if not layout.has(RUNS) or not session_ids:
+        return {}
+    rows = await conn.fetch(
+        f"SELECT session_id, run_data FROM {layout.q(RUNS)} WHERE session_id = ANY($1::text[])"
+        " ORDER BY session_id, run_index ASC NULLS LAST, created_at ASC, run_id ASC",
+        session_ids,
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["session_id"], []).append(r["run_data"])
+    return out
+
+
+async def get_session_row(conn: asyncpg.Connection, layout: Layout, session_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT * FROM {layout.q(SESSIONS)} WHERE session_id = $1", session_id)
+    return dict(row) if row is not None else None

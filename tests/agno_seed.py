@@ -1,0 +1,192 @@
+"""Test data written through Agno's own API (so tests follow Agno's real layouts), and cloned in
+SQL from those Agno-written rows when a test needs volume."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from agno.db.postgres import AsyncPostgresDb
+from agno.db.schemas.memory import UserMemory
+from agno.run.agent import RunOutput
+from agno.run.base import RunStatus
+from agno.session import AgentSession
+
+SHARED = Path(os.environ.get("SESSIONCTL_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+FIXTURE_2X = SHARED / "fixtures" / "agno-2.5.14-xpander-schema.sql"
+FIXTURE_2X_SCHEMA = "ag_fixture_legacy"
+
+
+def agno_db(db_url: str, schema: str) -> AsyncPostgresDb:
+    return AsyncPostgresDb(db_url=db_url.replace("postgresql://", "postgresql+psycopg://"), db_schema=schema)
+
+
+async def seed_sessions(
+    db: AsyncPostgresDb,
+    agent_id: str,
+    user_id: str,
+    count: int,
+    *,
+    runs: int = 2,
+    base_ts: int | None = None,
+    prefix: str | None = None,
+    extras: bool = False,
+) -> list[str]:
+    """``count`` sessions of ``user_id``, each with ``runs`` runs, written by Agno.
+
+    With ``extras``, each session also gets an external-agent transcript and an offloaded tool
+    result whose payload sits in ``fs.agno_fs`` — everything Agno's delete cascades to.
+    """
+    base_ts = base_ts or int(time.time()) - 10_000
+    prefix = prefix or f"{agent_id}-{user_id}"
+    ids = []
+    for i in range(count):
+        sid = f"{prefix}-s{i}"
+        ts = base_ts + i
+        session = AgentSession(
+            session_id=sid,
+            agent_id=agent_id,
+            user_id=user_id,
+            session_data={"session_name": f"chat {i} of {user_id}"},
+            metadata={"n": i},
+            created_at=ts,
+            updated_at=ts,
+        )
+        assert await db.upsert_session(session) is not None, "Agno could not write the seed session"
+        for r in range(runs):
+            run = RunOutput(
+                run_id=f"{sid}-r{r}",
+                agent_id=agent_id,
+                session_id=sid,
+                user_id=user_id,
+                content=f"answer {r} for {user_id}",
+                status=RunStatus.completed,
+                created_at=ts,
+            )
+            await db.upsert_run(run, session_id=sid, user_id=user_id, run_index=r)
+        if extras:
+            await db.append_transcript_entries(
+                framework="claude_code",
+                project_key="proj",
+                session_id=f"ext-{sid}",
+                entries=[{"uuid": f"{sid}-t0", "text": f"transcript of {user_id}"}],
+                agno_session_id=sid,
+            )
+            await db.upsert_tool_result(
+                {
+                    "result_id": f"{sid}-tr0",
+                    "namespace": f"{db.db_schema}",
+                    "path": f"/results/{sid}.txt",
+                    "session_id": sid,
+                    "run_id": f"{sid}-r0",
+                    "tool_call_id": "call-1",
+                    "tool_name": "search",
+                    "args_hash": "h",
+                    "content_type": "text/plain",
+                    "size_bytes": 10,
+                    "line_count": 1,
+                    "preview": "prev",
+                    "user_id": user_id,
+                    "created_at": ts,
+                    "expires_at": None,
+                }
+            )
+        ids.append(sid)
+    return ids
+
+
+async def seed_memory(db: AsyncPostgresDb, agent_id: str, user_id: str, n: int = 1) -> None:
+    for i in range(n):
+        await db.upsert_user_memory(
+            UserMemory(memory=f"{user_id} likes tea {i}", memory_id=f"{agent_id}-{user_id}-m{i}", user_id=user_id)
+        )
+
+
+async def ensure_payload_table(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        """
+        CREATE SCHEMA IF NOT EXISTS fs;
+        CREATE TABLE IF NOT EXISTS fs.agno_fs (
+            namespace varchar NOT NULL, path varchar NOT NULL, content text NOT NULL,
+            size_bytes bigint NOT NULL, version bigint NOT NULL, created_at bigint NOT NULL,
+            updated_at bigint, user_id varchar NOT NULL DEFAULT '', PRIMARY KEY (namespace, path))
+        """
+    )
+
+
+async def add_payloads(conn: asyncpg.Connection, schema: str) -> int:
+    """A payload in fs.agno_fs for every tool-result index row of the schema (as Agno's store writes)."""
+    status = await conn.execute(
+        f"INSERT INTO fs.agno_fs (namespace, path, content, size_bytes, version, created_at, user_id) "
+        f"SELECT namespace, path, 'payload of ' || coalesce(user_id, ''), 10, 1, created_at, coalesce(user_id, '') "
+        f'FROM "{schema}".agno_tool_results ON CONFLICT DO NOTHING'
+    )
+    return int(status.split()[-1])
+
+
+async def clone_sessions(
+    conn: asyncpg.Connection, schema: str, template_id: str, user_id: str, n: int, tag: str
+) -> None:
+    """``n`` copies of an Agno-written session (and its runs) for ``user_id``, in SQL, for volume."""
+    await conn.execute(
+        f"""
+        INSERT INTO "{schema}".agno_sessions (session_id, session_type, agent_id, team_id, workflow_id, user_id,
+               session_data, agent_data, team_data, workflow_data, metadata, summary, created_at, updated_at)
+        SELECT s.session_id || '-{tag}' || g, s.session_type, s.agent_id, s.team_id, s.workflow_id, $2,
+               s.session_data, s.agent_data, s.team_data, s.workflow_data, s.metadata, s.summary,
+               s.created_at + g, s.updated_at + g
+          FROM "{schema}".agno_sessions s, generate_series(1, $3) g WHERE s.session_id = $1
+        """,
+        template_id,
+        user_id,
+        n,
+    )
+    cols = await conn.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema=$1 AND table_name='agno_runs' "
+        "ORDER BY ordinal_position",
+        schema,
+    )
+    names = [c["column_name"] for c in cols]
+    select = []
+    for c in names:
+        if c == "run_id":
+            select.append(f"r.run_id || '-{tag}' || g")
+        elif c == "session_id":
+            select.append(f"r.session_id || '-{tag}' || g")
+        elif c == "user_id":
+            select.append("$2")
+        else:
+            select.append(f"r.{c}")
+    await conn.execute(
+        f'INSERT INTO "{schema}".agno_runs ({", ".join(names)}) SELECT {", ".join(select)} '
+        f'FROM "{schema}".agno_runs r, generate_series(1, $3) g WHERE r.session_id = $1',
+        template_id,
+        user_id,
+        n,
+    )
+
+
+async def load_2x_fixture(conn: asyncpg.Connection, schema: str) -> None:
+    """The shared agno 2.5.14 dump (runs inside the session row), renamed into ``schema``."""
+    sql = FIXTURE_2X.read_text().replace(FIXTURE_2X_SCHEMA, schema)
+    lines = [ln for ln in sql.splitlines() if not ln.startswith("SELECT pg_catalog.set_config")]
+    await conn.execute("\n".join(lines))
+
+
+async def table_rows(conn: asyncpg.Connection, schema: str) -> dict[str, list[Any]]:
+    """Every row of every table of a schema, as sorted JSON text, for row-for-row comparison.
+
+    Write-time stamps (``created_at``/``updated_at``, which Agno sets from the clock) are left out.
+    """
+    tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename", schema)
+    out: dict[str, list[Any]] = {}
+    for t in tables:
+        name = t["tablename"]
+        rows = await conn.fetch(
+            f"SELECT (to_jsonb(x) - 'created_at' - 'updated_at')::text AS j FROM \"{schema}\".\"{name}\" x"
+        )
+        out[name] = sorted(r["j"].replace(schema, "<schema>") for r in rows)
+    return out

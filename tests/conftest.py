@@ -1,0 +1,130 @@
+"""Fixtures: a fresh Postgres database per test session, a fresh schema (agent) per test, a
+dedicated Redis database flushed per test, and a real arq worker in burst mode.
+
+When ``CI`` is set, a missing service fails the run; it never skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from arq.worker import Worker, create_worker
+
+from sessionctl.config import Settings
+from sessionctl.databases import Databases
+from worker.settings import build_worker_settings
+
+PG_ADMIN_URL = os.environ.get("SESSIONCTL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("SESSIONCTL_TEST_REDIS", "redis://127.0.0.1:6379/13")
+HASH_KEY = "test-hash-key-0123456789abcdef"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _require(name: str, host: str, port: int) -> None:
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}: CI requires it (.ci/run starts it)", pytrace=False)
+    pytest.skip(f"{message}: start it to run this test")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh database for this test session; its URL."""
+    _require("PostgreSQL", "127.0.0.1", 5432)
+    name = f"sessionctl_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    _require("Redis", "127.0.0.1", 6379)
+    r = aioredis.from_url(REDIS_TEST_URL)
+    await r.flushdb()
+    await r.aclose()
+    yield REDIS_TEST_URL
+
+
+@pytest.fixture
+def settings(pg_database: str, redis_url: str) -> Settings:
+    return Settings(
+        database_url=pg_database,
+        redis_url=redis_url,
+        hash_key=HASH_KEY,
+        batch_size=500,
+        retry_base_delay=0.05,
+        max_tries=5,
+        queue_name=f"sessionctl:test:{uuid.uuid4().hex[:8]}",
+        log_format="json",
+    )
+
+
+@pytest.fixture
+def agent_id() -> str:
+    return f"agent-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def pg(pg_database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(pg_database)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def databases() -> AsyncIterator[Databases]:
+    dbs = Databases(pool_size=2)
+    yield dbs
+    await dbs.close()
+
+
+async def run_worker(settings: Settings, **overrides: Any) -> Worker:
+    """A real arq worker, burst mode, poll_delay=0: runs every queued job (retries included), then returns."""
+    w = create_worker(build_worker_settings(settings), burst=True, poll_delay=0, **overrides)
+    try:
+        await w.main()
+    finally:
+        await w.close()
+    return w
+
+
+@pytest.fixture
+def worker_env(pg_database: str, redis_url: str, settings: Settings) -> dict[str, str]:
+    """Environment for running `sessionctl` as a subprocess against the test services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONCTL_")}
+    env.update(
+        DATABASE_URL=pg_database,
+        REDIS_URL=redis_url,
+        SESSIONCTL_HASH_KEY=HASH_KEY,
+        SESSIONCTL_QUEUE=settings.queue_name,
+        SESSIONCTL_BATCH_SIZE="500",
+        SESSIONCTL_LOG_FORMAT="json",
+    )
+    return env

@@ -1,0 +1,101 @@
+"""Postgres going away mid-purge: the job retries, and no success is reported while rows remain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from sessionctl.config import Settings
+from sessionctl.producer import Producer
+from tests.agno_seed import agno_db, clone_sessions, seed_sessions
+from tests.conftest import run_worker
+from tests.faults import CuttableProxy
+
+USER = "carol-5d1f@example.com"
+
+
+@pytest.mark.slow
+async def test_postgres_lost_mid_purge_is_retried_and_never_reported_as_success(
+    settings: Settings, pg: asyncpg.Connection, pg_database: str, agent_id: str
+) -> None:
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 1)
+    await db.close()
+    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 4000, "c")
+    total = 4001
+
+    proxy = await CuttableProxy().start()
+    job_settings = settings.model_copy(
+        update={
+            "database_url": proxy.url(pg_database.rsplit("/", 1)[1]),
+            "batch_size": 50,
+            "max_tries": 30,
+            "retry_base_delay": 0.2,
+        }
+    )
+    async with Producer(job_settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        worker_task = asyncio.create_task(run_worker(job_settings))
+
+        # cut Postgres off once the purge is under way
+        deadline = time.monotonic() + 60
+        while await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER) > total - 500:
+            assert time.monotonic() < deadline, "the purge never started"
+            await asyncio.sleep(0.005)
+        proxy.cut()
+        seen = set()
+        cut_until = time.monotonic() + 2.0
+        while time.monotonic() < cut_until:
+            state = await producer.status(enq.job_id)
+            seen.add(state.status)
+            assert state.status not in ("succeeded", "dry_run", "failed"), state
+            await asyncio.sleep(0.05)
+        remaining_while_down = await pg.fetchval(
+            f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER
+        )
+        assert remaining_while_down > 0
+        assert seen & {"deferred", "queued", "running"}
+
+        proxy.restore()
+        worker = await asyncio.wait_for(worker_task, 120)
+        state = await producer.status(enq.job_id)
+    await proxy.close()
+
+    assert worker.jobs_retried >= 1
+    assert state.status == "succeeded", state
+    assert state.attempt is not None and state.attempt >= 2
+    assert state.result is not None and state.result["remaining"] == 0
+    # the last try deleted exactly what the cut left: the batch in flight was rolled back, not half-done
+    assert state.result["sessions_deleted"] == remaining_while_down
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER) == 0
+
+
+async def test_postgres_down_for_good_fails_the_job_after_bounded_tries(
+    settings: Settings, agent_id: str, pg: asyncpg.Connection
+) -> None:
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 3)
+    await db.close()
+    proxy = await CuttableProxy().start()
+    proxy.cut()
+    down = settings.model_copy(
+        update={
+            "database_url": f"postgresql://postgres@127.0.0.1:{proxy.port}/x",
+            "max_tries": 3,
+            "retry_base_delay": 0.02,
+        }
+    )
+    async with Producer(down) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, check_agent=False)
+        worker = await run_worker(down)
+        state = await producer.status(enq.job_id)
+    await proxy.close()
+    assert state.status == "failed"
+    assert state.error is not None and state.error["type"] == "DatabaseUnavailable"
+    assert worker.jobs_retried == 2 and state.attempt == 3
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER) == 3

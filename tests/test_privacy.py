@@ -1,0 +1,49 @@
+"""Every log line of full runs — success, dry run, permanent and transient failures — carries the
+user's HMAC, never the raw user id, session content or a DSN password."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from sessionctl.config import Settings
+from sessionctl.privacy import user_hmac
+from sessionctl.producer import Producer
+from tests.agno_seed import agno_db, seed_sessions
+from tests.conftest import HASH_KEY, run_worker
+from tests.faults import CuttableProxy
+
+USER = "ivy.sensitive+1@example.com"
+
+
+async def test_logs_of_full_runs_hold_no_personal_data_or_secrets(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    db = agno_db(settings.database_url, settings.schema_for(agent_id))
+    await seed_sessions(db, agent_id, USER, 4, extras=True)  # content: "answer 0 for <user>"
+    await db.close()
+    proxy = await CuttableProxy().start()
+    proxy.cut()
+    down = settings.model_copy(
+        update={
+            "database_url": f"postgresql://postgres:s3cret-pw@127.0.0.1:{proxy.port}/x",
+            "max_tries": 2,
+            "retry_base_delay": 0.01,
+        }
+    )
+    async with Producer(settings) as producer:
+        await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, dry_run=True)
+        await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, memories=True)
+        await producer.purge_user_sessions(agent_id="missing-agent", user_id=USER, check_agent=False)
+        await run_worker(settings)
+    async with Producer(down) as producer:
+        await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, check_agent=False)
+        await run_worker(down)
+    await proxy.close()
+
+    out, err = capfd.readouterr()
+    logs = out + err
+    assert "purge.done" in logs and "job.failed" in logs and "job.retry" in logs  # the paths ran
+    assert user_hmac(HASH_KEY.encode(), USER) in logs
+    for secret in (USER, "ivy.sensitive", "answer 0 for", "s3cret-pw", HASH_KEY):
+        assert secret not in logs, secret

@@ -1,0 +1,169 @@
+"""Deterministic job ids: duplicates collapse while a job is queued or running; a finished job
+(succeeded or failed) runs again when asked again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import fakeredis
+import pytest
+from arq.connections import ArqRedis
+
+from sessionctl.config import Settings
+from sessionctl.errors import AgentNotFound, InvalidRequest
+from sessionctl.producer import Producer
+from tests.agno_seed import agno_db, seed_sessions
+from tests.conftest import HASH_KEY, run_worker
+from worker import serializer
+
+USER = "dave-91c2@example.com"
+
+
+def _unit_settings() -> Settings:
+    return Settings(hash_key=HASH_KEY, queue_name="unit:queue")
+
+
+@pytest.fixture
+async def fake_producer():  # type: ignore[no-untyped-def]
+    redis = ArqRedis(
+        connection_pool=fakeredis.FakeAsyncRedis().connection_pool,
+        job_serializer=serializer.serialize,
+        job_deserializer=serializer.deserialize,
+        default_queue_name="unit:queue",
+    )
+    p = Producer(_unit_settings(), redis=redis)
+    yield p
+    await redis.aclose()
+
+
+# -- fast unit tests on fakeredis ---------------------------------------------------------------
+
+
+async def test_job_id_is_deterministic_and_hides_the_user(fake_producer: Producer) -> None:
+    a = await fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER, check_agent=False)
+    b = await fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER, check_agent=False)
+    assert a.job_id == b.job_id and not a.collapsed and b.collapsed
+    assert USER not in a.job_id and "dave" not in a.job_id
+    assert a.job_id.startswith("purge_user_sessions:") and a.job_id.endswith(":0")
+
+
+async def test_options_that_change_the_work_make_a_different_job(fake_producer: Producer) -> None:
+    base = await fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER, check_agent=False)
+    others = [
+        await fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER, dry_run=True, check_agent=False),
+        await fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER, memories=True, check_agent=False),
+        await fake_producer.purge_user_sessions(agent_id="a-2", user_id=USER, check_agent=False),
+        await fake_producer.purge_user_sessions(all_agents=True, user_id=USER, check_agent=False),
+        await fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER + "x", check_agent=False),
+    ]
+    ids = {base.job_id, *(o.job_id for o in others)}
+    assert len(ids) == 6 and not any(o.collapsed for o in others)
+    # a label for who asked is not part of the identity: it joins the same job
+    same = await fake_producer.purge_user_sessions(
+        agent_id="a-1", user_id=USER, requested_by="ticket-9", check_agent=False
+    )
+    assert same.job_id == base.job_id and same.collapsed
+
+
+async def test_a_finished_job_is_run_again_under_a_new_generation(fake_producer: Producer) -> None:
+    redis = await fake_producer.redis()
+    first = await fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER, check_agent=False)
+    # what arq does when the job finishes: the job key goes, a result key stays for keep_result
+    await redis.delete(f"arq:job:{first.job_id}")
+    await redis.zrem("unit:queue", first.job_id)
+    await redis.set(f"arq:result:{first.job_id}", b"{}")
+    again = await asyncio.gather(
+        *[fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER, check_agent=False) for _ in range(10)]
+    )
+    assert {e.job_id for e in again} == {first.job_id[:-2] + ":1"}
+    assert sum(not e.collapsed for e in again) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"agent_id": "a-1", "user_id": ""}, "user id is empty"),
+        ({"agent_id": "a-1", "user_id": "   "}, "user id is empty"),
+        ({"agent_id": "a-1", "user_id": "x\x00y"}, "NUL"),
+        ({"agent_id": "a-1", "user_id": "u" * 5000}, "longer than"),
+        ({"agent_id": 'x"; drop schema y; --', "user_id": "u"}, "not a valid agent id"),
+        ({"agent_id": "../..", "user_id": "u"}, "not a valid agent id"),
+        ({"agent_id": "a" * 64, "user_id": "u"}, "not a valid agent id"),
+        ({"agent_id": "", "user_id": "u"}, "agent id is empty"),
+        ({"user_id": "u"}, "exactly one target"),
+        ({"agent_id": "a-1", "all_agents": True, "user_id": "u"}, "exactly one target"),
+    ],
+)
+async def test_bad_input_is_refused_before_anything_is_enqueued(
+    fake_producer: Producer, kwargs: dict, needle: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=needle) as info:
+        await fake_producer.purge_user_sessions(check_agent=False, **kwargs)
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in str(info.value)
+    redis = await fake_producer.redis()
+    assert await redis.zcard("unit:queue") == 0
+
+
+# -- against real Redis and a real worker -----------------------------------------------------------
+
+
+async def test_concurrent_duplicates_collapse_into_one_execution(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    db = agno_db(settings.database_url, settings.schema_for(agent_id))
+    await seed_sessions(db, agent_id, USER, 5)
+    await db.close()
+    producers = [Producer(settings) for _ in range(4)]
+    try:
+        results = await asyncio.gather(
+            *[producers[i % 4].purge_user_sessions(agent_id=agent_id, user_id=USER) for i in range(100)]
+        )
+        assert len({r.job_id for r in results}) == 1
+        assert sum(not r.collapsed for r in results) == 1
+        worker = await run_worker(settings)
+        assert worker.jobs_complete == 1  # exactly one execution
+        state = await producers[0].status(results[0].job_id)
+        assert state.status == "succeeded" and state.result is not None
+        assert state.result["sessions_deleted"] == 5
+
+        # finished: asking again runs again (new sessions may have arrived)
+        db = agno_db(settings.database_url, settings.schema_for(agent_id))
+        await seed_sessions(db, agent_id, USER, 2, prefix="late")
+        await db.close()
+        again = await producers[1].purge_user_sessions(agent_id=agent_id, user_id=USER)
+        assert not again.collapsed and again.job_id != results[0].job_id
+        await run_worker(settings)
+        state = await producers[1].status(again.job_id)
+        assert state.status == "succeeded" and state.result is not None
+        assert state.result["sessions_deleted"] == 2
+    finally:
+        for p in producers:
+            await p.close()
+
+
+async def test_a_failed_erasure_is_retried_by_asking_again(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    async with Producer(settings) as producer:
+        first = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, check_agent=False)
+        await run_worker(settings)
+        assert (await producer.status(first.job_id)).status == "failed"  # no storage yet
+        db = agno_db(settings.database_url, settings.schema_for(agent_id))
+        await seed_sessions(db, agent_id, USER, 3)
+        await db.close()
+        second = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        assert not second.collapsed and second.job_id != first.job_id
+        await run_worker(settings)
+        state = await producer.status(second.job_id)
+    assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 3
+
+
+async def test_unknown_agent_is_refused_by_the_producer(settings: Settings) -> None:
+    async with Producer(settings) as producer:
+        with pytest.raises(AgentNotFound) as info:
+            await producer.purge_user_sessions(agent_id="nobody-here", user_id=USER)
+        assert isinstance(info.value, LookupError)
+        redis = await producer.redis()
+        assert await redis.zcard(settings.queue_name) == 0

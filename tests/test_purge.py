@@ -1,0 +1,179 @@
+"""purge_user_sessions end to end: real Postgres, real Redis, a real arq worker (burst mode)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from sessionctl.config import Settings
+from sessionctl.privacy import user_hmac
+from sessionctl.producer import Producer
+from tests.agno_seed import (
+    agno_db,
+    clone_sessions,
+    seed_memory,
+    seed_sessions,
+    table_rows,
+)
+from tests.conftest import HASH_KEY, run_worker
+
+USER = "alice-7f3e9c1d@example.com"
+OTHER = "bob-2b8a@example.com"
+
+
+async def _count(pg: asyncpg.Connection, schema: str, user: str) -> int:
+    return int(await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', user))
+
+
+@pytest.mark.slow
+async def test_purge_deletes_every_session_far_past_a_page_and_touches_nothing_else(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    schema = settings.schema_for(agent_id)
+    other_agent = agent_id + "-other"
+    other_schema = settings.schema_for(other_agent)
+    db, odb = agno_db(settings.database_url, schema), agno_db(settings.database_url, other_schema)
+    await seed_sessions(db, agent_id, USER, 5)
+    await seed_sessions(db, agent_id, OTHER, 7)
+    await seed_sessions(odb, other_agent, USER, 4)  # the same user at another agent: not this job's
+    await db.close()
+    await odb.close()
+    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 1200, "c")
+    before_other_user = await table_rows(pg, schema)
+    before_other_agent = await table_rows(pg, other_schema)
+    assert await _count(pg, schema, USER) == 1205
+
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        worker = await run_worker(settings)
+        state = await producer.status(enq.job_id)
+
+    assert worker.jobs_complete == 1 and worker.jobs_failed == 0
+    assert state.status == "succeeded", state
+    r = state.result
+    assert r is not None
+    assert r["sessions_deleted"] == 1205
+    assert r["runs_deleted"] == 1205 * 2
+    assert r["remaining"] == 0
+    assert r["agents"][agent_id]["batches"] >= 3  # batch size 500: paged until none remained
+    assert r["user_hmac"] == user_hmac(HASH_KEY.encode(), USER)
+    assert await _count(pg, schema, USER) == 0
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_runs WHERE user_id = $1', USER) == 0
+
+    # Other users of this agent, and the same user at another agent: untouched, row for row.
+    after = await table_rows(pg, schema)
+    for table, rows in before_other_user.items():
+        kept = [row for row in rows if USER not in row]
+        assert after[table] == kept, table
+    assert await table_rows(pg, other_schema) == before_other_agent
+
+    # The raw user id is nowhere in what Redis keeps about the job.
+    r_ = aioredis.from_url(settings.redis_url)
+    for key in await r_.keys("*"):
+        value = await r_.dump(key)
+        assert USER.encode() not in (value or b""), key
+    await r_.aclose()
+
+
+async def test_dry_run_counts_and_deletes_nothing(settings: Settings, pg: asyncpg.Connection, agent_id: str) -> None:
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 6, runs=3, extras=True)
+    await seed_memory(db, agent_id, USER, 2)
+    await db.close()
+    before = await table_rows(pg, schema)
+
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, dry_run=True, memories=True)
+        await run_worker(settings)
+        state = await producer.status(enq.job_id)
+
+    assert state.status == "dry_run"
+    assert state.result is not None
+    assert state.result["would_delete"] == {
+        "sessions": 6,
+        "runs": 18,
+        "transcripts": 6,
+        "tool_results": 6,
+        "tool_result_payloads": 0,
+        "memories": 2,
+    }
+    assert state.result["sessions_deleted"] == 0
+    assert await table_rows(pg, schema) == before
+
+
+async def test_memories_option_erases_the_users_memories_only(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 2)
+    await seed_memory(db, agent_id, USER, 3)
+    await seed_memory(db, agent_id, OTHER, 2)
+    await db.close()
+
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, memories=True)
+        await run_worker(settings)
+        state = await producer.status(enq.job_id)
+
+    assert state.status == "succeeded"
+    assert state.result is not None and state.result["memories_deleted"] == 3
+    rows = await pg.fetch(f'SELECT user_id, count(*) AS n FROM "{schema}".agno_memories GROUP BY 1')
+    assert {r["user_id"]: r["n"] for r in rows} == {OTHER: 2}
+
+
+async def test_without_memories_option_memories_stay(settings: Settings, pg: asyncpg.Connection, agent_id: str) -> None:
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 2)
+    await seed_memory(db, agent_id, USER, 1)
+    await db.close()
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        await run_worker(settings)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded" and state.result is not None
+    assert state.result["memories_deleted"] == 0
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_memories WHERE user_id = $1', USER) == 1
+
+
+async def test_all_agents_purges_every_agent_schema(settings: Settings, pg: asyncpg.Connection, agent_id: str) -> None:
+    USER = f"only-here-{agent_id}"
+    agents = [f"{agent_id}-{i}" for i in range(3)]
+    # a schema whose agno_sessions is not Agno's is skipped, not fatal
+    await pg.execute(
+        f'CREATE SCHEMA "{settings.schema_for(agent_id)}_fake"; '
+        f'CREATE TABLE "{settings.schema_for(agent_id)}_fake".agno_sessions (id int)'
+    )
+    for a in agents:
+        db = agno_db(settings.database_url, settings.schema_for(a))
+        await seed_sessions(db, a, USER, 3)
+        await seed_sessions(db, a, OTHER, 2)
+        await db.close()
+
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(all_agents=True, user_id=USER)
+        await run_worker(settings)
+        state = await producer.status(enq.job_id)
+
+    assert state.status == "succeeded" and state.result is not None
+    for a in agents:
+        schema = settings.schema_for(a)
+        assert state.result["agents"][schema]["sessions_deleted"] == 3
+        assert await _count(pg, schema, USER) == 0
+        assert await _count(pg, schema, OTHER) == 2
+    assert state.result["sessions_deleted"] == 9
+    assert settings.schema_for(agent_id) + "_fake" not in state.result["agents"]
+
+
+async def test_unknown_agent_fails_permanently_without_retry(settings: Settings) -> None:
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id="no-such-agent", user_id=USER, check_agent=False)
+        worker = await run_worker(settings)
+        state = await producer.status(enq.job_id)
+    assert state.status == "failed"
+    assert state.error is not None and state.error["type"] == "AgentNotFound"
+    assert "no session storage" in state.error["message"]
+    assert state.attempt == 1 and worker.jobs_retried == 0
