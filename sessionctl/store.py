@@ -55,10 +55,6 @@ class Counts:
     tool_result_payloads: int = 0
     memories: int = 0
 
-    def add(self, other: Counts) -> None:
-        for name in self.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
 
