@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
+
+
+class Progress(Protocol):
+    """Where a job reports how far it is (the worker publishes it in Redis, throttled)."""
+
+    async def update(self, *, processed: int, total: int | None, agent: str | None, force: bool = False) -> None: ...
+
+
+class NoProgress:
+    async def update(self, *, processed: int, total: int | None, agent: str | None, force: bool = False) -> None:
+        return None
 
 
 @dataclass(slots=True)
@@ -15,3 +27,4 @@ class JobContext:
     hash_key: bytes
     job_id: str
     job_try: int = 1
+    progress: Progress = field(default_factory=NoProgress)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from sessionctl.errors import InvalidRequest
 from sessionctl.identifiers import validate_agent_id, validate_user_id
@@ -12,34 +12,28 @@ from sessionctl.identifiers import validate_agent_id, validate_user_id
 PURGE_USER_SESSIONS: Literal["purge_user_sessions"] = "purge_user_sessions"
 
 
+def _label(value: str) -> str:
+    if len(value) > 200 or not value.isprintable():
+        raise ValueError("requested_by must be a printable label of at most 200 characters")
+    return value
+
+
+AgentId = Annotated[str, AfterValidator(validate_agent_id)]
+UserId = Annotated[str, AfterValidator(validate_user_id)]
+Label = Annotated[str, AfterValidator(_label)]
+
+
 class PurgeRequest(BaseModel):
     """Erase one user's sessions from one agent, or from every agent (``all_agents``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    user_id: str
-    agent_id: str | None = None
+    user_id: UserId
+    agent_id: AgentId | None = None
     all_agents: bool = False
     dry_run: bool = False
     memories: bool = False
-    requested_by: str | None = None
-
-    @field_validator("user_id")
-    @classmethod
-    def _user(cls, value: str) -> str:
-        return validate_user_id(value)
-
-    @field_validator("agent_id")
-    @classmethod
-    def _agent(cls, value: str | None) -> str | None:
-        return None if value is None else validate_agent_id(value)
-
-    @field_validator("requested_by")
-    @classmethod
-    def _label(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > 200 or not value.isprintable()):
-            raise ValueError("requested_by must be a printable label of at most 200 characters")
-        return value
+    requested_by: Label | None = None
 
     @model_validator(mode="after")
     def _target(self) -> PurgeRequest:
@@ -52,7 +46,10 @@ class PurgeRequest(BaseModel):
         return "*" if self.all_agents else str(self.agent_id)
 
 
-def parse_request(model: type[PurgeRequest], payload: Any) -> PurgeRequest:
+R = TypeVar("R", bound=BaseModel)
+
+
+def parse_request(model: type[R], payload: Any) -> R:
     """Validate a payload into a request, or raise :class:`InvalidRequest` with a one-line reason."""
     if not isinstance(payload, dict):
         raise InvalidRequest(f"request must be a JSON object, got {type(payload).__name__}")
@@ -107,3 +104,64 @@ class PurgeResult(BaseModel):
     started_at: str
     finished_at: str
     requested_by: str | None = None
+
+
+EXPORT_SESSIONS: Literal["export_sessions"] = "export_sessions"
+
+
+class ExportRequest(BaseModel):
+    """Export sessions (one user's, or every user's) of one agent or all agents to EXPORT_DIR/out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    out: str
+    user_id: UserId | None = None
+    agent_id: AgentId | None = None
+    all_agents: bool = False
+    since: int | None = None
+    until: int | None = None
+    by: Literal["created", "updated"] = "created"
+    compress: Literal["none", "gz", "zst"] = "none"
+    then_purge: bool = False
+    requested_by: Label | None = None
+
+    @field_validator("out")
+    @classmethod
+    def _out(cls, value: str) -> str:
+        from sessionctl.exportfile import validate_name
+
+        return validate_name(value)
+
+    @model_validator(mode="after")
+    def _checks(self) -> ExportRequest:
+        if (self.agent_id is None) == (not self.all_agents):
+            raise ValueError("name exactly one target: an agent id, or all agents")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError("since must be before until")
+        if self.then_purge and self.user_id is None:
+            raise ValueError("export-then-erase needs a user: it erases one user's sessions")
+        return self
+
+    @property
+    def target(self) -> str:
+        return "*" if self.all_agents else str(self.agent_id)
+
+
+class ExportResult(BaseModel):
+    job_id: str
+    kind: Literal["export_sessions"] = EXPORT_SESSIONS
+    status: Literal["succeeded"]
+    path: str
+    manifest_path: str
+    format: str
+    sessions: int
+    agents: dict[str, int]
+    bytes: int
+    sha256: str
+    compress: str
+    user_hmac: str | None
+    window: dict[str, Any]
+    started_at: str
+    finished_at: str
+    requested_by: str | None = None
+    purge: dict[str, Any] | None = None  # export-then-erase: what was erased, once the export verified

@@ -17,7 +17,6 @@ A dry run counts what would be deleted and deletes nothing.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,10 +24,9 @@ import asyncpg
 
 from jobs.context import JobContext
 from jobs.models import AgentPurgeResult, PurgeRequest, PurgeResult
+from jobs.targets import Target, resolve_targets
 from sessionctl import store
-from sessionctl.agents import AgentHandle
 from sessionctl.errors import ErasureIncomplete
-from sessionctl.identifiers import Dsn
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
 
@@ -51,7 +49,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     t0 = time.monotonic()
 
     agents: dict[str, AgentPurgeResult] = {}
-    for target in await _targets(ctx, request):
+    for target in await resolve_targets(ctx, request.agent_id, request.all_agents):
         agents[target.label] = await _purge_schema(ctx, request, target, blog.bind(agent=target.label))
 
     total_remaining = sum(a.remaining for a in agents.values())
@@ -92,32 +90,6 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     return result
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    label: str  # the agent id, or the schema name for agents found by discovery
-    dsn: Dsn
-    layout: store.Layout
-
-
-async def _targets(ctx: JobContext, request: PurgeRequest) -> list[Target]:
-    """The agent schemas to purge. An unknown agent raises AgentNotFound (permanent)."""
-    if request.agent_id is not None:
-        handle = AgentHandle(request.agent_id, settings=ctx.settings, databases=ctx.databases)
-        return [Target(request.agent_id, handle.dsn, await handle.layout())]
-    dsn = ctx.settings.dsn
-    out: list[Target] = []
-    async with ctx.databases.connect(dsn) as conn:
-        for schema in await store.discover_agent_schemas(conn):
-            layout = await store.read_layout(conn, schema)
-            columns = await store.session_table_columns(conn, schema)
-            if layout is None or not columns >= store.REQUIRED_SESSION_COLUMNS:
-                # a table that merely shares the name cannot hold Agno sessions of the user
-                log.warning("purge.skip_schema", schema=schema, reason="not an Agno session table")
-                continue
-            out.append(Target(schema, dsn, layout))
-    return out
-
-
 async def _purge_schema(ctx: JobContext, request: PurgeRequest, target: Target, bl: Any) -> AgentPurgeResult:
     label, layout = target.label, target.layout
     res = AgentPurgeResult(agent_id=label, schema_name=layout.schema)
@@ -134,6 +106,9 @@ async def _purge_schema(ctx: JobContext, request: PurgeRequest, target: Target, 
         for _round in range(MAX_ROUNDS):
             found = await store.snapshot_user_session_ids(conn, layout, user_id)
             initial = found if initial is None else initial
+            await ctx.progress.update(
+                processed=res.sessions_deleted, total=res.sessions_deleted + found, agent=label, force=True
+            )
             await _delete_snapshot(conn, ctx, layout, user_id, res, bl)
             res.remaining = await store.count_user_sessions(conn, layout, user_id)  # the proof
             if res.remaining == 0:
@@ -180,13 +155,8 @@ async def _delete_snapshot(
         after = ids[-1]
         outcome = await store.delete_user_sessions(conn, layout, user_id, ids)
         c = outcome.counts
-        res.batches += 1
-        res.sessions_deleted += c.sessions
-        res.runs_deleted += c.runs
-        res.transcripts_deleted += c.transcripts
-        res.tool_results_deleted += c.tool_results
-        res.tool_result_payloads_deleted += c.tool_result_payloads
-        res.tool_results_without_payload += outcome.tool_results_without_payload
+        accumulate(res, outcome)
+        await ctx.progress.update(processed=res.sessions_deleted, total=None, agent=res.agent_id)
         bl.info(
             "purge.batch",
             batch=res.batches,
@@ -194,3 +164,14 @@ async def _delete_snapshot(
             runs=c.runs,
             elapsed_ms=round((time.monotonic() - t) * 1000, 1),
         )
+
+
+def accumulate(res: AgentPurgeResult, outcome: store.BatchOutcome) -> None:
+    c = outcome.counts
+    res.batches += 1
+    res.sessions_deleted += c.sessions
+    res.runs_deleted += c.runs
+    res.transcripts_deleted += c.transcripts
+    res.tool_results_deleted += c.tool_results
+    res.tool_result_payloads_deleted += c.tool_result_payloads
+    res.tool_results_without_payload += outcome.tool_results_without_payload

@@ -104,7 +104,7 @@ class AgentHandle:
             if not rows:
                 return
             for row in rows:
-                row["runs"] = _merge_runs(runs.get(row["session_id"], []), row.get("runs"))
+                row["runs"] = merge_runs(runs.get(row["session_id"], []), row.get("runs"))
             yield rows
             after = (rows[-1]["created_at"], rows[-1]["session_id"])
 
@@ -120,7 +120,7 @@ class AgentHandle:
             if row is None:
                 return None
             runs = await store.runs_for_sessions(conn, layout, [session_id])
-        row["runs"] = _merge_runs(runs.get(session_id, []), row.get("runs"))
+        row["runs"] = merge_runs(runs.get(session_id, []), row.get("runs"))
         return _deserialize(row)
 
     async def adelete_session(self, session_id: str, user_id: str | None = None) -> bool:
@@ -149,7 +149,7 @@ class AgentHandle:
         return bool(_bridge(self.settings).run(lambda h: h.adelete_session(session_id, user_id), self))
 
 
-def _merge_runs(table_runs: list[dict[str, Any]], legacy: Any) -> list[dict[str, Any]]:
+def merge_runs(table_runs: list[dict[str, Any]], legacy: Any) -> list[dict[str, Any]]:
     try:
         from agno.db.utils import merge_runs_table_with_legacy_blob
     except ImportError as exc:
@@ -182,13 +182,14 @@ class _SyncBridge:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
-_bridges: dict[int, _SyncBridge] = {}
-_bridges_lock = threading.Lock()
+_bridge_instance: _SyncBridge | None = None
+_bridge_lock = threading.Lock()
 
 
 def _bridge(settings: Settings) -> _SyncBridge:
-    with _bridges_lock:
-        bridge = _bridges.get(id(settings))
-        if bridge is None:
-            bridge = _bridges[id(settings)] = _SyncBridge(settings)
-        return bridge
+    """One bridge per process: its pools are keyed by DSN, so every handle can share it."""
+    global _bridge_instance
+    with _bridge_lock:
+        if _bridge_instance is None:
+            _bridge_instance = _SyncBridge(settings)
+        return _bridge_instance

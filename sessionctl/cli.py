@@ -11,6 +11,7 @@ import json
 import sys
 import warnings
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -67,14 +68,24 @@ def worker(
 ) -> None:
     """Run a worker (same as `arq worker.WorkerSettings`)."""
     from arq.worker import create_worker
+    from redis.exceptions import RedisError
 
     from sessionctl.logs import configure_logging
     from worker.settings import build_worker_settings
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
-    w = create_worker(build_worker_settings(settings), burst=burst)
-    w.run()
+    try:
+        _ = settings.dsn  # a bad DATABASE_URL or REDIS_URL is bad input, said before anything starts
+        w = create_worker(build_worker_settings(settings), burst=burst)
+    except PermanentError as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    try:
+        w.run()
+    except (RedisError, OSError) as exc:
+        _fail(EXIT_UNAVAILABLE, f"cannot connect to Redis ({type(exc).__name__}): check REDIS_URL and that Redis is up")
+    except SessionctlError as exc:
+        _fail(EXIT_BAD_INPUT if isinstance(exc, PermanentError) else EXIT_UNAVAILABLE, str(exc))
     if burst and w.jobs_failed:
         raise typer.Exit(EXIT_FAILED)
 
@@ -110,43 +121,44 @@ def purge(
                 memories=memories,
                 requested_by=requested_by,
             )
-            if not wait:
-                if as_json:
-                    _print_json(enq.as_dict())
-                else:
-                    note = " (an identical request was already queued or running: joined it)" if enq.collapsed else ""
-                    out.print(f"job {enq.job_id} queued{note}", markup=False, highlight=False)
-                return 0
-            if not as_json and enq.collapsed:
-                err.print("an identical request was already queued or running: waiting for it", markup=False)
-            state = await _wait(producer, enq.job_id, timeout, as_json)
-            if as_json:
-                _print_json({**state.as_dict(), "collapsed": enq.collapsed})
-            else:
-                _print_state(state)
-            return 0 if state.ok else EXIT_FAILED
+            return await _report(producer, enq, wait, timeout, as_json)
 
     raise typer.Exit(_run(go()))
 
 
 async def _wait(producer: Any, job_id: str, timeout: float, quiet: bool) -> Any:
+    """Wait for a job; on a terminal, a progress bar fed by the job's progress in Redis."""
     if quiet or not err.is_terminal:
         return await producer.wait(job_id, timeout=timeout)
-    with err.status(f"job {job_id}: waiting") as status:
-        return await producer.wait(
-            job_id,
-            timeout=timeout,
-            on_change=lambda s: status.update(f"job {job_id}: {s.status}"),
-        )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        task = bar.add_task(f"{job_id}: queued", total=None)
+
+        def show(state: Any) -> None:
+            p = state.progress or {}
+            bar.update(
+                task,
+                description=f"{state.status}" + (f" ({p['agent']})" if p.get("agent") else ""),
+                completed=p.get("processed", 0),
+                total=p.get("total"),
+            )
+
+        return await producer.wait(job_id, timeout=timeout, on_change=show)
 
 
 def _print_state(state: Any) -> None:
     p = out.print
+    r = state.result
+    if r and r.get("kind") == "export_sessions":
+        _print_export(state)
+        return
     p(f"job       {state.job_id}", markup=False, highlight=False)
     p(f"status    {state.status}" + (f" (attempt {state.attempt})" if state.attempt else ""), markup=False)
     if state.error:
         p(f"error     {state.error['type']}: {state.error['message']}", markup=False, highlight=False)
-    r = state.result
     if r:
         p(f"user      hmac:{r['user_hmac']}", markup=False, highlight=False)
         p(f"target    {r['target']}", markup=False, highlight=False)
@@ -168,6 +180,147 @@ def _print_state(state: Any) -> None:
         p("no such job: it was never enqueued, or its result has expired (SESSIONCTL_KEEP_RESULT)", markup=False)
     elif not state.done:
         p("the job is not finished yet; check again with: sessionctl status " + state.job_id, markup=False)
+
+
+def _print_export(state: Any) -> None:
+    p, r = out.print, state.result
+    p(f"job       {state.job_id}", markup=False, highlight=False)
+    p(f"status    {state.status}", markup=False)
+    p(f"file      {r['path']}  ({r['bytes']} bytes, {r['compress']})", markup=False, highlight=False)
+    p(f"manifest  {r['manifest_path']}", markup=False, highlight=False)
+    p(f"sha256    {r['sha256']}", markup=False)
+    p(f"sessions  {r['sessions']}  " + ", ".join(f"{k}={v}" for k, v in sorted(r["agents"].items())), markup=False)
+    if r.get("user_hmac"):
+        p(f"user      hmac:{r['user_hmac']}", markup=False)
+    if r.get("purge"):
+        p(
+            f"erased    sessions={r['purge']['sessions_deleted']} runs={r['purge']['runs_deleted']} remaining=0",
+            markup=False,
+        )
+
+
+def _epoch(value: str | None, flag: str) -> int | None:
+    """ISO 8601 date or datetime (UTC unless it says otherwise), or epoch seconds."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(EXIT_BAD_INPUT, f"{flag} {value!r} is not a date: use 2026-01-31, 2026-01-31T12:00:00Z or epoch seconds")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp())
+
+
+@app.command()
+def export(
+    out_name: Annotated[str, typer.Option("--out", help="File name inside EXPORT_DIR (written at exactly this name).")],
+    agent: Annotated[str | None, typer.Option("--agent", help="The agent id.")] = None,
+    all_agents: Annotated[bool, typer.Option("--all-agents", help="Every agent schema in the database.")] = False,
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's sessions (default: every user).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="From this date/time (inclusive).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Up to this date/time (exclusive).")] = None,
+    by: Annotated[str, typer.Option("--by", help="Window on 'created' or 'updated' time.")] = "created",
+    compress: Annotated[str, typer.Option("--compress", help="none, gz or zst.")] = "none",
+    then_purge: Annotated[
+        bool, typer.Option("--then-purge", help="Erase the exported sessions once the export verifies.")
+    ] = False,
+    requested_by: Annotated[str | None, typer.Option("--requested-by", help="A label for who asked.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job and print its result.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Enqueue an export of sessions to EXPORT_DIR (JSON Lines, optionally gz/zst), with a manifest."""
+    if (agent is None) == (not all_agents):
+        _fail(EXIT_BAD_INPUT, "name exactly one target: --agent ID or --all-agents")
+    if compress not in ("none", "gz", "zst"):
+        _fail(EXIT_BAD_INPUT, f"--compress must be gz or zst (or none), not {compress!r}")
+    if by not in ("created", "updated"):
+        _fail(EXIT_BAD_INPUT, f"--by must be created or updated, not {by!r}")
+    settings = _settings()
+    since_s, until_s = _epoch(since, "--since"), _epoch(until, "--until")
+
+    async def go() -> int:
+        from sessionctl.producer import Producer
+
+        async with Producer(settings) as producer:
+            enq = await producer.export_sessions(
+                out=out_name,
+                agent_id=agent,
+                all_agents=all_agents,
+                user_id=user,
+                since=since_s,
+                until=until_s,
+                by=by,
+                compress=compress,
+                then_purge=then_purge,
+                requested_by=requested_by,
+            )
+            return await _report(producer, enq, wait, timeout, as_json)
+
+    raise typer.Exit(_run(go()))
+
+
+async def _report(producer: Any, enq: Any, wait: bool, timeout: float, as_json: bool) -> int:
+    """What purge and export print once enqueued: the job id, or (with --wait) the result."""
+    if not wait:
+        if as_json:
+            _print_json(enq.as_dict())
+        else:
+            note = " (an identical request was already queued or running: joined it)" if enq.collapsed else ""
+            out.print(f"job {enq.job_id} queued{note}", markup=False, highlight=False)
+        return 0
+    if not as_json and enq.collapsed:
+        err.print("an identical request was already queued or running: waiting for it", markup=False)
+    state = await _wait(producer, enq.job_id, timeout, as_json)
+    if as_json:
+        _print_json({**state.as_dict(), "collapsed": enq.collapsed})
+    else:
+        _print_state(state)
+    return 0 if state.ok else EXIT_FAILED
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="An export file (plain, .gz or .zst content).")],
+    agent: Annotated[str, typer.Option("--agent", help="The agent to write the sessions into.")],
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the manifest check.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Write an export back through Agno's own API (restore)."""
+    settings = _settings()
+
+    async def go() -> int:
+        from dataclasses import asdict
+
+        from sessionctl.agents import AgentHandle
+        from sessionctl.databases import Databases
+        from sessionctl.restore import import_export
+
+        dbs = Databases(pool_size=2)
+        try:
+            handle = AgentHandle(agent, settings=settings, databases=dbs)
+            res = await import_export(file, handle, verify=not no_verify)
+        finally:
+            await dbs.close()
+        if as_json:
+            _print_json(asdict(res))
+        else:
+            out.print(
+                f"imported {res.sessions} sessions ({res.runs} runs) into {res.agent_id} ({res.schema_name})"
+                + (", manifest verified" if res.verified else ""),
+                markup=False,
+                highlight=False,
+            )
+        return 0
+
+    raise typer.Exit(_run(go()))
 
 
 @app.command()

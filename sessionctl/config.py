@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     retry_base_delay: float = Field(2.0, ge=0, validation_alias="SESSIONCTL_RETRY_BASE_DELAY")
     client_cache_size: int = Field(256, ge=1, validation_alias="SESSIONCTL_CLIENT_CACHE_SIZE")
     pool_size: int = Field(4, ge=1, le=100, validation_alias="SESSIONCTL_POOL_SIZE")
+    export_dir: str = Field("exports", validation_alias=AliasChoices("SESSIONCTL_EXPORT_DIR", "EXPORT_DIR"))
+    export_page_size: int = Field(500, ge=1, le=10_000, validation_alias="SESSIONCTL_EXPORT_PAGE_SIZE")
     log_format: Literal["auto", "json", "console"] = Field("auto", validation_alias="SESSIONCTL_LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="SESSIONCTL_LOG_LEVEL")
 

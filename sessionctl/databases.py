@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from sessionctl import store
-from sessionctl.errors import AgnoNotInstalled, DatabaseUnavailable
+from sessionctl.errors import AgnoNotInstalled, DatabaseRefused, DatabaseUnavailable, SessionctlError
 from sessionctl.identifiers import Dsn
 
 if TYPE_CHECKING:
@@ -41,6 +41,24 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.QueryCanceledError,
     asyncpg.exceptions.PostgresConnectionError,
 )
+# Errors that mean "this is the wrong database or login": retrying will not help.
+REFUSED_DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InvalidCatalogNameError,  # no such database
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # no such role / not allowed
+    asyncpg.exceptions.InvalidPasswordError,
+)
+
+
+def map_db_error(exc: BaseException, dsn: Dsn, doing: str) -> SessionctlError | None:
+    """Our error for a driver error (``None``: not a connection-level problem, let it raise)."""
+    name = type(exc).__name__
+    if isinstance(exc, REFUSED_DB_ERRORS):
+        return DatabaseRefused(f"Postgres at {dsn.redacted} refused the login or database ({name}): check DATABASE_URL")
+    if isinstance(exc, asyncpg.exceptions.DataError):  # a client-side encoding error: a bug, not an outage
+        return None
+    if isinstance(exc, TRANSIENT_DB_ERRORS):
+        return DatabaseUnavailable(f"{doing} Postgres at {dsn.redacted} ({name}); the job will retry")
+    return None
 
 
 def _agno_engine_options() -> dict[str, Any]:
@@ -83,11 +101,11 @@ class Databases:
                         command_timeout=300,
                         timeout=10,
                     )
-                except TRANSIENT_DB_ERRORS as exc:
-                    raise DatabaseUnavailable(
-                        f"cannot connect to Postgres at {dsn.redacted} ({type(exc).__name__}); "
-                        "check DATABASE_URL and that the server is up"
-                    ) from exc
+                except Exception as exc:
+                    mapped = map_db_error(exc, dsn, "cannot connect to")
+                    if mapped is None:
+                        raise
+                    raise mapped from exc
                 self._pools[dsn] = pool
         return pool
 
@@ -183,17 +201,18 @@ class Connect:
         self._pool = await self.databases.pool(self.dsn)
         try:
             self._conn = await self._pool.acquire()
-        except TRANSIENT_DB_ERRORS as exc:
-            raise DatabaseUnavailable(
-                f"cannot reach Postgres at {self.dsn.redacted} ({type(exc).__name__}); the job will retry"
-            ) from exc
+        except Exception as exc:
+            mapped = map_db_error(exc, self.dsn, "cannot reach")
+            if mapped is None:
+                raise
+            raise mapped from exc
         return self._conn
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if self._pool is not None and self._conn is not None:
             with contextlib.suppress(Exception):  # a broken connection is dropped by the pool
                 await self._pool.release(self._conn)
-        if exc is not None and isinstance(exc, TRANSIENT_DB_ERRORS):
-            raise DatabaseUnavailable(
-                f"lost Postgres at {self.dsn.redacted} mid-operation ({type(exc).__name__}); the job will retry"
-            ) from exc
+        if exc is not None and not isinstance(exc, SessionctlError):
+            mapped = map_db_error(exc, self.dsn, "lost")
+            if mapped is not None:
+                raise mapped from exc

@@ -8,7 +8,10 @@
     │   ├── InvalidConnectionURI (ValueError)    a DSN that cannot be parsed or is not Postgres
     │   ├── AgentNotFound (LookupError)          the agent has no session storage (no schema/table)
     │   ├── NotAgnoStorage (NotImplementedError) the schema is not Agno's session layout
-    │   └── AgnoNotInstalled (ImportError)       Agno or its Postgres extras are missing
+    │   ├── AgnoNotInstalled (ImportError)       Agno or its Postgres extras are missing
+    │   ├── DatabaseRefused                      wrong database, role or password in DATABASE_URL
+    │   ├── InternalError                        an unexpected error (a bug); its text stays in the worker
+    │   └── ExportMismatch                       an export does not verify: nothing is erased
     └── TransientError                   retried with backoff (arq ``Retry``), bounded tries
         ├── DatabaseUnavailable                  Postgres refused, reset, restarting, timed out
         └── ErasureIncomplete                    rows remain after the purge loop (late writes)
@@ -51,6 +54,18 @@ class NotAgnoStorage(PermanentError, NotImplementedError):
 
 class AgnoNotInstalled(PermanentError, ImportError):
     """Agno's Postgres support is not installed: pip install 'agno[postgres]' sqlalchemy[asyncio] psycopg[binary]"""
+
+
+class DatabaseRefused(PermanentError):
+    """Postgres refused the login or the database."""
+
+
+class InternalError(PermanentError):
+    """An unexpected error inside the worker."""
+
+
+class ExportMismatch(PermanentError):
+    """The export does not match its manifest or the database; nothing was erased."""
 
 
 class TransientError(SessionctlError):

@@ -57,9 +57,14 @@ def schema_for_agent(agent_id: str, template: str = DEFAULT_SCHEMA_TEMPLATE) -> 
 
 
 def quote_ident(name: str) -> str:
-    """Quote a validated identifier for SQL (the ``psycopg.sql.Identifier`` rule)."""
-    if not SCHEMA_RE.fullmatch(name):
-        raise InvalidRequest("refusing to quote an identifier that was not validated")
+    """Quote an identifier for SQL (the ``psycopg.sql.Identifier`` rule: double every ``"``).
+
+    Names built from input are validated first (:func:`schema_for_agent`); names read from the
+    catalog (``--all-agents`` discovery) may hold any character Postgres allows and are quoted as
+    they are, so no agent schema is ever skipped for its spelling.
+    """
+    if not name or "\x00" in name or len(name.encode()) > PG_IDENT_MAX:
+        raise InvalidRequest("not a Postgres identifier")
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -97,6 +102,12 @@ class Dsn:
             raise InvalidConnectionURI(
                 "database URI cannot be parsed: expected postgresql://user:password@host:5432/dbname"
             ) from exc
+        if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+            # an unencoded '/', '?' or '#' in the password: the driver would read a wrong host
+            raise InvalidConnectionURI(
+                "database URI has a reserved character (/ ? # @) in its user or password: percent-encode it "
+                "(e.g. / as %2F)"
+            )
         if scheme not in _ACCEPTED_SCHEMES:
             raise InvalidConnectionURI(
                 f"database URI scheme {scheme!r} is not supported: use postgresql:// "

@@ -21,22 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from arq.connections import ArqRedis, create_pool
-from arq.constants import result_key_prefix, retry_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.jobs import Job, JobStatus
 from redis.exceptions import RedisError, WatchError
 
-from jobs.models import PURGE_USER_SESSIONS, PurgeRequest, parse_request
+from jobs.models import EXPORT_SESSIONS, PURGE_USER_SESSIONS, ExportRequest, PurgeRequest, parse_request
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
 from sessionctl.errors import TransientError
 from sessionctl.privacy import request_digest
 from worker import serializer
+from worker.progress import progress_key
 
 State = Literal["queued", "deferred", "running", "succeeded", "dry_run", "failed", "not_found"]
 FINAL_STATES = frozenset({"succeeded", "dry_run", "failed", "not_found"})
@@ -77,6 +79,7 @@ class JobState:
     enqueued_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    progress: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -169,24 +172,95 @@ class Producer:
         return await self._enqueue(
             PURGE_USER_SESSIONS,
             request.model_dump(mode="json"),
-            identity=(request.target, request.user_id, f"dry_run={request.dry_run}", f"memories={request.memories}"),
+            identity=(
+                self._target_identity(request.target),
+                request.user_id,
+                f"dry_run={request.dry_run}",
+                f"memories={request.memories}",
+            ),
         )
+
+    async def export_sessions(
+        self,
+        *,
+        out: str,
+        agent_id: str | None = None,
+        all_agents: bool = False,
+        user_id: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        by: str = "created",
+        compress: str = "none",
+        then_purge: bool = False,
+        requested_by: str | None = None,
+        check_agent: bool = True,
+    ) -> Enqueued:
+        """Enqueue an export to ``EXPORT_DIR/out`` (one user's sessions, or every user's).
+
+        ``since``/``until`` are epoch seconds (half-open window on ``created_at``, or on
+        ``coalesce(updated_at, created_at)`` with ``by="updated"``). ``then_purge=True`` erases the
+        exported sessions once the export verifies (export-then-erase; needs ``user_id``).
+        """
+        payload = {
+            "out": out,
+            "agent_id": agent_id,
+            "all_agents": all_agents,
+            "user_id": user_id,
+            "since": since,
+            "until": until,
+            "by": by,
+            "compress": compress,
+            "then_purge": then_purge,
+            "requested_by": requested_by,
+        }
+        request = parse_request(ExportRequest, payload)
+        if check_agent and request.agent_id is not None:
+            await self._agent(request.agent_id).layout()
+        identity = (
+            self._target_identity(request.target),
+            "\x00all-users" if request.user_id is None else request.user_id,
+            f"since={request.since}",
+            f"until={request.until}",
+            f"by={request.by}",
+            f"out={request.out}",
+            f"compress={request.compress}",
+            f"then_purge={request.then_purge}",
+        )
+        return await self._enqueue(EXPORT_SESSIONS, request.model_dump(mode="json"), identity=identity)
 
     def _agent(self, agent_id: str) -> AgentHandle:
         if self._databases is None:
             self._databases = Databases(pool_size=1, client_cache_size=8)
         return AgentHandle(agent_id, settings=self.settings, databases=self._databases)
 
+    def _target_identity(self, target: str) -> str:
+        """Where the request acts — queue, database, schema — so two deployments sharing a Redis,
+        or two agent ids naming one schema (``a-b``, ``a_b``), never share or split a job."""
+        schema = "*" if target == "*" else self.settings.schema_for(target)
+        return f"{self.settings.queue_name}|{self.settings.dsn.redacted}|{schema}"
+
     async def _enqueue(self, kind: str, payload: dict[str, Any], *, identity: tuple[str, ...]) -> Enqueued:
+        """Enqueue under ``kind:digest:generation``; join the job of that generation while it is
+        active; move to the next generation once it was used and is no longer active (finished,
+        failed, or its result expired), so a job id is never run twice."""
         redis = await self.redis()
         digest = request_digest(self.settings.hash_key_bytes, kind, *identity)
         gen_key = f"sessionctl:gen:{kind}:{digest}"
+        used_key = gen_key + ":used"
         try:
             for _ in range(10):
-                gen = int(await redis.get(gen_key) or 0)
+                raw_gen, raw_used = await redis.mget(gen_key, used_key)
+                gen = int(raw_gen or 0)
                 job_id = f"{kind}:{digest}:{gen}"
+                if raw_used is not None and int(raw_used) >= gen:
+                    active = await redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
+                    if active and not await redis.exists(result_key_prefix + job_id):
+                        return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
+                    await _advance(redis, gen_key, gen)  # used and no longer active: the next generation
+                    continue
                 job = await redis.enqueue_job(kind, payload, _job_id=job_id, _queue_name=self.settings.queue_name)
                 if job is not None:
+                    await redis.set(used_key, gen)
                     return Enqueued(job_id, collapsed=False)
                 if not await redis.exists(result_key_prefix + job_id):
                     return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
@@ -200,17 +274,21 @@ class Producer:
     async def status(self, job_id: str) -> JobState:
         redis = await self.redis()
         job = Job(job_id, redis, _queue_name=self.settings.queue_name, _deserializer=serializer.deserialize)
+        info, jdef = None, None
         try:
             st = await job.status()
             attempt_raw = await redis.get(retry_key_prefix + job_id)
+            progress_raw = await redis.get(progress_key(job_id))
             if st == JobStatus.complete:
                 info = await job.result_info()
+                if info is None:  # the result expired between the two reads
+                    st = JobStatus.not_found
             else:
-                info = None
                 jdef = await job.info()
         except RedisError as exc:
             raise RedisUnavailable(f"Redis failed while reading job state ({type(exc).__name__})") from exc
         attempt = int(attempt_raw) if attempt_raw else None
+        progress = json.loads(progress_raw) if progress_raw else None
         if info is not None:
             state = JobState(
                 job_id=job_id,
@@ -219,6 +297,7 @@ class Producer:
                 enqueued_at=info.enqueue_time.isoformat(),
                 started_at=info.start_time.isoformat(),
                 finished_at=info.finish_time.isoformat(),
+                progress=progress,
             )
             if info.success and isinstance(info.result, dict):
                 state.result = info.result
@@ -236,6 +315,7 @@ class Producer:
             status=status,
             attempt=attempt,
             enqueued_at=jdef.enqueue_time.isoformat() if jdef is not None else None,
+            progress=progress,
         )
 
     async def wait(
@@ -243,12 +323,10 @@ class Producer:
     ) -> JobState:
         """Poll until the job is final (or ``timeout`` seconds pass: returns the last state)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        last: str | None = None
         while True:
             state = await self.status(job_id)
-            if on_change is not None and state.status != last:
+            if on_change is not None:
                 on_change(state)
-                last = state.status
             if state.done or (deadline is not None and time.monotonic() >= deadline):
                 return state
             await asyncio.sleep(poll)

@@ -1,6 +1,7 @@
 """Every SQL statement sessionctl runs against an agent's Agno tables (asyncpg).
 
-Schema and table names reach SQL only as validated, quoted identifiers (:func:`quote_ident`);
+Schema and table names reach SQL only as quoted identifiers (:func:`quote_ident`) — validated
+first when they come from input;
 values are always bind parameters. Agno's own client hides database errors (reads return ``[]``,
 deletes ``None``), so everything that decides an outcome — what exists, how many rows a user has
 left — is read here, with errors raised, never swallowed.
@@ -18,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from sessionctl.identifiers import quote_ident, validate_schema
+from sessionctl.identifiers import quote_ident
 
 SESSIONS = "agno_sessions"
 RUNS = "agno_runs"
@@ -75,7 +76,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def schema_exists(conn: asyncpg.Connection, schema: str) -> bool:
-    row = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", validate_schema(schema))
+    row = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
     return row is not None
 
 
@@ -85,7 +86,7 @@ REQUIRED_SESSION_COLUMNS = frozenset({"session_id", "session_type", "user_id", "
 async def session_table_columns(conn: asyncpg.Connection, schema: str) -> frozenset[str]:
     rows = await conn.fetch(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
-        validate_schema(schema),
+        schema,
         SESSIONS,
     )
     return frozenset(r["column_name"] for r in rows)
@@ -96,7 +97,6 @@ async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
 
     The caller checks :data:`REQUIRED_SESSION_COLUMNS` (see ``AgentHandle.layout``).
     """
-    validate_schema(schema)
     rows = await conn.fetch(
         """
         SELECT c.relname AS table_name,
@@ -128,15 +128,7 @@ async def discover_agent_schemas(conn: asyncpg.Connection) -> list[str]:
          ORDER BY n.nspname
         """
     )
-    return [r["nspname"] for r in rows if _is_safe_schema(r["nspname"])]
-
-
-def _is_safe_schema(name: str) -> bool:
-    try:
-        validate_schema(name)
-    except ValueError:
-        return False
-    return True
+    return [r["nspname"] for r in rows]
 
 
 # -- counting (the proof) --------------------------------------------------------------------------
@@ -361,3 +353,75 @@ async def runs_for_sessions(
 async def get_session_row(conn: asyncpg.Connection, layout: Layout, session_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(f"SELECT * FROM {layout.q(SESSIONS)} WHERE session_id = $1", session_id)
     return dict(row) if row is not None else None
+
+
+# -- exporting -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which sessions an export (or export-then-erase) covers: a user (or all), a half-open time range."""
+
+    user_id: str | None = None
+    since: int | None = None  # epoch seconds, inclusive
+    until: int | None = None  # epoch seconds, exclusive
+    by: str = "created"  # "created": created_at; "updated": coalesce(updated_at, created_at)
+
+    def where(self, first_arg: int = 1) -> tuple[str, list[Any]]:
+        conds: list[str] = []
+        args: list[Any] = []
+        col = "coalesce(updated_at, created_at)" if self.by == "updated" else "created_at"
+        if self.user_id is not None:
+            args.append(self.user_id)
+            conds.append(f"user_id = ${first_arg + len(args) - 1}")
+        if self.since is not None:
+            args.append(self.since)
+            conds.append(f"{col} >= ${first_arg + len(args) - 1}")
+        if self.until is not None:
+            args.append(self.until)
+            conds.append(f"{col} < ${first_arg + len(args) - 1}")
+        return (" AND ".join(conds) or "TRUE"), args
+
+
+async def count_window(conn: asyncpg.Connection, layout: Layout, window: Window) -> int:
+    where, args = window.where()
+    return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {where}", *args))
+
+
+async def export_page(
+    conn: asyncpg.Connection, layout: Layout, window: Window, *, after: SessionKey | None, limit: int
+) -> list[dict[str, Any]]:
+    """One keyset page of session rows in the window, oldest first (``created_at, session_id``),
+    with ``runs`` set to the runs table's run dicts merged over any 2.x blob (see the caller)."""
+    where, args = window.where()
+    n = len(args)
+    if after is not None:
+        where += f" AND (created_at, session_id) > (${n + 1}, ${n + 2})"
+        args += [after[0], after[1]]
+    args.append(limit)
+    rows = await conn.fetch(
+        f"SELECT * FROM {layout.q(SESSIONS)} WHERE {where} ORDER BY created_at, session_id LIMIT ${len(args)}",
+        *args,
+    )
+    return [dict(r) for r in rows]
+
+
+# -- restoring ---------------------------------------------------------------------------------------
+
+
+async def restore_updated_at(conn: asyncpg.Connection, layout: Layout, stamps: list[tuple[str, int | None]]) -> None:
+    """Put back the exported ``updated_at`` that Agno's upsert replaced with the write time."""
+    await conn.execute(
+        f"UPDATE {layout.q(SESSIONS)} s SET updated_at = v.updated_at"
+        " FROM unnest($1::text[], $2::bigint[]) AS v(session_id, updated_at) WHERE s.session_id = v.session_id",
+        [sid for sid, _ in stamps],
+        [ts for _, ts in stamps],
+    )
+
+
+async def count_sessions_by_id(conn: asyncpg.Connection, layout: Layout, session_ids: list[str]) -> int:
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE session_id = ANY($1::text[])", session_ids
+        )
+    )

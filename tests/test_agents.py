@@ -130,3 +130,17 @@ async def test_volume_listing_uses_keyset_pages(
     handle = AgentHandle(agent_id, settings=settings, databases=databases)
     pages = [len(p) async for p in handle.aiter_user_session_rows(USER, page_size=500)]
     assert pages == [500, 500, 500, 1]
+
+
+async def test_sync_helpers_share_one_bridge_per_process(
+    settings: Settings, databases: Databases, agent_id: str
+) -> None:
+    import threading
+
+    db = agno_db(settings.database_url, settings.schema_for(agent_id))
+    await seed_sessions(db, agent_id, USER, 1)
+    await db.close()
+    for _ in range(5):  # a fresh Settings each time, as a caller might build them
+        fresh = settings.model_copy()
+        assert len(AgentHandle(agent_id, settings=fresh, databases=databases).get_user_sessions(USER)) == 1
+    assert sum(t.name == "sessionctl-sync" for t in threading.enumerate()) == 1

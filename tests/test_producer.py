@@ -9,6 +9,7 @@ import asyncpg
 import fakeredis
 import pytest
 from arq.connections import ArqRedis
+from arq.jobs import JobStatus
 
 from sessionctl.config import Settings
 from sessionctl.errors import AgentNotFound, InvalidRequest
@@ -167,3 +168,49 @@ async def test_unknown_agent_is_refused_by_the_producer(settings: Settings) -> N
         assert isinstance(info.value, LookupError)
         redis = await producer.redis()
         assert await redis.zcard(settings.queue_name) == 0
+
+
+async def test_a_used_job_id_is_never_reused_even_after_its_result_expired(fake_producer: Producer) -> None:
+    redis = await fake_producer.redis()
+    first = await fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER, check_agent=False)
+    # the job ran and its result has since expired: no job key, no result, nothing in the queue
+    await redis.delete(f"arq:job:{first.job_id}")
+    await redis.zrem("unit:queue", first.job_id)
+    again = await fake_producer.purge_user_sessions(agent_id="a-1", user_id=USER, check_agent=False)
+    assert not again.collapsed and again.job_id != first.job_id and again.job_id.endswith(":1")
+
+
+async def test_deployments_sharing_a_redis_never_share_a_job() -> None:
+    redis = ArqRedis(
+        connection_pool=fakeredis.FakeAsyncRedis().connection_pool,
+        job_serializer=serializer.serialize,
+        job_deserializer=serializer.deserialize,
+    )
+    one = Producer(Settings(hash_key=HASH_KEY, queue_name="tenant-1"), redis=redis)
+    two = Producer(Settings(hash_key=HASH_KEY, queue_name="tenant-2"), redis=redis)
+    other_db = Producer(
+        Settings(hash_key=HASH_KEY, queue_name="tenant-1", database_url="postgresql://postgres@db2:5432/x"), redis=redis
+    )
+    ids = [(await p.purge_user_sessions(agent_id="a-1", user_id=USER, check_agent=False)) for p in (one, two, other_db)]
+    assert len({e.job_id for e in ids}) == 3 and not any(e.collapsed for e in ids)
+    # two agent ids that name one schema are one target: one job
+    same_schema = await one.purge_user_sessions(agent_id="a_1", user_id=USER, check_agent=False)
+    assert same_schema.job_id == ids[0].job_id and same_schema.collapsed
+    await redis.aclose()
+
+
+async def test_status_of_a_result_that_expires_mid_read_is_not_found(
+    fake_producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from arq.jobs import Job
+
+    async def complete(self: Job) -> JobStatus:
+        return JobStatus.complete
+
+    async def gone(self: Job) -> None:
+        return None
+
+    monkeypatch.setattr(Job, "status", complete)
+    monkeypatch.setattr(Job, "result_info", gone)
+    state = await fake_producer.status("purge_user_sessions:x:0")
+    assert state.status == "not_found"

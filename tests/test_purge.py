@@ -177,3 +177,44 @@ async def test_unknown_agent_fails_permanently_without_retry(settings: Settings)
     assert state.error is not None and state.error["type"] == "AgentNotFound"
     assert "no session storage" in state.error["message"]
     assert state.attempt == 1 and worker.jobs_retried == 0
+
+
+async def test_all_agents_reaches_schemas_of_any_spelling(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    user = f"odd-{agent_id}"
+    odd = [f"ag_{agent_id}-with-dash", f"Ägent_{agent_id[-6:]}", f"9{agent_id[-8:]}"]
+    for i, schema in enumerate(odd):
+        plain = f"{settings.schema_for(agent_id)}_{i}"
+        db = agno_db(settings.database_url, plain)
+        await seed_sessions(db, "x", user, 3)
+        await db.close()
+        await pg.execute(f'ALTER SCHEMA "{plain}" RENAME TO "{schema}"')  # Agno itself cannot write these names
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(all_agents=True, user_id=user)
+        await run_worker(settings)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded" and state.result is not None
+    for schema in odd:
+        assert state.result["agents"][schema]["sessions_deleted"] == 3
+        assert await _count(pg, schema, user) == 0
+
+
+async def test_an_unexpected_driver_error_fails_without_quoting_the_user(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    schema = settings.schema_for(agent_id)
+    # a table with Agno's columns but an integer user_id: the driver's error quotes the value it refused
+    await pg.execute(
+        f'CREATE SCHEMA "{schema}"; CREATE TABLE "{schema}".agno_sessions '
+        "(session_id text primary key, session_type text, user_id int, created_at bigint)"
+    )
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        worker = await run_worker(settings)
+        state = await producer.status(enq.job_id)
+    assert state.status == "failed" and worker.jobs_retried == 0
+    assert state.error is not None and state.error["type"] == "InternalError"
+    assert "DataError" in state.error["message"]
+    out, err = capfd.readouterr()
+    assert USER not in out + err and USER not in state.error["message"]

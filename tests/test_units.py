@@ -53,11 +53,24 @@ def test_every_accepted_scheme_normalises_to_the_same_dsn(uri: str) -> None:
     assert d.database == "db"
 
 
-@pytest.mark.parametrize("uri", ["", "mysql://h/db", "postgresql://h:notaport/db", "postgresql:///db", "http://x"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "",
+        "mysql://h/db",
+        "postgresql://h:notaport/db",
+        "postgresql:///db",
+        "http://x",
+        "postgresql://svc:2024/Summer@127.0.0.1:5432/postgres",  # unencoded '/' in the password
+        "postgresql://u:pa#ss@h/db",
+        "postgresql://u:pa?ss@h/db",
+    ],
+)
 def test_invalid_uris_are_value_errors(uri: str) -> None:
     with pytest.raises(InvalidConnectionURI) as info:
         Dsn.parse(uri)
     assert isinstance(info.value, ValueError)
+    assert "Summer" not in str(info.value) and "pa#ss" not in str(info.value) and "pa?ss" not in str(info.value)
 
 
 def test_serializer_drops_arguments_from_results_and_round_trips_errors() -> None:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arq.connections import RedisSettings
 from arq.worker import func
+from pydantic import BaseModel
 
+import jobs.export
 import jobs.purge
 from jobs.context import JobContext
-from jobs.models import PURGE_USER_SESSIONS, PurgeRequest, parse_request
+from jobs.models import EXPORT_SESSIONS, PURGE_USER_SESSIONS, ExportRequest, PurgeRequest, parse_request
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
-from sessionctl.errors import InvalidRequest, PermanentError, SessionctlError, TransientError
+from sessionctl.errors import InternalError, InvalidRequest, PermanentError, SessionctlError, TransientError
 from sessionctl.logs import configure_logging, get_logger
 from worker import serializer
+from worker.progress import RedisProgress
 from worker.retry import to_arq
 
 log = get_logger("sessionctl.worker")
@@ -58,24 +62,33 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 def _job_context(ctx: dict[str, Any]) -> tuple[WorkerState, JobContext]:
     state: WorkerState = ctx["state"]
+    job_id = str(ctx.get("job_id", ""))
     return state, JobContext(
         settings=state.settings,
         databases=state.databases,
         hash_key=state.hash_key,
-        job_id=str(ctx.get("job_id", "")),
+        job_id=job_id,
         job_try=int(ctx.get("job_try", 1)),
+        progress=RedisProgress(ctx["redis"], job_id, state.settings.keep_result),
     )
 
 
-async def purge_user_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """arq entry point: validate the payload again, run the purge, map errors onto arq."""
+async def _run(
+    ctx: dict[str, Any],
+    kind: str,
+    model: type[BaseModel],
+    procedure: Callable[[JobContext, Any], Awaitable[BaseModel]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """Validate the payload again, run the procedure, map its errors onto arq (worker/retry.py)."""
     state, jctx = _job_context(ctx)
     t0 = time.monotonic()
     try:
         if kwargs or len(args) != 1:
             raise InvalidRequest("job payload must be exactly one JSON object (the request)")
-        request = parse_request(PurgeRequest, args[0])
-        result = await jobs.purge.purge_user_sessions(jctx, request)
+        request = parse_request(model, args[0])
+        result = await procedure(jctx, request)
     except SessionctlError as exc:
         outcome = to_arq(
             exc,
@@ -86,7 +99,7 @@ async def purge_user_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) ->
         log.warning(
             "job.retry" if outcome is not exc else "job.failed",
             job_id=jctx.job_id,
-            kind=PURGE_USER_SESSIONS,
+            kind=kind,
             job_try=jctx.job_try,
             error_type=type(exc).__name__,
             error=str(exc),
@@ -96,9 +109,23 @@ async def purge_user_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) ->
         )
         raise outcome from exc
     except Exception as exc:
-        log.error("job.failed", job_id=jctx.job_id, kind=PURGE_USER_SESSIONS, error_type=type(exc).__name__)
-        raise
+        # A bug or an unforeseen driver error. Its text may quote row values (a user id, content):
+        # it stays out of logs and results; the class and, for Postgres, the SQLSTATE say where to look.
+        sqlstate = getattr(exc, "sqlstate", None)
+        log.error("job.failed", job_id=jctx.job_id, kind=kind, error_type=type(exc).__name__, sqlstate=sqlstate)
+        where = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+        raise InternalError(f"unexpected {type(exc).__name__}{where}; see the worker log") from None
     return result.model_dump(mode="json")
+
+
+async def purge_user_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """arq entry point of ``jobs.purge.purge_user_sessions``."""
+    return await _run(ctx, PURGE_USER_SESSIONS, PurgeRequest, jobs.purge.purge_user_sessions, args, kwargs)
+
+
+async def export_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """arq entry point of ``jobs.export.export_sessions``."""
+    return await _run(ctx, EXPORT_SESSIONS, ExportRequest, jobs.export.export_sessions, args, kwargs)
 
 
 def build_worker_settings(settings: Settings | None = None) -> type:
@@ -108,6 +135,7 @@ def build_worker_settings(settings: Settings | None = None) -> type:
     class _Settings:
         functions: ClassVar[list[Any]] = [
             func(purge_user_sessions, name=PURGE_USER_SESSIONS, timeout=s.job_timeout, max_tries=s.max_tries),
+            func(export_sessions, name=EXPORT_SESSIONS, timeout=s.job_timeout, max_tries=s.max_tries),
         ]
         redis_settings = redis_settings(s)
         queue_name = s.queue_name

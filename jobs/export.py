@@ -1,0 +1,271 @@
+"""``export_sessions``: stream sessions to a JSON Lines file, atomically, with a manifest — and, for
+export-then-erase, erase them only once the export verifies.
+
+The procedure:
+
+1. resolve the target file in ``EXPORT_DIR`` (a plain name; symlinks and '..' refused). If this
+   very job already published it (a retry after a crash), keep it; if anyone else did, refuse;
+2. per agent schema, read keyset pages (``created_at, session_id``) of the window, attach the runs
+   wherever they live, and write each session as one line — memory stays bounded by one page;
+3. fsync, publish manifest then data under their final names (never overwriting), report progress;
+4. export-then-erase: re-read the file, check its sha256 and per-agent line counts against the
+   manifest and the manifest's counts against the database *now*; only then delete exactly the
+   exported sessions (owner-checked, batched) and prove with our own count that none remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jobs.context import JobContext
+from jobs.models import AgentPurgeResult, ExportRequest, ExportResult
+from jobs.purge import accumulate
+from jobs.targets import Target, resolve_targets
+from sessionctl import exportfile, store
+from sessionctl.agents import merge_runs
+from sessionctl.errors import ExportMismatch, InvalidRequest
+from sessionctl.logs import get_logger
+from sessionctl.privacy import user_hmac
+
+log = get_logger("sessionctl.export")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _window(req: ExportRequest) -> store.Window:
+    return store.Window(user_id=req.user_id, since=req.since, until=req.until, by=req.by)
+
+
+async def export_sessions(ctx: JobContext, req: ExportRequest) -> ExportResult:
+    started = _now()
+    hmac = user_hmac(ctx.hash_key, req.user_id) if req.user_id is not None else None
+    blog = log.bind(job_id=ctx.job_id, user_hmac=hmac, job_try=ctx.job_try)
+    t0 = time.monotonic()
+    directory = exportfile.ensure_directory(Path(ctx.settings.export_dir))
+    data_path, manifest_path = exportfile.target_paths(directory, req.out)
+    targets = await resolve_targets(ctx, req.agent_id, req.all_agents)
+    window = _window(req)
+    blog.info("export.start", target=req.target, out=req.out, compress=req.compress, then_purge=req.then_purge)
+
+    manifest = _published_by_this_job(data_path, manifest_path, ctx.job_id)
+    if manifest is None:
+        if data_path.exists() or manifest_path.exists():
+            raise InvalidRequest(f"export {req.out!r} already exists in EXPORT_DIR: choose another --out name")
+        manifest = await _write(ctx, req, targets, window, directory, hmac, started, blog)
+    else:
+        blog.info("export.reuse", out=req.out)  # a retry after the file was published
+
+    purge: dict[str, Any] | None = None
+    if req.then_purge:
+        await _verify(ctx, targets, window, data_path, manifest)
+        purge = await _erase_exported(ctx, req, targets, window, data_path, blog)
+
+    result = ExportResult(
+        job_id=ctx.job_id,
+        status="succeeded",
+        path=str(data_path),
+        manifest_path=str(manifest_path),
+        format=exportfile.FORMAT,
+        sessions=manifest["sessions"],
+        agents=manifest["counts"],
+        bytes=manifest["bytes"],
+        sha256=manifest["sha256"],
+        compress=manifest["compress"],
+        user_hmac=hmac,
+        window=manifest["window"],
+        started_at=started,
+        finished_at=_now(),
+        requested_by=req.requested_by,
+        purge=purge,
+    )
+    blog.info(
+        "export.done",
+        sessions=result.sessions,
+        bytes=result.bytes,
+        erased=None if purge is None else purge["sessions_deleted"],
+        elapsed_ms=round((time.monotonic() - t0) * 1000, 1),
+    )
+    return result
+
+
+def _published_by_this_job(data: Path, manifest_path: Path, job_id: str) -> dict[str, Any] | None:
+    """The manifest, if this job already published the export intact; cleans up a half publish."""
+    if not manifest_path.exists():
+        return None
+    manifest = exportfile.read_manifest(data)
+    if manifest is None or manifest.get("job_id") != job_id:
+        return None
+    if not data.exists():  # died between publishing the manifest and the data: start again
+        manifest_path.unlink()
+        return None
+    sha, size = exportfile.file_sha256(data)
+    if sha != manifest.get("sha256") or size != manifest.get("bytes"):
+        raise ExportMismatch(f"export {data.name!r} does not match its manifest: it was changed after writing")
+    return manifest
+
+
+async def _write(
+    ctx: JobContext,
+    req: ExportRequest,
+    targets: list[Target],
+    window: store.Window,
+    directory: Path,
+    hmac: str | None,
+    started: str,
+    blog: Any,
+) -> dict[str, Any]:
+    tag = hashlib.sha256(ctx.job_id.encode()).hexdigest()[:12]
+    writer = exportfile.AtomicExport(directory, req.out, req.compress, tag)
+    counts: dict[str, int] = {}
+    schemas: dict[str, str] = {}
+    processed = 0
+    page_size = ctx.settings.export_page_size
+    try:
+        totals: dict[str, int] = {}
+        for t in targets:
+            async with ctx.databases.connect(t.dsn) as conn:
+                totals[t.label] = await store.count_window(conn, t.layout, window)
+        total = sum(totals.values())
+        await ctx.progress.update(processed=0, total=total, agent=None, force=True)
+        for t in targets:
+            counts[t.label] = 0
+            schemas[t.label] = t.layout.schema
+            after: store.SessionKey | None = None
+            while True:
+                async with ctx.databases.connect(t.dsn) as conn:
+                    rows = await store.export_page(conn, t.layout, window, after=after, limit=page_size)
+                    runs = await store.runs_for_sessions(conn, t.layout, [r["session_id"] for r in rows])
+                if not rows:
+                    break
+                records = []
+                for row in rows:
+                    row["runs"] = merge_runs(runs.get(row["session_id"], []), row.get("runs"))
+                    records.append(
+                        {"v": exportfile.FORMAT_VERSION, "agent": t.label, "schema": t.layout.schema, "session": row}
+                    )
+                await asyncio.to_thread(_write_records, writer, records)  # compression off the event loop
+                counts[t.label] += len(rows)
+                processed += len(rows)
+                after = (rows[-1]["created_at"], rows[-1]["session_id"])
+                await ctx.progress.update(processed=processed, total=total, agent=t.label)
+        manifest = {
+            "format": exportfile.FORMAT,
+            "file": req.out,
+            "compress": req.compress,
+            "job_id": ctx.job_id,
+            "user_hmac": hmac,
+            "target": req.target,
+            "window": {"since": req.since, "until": req.until, "by": req.by},
+            "counts": counts,
+            "schemas": schemas,
+            "sessions": processed,
+            "started_at": started,
+            "written_at": _now(),
+            "requested_by": req.requested_by,
+        }
+        written = await asyncio.to_thread(writer.commit, manifest)
+    except BaseException:
+        writer.abort()
+        raise
+    await ctx.progress.update(processed=processed, total=processed, agent=None, force=True)
+    blog.info("export.written", sessions=processed, bytes=written.size)
+    return {**manifest, "bytes": written.size, "sha256": written.sha256}
+
+
+def _write_records(writer: exportfile.AtomicExport, records: list[dict[str, Any]]) -> None:
+    for record in records:
+        writer.write_record(record)
+
+
+def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str]]]:
+    """(agent label, session id) of the export's lines, ``size`` at a time (memory stays flat)."""
+    with exportfile.open_records(path) as records:
+        chunk: list[tuple[str, str]] = []
+        for rec in records:
+            chunk.append((rec["agent"], rec["session"]["session_id"]))
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+async def _aid_chunks(path: Path, size: int) -> Any:
+    """The chunks of :func:`_id_chunks`, each read in a thread."""
+    gen = _id_chunks(path, size)
+    while (chunk := await asyncio.to_thread(next, gen, None)) is not None:
+        yield chunk
+
+
+async def _verify(
+    ctx: JobContext, targets: list[Target], window: store.Window, data: Path, manifest: dict[str, Any]
+) -> None:
+    """The file is what the manifest says, and the manifest is what the database holds now."""
+    sha, size = await asyncio.to_thread(exportfile.file_sha256, data)
+    if sha != manifest["sha256"] or size != manifest["bytes"]:
+        raise ExportMismatch(f"export {data.name!r}: checksum does not match its manifest; nothing erased")
+    lines: dict[str, int] = {}
+    async for chunk in _aid_chunks(data, ctx.settings.batch_size):
+        for agent, _ in chunk:
+            lines[agent] = lines.get(agent, 0) + 1
+    expected = {k: v for k, v in manifest["counts"].items() if v}
+    if lines != expected:
+        raise ExportMismatch(f"export {data.name!r}: line counts do not match its manifest; nothing erased")
+    for t in targets:
+        async with ctx.databases.connect(t.dsn) as conn:
+            now = await store.count_window(conn, t.layout, window)
+        if now != manifest["counts"].get(t.label, 0):
+            raise ExportMismatch(
+                f"agent {t.label}: the database holds {now} matching sessions, the export "
+                f"{manifest['counts'].get(t.label, 0)}; nothing erased — request export-then-erase again "
+                "(with a new --out name) to hand over and erase the current set"
+            )
+
+
+async def _erase_exported(
+    ctx: JobContext, req: ExportRequest, targets: list[Target], window: store.Window, data: Path, blog: Any
+) -> dict[str, Any]:
+    """Delete exactly the exported sessions (owner-checked), then prove none in the window remain."""
+    assert req.user_id is not None
+    by_label = {t.label: t for t in targets}
+    results = {t.label: AgentPurgeResult(agent_id=t.label, schema_name=t.layout.schema) for t in targets}
+    batch: dict[str, list[str]] = {}
+
+    async def flush(label: str) -> None:
+        ids = batch.pop(label, [])
+        if ids:
+            t = by_label[label]
+            async with ctx.databases.connect(t.dsn) as conn:
+                accumulate(results[label], await store.delete_user_sessions(conn, t.layout, req.user_id or "", ids))
+
+    async for chunk in _aid_chunks(data, ctx.settings.batch_size):
+        for label, sid in chunk:
+            batch.setdefault(label, []).append(sid)
+            if len(batch[label]) >= ctx.settings.batch_size:
+                await flush(label)
+    for label in list(batch):
+        await flush(label)
+    for t in targets:
+        async with ctx.databases.connect(t.dsn) as conn:
+            results[t.label].remaining = await store.count_window(conn, t.layout, window)
+        if results[t.label].remaining:
+            raise ExportMismatch(
+                f"agent {t.label}: {results[t.label].remaining} sessions arrived after the export and were "
+                "not erased (they were not handed over); request export-then-erase again with a new --out"
+            )
+    total = sum(r.sessions_deleted for r in results.values())
+    blog.info("export.erased", sessions_deleted=total)
+    return {
+        "sessions_deleted": total,
+        "runs_deleted": sum(r.runs_deleted for r in results.values()),
+        "remaining": 0,
+        "agents": {k: v.model_dump(mode="json") for k, v in results.items()},
+    }

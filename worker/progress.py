@@ -1,0 +1,40 @@
+"""Job progress in Redis: ``sessionctl:progress:<job_id>``, a small JSON document, throttled."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+PROGRESS_PREFIX = "sessionctl:progress:"
+MIN_INTERVAL_S = 0.5
+
+
+def progress_key(job_id: str) -> str:
+    return PROGRESS_PREFIX + job_id
+
+
+class RedisProgress:
+    """Publishes at most every ``MIN_INTERVAL_S`` (or when forced): processed, total, agent, rate."""
+
+    def __init__(self, redis: Any, job_id: str, ttl_s: int) -> None:
+        self.redis = redis
+        self.job_id = job_id
+        self.ttl_s = ttl_s
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    async def update(self, *, processed: int, total: int | None, agent: str | None, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < MIN_INTERVAL_S:
+            return
+        self._last = now
+        elapsed = max(now - self.started, 1e-6)
+        doc = {
+            "processed": processed,
+            "total": total,
+            "agent": agent,
+            "rate": round(processed / elapsed, 1),
+            "updated_at": time.time(),
+        }
+        await self.redis.set(progress_key(self.job_id), json.dumps(doc), ex=self.ttl_s)
