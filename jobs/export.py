@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs.context import JobContext
-from jobs.models import AgentPurgeResult, ExportRequest, ExportResult
-from jobs.purge import accumulate
+from jobs.models import EXPORT_SESSIONS, AgentPurgeResult, ExportRequest, ExportResult
+from jobs.purge import accumulate, write_receipt
 from jobs.targets import Target, resolve_targets
-from sessionctl import exportfile, store
+from sessionctl import exportfile, metrics, store
 from sessionctl.agents import merge_runs
 from sessionctl.errors import ExportMismatch, InvalidRequest
 from sessionctl.logs import get_logger
@@ -66,7 +66,7 @@ async def export_sessions(ctx: JobContext, req: ExportRequest) -> ExportResult:
     purge: dict[str, Any] | None = None
     if req.then_purge:
         await _verify(ctx, targets, window, data_path, manifest)
-        purge = await _erase_exported(ctx, req, targets, window, data_path, blog)
+        purge = await _erase_exported(ctx, req, targets, window, data_path, blog, started)
 
     result = ExportResult(
         job_id=ctx.job_id,
@@ -154,6 +154,7 @@ async def _write(
                 await asyncio.to_thread(_write_records, writer, records)  # compression off the event loop
                 counts[t.label] += len(rows)
                 processed += len(rows)
+                metrics.SESSIONS_EXPORTED.inc(len(rows))
                 after = (rows[-1]["created_at"], rows[-1]["session_id"])
                 await ctx.progress.update(processed=processed, total=total, agent=t.label)
         manifest = {
@@ -231,7 +232,13 @@ async def _verify(
 
 
 async def _erase_exported(
-    ctx: JobContext, req: ExportRequest, targets: list[Target], window: store.Window, data: Path, blog: Any
+    ctx: JobContext,
+    req: ExportRequest,
+    targets: list[Target],
+    window: store.Window,
+    data: Path,
+    blog: Any,
+    started: str,
 ) -> dict[str, Any]:
     """Delete exactly the exported sessions (owner-checked), then prove none in the window remain."""
     assert req.user_id is not None
@@ -262,6 +269,16 @@ async def _erase_exported(
                 "not erased (they were not handed over); request export-then-erase again with a new --out"
             )
     total = sum(r.sessions_deleted for r in results.values())
+    await write_receipt(
+        ctx,
+        kind=EXPORT_SESSIONS + "+erase",
+        user_hmac=user_hmac(ctx.hash_key, req.user_id),
+        target=req.target,
+        agents=results,
+        started=started,
+        requested_by=req.requested_by,
+    )
+    metrics.SESSIONS_DELETED.labels(EXPORT_SESSIONS).inc(total)
     blog.info("export.erased", sessions_deleted=total)
     return {
         "sessions_deleted": total,

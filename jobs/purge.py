@@ -23,9 +23,9 @@ from typing import Any
 import asyncpg
 
 from jobs.context import JobContext
-from jobs.models import AgentPurgeResult, PurgeRequest, PurgeResult
+from jobs.models import PURGE_USER_SESSIONS, AgentPurgeResult, PurgeRequest, PurgeResult
 from jobs.targets import Target, resolve_targets
-from sessionctl import store
+from sessionctl import metrics, receipts, store
 from sessionctl.errors import ErasureIncomplete
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
@@ -61,6 +61,10 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
         for a in agents.values():
             for k, v in (a.would_delete or {}).items():
                 would[k] = would.get(k, 0) + v
+    if not request.dry_run:
+        await _receipt(ctx, request, hmac, agents, started)
+        metrics.SESSIONS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.sessions_deleted for a in agents.values()))
+        metrics.RUNS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.runs_deleted for a in agents.values()))
     result = PurgeResult(
         job_id=ctx.job_id,
         status="dry_run" if request.dry_run else "succeeded",
@@ -154,6 +158,7 @@ async def _delete_snapshot(
             return
         after = ids[-1]
         outcome = await store.delete_user_sessions(conn, layout, user_id, ids)
+        metrics.BATCH_SECONDS.labels(PURGE_USER_SESSIONS).observe(time.monotonic() - t)
         c = outcome.counts
         accumulate(res, outcome)
         await ctx.progress.update(processed=res.sessions_deleted, total=None, agent=res.agent_id)
@@ -163,6 +168,63 @@ async def _delete_snapshot(
             sessions=c.sessions,
             runs=c.runs,
             elapsed_ms=round((time.monotonic() - t) * 1000, 1),
+        )
+
+
+async def _receipt(
+    ctx: JobContext, request: PurgeRequest, hmac: str, agents: dict[str, AgentPurgeResult], started: str
+) -> None:
+    """Append the durable receipt of this erasure (before the job reports success)."""
+    await write_receipt(
+        ctx,
+        kind=PURGE_USER_SESSIONS,
+        user_hmac=hmac,
+        target=request.target,
+        agents=agents,
+        started=started,
+        requested_by=request.requested_by,
+    )
+
+
+async def write_receipt(
+    ctx: JobContext,
+    *,
+    kind: str,
+    user_hmac: str,
+    target: str,
+    agents: dict[str, AgentPurgeResult],
+    started: str,
+    requested_by: str | None,
+) -> None:
+    totals: dict[str, int] = {}
+    per_agent: dict[str, Any] = {}
+    for label, a in agents.items():
+        counts = {
+            "sessions": a.sessions_deleted,
+            "runs": a.runs_deleted,
+            "transcripts": a.transcripts_deleted,
+            "tool_results": a.tool_results_deleted,
+            "tool_result_payloads": a.tool_result_payloads_deleted,
+            "memories": a.memories_deleted,
+        }
+        per_agent[label] = {"schema": a.schema_name, **counts, "late_sessions": a.late_sessions}
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + v
+    dsn = ctx.settings.dsn
+    async with ctx.databases.connect(dsn) as conn:
+        await receipts.ensure(conn, dsn.redacted)
+        await receipts.record(
+            conn,
+            job_id=ctx.job_id,
+            kind=kind,
+            user_hmac=user_hmac,
+            target=target,
+            agents=per_agent,
+            counts=totals,
+            late_sessions=sum(a.late_sessions for a in agents.values()),
+            started_at=datetime.fromisoformat(started),
+            finished_at=datetime.now(UTC),
+            requested_by=requested_by,
         )
 
 

@@ -326,23 +326,201 @@ def import_(
 @app.command()
 def status(
     job_id: Annotated[str, typer.Argument(help="The job id printed by `sessionctl purge`.")],
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Print a job's state and result."""
+    """Print a job's state, progress and result (`--watch`: follow it to the end)."""
     settings = _settings()
 
     async def go() -> int:
         from sessionctl.producer import Producer
 
         async with Producer(settings) as producer:
-            state = await producer.status(job_id)
+            if watch and not as_json and err.is_terminal:
+                state = await _wait(producer, job_id, float("inf"), quiet=False)
+            elif watch:
+                last = None
+                async for state in producer.watch(job_id):
+                    line = _progress_line(state)
+                    if line != last and not as_json:
+                        out.print(line, markup=False, highlight=False)
+                    last = line
+            else:
+                state = await producer.status(job_id)
         if as_json:
             _print_json(state.as_dict())
         else:
             _print_state(state)
-        if state.status == "not_found":
-            return EXIT_FAILED
-        return EXIT_FAILED if state.status == "failed" else 0
+        return 0 if state.ok or (not state.done and state.status != "not_found") else EXIT_FAILED
+
+    raise typer.Exit(_run(go()))
+
+
+def _progress_line(state: Any) -> str:
+    p = state.progress or {}
+    done = f" {p.get('processed', 0)}/{p.get('total') if p.get('total') is not None else '?'}" if p else ""
+    where = f" agent={p['agent']}" if p.get("agent") else ""
+    rate = f" rate={p['rate']}/s" if p.get("rate") else ""
+    attempt = f" attempt={state.attempt}" if state.attempt else ""
+    return f"{state.job_id} {state.status}{done}{where}{rate}{attempt}"
+
+
+@app.command()
+def jobs(
+    status_filter: Annotated[str | None, typer.Option("--status", help="queued, running, complete or failed.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="purge_user_sessions or export_sessions.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most N rows.")] = 50,
+    failed: Annotated[bool, typer.Option("--failed", help="Only the failed-job list (kept longer).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List recent jobs, newest first (from sessionctl's own index: no KEYS scan)."""
+    from sessionctl.jobindex import STATUS_GROUPS
+
+    if status_filter is not None and status_filter not in STATUS_GROUPS:
+        _fail(EXIT_BAD_INPUT, f"--status must be one of {', '.join(STATUS_GROUPS)}, not {status_filter!r}")
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.producer import Producer
+
+        async with Producer(settings) as producer:
+            rows = await producer.jobs(status=status_filter, kind=kind, limit=limit, failed_only=failed)
+        if as_json:
+            _print_json([{k: v for k, v in r.items() if k != "request"} for r in rows])
+            return 0
+        from datetime import UTC, datetime
+
+        for r in rows:
+            when = datetime.fromtimestamp((r["enqueued_at"] or r["finished_at"] or 0) / 1000, UTC)
+            counts = " ".join(f"{k}={v}" for k, v in (r["summary"] or {}).items())
+            error = f" {r['error_type']}: {r['error']}" if r["error_type"] else ""
+            out.print(
+                f"{when:%Y-%m-%d %H:%M:%S}  {r['state']:<9} {r['kind']:<20} {r['job_id']}  target={r['target']}"
+                + (f" attempt={r['attempt']}" if r["attempt"] else "")
+                + (f"  {counts}" if counts else "")
+                + error,
+                markup=False,
+                highlight=False,
+            )
+        err.print(f"{len(rows)} job(s)", markup=False)
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
+def retry(
+    job_id: Annotated[str, typer.Argument(help="A failed job's id (see `sessionctl jobs --failed`).")],
+    user: Annotated[
+        str | None, typer.Option("--user", help="The job's user (not kept by sessionctl; checked against its HMAC).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Enqueue a failed job's request again."""
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.producer import Producer
+
+        async with Producer(settings) as producer:
+            enq = await producer.retry(job_id, user_id=user)
+        if as_json:
+            _print_json({**enq.as_dict(), "retry_of": job_id})
+        else:
+            out.print(f"job {enq.job_id} queued (retry of {job_id})", markup=False, highlight=False)
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command("receipts")
+def receipts_(
+    user: Annotated[str, typer.Option("--user", help="The user (looked up by HMAC).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Find a user's erasure receipts (durable, in Postgres)."""
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl import receipts
+        from sessionctl.databases import Databases
+        from sessionctl.identifiers import validate_user_id
+        from sessionctl.privacy import user_hmac
+
+        validate_user_id(user)
+        hmac = user_hmac(settings.hash_key_bytes, user)
+        dbs = Databases(pool_size=1)
+        try:
+            async with dbs.connect(settings.dsn) as conn:
+                rows = await receipts.find(conn, hmac)
+        finally:
+            await dbs.close()
+        if as_json:
+            _print_json({"user_hmac": hmac, "receipts": rows})
+        else:
+            for r in rows:
+                c = r["counts"]
+                out.print(
+                    f"{r['finished_at']}  {r['kind']:<22} {r['job_id']}  target={r['target']} "
+                    f"sessions={c.get('sessions', 0)} runs={c.get('runs', 0)} memories={c.get('memories', 0)} "
+                    f"late={r['late_sessions']} remaining={r['remaining']}"
+                    + (f"  requested_by={r['requested_by']}" if r["requested_by"] else ""),
+                    markup=False,
+                    highlight=False,
+                )
+            err.print(f"{len(rows)} receipt(s) for hmac:{hmac}", markup=False)
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
+def verify(
+    user: Annotated[str, typer.Option("--user", help="The user to look for.")],
+    agent: Annotated[str | None, typer.Option("--agent", help="One agent.")] = None,
+    all_agents: Annotated[bool, typer.Option("--all-agents", help="Every agent schema (default).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Recount the user's rows in every user-keyed table; exit 0 only when all are 0."""
+    if agent is not None and all_agents:
+        _fail(EXIT_BAD_INPUT, "name at most one target: --agent ID or --all-agents")
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.verify import verify_user
+
+        report = await verify_user(settings, user, agent_id=agent)
+        if as_json:
+            _print_json(report)
+        else:
+            for schema, tables in sorted(report["tables"].items()):
+                for table, n in sorted(tables.items()):
+                    mark = "ok " if n == 0 else "LEFT"
+                    out.print(f"{mark} {schema}.{table}: {n}", markup=False, highlight=False)
+            out.print(
+                f"user hmac:{report['user_hmac']}: {report['total']} row(s) left in {len(report['tables'])} schema(s)",
+                markup=False,
+            )
+        return 0 if report["total"] == 0 else EXIT_FAILED
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
+def health(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Check Redis, Postgres and the worker's health-check key; exit 0 only if all are fine."""
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.verify import check_health
+
+        report = await check_health(settings)
+        if as_json:
+            _print_json(report)
+        else:
+            for name, r in report["checks"].items():
+                out.print(f"{'ok  ' if r['ok'] else 'FAIL'} {name}: {r['detail']}", markup=False, highlight=False)
+        return 0 if report["ok"] else EXIT_FAILED
 
     raise typer.Exit(_run(go()))
 

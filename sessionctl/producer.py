@@ -35,8 +35,9 @@ from jobs.models import EXPORT_SESSIONS, PURGE_USER_SESSIONS, ExportRequest, Pur
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
-from sessionctl.errors import TransientError
-from sessionctl.privacy import request_digest
+from sessionctl.errors import InvalidRequest, TransientError
+from sessionctl.jobindex import JobIndex
+from sessionctl.privacy import request_digest, user_hmac
 from worker import serializer
 from worker.progress import progress_key
 
@@ -240,6 +241,63 @@ class Producer:
         return f"{self.settings.queue_name}|{self.settings.dsn.redacted}|{schema}"
 
     async def _enqueue(self, kind: str, payload: dict[str, Any], *, identity: tuple[str, ...]) -> Enqueued:
+        enq = await self._enqueue_job(kind, payload, identity=identity)
+        if not enq.collapsed:
+            user = payload.get("user_id")
+            await self.index().queued(
+                enq.job_id,
+                kind=kind,
+                target="*" if payload.get("all_agents") else str(payload.get("agent_id")),
+                user_hmac=None if user is None else user_hmac(self.settings.hash_key_bytes, user),
+                requested_by=payload.get("requested_by"),
+            )
+        return enq
+
+    def index(self) -> JobIndex:
+        if self._redis is None:
+            raise RuntimeError("Producer is not open: use `async with Producer() as p`")
+        return JobIndex(
+            self._redis,
+            size=self.settings.job_index_size,
+            keep_s=self.settings.keep_result,
+            failed_ttl_s=self.settings.failed_ttl,
+        )
+
+    async def jobs(
+        self, *, status: str | None = None, kind: str | None = None, limit: int = 50, failed_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """Recent jobs, newest first, from our own index (no KEYS scan)."""
+        await self.redis()
+        return await self.index().list(status=status, kind=kind, limit=limit, failed_only=failed_only)
+
+    async def retry(self, job_id: str, *, user_id: str | None = None) -> Enqueued:
+        """Ask again for a failed job's request (the user id is given again and checked: it is not kept)."""
+        await self.redis()
+        meta = await self.index().get(job_id)
+        if meta is None:
+            raise InvalidRequest(f"no record of job {job_id}: it never existed, or its record expired")
+        if meta["state"] != "failed":
+            raise InvalidRequest(f"job {job_id} is {meta['state']}, not failed: nothing to retry")
+        request = meta.get("request")
+        if not isinstance(request, dict):
+            raise InvalidRequest(f"job {job_id} kept no request to retry (its payload was not a request)")
+        request = dict(request)
+        if request.pop("has_user", False):
+            if user_id is None:
+                raise InvalidRequest("this job was for one user: pass --user ID (it is checked against the job's HMAC)")
+            if user_hmac(self.settings.hash_key_bytes, user_id) != meta.get("user_hmac"):
+                raise InvalidRequest("--user does not match the user of this job")
+            request["user_id"] = user_id
+        if meta["kind"] == PURGE_USER_SESSIONS:
+            enq = await self.purge_user_sessions(**request)
+        elif meta["kind"] == EXPORT_SESSIONS:
+            enq = await self.export_sessions(**request)
+        else:
+            raise InvalidRequest(f"job {job_id} is of a kind this version cannot retry: {meta['kind']}")
+        await self.index().mark_retried(job_id, enq.job_id)
+        return enq
+
+    async def _enqueue_job(self, kind: str, payload: dict[str, Any], *, identity: tuple[str, ...]) -> Enqueued:
         """Enqueue under ``kind:digest:generation``; join the job of that generation while it is
         active; move to the next generation once it was used and is no longer active (finished,
         failed, or its result expired), so a job id is never run twice."""
@@ -317,6 +375,15 @@ class Producer:
             enqueued_at=jdef.enqueue_time.isoformat() if jdef is not None else None,
             progress=progress,
         )
+
+    async def watch(self, job_id: str, *, poll: float = 0.5) -> Any:
+        """Yield the job's state every ``poll`` seconds until it is final (the last one included)."""
+        while True:
+            state = await self.status(job_id)
+            yield state
+            if state.done:
+                return
+            await asyncio.sleep(poll)
 
     async def wait(
         self, job_id: str, *, timeout: float | None = None, poll: float = 0.2, on_change: Any = None

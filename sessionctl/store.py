@@ -425,3 +425,29 @@ async def count_sessions_by_id(conn: asyncpg.Connection, layout: Layout, session
             f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE session_id = ANY($1::text[])", session_ids
         )
     )
+
+
+# -- verifying (independent recount) ------------------------------------------------------------------
+
+
+async def user_keyed_tables(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """Every table of the schema with a ``user_id`` column: where a user's data can be."""
+    rows = await conn.fetch(
+        "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables t"
+        " ON t.table_schema = c.table_schema AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE'"
+        " WHERE c.table_schema = $1 AND c.column_name = 'user_id' ORDER BY c.table_name",
+        schema,
+    )
+    return [r["table_name"] for r in rows]
+
+
+async def count_user_rows(conn: asyncpg.Connection, schema: str, table: str, user_id: str) -> int:
+    q = f"{quote_ident(schema)}.{quote_ident(table)}"
+    return int(await conn.fetchval(f"SELECT count(*) FROM {q} WHERE user_id = $1", user_id))
+
+
+async def count_user_payloads(conn: asyncpg.Connection, user_id: str) -> int | None:
+    """The user's rows in Agno's shared payload table ``fs.agno_fs`` (``None`` if there is none)."""
+    if await conn.fetchval("SELECT to_regclass('fs.agno_fs')") is None:
+        return None
+    return int(await conn.fetchval(f"SELECT count(*) FROM {PAYLOADS} WHERE user_id = $1", user_id))

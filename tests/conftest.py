@@ -83,6 +83,7 @@ def settings(pg_database: str, redis_url: str) -> Settings:
         max_tries=5,
         queue_name=f"sessionctl:test:{uuid.uuid4().hex[:8]}",
         log_format="json",
+        metrics_port=0,
     )
 
 
@@ -126,5 +127,6 @@ def worker_env(pg_database: str, redis_url: str, settings: Settings) -> dict[str
         SESSIONCTL_QUEUE=settings.queue_name,
         SESSIONCTL_BATCH_SIZE="500",
         SESSIONCTL_LOG_FORMAT="json",
+        SESSIONCTL_METRICS_PORT="0",
     )
     return env

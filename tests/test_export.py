@@ -232,7 +232,7 @@ def test_worker_killed_mid_export_leaves_no_partial_file_and_the_retry_writes_a_
         **worker_env,
         "SESSIONCTL_EXPORT_DIR": xsettings.export_dir,
         "SESSIONCTL_EXPORT_PAGE_SIZE": "50",
-        "SESSIONCTL_JOB_TIMEOUT": "10",  # arq re-runs a killed job once its in-progress key (timeout + 10 s) expires
+        "SESSIONCTL_LEASE_TTL": "3",  # a killed worker's job runs again once its lease (3 s) expires
     }
     enq = subprocess.run(
         [

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 PROGRESS_PREFIX = "sessionctl:progress:"
-MIN_INTERVAL_S = 0.5
 
 
 def progress_key(job_id: str) -> str:
@@ -15,18 +14,19 @@ def progress_key(job_id: str) -> str:
 
 
 class RedisProgress:
-    """Publishes at most every ``MIN_INTERVAL_S`` (or when forced): processed, total, agent, rate."""
+    """Publishes at most every ``interval_s`` (or when forced): processed, total, agent, rate."""
 
-    def __init__(self, redis: Any, job_id: str, ttl_s: int) -> None:
+    def __init__(self, redis: Any, job_id: str, ttl_s: int, interval_s: float = 0.5) -> None:
         self.redis = redis
         self.job_id = job_id
         self.ttl_s = ttl_s
+        self.interval_s = interval_s
         self.started = time.monotonic()
         self._last = 0.0
 
     async def update(self, *, processed: int, total: int | None, agent: str | None, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last < MIN_INTERVAL_S:
+        if not force and now - self._last < self.interval_s:
             return
         self._last = now
         elapsed = max(now - self.started, 1e-6)

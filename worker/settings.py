@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,11 +17,14 @@ import jobs.export
 import jobs.purge
 from jobs.context import JobContext
 from jobs.models import EXPORT_SESSIONS, PURGE_USER_SESSIONS, ExportRequest, PurgeRequest, parse_request
+from sessionctl import metrics
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
 from sessionctl.errors import InternalError, InvalidRequest, PermanentError, SessionctlError, TransientError
+from sessionctl.jobindex import JobIndex
 from sessionctl.logs import configure_logging, get_logger
 from worker import serializer
+from worker.lease import lease
 from worker.progress import RedisProgress
 from worker.retry import to_arq
 
@@ -33,6 +38,8 @@ class WorkerState:
     settings: Settings
     databases: Databases
     hash_key: bytes
+    index: JobIndex
+    depth_task: asyncio.Task[None] | None = None
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -42,20 +49,43 @@ def redis_settings(settings: Settings) -> RedisSettings:
         raise InvalidRequest("REDIS_URL is invalid: expected redis://[:password@]host:6379/0 or rediss://…") from exc
 
 
+def job_index(redis: Any, settings: Settings) -> JobIndex:
+    return JobIndex(redis, size=settings.job_index_size, keep_s=settings.keep_result, failed_ttl_s=settings.failed_ttl)
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    ctx["state"] = WorkerState(
+    state = WorkerState(
         settings=settings,
         databases=Databases(pool_size=settings.pool_size, client_cache_size=settings.client_cache_size),
         hash_key=settings.hash_key_bytes,
+        index=job_index(ctx["redis"], settings),
     )
-    log.info("worker.start", database=settings.dsn.redacted, queue=settings.queue_name, max_jobs=settings.max_jobs)
+    ctx["state"] = state
+    serving = metrics.serve(settings.metrics_port)
+    state.depth_task = asyncio.create_task(_watch_queue_depth(ctx["redis"], settings.queue_name))
+    log.info(
+        "worker.start",
+        database=settings.dsn.redacted,
+        queue=settings.queue_name,
+        max_jobs=settings.max_jobs,
+        metrics_port=settings.metrics_port if serving else None,
+    )
+
+
+async def _watch_queue_depth(redis: Any, queue: str) -> None:
+    while True:
+        with contextlib.suppress(Exception):
+            metrics.QUEUE_DEPTH.labels(queue).set(await redis.zcard(queue))
+        await asyncio.sleep(5)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     state: WorkerState | None = ctx.get("state")
     if state is not None:
+        if state.depth_task is not None:
+            state.depth_task.cancel()
         await state.databases.close()
     log.info("worker.stop")
 
@@ -69,8 +99,21 @@ def _job_context(ctx: dict[str, Any]) -> tuple[WorkerState, JobContext]:
         hash_key=state.hash_key,
         job_id=job_id,
         job_try=int(ctx.get("job_try", 1)),
-        progress=RedisProgress(ctx["redis"], job_id, state.settings.keep_result),
+        progress=RedisProgress(ctx["redis"], job_id, state.settings.keep_result, state.settings.progress_interval),
     )
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What `sessionctl jobs` shows of a result: counts only."""
+    keys = ("sessions_deleted", "runs_deleted", "remaining", "sessions", "bytes", "late_sessions")
+    return {k: result[k] for k in keys if k in result}
+
+
+def _request_without_user(payload: Any) -> dict[str, Any] | None:
+    """The request, kept for `sessionctl retry` — minus the raw user id (asked for again then)."""
+    if not isinstance(payload, dict):
+        return None
+    return {k: v for k, v in payload.items() if k != "user_id"} | {"has_user": payload.get("user_id") is not None}
 
 
 async def _run(
@@ -81,41 +124,66 @@ async def _run(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    """Validate the payload again, run the procedure, map its errors onto arq (worker/retry.py)."""
+    """Validate the payload again, run the procedure under a lease, keep the job index and the
+    metrics up to date, and map errors onto arq (worker/retry.py)."""
     state, jctx = _job_context(ctx)
     t0 = time.monotonic()
+    await state.index.running(jctx.job_id, attempt=jctx.job_try)
     try:
         if kwargs or len(args) != 1:
             raise InvalidRequest("job payload must be exactly one JSON object (the request)")
         request = parse_request(model, args[0])
-        result = await procedure(jctx, request)
-    except SessionctlError as exc:
+        async with lease(ctx["redis"], jctx.job_id, state.settings.lease_ttl):
+            result = await procedure(jctx, request)
+    except Exception as exc:
+        err = exc if isinstance(exc, SessionctlError) else _internal(exc, jctx.job_id, kind)
         outcome = to_arq(
-            exc,
+            err,
             job_try=jctx.job_try,
             max_tries=state.settings.max_tries,
             base_delay=state.settings.retry_base_delay,
         )
+        retrying = outcome is not err
+        label = "retried" if retrying else "failed"
+        metrics.JOBS.labels(kind, label).inc()
+        metrics.JOB_SECONDS.labels(kind, label).observe(time.monotonic() - t0)
         log.warning(
-            "job.retry" if outcome is not exc else "job.failed",
+            "job.retry" if retrying else "job.failed",
             job_id=jctx.job_id,
             kind=kind,
             job_try=jctx.job_try,
-            error_type=type(exc).__name__,
-            error=str(exc),
-            permanent=isinstance(exc, PermanentError),
-            transient=isinstance(exc, TransientError),
+            error_type=type(err).__name__,
+            error=str(err),
+            permanent=isinstance(err, PermanentError),
+            transient=isinstance(err, TransientError),
             elapsed_ms=round((time.monotonic() - t0) * 1000, 1),
         )
-        raise outcome from exc
-    except Exception as exc:
-        # A bug or an unforeseen driver error. Its text may quote row values (a user id, content):
-        # it stays out of logs and results; the class and, for Postgres, the SQLSTATE say where to look.
-        sqlstate = getattr(exc, "sqlstate", None)
-        log.error("job.failed", job_id=jctx.job_id, kind=kind, error_type=type(exc).__name__, sqlstate=sqlstate)
-        where = f" (SQLSTATE {sqlstate})" if sqlstate else ""
-        raise InternalError(f"unexpected {type(exc).__name__}{where}; see the worker log") from None
-    return result.model_dump(mode="json")
+        if retrying:
+            metrics.RETRIES.labels(kind).inc()
+            await state.index.retrying(jctx.job_id, attempt=jctx.job_try, error_type=type(err).__name__, error=str(err))
+        else:
+            payload = args[0] if len(args) == 1 else None
+            await state.index.failed(
+                jctx.job_id, error_type=type(err).__name__, error=str(err), request=_request_without_user(payload)
+            )
+        if err is exc:
+            raise outcome from exc
+        raise outcome from None  # a foreign error's text stays out (see _internal)
+    data = result.model_dump(mode="json")
+    status = str(data.get("status", "succeeded"))
+    metrics.JOBS.labels(kind, status).inc()
+    metrics.JOB_SECONDS.labels(kind, status).observe(time.monotonic() - t0)
+    await state.index.finished(jctx.job_id, state=status, summary=_summary(data))
+    return data
+
+
+def _internal(exc: BaseException, job_id: str, kind: str) -> InternalError:
+    """A bug or an unforeseen driver error. Its text may quote row values (a user id, content): it
+    stays out of logs and results; the class and, for Postgres, the SQLSTATE say where to look."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    log.error("job.unexpected", job_id=job_id, kind=kind, error_type=type(exc).__name__, sqlstate=sqlstate)
+    where = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+    return InternalError(f"unexpected {type(exc).__name__}{where}; see the worker log")
 
 
 async def purge_user_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -134,13 +202,13 @@ def build_worker_settings(settings: Settings | None = None) -> type:
 
     class _Settings:
         functions: ClassVar[list[Any]] = [
-            func(purge_user_sessions, name=PURGE_USER_SESSIONS, timeout=s.job_timeout, max_tries=s.max_tries),
-            func(export_sessions, name=EXPORT_SESSIONS, timeout=s.job_timeout, max_tries=s.max_tries),
+            func(purge_user_sessions, name=PURGE_USER_SESSIONS, timeout=s.purge_timeout, max_tries=s.max_tries),
+            func(export_sessions, name=EXPORT_SESSIONS, timeout=s.export_timeout, max_tries=s.max_tries),
         ]
         redis_settings = redis_settings(s)
         queue_name = s.queue_name
         max_jobs = s.max_jobs
-        job_timeout = s.job_timeout
+        job_timeout = s.purge_timeout
         keep_result = s.keep_result
         max_tries = s.max_tries
         poll_delay = 0.25

@@ -1,0 +1,54 @@
+"""Prometheus metrics of the worker (prometheus-client), served on ``SESSIONCTL_METRICS_PORT``.
+
+Names (all prefixed ``sessionctl_``):
+
+- ``jobs_total{kind, outcome}`` — outcome: succeeded, dry_run, failed, retried
+- ``sessions_deleted_total{kind}``, ``runs_deleted_total{kind}``, ``sessions_exported_total``
+- ``batch_duration_seconds{kind}`` — one delete batch (histogram)
+- ``job_duration_seconds{kind, outcome}`` — one try of a job (histogram)
+- ``job_retries_total{kind}``
+- ``queue_depth{queue}`` — jobs waiting in the queue (refreshed every few seconds)
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+JOBS = Counter("sessionctl_jobs_total", "Jobs finished, by kind and outcome", ["kind", "outcome"])
+SESSIONS_DELETED = Counter("sessionctl_sessions_deleted_total", "Sessions deleted", ["kind"])
+RUNS_DELETED = Counter("sessionctl_runs_deleted_total", "Runs deleted with their sessions", ["kind"])
+SESSIONS_EXPORTED = Counter("sessionctl_sessions_exported_total", "Sessions written to export files")
+BATCH_SECONDS = Histogram(
+    "sessionctl_batch_duration_seconds",
+    "Duration of one delete batch",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+JOB_SECONDS = Histogram(
+    "sessionctl_job_duration_seconds",
+    "Duration of one try of a job",
+    ["kind", "outcome"],
+    buckets=(0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+)
+RETRIES = Counter("sessionctl_job_retries_total", "Tries that ended in a retry", ["kind"])
+QUEUE_DEPTH = Gauge("sessionctl_queue_depth", "Jobs waiting in the queue", ["queue"])
+
+_started: set[int] = set()
+_lock = threading.Lock()
+
+
+def serve(port: int) -> bool:
+    """Start the /metrics endpoint once per process; ``False`` when disabled or the port is taken."""
+    if port == 0:
+        return False
+    with _lock:
+        if port in _started:
+            return True
+        try:
+            start_http_server(port, addr="0.0.0.0")  # noqa: S104 - scraped from outside the container
+        except OSError:
+            return False
+        _started.add(port)
+        return True

@@ -1,0 +1,90 @@
+"""Independent checks: is a user really gone (``verify``), is the system up (``health``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sessionctl import store
+from sessionctl.config import Settings
+from sessionctl.databases import Databases
+from sessionctl.errors import AgentNotFound, SessionctlError
+from sessionctl.identifiers import validate_user_id
+from sessionctl.privacy import user_hmac
+
+
+async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None = None) -> dict[str, Any]:
+    """Count the user's rows in every table with a ``user_id`` column of the agent schema(s) —
+    sessions, runs, memories, learnings, traces, evals, approvals, … — and in Agno's shared
+    tool-result payloads. Our own SQL, independent of receipts and of Agno's client."""
+    validate_user_id(user_id)
+    tables: dict[str, dict[str, int]] = {}
+    dbs = Databases(pool_size=1)
+    try:
+        async with dbs.connect(settings.dsn) as conn:
+            if agent_id is not None:
+                schema = settings.schema_for(agent_id)
+                if not await store.schema_exists(conn, schema):
+                    raise AgentNotFound(f"agent {agent_id} has no session storage: schema {schema} does not exist")
+                schemas = [schema]
+            else:
+                schemas = await store.discover_agent_schemas(conn)
+            for schema in schemas:
+                tables[schema] = {
+                    t: await store.count_user_rows(conn, schema, t, user_id)
+                    for t in await store.user_keyed_tables(conn, schema)
+                }
+            payloads = await store.count_user_payloads(conn, user_id)
+            if payloads is not None:
+                tables["fs"] = {"agno_fs": payloads}
+    finally:
+        await dbs.close()
+    return {
+        "user_hmac": user_hmac(settings.hash_key_bytes, user_id),
+        "tables": tables,
+        "total": sum(n for t in tables.values() for n in t.values()),
+    }
+
+
+async def check_health(settings: Settings) -> dict[str, Any]:
+    checks: dict[str, dict[str, Any]] = {}
+
+    async def redis_check() -> None:
+        from redis.asyncio import from_url
+
+        r = from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)  # type: ignore[no-untyped-call]
+        try:
+            await r.ping()
+            checks["redis"] = {"ok": True, "detail": "ping ok"}
+            beat = await r.get(settings.queue_name + ":health-check")
+            checks["worker"] = (
+                {"ok": True, "detail": beat.decode(errors="replace")}
+                if beat
+                else {
+                    "ok": False,
+                    "detail": f"no worker health-check key for queue {settings.queue_name} "
+                    "(no worker running, or none for a minute)",
+                }
+            )
+        except Exception as exc:
+            checks["redis"] = {"ok": False, "detail": f"cannot reach Redis ({type(exc).__name__}): check REDIS_URL"}
+            checks["worker"] = {"ok": False, "detail": "unknown: Redis is unreachable"}
+        finally:
+            await r.aclose()
+
+    async def postgres_check() -> None:
+        dbs = Databases(pool_size=1)
+        try:
+            async with dbs.connect(settings.dsn) as conn:
+                version = await conn.fetchval("SHOW server_version")
+            checks["postgres"] = {"ok": True, "detail": f"{settings.dsn.redacted} (server {version})"}
+        except SessionctlError as exc:
+            checks["postgres"] = {"ok": False, "detail": str(exc)}
+        except Exception as exc:
+            checks["postgres"] = {"ok": False, "detail": f"{type(exc).__name__} at {settings.dsn.redacted}"}
+        finally:
+            await dbs.close()
+
+    await asyncio.wait_for(asyncio.gather(redis_check(), postgres_check()), timeout=30)
+    ordered = {k: checks[k] for k in ("redis", "postgres", "worker") if k in checks}
+    return {"ok": all(c["ok"] for c in ordered.values()), "checks": ordered}
