@@ -113,13 +113,14 @@ async def _purge_schema(ctx: JobContext, request: PurgeRequest, target: Target, 
             await ctx.progress.update(
                 processed=res.sessions_deleted, total=res.sessions_deleted + found, agent=label, force=True
             )
-            await _delete_snapshot(conn, ctx, layout, user_id, res, bl)
+            await _delete_snapshot(conn, ctx, layout, user_id, res, bl, total=res.sessions_deleted + found)
             res.remaining = await store.count_user_sessions(conn, layout, user_id)  # the proof
             if res.remaining == 0:
                 break
             bl.warning("purge.late_writes", remaining=res.remaining)
         initial = initial or 0
         res.late_sessions = max(0, res.sessions_deleted - initial)
+        await ctx.progress.update(processed=res.sessions_deleted, total=res.sessions_deleted, agent=label, force=True)
         if res.remaining:
             raise ErasureIncomplete(
                 f"agent {label}: {res.remaining} sessions of the user remain after {MAX_ROUNDS} rounds "
@@ -148,6 +149,8 @@ async def _delete_snapshot(
     user_id: str,
     res: AgentPurgeResult,
     bl: Any,
+    *,
+    total: int,
 ) -> None:
     batch_size = ctx.settings.batch_size
     after: str | None = None
@@ -161,7 +164,7 @@ async def _delete_snapshot(
         metrics.BATCH_SECONDS.labels(PURGE_USER_SESSIONS).observe(time.monotonic() - t)
         c = outcome.counts
         accumulate(res, outcome)
-        await ctx.progress.update(processed=res.sessions_deleted, total=None, agent=res.agent_id)
+        await ctx.progress.update(processed=res.sessions_deleted, total=total, agent=res.agent_id)
         bl.info(
             "purge.batch",
             batch=res.batches,

@@ -273,7 +273,11 @@ async def _delete_sessions(
             )
             picks.append("(SELECT count(*) FROM p) AS payloads")
     args: list[Any] = [ids] if user_id is None else [ids, user_id]
-    row = await conn.fetchrow("WITH " + ",\n".join(parts) + "\nSELECT " + ", ".join(picks), *args)
+    async with conn.transaction():
+        # Every lookup here is by key. After a bulk load, stale statistics can make the planner
+        # scan a whole runs table per batch (seen: 21 ms instead of 0.4 ms per 200 sessions).
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        row = await conn.fetchrow("WITH " + ",\n".join(parts) + "\nSELECT " + ", ".join(picks), *args)
     out = BatchOutcome()
     c = out.counts
     c.sessions = int(row["sessions"])
