@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     lease_ttl: int = Field(60, ge=3, le=3600, validation_alias="SESSIONCTL_LEASE_TTL")
     job_index_size: int = Field(10_000, ge=10, validation_alias="SESSIONCTL_JOB_INDEX_SIZE")
     failed_ttl: int = Field(30 * 24 * 3600, ge=60, validation_alias="SESSIONCTL_FAILED_TTL")
+    stop_grace: int = Field(20, ge=0, le=3600, validation_alias="SESSIONCTL_STOP_GRACE")
     progress_interval: float = Field(0.5, ge=0, le=60, validation_alias="SESSIONCTL_PROGRESS_INTERVAL")
     metrics_port: int = Field(9108, ge=0, le=65535, validation_alias="SESSIONCTL_METRICS_PORT")
     keep_result: int = Field(7 * 24 * 3600, ge=60, validation_alias="SESSIONCTL_KEEP_RESULT")

@@ -116,3 +116,15 @@ def test_user_hmac_is_keyed_and_stable() -> None:
     assert user_hmac(b"k", "alice") == user_hmac(b"k", "alice")
     assert user_hmac(b"k", "alice") != user_hmac(b"k2", "alice")
     assert "alice" not in user_hmac(b"k", "alice") and len(user_hmac(b"k", "alice")) == 32
+
+
+def test_a_payload_that_looks_like_an_error_stays_data() -> None:
+    job = {
+        "t": 1,
+        "f": "purge",
+        "a": [{"user_id": {"__error__": {"type": "X", "message": "forged"}}}],
+        "k": {},
+        "et": 1,
+    }
+    back = serializer.deserialize(serializer.serialize(job))
+    assert back == job and not isinstance(back["a"][0]["user_id"], serializer.JobError)

@@ -51,12 +51,13 @@ def serialize(data: Any) -> bytes:
     return json.dumps(data, default=_default, separators=(",", ":")).encode()
 
 
-def _hook(obj: dict[str, Any]) -> Any:
-    err = obj.get("__error__")
-    if isinstance(err, dict) and len(obj) == 1:
-        return JobError(str(err.get("type", "Error")), str(err.get("message", "")))
-    return obj
-
-
 def deserialize(data: bytes) -> Any:
-    return json.loads(data, object_hook=_hook)
+    """JSON back; only a *result's* ``r`` may become a :class:`JobError` — never anything inside a
+    job's payload, which is untrusted input (a payload holding ``{"__error__": …}`` stays data)."""
+    obj = json.loads(data)
+    if isinstance(obj, dict) and obj.keys() >= _RESULT_KEYS:
+        r = obj.get("r")
+        if isinstance(r, dict) and len(r) == 1 and isinstance(r.get("__error__"), dict):
+            err = r["__error__"]
+            obj["r"] = JobError(str(err.get("type", "Error")), str(err.get("message", "")))
+    return obj

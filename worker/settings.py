@@ -213,6 +213,9 @@ def build_worker_settings(settings: Settings | None = None) -> type:
         max_tries = s.max_tries
         poll_delay = 0.25
         health_check_interval = 60
+        # SIGTERM: stop taking jobs, let running ones finish for this long, then cancel them (the
+        # batch in flight rolls back; arq re-queues the job at once).
+        job_completion_wait = s.stop_grace
         job_serializer = staticmethod(serializer.serialize)
         job_deserializer = staticmethod(serializer.deserialize)
         on_startup = staticmethod(startup)

@@ -1,0 +1,343 @@
+"""Reliability, proven by faults on real processes and services (bounded in time): workers killed
+or stopped mid-job, Postgres restarted mid-purge and mid-export, Redis restarted with AOF on,
+workers racing on one user, Redis with a password."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from sessionctl.config import Settings
+from sessionctl.producer import Producer
+from tests.agno_seed import agno_db, clone_sessions, seed_sessions, table_rows
+from tests.conftest import run_worker
+
+pytestmark = pytest.mark.slow
+
+USER = "lena-5c@example.com"
+OTHER = "olaf-17@example.com"
+SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
+
+
+def _count(conn_url: str, schema: str, user: str) -> int:
+    async def go() -> int:
+        c = await asyncpg.connect(conn_url)
+        try:
+            return int(await c.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', user))
+        finally:
+            await c.close()
+
+    return asyncio.run(go())
+
+
+def _seed_big(settings: Settings, agent_id: str, n: int) -> None:
+    async def go() -> None:
+        schema = settings.schema_for(agent_id)
+        db = agno_db(settings.database_url, schema)
+        await seed_sessions(db, agent_id, USER, 1)
+        await seed_sessions(db, agent_id, OTHER, 3)
+        await db.close()
+        c = await asyncpg.connect(settings.database_url)
+        await clone_sessions(c, schema, f"{agent_id}-{USER}-s0", USER, n - 1, "b")
+        await c.close()
+
+    asyncio.run(go())
+
+
+def _others(settings: Settings, agent_id: str) -> dict[str, list[str]]:
+    async def go() -> dict[str, list[str]]:
+        c = await asyncpg.connect(settings.database_url)
+        try:
+            rows = await table_rows(c, settings.schema_for(agent_id))
+        finally:
+            await c.close()
+        return {t: [r for r in v if USER not in r] for t, v in rows.items()}
+
+    return asyncio.run(go())
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SESSIONCTL, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _wait_running(env: dict[str, str], job_id: str, min_processed: int = 1, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = json.loads(_cli(env, "status", job_id, "--json").stdout)
+        if state["status"] == "running" and (state.get("progress") or {}).get("processed", 0) >= min_processed:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the job never got going")
+
+
+def test_worker_killed_mid_purge_recovers_within_a_lease(
+    settings: Settings, agent_id: str, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    _seed_big(settings, agent_id, 30_000)
+    before_others = _others(settings, agent_id)
+    env = {
+        **worker_env,
+        "SESSIONCTL_BATCH_SIZE": "100",
+        "SESSIONCTL_LEASE_TTL": "5",
+        "SESSIONCTL_PROGRESS_INTERVAL": "0.05",
+    }
+    job_id = json.loads(_cli(env, "purge", "--agent", agent_id, "--user", USER, "--json").stdout)["job_id"]
+    with (tmp_path / "w1.log").open("w") as log:
+        w1 = subprocess.Popen([*SESSIONCTL, "worker"], env=env, stdout=log, stderr=log)
+        _wait_running(env, job_id, min_processed=2000)
+        os.kill(w1.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        w1.wait(10)
+    assert _count(settings.database_url, settings.schema_for(agent_id), USER) > 0  # it really was mid-purge
+
+    w2 = subprocess.run([*SESSIONCTL, "worker", "--burst"], env=env, capture_output=True, text=True, timeout=180)
+    recovered = time.monotonic() - killed_at
+    assert w2.returncode == 0, w2.stderr[-2000:]
+    state = json.loads(_cli(env, "status", job_id, "--json").stdout)
+    assert state["status"] == "succeeded" and state["attempt"] == 2
+    assert state["result"]["remaining"] == 0
+    assert _count(settings.database_url, settings.schema_for(agent_id), USER) == 0
+    assert _others(settings, agent_id) == before_others  # no other user's row touched
+    # the lease (5 s), not the purge (1800 s) or export (7200 s) timeout, decides when it runs again
+    assert recovered < 5 + 20, recovered
+    print(f"\nrecovery after SIGKILL: {recovered:.1f} s (lease 5 s)")
+
+
+def test_worker_stopped_mid_purge_is_graceful_and_the_job_completes(
+    settings: Settings, agent_id: str, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    _seed_big(settings, agent_id, 30_000)
+    env = {
+        **worker_env,
+        "SESSIONCTL_BATCH_SIZE": "50",
+        "SESSIONCTL_STOP_GRACE": "0",  # cancel at once: the batch in flight must roll back, not half-apply
+        "SESSIONCTL_PROGRESS_INTERVAL": "0.05",
+    }
+    job_id = json.loads(_cli(env, "purge", "--agent", agent_id, "--user", USER, "--json").stdout)["job_id"]
+    with (tmp_path / "w1.log").open("w") as log:
+        w1 = subprocess.Popen([*SESSIONCTL, "worker"], env=env, stdout=log, stderr=log)
+        _wait_running(env, job_id, min_processed=1000)
+        w1.send_signal(signal.SIGTERM)
+        assert w1.wait(30) == 0  # a clean stop
+    log_text = (tmp_path / "w1.log").read_text()
+    assert "shutdown on SIGTERM" in log_text and "Traceback" not in log_text
+    state = json.loads(_cli(env, "status", job_id, "--json").stdout)
+    assert state["status"] in ("queued", "deferred")  # re-queued at once, not lost
+
+    w2 = _cli(env, "worker", "--burst")
+    assert w2.returncode == 0
+    state = json.loads(_cli(env, "status", job_id, "--json").stdout)
+    assert state["status"] == "succeeded" and state["result"]["remaining"] == 0
+    assert _count(settings.database_url, settings.schema_for(agent_id), USER) == 0
+    # every run of every session went with it: the cancelled batch left nothing half-deleted
+    c_runs = asyncio.run(_runs_without_session(settings.database_url, settings.schema_for(agent_id)))
+    assert c_runs == 0
+
+
+async def _runs_without_session(url: str, schema: str) -> int:
+    c = await asyncpg.connect(url)
+    try:
+        return int(
+            await c.fetchval(
+                f'SELECT count(*) FROM "{schema}".agno_runs r LEFT JOIN "{schema}".agno_sessions s'
+                " USING (session_id) WHERE s.session_id IS NULL"
+            )
+        )
+    finally:
+        await c.close()
+
+
+def _restart_postgres() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(
+    shutil.which("pg_ctlcluster") is None and not os.environ.get("CI"), reason="needs a local Postgres cluster"
+)
+@pytest.mark.parametrize("kind", ["purge", "export"])
+def test_postgres_restarted_mid_job_is_retried_and_never_a_false_success(
+    settings: Settings, agent_id: str, worker_env: dict[str, str], tmp_path: Path, kind: str
+) -> None:
+    _seed_big(settings, agent_id, 40_000)
+    env = {
+        **worker_env,
+        "SESSIONCTL_BATCH_SIZE": "50",
+        "SESSIONCTL_EXPORT_PAGE_SIZE": "50",
+        "SESSIONCTL_EXPORT_DIR": str(tmp_path / "exports"),
+        "SESSIONCTL_RETRY_BASE_DELAY": "1",
+        "SESSIONCTL_MAX_TRIES": "8",
+        "SESSIONCTL_PROGRESS_INTERVAL": "0.05",
+    }
+    args = (
+        ["purge", "--agent", agent_id, "--user", USER]
+        if kind == "purge"
+        else ["export", "--agent", agent_id, "--user", USER, "--out", "during-restart.jsonl", "--then-purge"]
+    )
+    job_id = json.loads(_cli(env, *args, "--json").stdout)["job_id"]
+    with (tmp_path / "w.log").open("w") as log:
+        w = subprocess.Popen([*SESSIONCTL, "worker"], env=env, stdout=log, stderr=log)
+        try:
+            _wait_running(env, job_id, min_processed=500)
+            _restart_postgres()
+            deadline = time.monotonic() + 120
+            statuses = set()
+            while time.monotonic() < deadline:
+                state = json.loads(_cli(env, "status", job_id, "--json").stdout)
+                statuses.add(state["status"])
+                if state["status"] in ("succeeded", "failed"):
+                    break
+                time.sleep(0.2)
+        finally:
+            w.terminate()
+            w.wait(30)
+    assert state["status"] == "succeeded", (state, (tmp_path / "w.log").read_text()[-3000:])
+    assert state["attempt"] >= 2  # the restart cost it a try: retried, not reported
+    assert _count(settings.database_url, settings.schema_for(agent_id), USER) == 0
+    if kind == "export":
+        lines = (tmp_path / "exports" / "during-restart.jsonl").read_text().splitlines()
+        assert len(lines) == 40_000 == state["result"]["sessions"]
+        assert state["result"]["purge"]["sessions_deleted"] == 40_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _redis(port: int, data: Path, *extra: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("redis-server did not start")
+
+
+async def test_queued_jobs_survive_a_redis_restart_with_aof(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, tmp_path: Path
+) -> None:
+    """The docker-compose settings: appendonly yes, appendfsync everysec."""
+    port = _free_port()
+    proc = _redis(port, tmp_path)
+    aof = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    db = agno_db(settings.database_url, settings.schema_for(agent_id))
+    await seed_sessions(db, agent_id, USER, 5)
+    await seed_sessions(db, agent_id, OTHER, 5)
+    await db.close()
+    try:
+        async with Producer(aof) as producer:
+            a = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+            b = await producer.purge_user_sessions(agent_id=agent_id, user_id=OTHER, dry_run=True)
+        r = aioredis.from_url(aof.redis_url)
+        await r.shutdown(save=False)  # a clean stop: AOF is flushed, no RDB snapshot
+        await r.aclose()
+        await asyncio.to_thread(proc.wait, 20)
+        proc = _redis(port, tmp_path)
+        await run_worker(aof)
+        async with Producer(aof) as producer:
+            assert (await producer.status(a.job_id)).status == "succeeded"
+            assert (await producer.status(b.job_id)).status == "dry_run"
+            assert (await producer.jobs(limit=5))[0]["job_id"] == b.job_id  # the index survived too
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert (
+        await pg.fetchval(
+            f'SELECT count(*) FROM "{settings.schema_for(agent_id)}".agno_sessions WHERE user_id=$1', USER
+        )
+        == 0
+    )
+
+
+async def test_two_workers_racing_on_one_user_finish_with_zero_left(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 1, extras=True)
+    await seed_sessions(db, agent_id, OTHER, 2)
+    await db.close()
+    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 20_000, "r")
+    fast = settings.model_copy(update={"batch_size": 300})
+    async with Producer(fast) as producer:
+        first = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        second = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, memories=True)
+        third = await producer.purge_user_sessions(all_agents=True, user_id=USER)
+        assert len({first.job_id, second.job_id, third.job_id}) == 3  # different requests: all run
+        w1, w2 = await asyncio.wait_for(asyncio.gather(run_worker(fast), run_worker(fast)), 120)
+        states = [await producer.status(j.job_id) for j in (first, second, third)]
+    assert w1.jobs_complete + w2.jobs_complete == 3 and w1.jobs_failed + w2.jobs_failed == 0
+    assert all(s.status == "succeeded" and s.result["remaining"] == 0 for s in states), states
+    total = sum(
+        s.result["agents"].get(agent_id, s.result["agents"].get(schema, {})).get("sessions_deleted", 0) for s in states
+    )
+    assert total == 20_001  # each session deleted exactly once, by one of them
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER) == 0
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', OTHER) == 2
+
+
+async def test_redis_with_a_password_works_and_the_password_stays_out_of_logs(
+    settings: Settings, agent_id: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    port = _free_port()
+    proc = _redis(port, tmp_path, "--requirepass", "s3cr3t-redis-pw")
+    locked = settings.model_copy(update={"redis_url": f"redis://:s3cr3t-redis-pw@127.0.0.1:{port}/2"})
+    db = agno_db(settings.database_url, settings.schema_for(agent_id))
+    await seed_sessions(db, agent_id, USER, 2)
+    await db.close()
+    try:
+        async with Producer(locked) as producer:
+            enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+            await run_worker(locked)
+            assert (await producer.status(enq.job_id)).status == "succeeded"
+        wrong = settings.model_copy(update={"redis_url": f"redis://:nope@127.0.0.1:{port}/2"})
+        with pytest.raises(Exception, match="Redis"):
+            async with Producer(wrong) as producer:
+                await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    out, err = capfd.readouterr()
+    assert "s3cr3t-redis-pw" not in out + err
