@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://localhost:6379/0", validation_alias=AliasChoices("REDIS_URL", "SESSIONCTL_REDIS_URL")
     )
+    redis_ssl_ca_certs: str | None = Field(None, validation_alias="SESSIONCTL_REDIS_SSL_CA_CERTS")
+    redis_ssl_cert_reqs: Literal["required", "none"] = Field(
+        "required", validation_alias="SESSIONCTL_REDIS_SSL_CERT_REQS"
+    )
+    redis_sentinels: str | None = Field(None, validation_alias="SESSIONCTL_REDIS_SENTINELS")
+    redis_sentinel_master: str = Field("mymaster", validation_alias="SESSIONCTL_REDIS_SENTINEL_MASTER")
     database_url: str = Field(
         "postgresql://postgres@localhost:5432/postgres",
         validation_alias=AliasChoices("DATABASE_URL", "SESSIONCTL_DATABASE_URL"),

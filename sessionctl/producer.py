@@ -26,12 +26,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.jobs import Job, JobStatus
 from redis.exceptions import RedisError, WatchError
 
 from jobs.models import EXPORT_SESSIONS, PURGE_USER_SESSIONS, ExportRequest, PurgeRequest, parse_request
+from sessionctl import redisconf
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
@@ -115,17 +116,8 @@ class Producer:
 
     async def redis(self) -> ArqRedis:
         if self._redis is None:
-            from worker.settings import redis_settings
-
-            rs = redis_settings(self.settings)
-            rs.conn_retries = 0
             try:
-                self._redis = await create_pool(
-                    rs,
-                    job_serializer=serializer.serialize,
-                    job_deserializer=serializer.deserialize,
-                    default_queue_name=self.settings.queue_name,
-                )
+                self._redis = await redisconf.connect(self.settings)
             except (RedisError, OSError) as exc:
                 raise RedisUnavailable(
                     f"cannot connect to Redis ({type(exc).__name__}): check REDIS_URL and that Redis is up"

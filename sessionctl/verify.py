@@ -50,10 +50,11 @@ async def check_health(settings: Settings) -> dict[str, Any]:
     checks: dict[str, dict[str, Any]] = {}
 
     async def redis_check() -> None:
-        from redis.asyncio import from_url
+        from sessionctl import redisconf
 
-        r = from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)  # type: ignore[no-untyped-call]
+        r = None
         try:
+            r = await asyncio.wait_for(redisconf.connect(settings), 10)
             await r.ping()
             checks["redis"] = {"ok": True, "detail": "ping ok"}
             beat = await r.get(settings.queue_name + ":health-check")
@@ -70,7 +71,8 @@ async def check_health(settings: Settings) -> dict[str, Any]:
             checks["redis"] = {"ok": False, "detail": f"cannot reach Redis ({type(exc).__name__}): check REDIS_URL"}
             checks["worker"] = {"ok": False, "detail": "unknown: Redis is unreachable"}
         finally:
-            await r.aclose()
+            if r is not None:
+                await r.aclose()
 
     async def postgres_check() -> None:
         dbs = Databases(pool_size=1)

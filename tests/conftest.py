@@ -14,6 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
+
+# Imported at collection on purpose: hypothesis' pytest plugin imports it lazily at the end of a run
+# that never did, and pytest's assertion rewriter then trips CPython 3.11.7's AST recursion check.
+import hypothesis  # noqa: F401
 import pytest
 import redis.asyncio as aioredis
 from arq.worker import Worker, create_worker

@@ -341,3 +341,70 @@ async def test_redis_with_a_password_works_and_the_password_stays_out_of_logs(
         proc.wait(10)
     out, err = capfd.readouterr()
     assert "s3cr3t-redis-pw" not in out + err
+
+
+async def test_rediss_tls_with_a_private_ca(settings: Settings, agent_id: str, tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file",
+         str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.sleep(0.5)
+        tls = settings.model_copy(
+            update={"redis_url": f"rediss://127.0.0.1:{port}/0", "redis_ssl_ca_certs": str(cert)}
+        )
+        db = agno_db(settings.database_url, settings.schema_for(agent_id))
+        await seed_sessions(db, agent_id, USER, 2)
+        await db.close()
+        async with Producer(tls) as producer:
+            enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+            await run_worker(tls)
+            assert (await producer.status(enq.job_id)).status == "succeeded"
+        untrusted = tls.model_copy(update={"redis_ssl_ca_certs": None})
+        with pytest.raises(Exception, match="Redis"):  # a certificate it cannot verify is refused
+            async with Producer(untrusted):
+                pass
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_redis_sentinel(settings: Settings, agent_id: str, tmp_path: Path) -> None:
+    master_port, sentinel_port = _free_port(), _free_port()
+    master = _redis(master_port, tmp_path)
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n")
+    sentinel = subprocess.Popen(
+        ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        await asyncio.sleep(1.0)
+        via = settings.model_copy(
+            update={
+                "redis_url": "redis://ignored-host:6379/3",
+                "redis_sentinels": f"127.0.0.1:{sentinel_port}",
+                "redis_sentinel_master": "mymaster",
+            }
+        )
+        db = agno_db(settings.database_url, settings.schema_for(agent_id))
+        await seed_sessions(db, agent_id, USER, 2)
+        await db.close()
+        async with Producer(via) as producer:
+            enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+            await run_worker(via)
+            assert (await producer.status(enq.job_id)).status == "succeeded"
+        direct = aioredis.from_url(f"redis://127.0.0.1:{master_port}/3")
+        assert await direct.exists(f"arq:result:{enq.job_id}")  # it went through the master sentinel named
+        await direct.aclose()
+    finally:
+        for p in (sentinel, master):
+            p.kill()
+            p.wait(10)

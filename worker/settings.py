@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from arq.connections import RedisSettings
 from arq.worker import func
 from pydantic import BaseModel
 
@@ -23,6 +22,7 @@ from sessionctl.databases import Databases
 from sessionctl.errors import InternalError, InvalidRequest, PermanentError, SessionctlError, TransientError
 from sessionctl.jobindex import JobIndex
 from sessionctl.logs import configure_logging, get_logger
+from sessionctl.redisconf import redis_settings
 from worker import serializer
 from worker.lease import lease
 from worker.progress import RedisProgress
@@ -40,13 +40,6 @@ class WorkerState:
     hash_key: bytes
     index: JobIndex
     depth_task: asyncio.Task[None] | None = None
-
-
-def redis_settings(settings: Settings) -> RedisSettings:
-    try:
-        return RedisSettings.from_dsn(settings.redis_url)
-    except (RuntimeError, ValueError) as exc:
-        raise InvalidRequest("REDIS_URL is invalid: expected redis://[:password@]host:6379/0 or rediss://…") from exc
 
 
 def job_index(redis: Any, settings: Settings) -> JobIndex:
