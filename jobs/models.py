@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sessionctl.errors import InvalidRequest
 from sessionctl.identifiers import validate_agent_id, validate_user_id
@@ -21,6 +21,9 @@ def _label(value: str) -> str:
 AgentId = Annotated[str, AfterValidator(validate_agent_id)]
 UserId = Annotated[str, AfterValidator(validate_user_id)]
 Label = Annotated[str, AfterValidator(_label)]
+# epoch seconds between the years 1 and 9999: inside Postgres bigint and Python's datetime
+EPOCH_MIN, EPOCH_MAX = -62_135_596_800, 253_402_300_799
+EpochSeconds = Annotated[int, Field(ge=EPOCH_MIN, le=EPOCH_MAX)]
 
 
 class PurgeRequest(BaseModel):
@@ -118,8 +121,8 @@ class ExportRequest(BaseModel):
     user_id: UserId | None = None
     agent_id: AgentId | None = None
     all_agents: bool = False
-    since: int | None = None
-    until: int | None = None
+    since: EpochSeconds | None = None
+    until: EpochSeconds | None = None
     by: Literal["created", "updated"] = "created"
     compress: Literal["none", "gz", "zst"] = "none"
     then_purge: bool = False

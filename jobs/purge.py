@@ -108,7 +108,7 @@ async def _purge_schema(ctx: JobContext, request: PurgeRequest, target: Target, 
 
         initial: int | None = None
         for _round in range(MAX_ROUNDS):
-            found = await store.snapshot_user_session_ids(conn, layout, user_id)
+            found = await store.snapshot_user_session_ids(conn, layout, [user_id])
             initial = found if initial is None else initial
             await ctx.progress.update(
                 processed=res.sessions_deleted, total=res.sessions_deleted + found, agent=label, force=True

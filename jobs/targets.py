@@ -31,8 +31,7 @@ async def resolve_targets(ctx: JobContext, agent_id: str | None, all_agents: boo
     async with ctx.databases.connect(dsn) as conn:
         for schema in await store.discover_agent_schemas(conn):
             layout = await store.read_layout(conn, schema)
-            columns = await store.session_table_columns(conn, schema)
-            if layout is None or not columns >= store.REQUIRED_SESSION_COLUMNS:
+            if layout is None or await store.session_table_problems(conn, schema):
                 # a table that merely shares the name cannot hold Agno sessions
                 log.warning("job.skip_schema", schema=schema, reason="not an Agno session table")
                 continue

@@ -63,12 +63,11 @@ class AgentHandle:
                     + (f"{where} has no agno_sessions table" if exists else f"{where} does not exist")
                     + " (check the agent id, DATABASE_URL and SESSIONCTL_SCHEMA_TEMPLATE)"
                 )
-            columns = await store.session_table_columns(conn, self.schema)
-        missing = store.REQUIRED_SESSION_COLUMNS - columns
-        if missing:
+            problems = await store.session_table_problems(conn, self.schema)
+        if problems:
             raise NotAgnoStorage(
                 f"agent {self.agent_id}: {self.schema}.agno_sessions is not an Agno session table "
-                f"(missing columns: {', '.join(sorted(missing))})"
+                f"({', '.join(problems)})"
             )
         return layout
 

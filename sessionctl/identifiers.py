@@ -39,6 +39,10 @@ def validate_user_id(user_id: str) -> str:
         raise InvalidRequest(f"user id is longer than {USER_ID_MAX} characters")
     if "\x00" in user_id:
         raise InvalidRequest("user id contains a NUL character, which Postgres cannot store")
+    try:
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("user id is not valid text (it holds bytes that are not UTF-8)") from None
     return user_id
 
 

@@ -64,6 +64,7 @@ class Counts:
 class BatchOutcome:
     counts: Counts = field(default_factory=Counts)
     tool_results_without_payload: int = 0
+    per_user: dict[str, int] = field(default_factory=dict)
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -80,22 +81,36 @@ async def schema_exists(conn: asyncpg.Connection, schema: str) -> bool:
     return row is not None
 
 
-REQUIRED_SESSION_COLUMNS = frozenset({"session_id", "session_type", "user_id", "created_at"})
+# Agno's session table, as far as our SQL relies on it: these columns, of these types.
+REQUIRED_SESSION_COLUMNS: dict[str, frozenset[str]] = {
+    "session_id": frozenset({"character varying", "text"}),
+    "session_type": frozenset({"character varying", "text"}),
+    "user_id": frozenset({"character varying", "text"}),
+    "created_at": frozenset({"bigint", "integer"}),
+}
 
 
-async def session_table_columns(conn: asyncpg.Connection, schema: str) -> frozenset[str]:
+async def session_table_problems(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """Why ``schema.agno_sessions`` is not Agno's session table (empty when it is)."""
     rows = await conn.fetch(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
         schema,
         SESSIONS,
     )
-    return frozenset(r["column_name"] for r in rows)
+    types = {r["column_name"]: r["data_type"] for r in rows}
+    problems = []
+    for column, allowed in REQUIRED_SESSION_COLUMNS.items():
+        if column not in types:
+            problems.append(f"no {column} column")
+        elif types[column] not in allowed:
+            problems.append(f"{column} is {types[column]}")
+    return problems
 
 
 async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
     """The schema's Agno tables, or ``None`` when it has no ``agno_sessions`` table.
 
-    The caller checks :data:`REQUIRED_SESSION_COLUMNS` (see ``AgentHandle.layout``).
+    The caller checks :func:`session_table_problems` (see ``AgentHandle.layout``).
     """
     rows = await conn.fetch(
         """
@@ -134,9 +149,17 @@ async def discover_agent_schemas(conn: asyncpg.Connection) -> list[str]:
 # -- counting (the proof) --------------------------------------------------------------------------
 
 
-async def count_user_sessions(conn: asyncpg.Connection, layout: Layout, user_id: str) -> int:
-    value = await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE user_id = $1", user_id)
+async def count_user_sessions(conn: asyncpg.Connection, layout: Layout, users: str | list[str]) -> int:
+    owners = [users] if isinstance(users, str) else users
+    value = await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE user_id = ANY($1::text[])", owners)
     return int(value)
+
+
+async def count_sessions_per_user(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        f"SELECT user_id, count(*) AS n FROM {layout.q(SESSIONS)} WHERE user_id = ANY($1::text[]) GROUP BY 1", users
+    )
+    return {r["user_id"]: int(r["n"]) for r in rows}
 
 
 async def count_user(conn: asyncpg.Connection, layout: Layout, user_id: str, *, memories: bool) -> Counts:
@@ -188,8 +211,31 @@ def _legacy_runs_expr(alias: str) -> str:
 # -- deleting ------------------------------------------------------------------------------------
 
 
-async def snapshot_user_session_ids(conn: asyncpg.Connection, layout: Layout, user_id: str) -> int:
-    """Note the ids of the user's sessions in a temp table of this connection; how many there are.
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Which sessions a delete may remove, checked *in* the delete statement (alias ``d``).
+
+    ``sql`` uses parameters from ``$2`` on (``$1`` is the id array); ``args`` are their values.
+    """
+
+    sql: str
+    args: tuple[Any, ...] = ()
+
+    @staticmethod
+    def owned_by(users: list[str]) -> Guard:
+        return Guard("d.user_id = ANY($2::text[])", (users,))
+
+    @staticmethod
+    def expired(cutoff: int, session_types: list[str] | None) -> Guard:
+        if session_types is None:
+            return Guard("coalesce(d.updated_at, d.created_at) < $2", (cutoff,))
+        return Guard(
+            "coalesce(d.updated_at, d.created_at) < $2 AND d.session_type = ANY($3::text[])", (cutoff, session_types)
+        )
+
+
+async def _snapshot(conn: asyncpg.Connection, layout: Layout, where: str, args: tuple[Any, ...]) -> int:
+    """Note the ids of matching sessions in a temp table of this connection; how many there are.
 
     One scan of ``agno_sessions`` (which has no index on ``user_id`` in Agno's schema) instead of
     one per batch; the batches then walk the snapshot by primary key. Sessions that arrive later
@@ -199,10 +245,31 @@ async def snapshot_user_session_ids(conn: asyncpg.Connection, layout: Layout, us
         "CREATE TEMP TABLE IF NOT EXISTS sessionctl_ids (session_id text PRIMARY KEY); TRUNCATE sessionctl_ids"
     )
     status = await conn.execute(
-        f"INSERT INTO pg_temp.sessionctl_ids SELECT session_id FROM {layout.q(SESSIONS)} WHERE user_id = $1",
-        user_id,
+        f"INSERT INTO pg_temp.sessionctl_ids SELECT session_id FROM {layout.q(SESSIONS)} WHERE {where}", *args
     )
     return _rowcount(status)
+
+
+async def snapshot_user_session_ids(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> int:
+    return await _snapshot(conn, layout, "user_id = ANY($1::text[])", (users,))
+
+
+async def snapshot_expired(
+    conn: asyncpg.Connection, layout: Layout, cutoff: int, session_types: list[str] | None
+) -> int:
+    where, args = _expired_where(cutoff, session_types)
+    return await _snapshot(conn, layout, where, args)
+
+
+def _expired_where(cutoff: int, session_types: list[str] | None) -> tuple[str, tuple[Any, ...]]:
+    if session_types is None:
+        return "coalesce(updated_at, created_at) < $1", (cutoff,)
+    return "coalesce(updated_at, created_at) < $1 AND session_type = ANY($2::text[])", (cutoff, session_types)
+
+
+async def count_expired(conn: asyncpg.Connection, layout: Layout, cutoff: int, session_types: list[str] | None) -> int:
+    where, args = _expired_where(cutoff, session_types)
+    return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {where}", *args))
 
 
 async def next_snapshot_ids(conn: asyncpg.Connection, after: str | None, limit: int) -> list[str]:
@@ -217,9 +284,9 @@ async def next_snapshot_ids(conn: asyncpg.Connection, after: str | None, limit: 
 
 
 async def delete_user_sessions(
-    conn: asyncpg.Connection, layout: Layout, user_id: str, session_ids: list[str]
+    conn: asyncpg.Connection, layout: Layout, users: str | list[str], session_ids: list[str]
 ) -> BatchOutcome:
-    """Delete those of these sessions that (still) belong to the user, and all that hangs off them.
+    """Delete those of these sessions that (still) belong to the user(s), and all that hangs off them.
 
     Deletes what Agno's ``delete_sessions(ids, user_id=…)`` deletes — the session rows (with any
     2.x runs inside them), their runs, external-agent transcripts, tool-result index rows and the
@@ -227,29 +294,43 @@ async def delete_user_sessions(
     trip), with errors raised. Everything hanging off a session is keyed on the sessions that
     statement actually deleted, owner checked, so a session that changed owner meanwhile is
     neither deleted nor stripped; and a run held by a sandbox binding goes with its session, as in
-    Agno.
+    Agno. ``per_user`` of the outcome counts the sessions deleted per user.
     """
-    return await _delete_sessions(conn, layout, session_ids, user_id)
+    owners = [users] if isinstance(users, str) else users
+    return await _delete_sessions(conn, layout, session_ids, Guard.owned_by(owners))
+
+
+async def delete_expired_sessions(
+    conn: asyncpg.Connection, layout: Layout, session_ids: list[str], cutoff: int, session_types: list[str] | None
+) -> BatchOutcome:
+    """Delete those of these sessions that are (still) past the cutoff, with all that hangs off them."""
+    return await _delete_sessions(conn, layout, session_ids, Guard.expired(cutoff, session_types))
 
 
 async def delete_session_by_id(
     conn: asyncpg.Connection, layout: Layout, session_id: str, user_id: str | None = None
 ) -> BatchOutcome:
     """Delete one session (only if it belongs to ``user_id`` when given), with all that hangs off it."""
-    return await _delete_sessions(conn, layout, [session_id], user_id)
+    guard = None if user_id is None else Guard.owned_by([user_id])
+    return await _delete_sessions(conn, layout, [session_id], guard)
 
 
 async def _delete_sessions(
-    conn: asyncpg.Connection, layout: Layout, ids: list[str], user_id: str | None
+    conn: asyncpg.Connection, layout: Layout, ids: list[str], guard: Guard | None
 ) -> BatchOutcome:
     legacy = _legacy_runs_expr("d") if layout.legacy_runs_column else "0"
-    owner = "" if user_id is None else " AND d.user_id = $2"
-    gone = "= ANY($1::text[]) AND {col} IN (SELECT session_id FROM gone)"  # index probe, then owner-checked
+    check = "" if guard is None else f" AND {guard.sql}"
+    gone = "= ANY($1::text[]) AND {col} IN (SELECT session_id FROM gone)"  # index probe, then guard-checked
     parts = [
-        f"gone AS (DELETE FROM {layout.q(SESSIONS)} AS d WHERE d.session_id = ANY($1::text[]){owner}"
-        f" RETURNING d.session_id, {legacy} AS legacy_runs)"
+        f"gone AS (DELETE FROM {layout.q(SESSIONS)} AS d WHERE d.session_id = ANY($1::text[]){check}"
+        f" RETURNING d.session_id, d.user_id, {legacy} AS legacy_runs)"
     ]
-    picks = ["(SELECT count(*) FROM gone) AS sessions", "(SELECT coalesce(sum(legacy_runs), 0) FROM gone) AS legacy"]
+    picks = [
+        "(SELECT count(*) FROM gone) AS sessions",
+        "(SELECT coalesce(sum(legacy_runs), 0) FROM gone) AS legacy",
+        "(SELECT json_object_agg(coalesce(u, ''), n) FROM"
+        " (SELECT user_id AS u, count(*) AS n FROM gone GROUP BY 1) x) AS per_user",
+    ]
     if layout.has(RUNS):
         runs_gone = gone.format(col="session_id")
         parts.append(f"r AS (DELETE FROM {layout.q(RUNS)} WHERE session_id {runs_gone} RETURNING 1)")
@@ -272,7 +353,7 @@ async def _delete_sessions(
                 " RETURNING 1)"
             )
             picks.append("(SELECT count(*) FROM p) AS payloads")
-    args: list[Any] = [ids] if user_id is None else [ids, user_id]
+    args: list[Any] = [ids, *(guard.args if guard else ())]
     async with conn.transaction():
         # Every lookup here is by key. After a bulk load, stale statistics can make the planner
         # scan a whole runs table per batch (seen: 21 ms instead of 0.4 ms per 200 sessions).
@@ -286,6 +367,7 @@ async def _delete_sessions(
     c.tool_results = int(row.get("tool_results", 0))
     c.tool_result_payloads = int(row.get("payloads", 0))
     out.tool_results_without_payload = c.tool_results - c.tool_result_payloads
+    out.per_user = {str(k): int(v) for k, v in (row["per_user"] or {}).items()}
     return out
 
 

@@ -200,14 +200,19 @@ async def test_all_agents_reaches_schemas_of_any_spelling(
         assert await _count(pg, schema, user) == 0
 
 
-async def test_an_unexpected_driver_error_fails_without_quoting_the_user(
+async def test_an_unexpected_database_error_fails_without_quoting_the_user(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     schema = settings.schema_for(agent_id)
-    # a table with Agno's columns but an integer user_id: the driver's error quotes the value it refused
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 2)
+    await db.close()
+    # a trigger whose error quotes the row it refuses, as Postgres messages can ("Key (user_id)=(…)")
     await pg.execute(
-        f'CREATE SCHEMA "{schema}"; CREATE TABLE "{schema}".agno_sessions '
-        "(session_id text primary key, session_type text, user_id int, created_at bigint)"
+        f"""CREATE FUNCTION "{schema}".no_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'refusing to delete the sessions of %', OLD.user_id; END $$;
+            CREATE TRIGGER no_delete BEFORE DELETE ON "{schema}".agno_sessions
+            FOR EACH ROW EXECUTE FUNCTION "{schema}".no_delete()"""
     )
     async with Producer(settings) as producer:
         enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
@@ -215,6 +220,20 @@ async def test_an_unexpected_driver_error_fails_without_quoting_the_user(
         state = await producer.status(enq.job_id)
     assert state.status == "failed" and worker.jobs_retried == 0
     assert state.error is not None and state.error["type"] == "InternalError"
-    assert "DataError" in state.error["message"]
+    assert "RaiseError" in state.error["message"] and "P0001" in state.error["message"]
     out, err = capfd.readouterr()
     assert USER not in out + err and USER not in state.error["message"]
+    assert await _count(pg, schema, USER) == 2  # and nothing was half-deleted
+
+
+async def test_a_table_that_is_not_agnos_is_refused_by_type(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    schema = settings.schema_for(agent_id)
+    await pg.execute(
+        f'CREATE SCHEMA "{schema}"; CREATE TABLE "{schema}".agno_sessions '
+        "(session_id text primary key, session_type text, user_id int, created_at bigint)"
+    )
+    async with Producer(settings) as producer:
+        with pytest.raises(NotImplementedError, match="user_id is integer"):
+            await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)

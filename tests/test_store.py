@@ -21,7 +21,7 @@ async def test_a_session_that_changed_owner_after_the_snapshot_is_neither_delete
     await store.init_connection(pg)
     layout = await store.read_layout(pg, schema)
     assert layout is not None and layout.has(store.RUNS) and layout.payload_table
-    assert await store.snapshot_user_session_ids(pg, layout, "alice") == 4
+    assert await store.snapshot_user_session_ids(pg, layout, ["alice"]) == 4
     snapshot = await store.next_snapshot_ids(pg, None, 100)
     assert sorted(snapshot) == sorted(ids)
 
@@ -49,7 +49,7 @@ async def test_snapshot_paging_is_keyset_and_complete(
     await db.close()
     layout = await store.read_layout(pg, schema)
     assert layout is not None
-    await store.snapshot_user_session_ids(pg, layout, "zed")
+    await store.snapshot_user_session_ids(pg, layout, ["zed"])
     seen: list[str] = []
     after = None
     while page := await store.next_snapshot_ids(pg, after, 7):

@@ -51,10 +51,35 @@ def serialize(data: Any) -> bytes:
     return json.dumps(data, default=_default, separators=(",", ":")).encode()
 
 
+MAX_EPOCH_MS = 253_402_300_799_000  # 9999-12-31: past that arq's datetime arithmetic overflows
+
+
+def _check_envelope(obj: dict[str, Any]) -> None:
+    """A queued job is untrusted input: arq trusts its envelope's types outside its own error
+    handling, so a wrong one would kill the worker. Refuse it here: arq then fails that job alone."""
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    ok = (
+        isinstance(obj.get("f"), str)
+        and isinstance(obj.get("a"), list)
+        and isinstance(obj.get("k"), dict)
+        and (obj.get("t") is None or (is_int(obj["t"]) and 0 <= obj["t"] < 1_000_000))
+        and is_int(obj.get("et"))
+        and 0 <= obj["et"] <= MAX_EPOCH_MS
+    )
+    if not ok:
+        raise ValueError("malformed job envelope")
+
+
 def deserialize(data: bytes) -> Any:
     """JSON back; only a *result's* ``r`` may become a :class:`JobError` — never anything inside a
-    job's payload, which is untrusted input (a payload holding ``{"__error__": …}`` stays data)."""
+    job's payload, which is untrusted input (a payload holding ``{"__error__": …}`` stays data).
+    A job envelope of the wrong shape is refused (arq fails that job; the worker lives on)."""
     obj = json.loads(data)
+    if isinstance(obj, dict) and "f" in obj and "s" not in obj:
+        _check_envelope(obj)
     if isinstance(obj, dict) and obj.keys() >= _RESULT_KEYS:
         r = obj.get("r")
         if isinstance(r, dict) and len(r) == 1 and isinstance(r.get("__error__"), dict):
