@@ -36,6 +36,7 @@ class PurgeRequest(BaseModel):
     all_agents: bool = False
     dry_run: bool = False
     memories: bool = False
+    scope: Literal["sessions", "all"] = "sessions"
     requested_by: Label | None = None
 
     @model_validator(mode="after")
@@ -86,6 +87,7 @@ class AgentPurgeResult(BaseModel):
     late_sessions: int = 0
     remaining: int = 0
     would_delete: dict[str, int] | None = None
+    tables: dict[str, int] | None = None  # scope "all": rows deleted (or anonymized) per table
 
 
 class PurgeResult(BaseModel):

@@ -17,6 +17,7 @@ A dry run counts what would be deleted and deletes nothing.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from jobs.context import JobContext
 from jobs.models import PURGE_USER_SESSIONS, AgentPurgeResult, PurgeRequest, PurgeResult
 from jobs.targets import Target, resolve_targets
 from sessionctl import metrics, receipts, store
-from sessionctl.errors import ErasureIncomplete
+from sessionctl.errors import ErasureIncomplete, UnknownUserData
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
 
@@ -45,12 +46,15 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     started = _now()
     hmac = user_hmac(ctx.hash_key, request.user_id)
     blog = log.bind(job_id=ctx.job_id, user_hmac=hmac, job_try=ctx.job_try)
-    blog.info("purge.start", target=request.target, dry_run=request.dry_run, memories=request.memories)
+    blog.info(
+        "purge.start", target=request.target, dry_run=request.dry_run, memories=request.memories, scope=request.scope
+    )
     t0 = time.monotonic()
 
+    spec = Spec([request.user_id], request.dry_run, request.memories, request.scope)
     agents: dict[str, AgentPurgeResult] = {}
     for target in await resolve_targets(ctx, request.agent_id, request.all_agents):
-        agents[target.label] = await _purge_schema(ctx, request, target, blog.bind(agent=target.label))
+        agents[target.label], _ = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
 
     total_remaining = sum(a.remaining for a in agents.values())
     if total_remaining and not request.dry_run:  # unreachable: _purge_schema raises first
@@ -94,27 +98,41 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     return result
 
 
-async def _purge_schema(ctx: JobContext, request: PurgeRequest, target: Target, bl: Any) -> AgentPurgeResult:
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """What one purge erases in each schema: these users' sessions (and more, by scope)."""
+
+    users: list[str]
+    dry_run: bool = False
+    memories: bool = False
+    scope: str = "sessions"  # "all": every user-keyed table (store.USER_STORES)
+
+
+async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> tuple[AgentPurgeResult, dict[str, int]]:
+    """Purge one agent schema; the result and the sessions deleted per (raw) user id."""
     label, layout = target.label, target.layout
     res = AgentPurgeResult(agent_id=label, schema_name=layout.schema)
-    user_id = request.user_id
+    users = spec.users
+    per_user: dict[str, int] = {}
     async with ctx.databases.connect(target.dsn) as conn:
-        if request.dry_run:
-            counts = await store.count_user(conn, layout, user_id, memories=request.memories)
+        if spec.dry_run:
+            counts = await store.count_user(conn, layout, users, memories=spec.memories or spec.scope == "all")
             res.would_delete = counts.as_dict()
+            if spec.scope == "all":
+                rows = await store.remaining_user_rows(conn, layout.schema, users)
+                res.would_delete.update({f"table:{t}": n for t, n in rows.items() if n})
             res.remaining = counts.sessions
             bl.info("purge.dry_run", **counts.as_dict())
-            return res
+            return res, per_user
 
         initial: int | None = None
         for _round in range(MAX_ROUNDS):
-            found = await store.snapshot_user_session_ids(conn, layout, [user_id])
+            found = await store.snapshot_user_session_ids(conn, layout, users)
             initial = found if initial is None else initial
-            await ctx.progress.update(
-                processed=res.sessions_deleted, total=res.sessions_deleted + found, agent=label, force=True
-            )
-            await _delete_snapshot(conn, ctx, layout, user_id, res, bl, total=res.sessions_deleted + found)
-            res.remaining = await store.count_user_sessions(conn, layout, user_id)  # the proof
+            total = res.sessions_deleted + found
+            await ctx.progress.update(processed=res.sessions_deleted, total=total, agent=label, force=True)
+            await _delete_snapshot(conn, ctx, layout, users, res, per_user, bl, total=total)
+            res.remaining = await store.count_user_sessions(conn, layout, users)  # the proof
             if res.remaining == 0:
                 break
             bl.warning("purge.late_writes", remaining=res.remaining)
@@ -123,14 +141,16 @@ async def _purge_schema(ctx: JobContext, request: PurgeRequest, target: Target, 
         await ctx.progress.update(processed=res.sessions_deleted, total=res.sessions_deleted, agent=label, force=True)
         if res.remaining:
             raise ErasureIncomplete(
-                f"agent {label}: {res.remaining} sessions of the user remain after {MAX_ROUNDS} rounds "
+                f"agent {label}: {res.remaining} sessions remain after {MAX_ROUNDS} rounds "
                 "(something keeps writing them); the job will retry"
             )
-        if request.memories:
-            res.memories_deleted = await store.delete_user_memories(conn, layout, user_id)
-            left = await store.count_user(conn, layout, user_id, memories=True)
+        if spec.scope == "all":
+            await _erase_everything_else(conn, layout, users, res, label)
+        elif spec.memories:
+            res.memories_deleted = await store.delete_user_memories(conn, layout, users)
+            left = await store.count_user(conn, layout, users, memories=True)
             if left.memories:
-                raise ErasureIncomplete(f"agent {label}: {left.memories} memories of the user remain")
+                raise ErasureIncomplete(f"agent {label}: {left.memories} memories remain")
     bl.info(
         "purge.agent_done",
         sessions_deleted=res.sessions_deleted,
@@ -139,15 +159,33 @@ async def _purge_schema(ctx: JobContext, request: PurgeRequest, target: Target, 
         late_sessions=res.late_sessions,
         batches=res.batches,
     )
-    return res
+    return res, per_user
+
+
+async def _erase_everything_else(
+    conn: asyncpg.Connection, layout: store.Layout, users: list[str], res: AgentPurgeResult, label: str
+) -> None:
+    """Scope "all": every other user-keyed table, then a recount of every table with a user_id column."""
+    res.tables = await store.erase_user_stores(conn, layout, users)
+    res.memories_deleted = res.tables.get(store.MEMORIES, 0)
+    left = {t: n for t, n in (await store.remaining_user_rows(conn, layout.schema, users)).items() if n}
+    unknown = sorted(t for t in left if t not in store.KNOWN_USER_TABLES)
+    if unknown:
+        raise UnknownUserData(
+            f"agent {label}: {', '.join(unknown)} hold rows of the user in a user_id column sessionctl does not "
+            "know how to erase; nothing there was erased — upgrade sessionctl (or erase them by hand), then ask again"
+        )
+    if left:
+        raise ErasureIncomplete(f"agent {label}: rows remain in {', '.join(sorted(left))}; the job will retry")
 
 
 async def _delete_snapshot(
     conn: asyncpg.Connection,
     ctx: JobContext,
     layout: store.Layout,
-    user_id: str,
+    users: list[str],
     res: AgentPurgeResult,
+    per_user: dict[str, int],
     bl: Any,
     *,
     total: int,
@@ -160,7 +198,9 @@ async def _delete_snapshot(
         if not ids:
             return
         after = ids[-1]
-        outcome = await store.delete_user_sessions(conn, layout, user_id, ids)
+        outcome = await store.delete_user_sessions(conn, layout, users, ids)
+        for u, n in outcome.per_user.items():
+            per_user[u] = per_user.get(u, 0) + n
         metrics.BATCH_SECONDS.labels(PURGE_USER_SESSIONS).observe(time.monotonic() - t)
         c = outcome.counts
         accumulate(res, outcome)
@@ -211,6 +251,8 @@ async def write_receipt(
             "memories": a.memories_deleted,
         }
         per_agent[label] = {"schema": a.schema_name, **counts, "late_sessions": a.late_sessions}
+        if a.tables:
+            per_agent[label]["tables"] = a.tables
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v
     dsn = ctx.settings.dsn

@@ -97,6 +97,9 @@ def purge(
     all_agents: Annotated[bool, typer.Option("--all-agents", help="Every agent schema in the database.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")] = False,
     memories: Annotated[bool, typer.Option("--memories", help="Also erase the user's agno_memories.")] = False,
+    scope: Annotated[
+        str, typer.Option("--scope", help="sessions (default), or all: every user-keyed Agno table.")
+    ] = "sessions",
     requested_by: Annotated[
         str | None, typer.Option("--requested-by", help="A label for who asked (ticket id).")
     ] = None,
@@ -119,6 +122,7 @@ def purge(
                 all_agents=all_agents,
                 dry_run=dry_run,
                 memories=memories,
+                scope=scope,
                 requested_by=requested_by,
             )
             return await _report(producer, enq, wait, timeout, as_json)

@@ -11,7 +11,8 @@
     │   ├── AgnoNotInstalled (ImportError)       Agno or its Postgres extras are missing
     │   ├── DatabaseRefused                      wrong database, role or password in DATABASE_URL
     │   ├── InternalError                        an unexpected error (a bug); its text stays in the worker
-    │   └── ExportMismatch                       an export does not verify: nothing is erased
+    │   ├── ExportMismatch                       an export does not verify: nothing is erased
+    │   └── UnknownUserData                      a user-keyed table sessionctl cannot erase yet
     └── TransientError                   retried with backoff (arq ``Retry``), bounded tries
         ├── DatabaseUnavailable                  Postgres refused, reset, restarting, timed out
         └── ErasureIncomplete                    rows remain after the purge loop (late writes)
@@ -66,6 +67,10 @@ class InternalError(PermanentError):
 
 class ExportMismatch(PermanentError):
     """The export does not match its manifest or the database; nothing was erased."""
+
+
+class UnknownUserData(PermanentError):
+    """A table holds the user's rows in a user_id column sessionctl does not know."""
 
 
 class TransientError(SessionctlError):

@@ -142,10 +142,12 @@ class Producer:
         all_agents: bool = False,
         dry_run: bool = False,
         memories: bool = False,
+        scope: str = "sessions",
         requested_by: str | None = None,
         check_agent: bool = True,
     ) -> Enqueued:
-        """Enqueue the erasure of a user's sessions (``agent_id`` or ``all_agents=True``).
+        """Enqueue the erasure of a user's sessions (``agent_id`` or ``all_agents=True``);
+        ``scope="all"`` erases the user's rows in every user-keyed Agno table.
 
         Raises :class:`~sessionctl.errors.InvalidRequest` (a ``ValueError``) on bad input and,
         with ``check_agent``, :class:`~sessionctl.errors.AgentNotFound` (a ``LookupError``) for an
@@ -157,6 +159,7 @@ class Producer:
             "all_agents": all_agents,
             "dry_run": dry_run,
             "memories": memories,
+            "scope": scope,
             "requested_by": requested_by,
         }
         request = parse_request(PurgeRequest, payload)
@@ -170,6 +173,7 @@ class Producer:
                 request.user_id,
                 f"dry_run={request.dry_run}",
                 f"memories={request.memories}",
+                f"scope={request.scope}",
             ),
         )
 

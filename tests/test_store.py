@@ -37,7 +37,7 @@ async def test_a_session_that_changed_owner_after_the_snapshot_is_neither_delete
     assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_transcripts WHERE agno_session_id = $1', moved) == 1
     assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_tool_results WHERE session_id = $1', moved) == 1
     assert await pg.fetchval("SELECT count(*) FROM fs.agno_fs WHERE namespace = $1", schema) == 1
-    assert await store.count_user_sessions(pg, layout, "alice") == 0
+    assert await store.count_user_sessions(pg, layout, ["alice"]) == 0
 
 
 async def test_snapshot_paging_is_keyset_and_complete(
