@@ -73,6 +73,42 @@ def _one_line(exc: ValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+PURGE_USERS: Literal["purge_users"] = "purge_users"
+MAX_BULK_USERS = 10_000
+
+
+class BulkPurgeRequest(BaseModel):
+    """Erase many users' sessions at once (the monthly batch of GDPR requests): set-based SQL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    user_ids: list[UserId] = Field(min_length=1)
+    agent_id: AgentId | None = None
+    all_agents: bool = False
+    dry_run: bool = False
+    memories: bool = False
+    scope: Literal["sessions", "all"] = "sessions"
+    requested_by: Label | None = None
+
+    @field_validator("user_ids")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        unique = list(dict.fromkeys(value))
+        if len(unique) > MAX_BULK_USERS:
+            raise ValueError(f"at most {MAX_BULK_USERS} distinct user ids per request, got {len(unique)}")
+        return unique
+
+    @model_validator(mode="after")
+    def _target(self) -> BulkPurgeRequest:
+        if (self.agent_id is None) == (not self.all_agents):
+            raise ValueError("name exactly one target: an agent id, or all agents")
+        return self
+
+    @property
+    def target(self) -> str:
+        return "*" if self.all_agents else str(self.agent_id)
+
+
 class AgentPurgeResult(BaseModel):
     agent_id: str
     schema_name: str
@@ -170,3 +206,23 @@ class ExportResult(BaseModel):
     finished_at: str
     requested_by: str | None = None
     purge: dict[str, Any] | None = None  # export-then-erase: what was erased, once the export verified
+
+
+class BulkPurgeResult(BaseModel):
+    """Per user (as HMAC): sessions deleted and remaining (0). No raw user id."""
+
+    job_id: str
+    kind: Literal["purge_users"] = PURGE_USERS
+    status: Literal["succeeded", "dry_run"]
+    dry_run: bool
+    target: str
+    users_count: int
+    sessions_deleted: int
+    runs_deleted: int
+    remaining: int
+    users: dict[str, dict[str, int]]
+    agents: dict[str, AgentPurgeResult]
+    would_delete: dict[str, int] | None = None
+    started_at: str
+    finished_at: str
+    requested_by: str | None = None

@@ -24,7 +24,15 @@ from typing import Any
 import asyncpg
 
 from jobs.context import JobContext
-from jobs.models import PURGE_USER_SESSIONS, AgentPurgeResult, PurgeRequest, PurgeResult
+from jobs.models import (
+    PURGE_USER_SESSIONS,
+    PURGE_USERS,
+    AgentPurgeResult,
+    BulkPurgeRequest,
+    BulkPurgeResult,
+    PurgeRequest,
+    PurgeResult,
+)
 from jobs.targets import Target, resolve_targets
 from sessionctl import metrics, receipts, store
 from sessionctl.errors import ErasureIncomplete, UnknownUserData
@@ -282,3 +290,83 @@ def accumulate(res: AgentPurgeResult, outcome: store.BatchOutcome) -> None:
     res.tool_results_deleted += c.tool_results
     res.tool_result_payloads_deleted += c.tool_result_payloads
     res.tool_results_without_payload += outcome.tool_results_without_payload
+
+
+async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeResult:
+    """Bulk erasure: every agent schema once, all the users' sessions in set-based batches
+    (``user_id = ANY($users)``), per-user counts as HMACs, one receipt per user."""
+    started = _now()
+    users = request.user_ids
+    blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, users=len(users))
+    blog.info("purge_users.start", target=request.target, dry_run=request.dry_run, scope=request.scope)
+    spec = Spec(users, request.dry_run, request.memories, request.scope)
+    agents: dict[str, AgentPurgeResult] = {}
+    deleted: dict[str, int] = dict.fromkeys(users, 0)
+    remaining: dict[str, int] = dict.fromkeys(users, 0)
+    for target in await resolve_targets(ctx, request.agent_id, request.all_agents):
+        agents[target.label], per_user = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
+        async with ctx.databases.connect(target.dsn) as conn:
+            left = await store.count_sessions_per_user(conn, target.layout, users)
+        for u in users:
+            deleted[u] += per_user.get(u, 0)
+            remaining[u] += left.get(u, 0)
+    hmacs = {u: user_hmac(ctx.hash_key, u) for u in users}
+    if not request.dry_run:
+        if any(remaining.values()):  # unreachable: purge_schema proves zero per schema first
+            raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
+        await _bulk_receipts(ctx, request, hmacs, deleted, agents, started)
+        metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
+    would: dict[str, int] | None = None
+    if request.dry_run:
+        would = {}
+        for a in agents.values():
+            for k, v in (a.would_delete or {}).items():
+                would[k] = would.get(k, 0) + v
+    result = BulkPurgeResult(
+        job_id=ctx.job_id,
+        status="dry_run" if request.dry_run else "succeeded",
+        dry_run=request.dry_run,
+        target=request.target,
+        users_count=len(users),
+        sessions_deleted=sum(deleted.values()),
+        runs_deleted=sum(a.runs_deleted for a in agents.values()),
+        remaining=sum(remaining.values()),
+        users={hmacs[u]: {"sessions_deleted": deleted[u], "remaining": remaining[u]} for u in users},
+        agents=agents,
+        would_delete=would,
+        started_at=started,
+        finished_at=_now(),
+        requested_by=request.requested_by,
+    )
+    blog.info("purge_users.done", status=result.status, sessions_deleted=result.sessions_deleted, agents=len(agents))
+    return result
+
+
+async def _bulk_receipts(
+    ctx: JobContext,
+    request: BulkPurgeRequest,
+    hmacs: dict[str, str],
+    deleted: dict[str, int],
+    agents: dict[str, AgentPurgeResult],
+    started: str,
+) -> None:
+    dsn = ctx.settings.dsn
+    schemas = {label: a.schema_name for label, a in agents.items()}
+    rows = [
+        {
+            "job_id": ctx.job_id,
+            "kind": PURGE_USERS,
+            "user_hmac": hmacs[u],
+            "target": request.target,
+            "agents": schemas,
+            "counts": {"sessions": deleted[u]},
+            "late_sessions": 0,
+            "started_at": datetime.fromisoformat(started),
+            "finished_at": datetime.now(UTC),
+            "requested_by": request.requested_by,
+        }
+        for u in request.user_ids
+    ]
+    async with ctx.databases.connect(dsn) as conn:
+        await receipts.ensure(conn, dsn.redacted)
+        await receipts.record_many(conn, rows)

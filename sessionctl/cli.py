@@ -92,7 +92,10 @@ def worker(
 
 @app.command()
 def purge(
-    user: Annotated[str, typer.Option("--user", help="The user whose sessions to erase.")],
+    user: Annotated[str | None, typer.Option("--user", help="The user whose sessions to erase.")] = None,
+    users_file: Annotated[
+        Path | None, typer.Option("--users-file", help="Up to 10,000 user ids, one per line (bulk erasure).")
+    ] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="The agent id.")] = None,
     all_agents: Annotated[bool, typer.Option("--all-agents", help="Every agent schema in the database.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")] = False,
@@ -107,17 +110,31 @@ def purge(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 3600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Enqueue the erasure of a user's sessions from one agent or all agents."""
+    """Enqueue the erasure of a user's sessions (or of many users', --users-file) from one agent or all agents."""
     if (agent is None) == (not all_agents):
         _fail(EXIT_BAD_INPUT, "name exactly one target: --agent ID or --all-agents")
+    if (user is None) == (users_file is None):
+        _fail(EXIT_BAD_INPUT, "name the users: --user ID, or --users-file FILE (one id per line)")
+    bulk = _read_users_file(users_file) if users_file is not None else None
     settings = _settings()
 
     async def go() -> int:
         from sessionctl.producer import Producer
 
         async with Producer(settings) as producer:
+            if bulk is not None:
+                enq = await producer.purge_users(
+                    user_ids=bulk,
+                    agent_id=agent,
+                    all_agents=all_agents,
+                    dry_run=dry_run,
+                    memories=memories,
+                    scope=scope,
+                    requested_by=requested_by,
+                )
+                return await _report(producer, enq, wait, timeout, as_json)
             enq = await producer.purge_user_sessions(
-                user_id=user,
+                user_id=user or "",
                 agent_id=agent,
                 all_agents=all_agents,
                 dry_run=dry_run,
@@ -128,6 +145,21 @@ def purge(
             return await _report(producer, enq, wait, timeout, as_json)
 
     raise typer.Exit(_run(go()))
+
+
+def _read_users_file(path: Path) -> list[str]:
+    """One user id per line (surrounding whitespace and blank lines ignored); duplicates dropped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(EXIT_BAD_INPUT, f"cannot read --users-file {path}: {type(exc).__name__}")
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
+    if not ids:
+        _fail(EXIT_BAD_INPUT, f"--users-file {path} holds no user ids")
+    unique = list(dict.fromkeys(ids))
+    if len(unique) < len(ids):
+        err.print(f"{len(ids) - len(unique)} repeated user id(s) ignored", markup=False)
+    return unique
 
 
 async def _wait(producer: Any, job_id: str, timeout: float, quiet: bool) -> Any:
@@ -158,6 +190,15 @@ def _print_state(state: Any) -> None:
     r = state.result
     if r and r.get("kind") == "export_sessions":
         _print_export(state)
+        return
+    if r and r.get("kind") == "purge_users":
+        p(f"job       {state.job_id}", markup=False, highlight=False)
+        p(f"status    {state.status}", markup=False)
+        p(f"users     {r['users_count']}  target {r['target']}", markup=False, highlight=False)
+        p(
+            f"deleted   sessions={r['sessions_deleted']} runs={r['runs_deleted']}  remaining {r['remaining']}",
+            markup=False,
+        )
         return
     p(f"job       {state.job_id}", markup=False, highlight=False)
     p(f"status    {state.status}" + (f" (attempt {state.attempt})" if state.attempt else ""), markup=False)

@@ -31,7 +31,15 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 from arq.jobs import Job, JobStatus
 from redis.exceptions import RedisError, WatchError
 
-from jobs.models import EXPORT_SESSIONS, PURGE_USER_SESSIONS, ExportRequest, PurgeRequest, parse_request
+from jobs.models import (
+    EXPORT_SESSIONS,
+    PURGE_USER_SESSIONS,
+    PURGE_USERS,
+    BulkPurgeRequest,
+    ExportRequest,
+    PurgeRequest,
+    parse_request,
+)
 from sessionctl import redisconf
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings, load_settings
@@ -177,6 +185,40 @@ class Producer:
             ),
         )
 
+    async def purge_users(
+        self,
+        *,
+        user_ids: list[str],
+        agent_id: str | None = None,
+        all_agents: bool = False,
+        dry_run: bool = False,
+        memories: bool = False,
+        scope: str = "sessions",
+        requested_by: str | None = None,
+        check_agent: bool = True,
+    ) -> Enqueued:
+        """Enqueue one bulk erasure of up to 10,000 users (duplicates are dropped)."""
+        payload = {
+            "user_ids": list(dict.fromkeys(user_ids)) if isinstance(user_ids, list) else user_ids,
+            "agent_id": agent_id,
+            "all_agents": all_agents,
+            "dry_run": dry_run,
+            "memories": memories,
+            "scope": scope,
+            "requested_by": requested_by,
+        }
+        request = parse_request(BulkPurgeRequest, payload)
+        if check_agent and request.agent_id is not None:
+            await self._agent(request.agent_id).layout()
+        identity = (
+            self._target_identity(request.target),
+            "\x00".join(sorted(request.user_ids)),
+            f"dry_run={request.dry_run}",
+            f"memories={request.memories}",
+            f"scope={request.scope}",
+        )
+        return await self._enqueue(PURGE_USERS, request.model_dump(mode="json"), identity=identity)
+
     async def export_sessions(
         self,
         *,
@@ -278,6 +320,8 @@ class Producer:
         if not isinstance(request, dict):
             raise InvalidRequest(f"job {job_id} kept no request to retry (its payload was not a request)")
         request = dict(request)
+        if request.pop("bulk", False):
+            raise InvalidRequest("a bulk erasure keeps no user ids: ask again with the same --users-file")
         if request.pop("has_user", False):
             if user_id is None:
                 raise InvalidRequest("this job was for one user: pass --user ID (it is checked against the job's HMAC)")

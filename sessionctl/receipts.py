@@ -50,6 +50,14 @@ MIGRATIONS: list[tuple[int, str]] = [
             FOR EACH STATEMENT EXECUTE FUNCTION sessionctl.receipts_append_only();
         """,
     ),
+    (
+        2,
+        """
+        -- a bulk erasure is one job for many users: one receipt per (job, user)
+        ALTER TABLE sessionctl.receipts DROP CONSTRAINT receipts_job_id_key;
+        ALTER TABLE sessionctl.receipts ADD CONSTRAINT receipts_job_user UNIQUE (job_id, user_hmac);
+        """,
+    ),
 ]
 
 
@@ -98,7 +106,7 @@ async def record(
     status = await conn.execute(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
         " late_sessions, started_at, finished_at, requested_by)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10) ON CONFLICT (job_id) DO NOTHING",
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10) ON CONFLICT (job_id, user_hmac) DO NOTHING",
         job_id,
         kind,
         user_hmac,
@@ -111,6 +119,30 @@ async def record(
         requested_by,
     )
     return bool(status.endswith(" 1"))
+
+
+async def record_many(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
+    """Append many receipts in one round trip (a bulk erasure: one per user)."""
+    await conn.executemany(
+        "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
+        " late_sessions, started_at, finished_at, requested_by)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10) ON CONFLICT (job_id, user_hmac) DO NOTHING",
+        [
+            (
+                r["job_id"],
+                r["kind"],
+                r["user_hmac"],
+                r["target"],
+                r["agents"],
+                r["counts"],
+                r["late_sessions"],
+                r["started_at"],
+                r["finished_at"],
+                r["requested_by"],
+            )
+            for r in rows
+        ],
+    )
 
 
 async def find(conn: asyncpg.Connection, user_hmac: str) -> list[dict[str, Any]]:

@@ -15,7 +15,15 @@ from pydantic import BaseModel
 import jobs.export
 import jobs.purge
 from jobs.context import JobContext
-from jobs.models import EXPORT_SESSIONS, PURGE_USER_SESSIONS, ExportRequest, PurgeRequest, parse_request
+from jobs.models import (
+    EXPORT_SESSIONS,
+    PURGE_USER_SESSIONS,
+    PURGE_USERS,
+    BulkPurgeRequest,
+    ExportRequest,
+    PurgeRequest,
+    parse_request,
+)
 from sessionctl import metrics
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
@@ -98,7 +106,7 @@ def _job_context(ctx: dict[str, Any]) -> tuple[WorkerState, JobContext]:
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     """What `sessionctl jobs` shows of a result: counts only."""
-    keys = ("sessions_deleted", "runs_deleted", "remaining", "sessions", "bytes", "late_sessions")
+    keys = ("sessions_deleted", "runs_deleted", "remaining", "sessions", "bytes", "late_sessions", "users_count")
     return {k: result[k] for k in keys if k in result}
 
 
@@ -106,7 +114,8 @@ def _request_without_user(payload: Any) -> dict[str, Any] | None:
     """The request, kept for `sessionctl retry` — minus the raw user id (asked for again then)."""
     if not isinstance(payload, dict):
         return None
-    return {k: v for k, v in payload.items() if k != "user_id"} | {"has_user": payload.get("user_id") is not None}
+    kept = {k: v for k, v in payload.items() if k not in ("user_id", "user_ids")}
+    return kept | {"has_user": payload.get("user_id") is not None, "bulk": "user_ids" in payload}
 
 
 async def _run(
@@ -184,6 +193,11 @@ async def purge_user_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) ->
     return await _run(ctx, PURGE_USER_SESSIONS, PurgeRequest, jobs.purge.purge_user_sessions, args, kwargs)
 
 
+async def purge_users(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """arq entry point of ``jobs.purge.purge_users`` (bulk erasure)."""
+    return await _run(ctx, PURGE_USERS, BulkPurgeRequest, jobs.purge.purge_users, args, kwargs)
+
+
 async def export_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
     """arq entry point of ``jobs.export.export_sessions``."""
     return await _run(ctx, EXPORT_SESSIONS, ExportRequest, jobs.export.export_sessions, args, kwargs)
@@ -197,6 +211,7 @@ def build_worker_settings(settings: Settings | None = None) -> type:
         functions: ClassVar[list[Any]] = [
             func(purge_user_sessions, name=PURGE_USER_SESSIONS, timeout=s.purge_timeout, max_tries=s.max_tries),
             func(export_sessions, name=EXPORT_SESSIONS, timeout=s.export_timeout, max_tries=s.max_tries),
+            func(purge_users, name=PURGE_USERS, timeout=s.purge_timeout, max_tries=s.max_tries),
         ]
         redis_settings = redis_settings(s)
         queue_name = s.queue_name

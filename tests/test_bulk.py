@@ -1,0 +1,115 @@
+"""Bulk erasure: one request for many users, set-based, per-user results as HMACs, one receipt each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from sessionctl.config import Settings
+from sessionctl.errors import InvalidRequest
+from sessionctl.privacy import user_hmac
+from sessionctl.producer import Producer
+from tests.agno_seed import agno_db, seed_sessions
+from tests.conftest import HASH_KEY, run_worker
+
+SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
+
+
+async def _seed_users(pg: asyncpg.Connection, settings: Settings, agent_id: str, users: list[str], each: int) -> str:
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, "template-user", 1)
+    await db.close()
+    # clone the Agno-written session (and its runs) for every user, in SQL, for volume
+    await pg.execute(
+        f"""INSERT INTO "{schema}".agno_sessions (session_id, session_type, agent_id, user_id, session_data,
+                   metadata, created_at, updated_at)
+            SELECT u || '-s' || g, s.session_type, s.agent_id, u, s.session_data, s.metadata, s.created_at + g,
+                   s.updated_at + g
+              FROM "{schema}".agno_sessions s, unnest($1::text[]) u, generate_series(1, $2) g
+             WHERE s.user_id = 'template-user'""",
+        users,
+        each,
+    )
+    await pg.execute(
+        f"""INSERT INTO "{schema}".agno_runs (run_id, session_id, run_type, agent_id, user_id, status, run_index,
+                   run_data, created_at, updated_at)
+            SELECT r.run_id || x.session_id, x.session_id, r.run_type, r.agent_id, x.user_id, r.status, r.run_index,
+                   r.run_data, r.created_at, r.updated_at
+              FROM "{schema}".agno_runs r, "{schema}".agno_sessions x
+             WHERE r.user_id = 'template-user' AND x.user_id = ANY($1::text[])""",
+        users,
+    )
+    return schema
+
+
+@pytest.mark.slow
+async def test_bulk_erasure_of_1000_users_deletes_exactly_theirs(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, tmp_path: Path, worker_env: dict[str, str]
+) -> None:
+    users = [f"bulk-{i:04d}@example.com" for i in range(1100)]
+    schema = await _seed_users(pg, settings, agent_id, users, 3)
+    chosen, kept = users[:1000], users[1000:]
+    listing = tmp_path / "users.txt"
+    listing.write_text("\n".join(chosen + chosen[:50] + ["", "  "]) + "\n")  # repeats and blank lines
+
+    res = subprocess.run(
+        [*SESSIONCTL, "purge", "--agent", agent_id, "--users-file", str(listing), "--json"],
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "50 repeated user id(s) ignored" in res.stderr
+    job_id = json.loads(res.stdout)["job_id"]
+    await run_worker(settings)
+    async with Producer(settings) as producer:
+        state = await producer.status(job_id)
+    assert state.status == "succeeded", state
+    r = state.result
+    assert r["users_count"] == 1000 and r["sessions_deleted"] == 3000 and r["remaining"] == 0
+    assert r["runs_deleted"] == 3000 * 2
+    key = HASH_KEY.encode()
+    assert set(r["users"]) == {user_hmac(key, u) for u in chosen}
+    assert all(v == {"sessions_deleted": 3, "remaining": 0} for v in r["users"].values())
+    assert not any(u in json.dumps(r) for u in chosen[:10])  # HMACs only
+    left = await pg.fetch(f'SELECT user_id, count(*) AS n FROM "{schema}".agno_sessions GROUP BY 1')
+    assert {x["user_id"]: x["n"] for x in left} == {"template-user": 1, **{u: 3 for u in kept}}
+    assert await pg.fetchval("SELECT count(*) FROM sessionctl.receipts WHERE job_id = $1", job_id) == 1000
+    one = await pg.fetchrow(
+        "SELECT counts, remaining FROM sessionctl.receipts WHERE job_id = $1 AND user_hmac = $2",
+        job_id,
+        user_hmac(key, chosen[7]),
+    )
+    assert one is not None and one["remaining"] == 0 and '"sessions": 3' in one["counts"]
+
+
+async def test_bulk_request_limits(settings: Settings) -> None:
+    async with Producer(settings) as producer:
+        with pytest.raises(InvalidRequest, match="at most 10000"):
+            await producer.purge_users(user_ids=[f"u{i}" for i in range(10_001)], all_agents=True)
+        with pytest.raises(InvalidRequest, match="user_ids"):
+            await producer.purge_users(user_ids=[], all_agents=True)
+        with pytest.raises(InvalidRequest, match="empty"):
+            await producer.purge_users(user_ids=["ok", ""], all_agents=True)
+        a = await producer.purge_users(user_ids=["b", "a", "a"], all_agents=True)
+        b = await producer.purge_users(user_ids=["a", "b"], all_agents=True)
+        assert a.job_id == b.job_id and b.collapsed  # the same set of users is the same request
+
+
+async def test_bulk_dry_run_counts_all_users(settings: Settings, pg: asyncpg.Connection, agent_id: str) -> None:
+    users = [f"dry-{i}" for i in range(20)]
+    schema = await _seed_users(pg, settings, agent_id, users, 2)
+    async with Producer(settings) as producer:
+        enq = await producer.purge_users(user_ids=users, agent_id=agent_id, dry_run=True)
+        await run_worker(settings)
+        state = await producer.status(enq.job_id)
+    assert state.status == "dry_run"
+    assert state.result["would_delete"]["sessions"] == 40 and state.result["would_delete"]["runs"] == 80
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = ANY($1)', users) == 40
