@@ -552,6 +552,49 @@ def verify(
 
 
 @app.command()
+def doctor(
+    agent: Annotated[str | None, typer.Option("--agent", help="One agent (default: every agent schema).")] = None,
+    create_indexes: Annotated[
+        bool, typer.Option("--create-indexes", help="Build missing indexes (CREATE INDEX CONCURRENTLY).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Report the indexes sessionctl needs and table sizes per agent schema; exit 1 while one is missing."""
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.doctor import diagnose
+
+        report = await diagnose(settings, agent_id=agent, create=create_indexes)
+        if as_json:
+            _print_json(report)
+        else:
+            for schema, info in report["schemas"].items():
+                sessions = info["tables"].get("agno_sessions", {})
+                out.print(
+                    f"{schema}: agno_sessions ~{sessions.get('rows_estimate', 0)} rows, "
+                    f"{sessions.get('bytes', 0) // 1024} KiB",
+                    markup=False,
+                    highlight=False,
+                )
+                for ix in info["indexes"]:
+                    if ix.get("created"):
+                        state = "created"
+                    elif ix["present"]:
+                        state = "ok" + (f" (covered by {ix['covered_by']})" if ix["covered_by"] else "")
+                    else:
+                        state = "MISSING" + (" (an invalid leftover exists)" if ix["invalid"] else "")
+                    out.print(f"  {ix['index']:<26} {state:<12} {ix['purpose']}", markup=False, highlight=False)
+            if report["missing"]:
+                out.print(
+                    f"{report['missing']} index(es) missing: run sessionctl doctor --create-indexes", markup=False
+                )
+        return EXIT_FAILED if report["missing"] else 0
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
 def health(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Check Redis, Postgres and the worker's health-check key; exit 0 only if all are fine."""
     settings = _settings()
