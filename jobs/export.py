@@ -151,7 +151,7 @@ async def _write(
                     records.append(
                         {"v": exportfile.FORMAT_VERSION, "agent": t.label, "schema": t.layout.schema, "session": row}
                     )
-                await asyncio.to_thread(_write_records, writer, records)  # compression off the event loop
+                await asyncio.to_thread(writer.write_records, records)  # compression off the event loop
                 counts[t.label] += len(rows)
                 processed += len(rows)
                 metrics.SESSIONS_EXPORTED.inc(len(rows))
@@ -179,11 +179,6 @@ async def _write(
     await ctx.progress.update(processed=processed, total=processed, agent=None, force=True)
     blog.info("export.written", sessions=processed, bytes=written.size)
     return {**manifest, "bytes": written.size, "sha256": written.sha256}
-
-
-def _write_records(writer: exportfile.AtomicExport, records: list[dict[str, Any]]) -> None:
-    for record in records:
-        writer.write_record(record)
 
 
 def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str]]]:

@@ -226,3 +226,37 @@ class BulkPurgeResult(BaseModel):
     started_at: str
     finished_at: str
     requested_by: str | None = None
+
+
+PURGE_EXPIRED_SESSIONS: Literal["purge_expired_sessions"] = "purge_expired_sessions"
+
+
+class RetentionRequest(BaseModel):
+    """Apply the retention policy now (or as of ``as_of``) to one agent or every agent schema."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    agent_id: AgentId | None = None
+    dry_run: bool = False
+    as_of: EpochSeconds | None = None
+    tick: str | None = Field(None, max_length=40, pattern=r"^[0-9T:-]+$")
+    requested_by: Label | None = None
+
+    @property
+    def target(self) -> str:
+        return "*" if self.agent_id is None else self.agent_id
+
+
+class RetentionResult(BaseModel):
+    job_id: str
+    kind: Literal["purge_expired_sessions"] = PURGE_EXPIRED_SESSIONS
+    status: Literal["succeeded", "partial", "dry_run"]
+    dry_run: bool
+    as_of: int
+    target: str
+    sessions_deleted: int
+    remaining: int  # past the cutoff, counted after the run (0 unless the time budget ran out)
+    agents: dict[str, dict[str, Any]]
+    started_at: str
+    finished_at: str
+    requested_by: str | None = None

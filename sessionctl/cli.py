@@ -191,6 +191,14 @@ def _print_state(state: Any) -> None:
     if r and r.get("kind") == "export_sessions":
         _print_export(state)
         return
+    if r and r.get("kind") == "purge_expired_sessions":
+        p(f"job       {state.job_id}", markup=False, highlight=False)
+        p(f"status    {state.status}  (as of {r['as_of']})", markup=False)
+        p(f"deleted   sessions={r['sessions_deleted']}  remaining past cutoff {r['remaining']}", markup=False)
+        for name, a in sorted(r["agents"].items()):
+            what = f"policy {a['policy']}: deleted {a['deleted']}" if a.get("policy") else "kept (no policy)"
+            p(f"  {name}: {what}", markup=False, highlight=False)
+        return
     if r and r.get("kind") == "purge_users":
         p(f"job       {state.job_id}", markup=False, highlight=False)
         p(f"status    {state.status}", markup=False)
@@ -590,6 +598,99 @@ def doctor(
                     f"{report['missing']} index(es) missing: run sessionctl doctor --create-indexes", markup=False
                 )
         return EXIT_FAILED if report["missing"] else 0
+
+    raise typer.Exit(_run(go()))
+
+
+retention_app = typer.Typer(no_args_is_help=True, help="The retention policy: show it, run it.")
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("show")
+def retention_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The effective policy per agent schema, and what it would delete now."""
+    settings = _settings()
+
+    async def go() -> int:
+        import time as _time
+
+        from sessionctl import store
+        from sessionctl.databases import Databases
+        from sessionctl.retention import buckets, load_policy
+
+        policy = load_policy(settings.retention_file)
+        now = int(_time.time())
+        rows: list[dict[str, Any]] = []
+        dbs = Databases(pool_size=1)
+        try:
+            async with dbs.connect(settings.dsn) as conn:
+                for schema in await store.discover_agent_schemas(conn):
+                    layout = await store.read_layout(conn, schema)
+                    match = policy.rule_for(schema, schema, settings.schema_template)
+                    if layout is None or match is None or await store.session_table_problems(conn, schema):
+                        rows.append({"schema": schema, "policy": None, "would_delete": 0, "buckets": []})
+                        continue
+                    entry, rule = match
+                    bs = []
+                    for b in buckets(rule, now):
+                        n = await store.count_expired(
+                            conn, layout, b.cutoff, list(b.types) if b.types else None, list(b.exclude or ()) or None
+                        )
+                        bs.append({**b.describe(), "would_delete": n})
+                    rows.append(
+                        {
+                            "schema": schema,
+                            "policy": entry,
+                            "max_age_days": rule.max_age_days,
+                            "session_types": rule.session_types,
+                            "export_before_delete": rule.export_before_delete,
+                            "would_delete": sum(x["would_delete"] for x in bs),
+                            "buckets": bs,
+                        }
+                    )
+        finally:
+            await dbs.close()
+        if as_json:
+            _print_json({"as_of": now, "agents": rows})
+        else:
+            for r in rows:
+                if r["policy"] is None:
+                    out.print(f"{r['schema']}: kept (no policy applies)", markup=False, highlight=False)
+                    continue
+                ages = f"max {r['max_age_days']} days" if r["max_age_days"] else "no default age"
+                types = "".join(f", {t} {d} days" for t, d in r["session_types"].items())
+                export = ", export first" if r["export_before_delete"] else ""
+                out.print(
+                    f"{r['schema']}: {r['policy']}: {ages}{types}{export} — would delete {r['would_delete']} now",
+                    markup=False,
+                    highlight=False,
+                )
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@retention_app.command("run")
+def retention_run(
+    agent: Annotated[str | None, typer.Option("--agent", help="One agent (default: every agent schema).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job and print its result.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Enqueue a retention run now (the cron does the same on SESSIONCTL_RETENTION_SCHEDULE)."""
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.producer import Producer
+        from sessionctl.retention import load_policy
+
+        load_policy(settings.retention_file)  # a missing or broken policy is bad input, said now
+        async with Producer(settings) as producer:
+            enq = await producer.run_retention(agent_id=agent, dry_run=dry_run)
+            return await _report(producer, enq, wait, timeout, as_json)
 
     raise typer.Exit(_run(go()))
 

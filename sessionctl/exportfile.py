@@ -130,6 +130,10 @@ class AtomicExport:
     def write_record(self, record: dict[str, Any]) -> None:
         self._stream.write(dumps_line(record))
 
+    def write_records(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self._stream.write(dumps_line(record))
+
     def commit(self, manifest: dict[str, Any]) -> Written:
         """Finish the file, then publish the manifest and the data under their final names."""
         if self._stream is not self._sink:

@@ -31,7 +31,7 @@ META_PREFIX = "sessionctl:job:"
 STATUS_GROUPS: dict[str, frozenset[str]] = {
     "queued": frozenset({"queued", "retrying"}),
     "running": frozenset({"running"}),
-    "complete": frozenset({"succeeded", "dry_run"}),
+    "complete": frozenset({"succeeded", "dry_run", "partial"}),
     "failed": frozenset({"failed"}),
 }
 

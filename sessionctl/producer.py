@@ -33,11 +33,13 @@ from redis.exceptions import RedisError, WatchError
 
 from jobs.models import (
     EXPORT_SESSIONS,
+    PURGE_EXPIRED_SESSIONS,
     PURGE_USER_SESSIONS,
     PURGE_USERS,
     BulkPurgeRequest,
     ExportRequest,
     PurgeRequest,
+    RetentionRequest,
     parse_request,
 )
 from sessionctl import redisconf
@@ -50,8 +52,8 @@ from sessionctl.privacy import request_digest, user_hmac
 from worker import serializer
 from worker.progress import progress_key
 
-State = Literal["queued", "deferred", "running", "succeeded", "dry_run", "failed", "not_found"]
-FINAL_STATES = frozenset({"succeeded", "dry_run", "failed", "not_found"})
+State = Literal["queued", "deferred", "running", "succeeded", "dry_run", "partial", "failed", "not_found"]
+FINAL_STATES = frozenset({"succeeded", "dry_run", "partial", "failed", "not_found"})
 
 
 async def _advance(redis: ArqRedis, gen_key: str, seen: int) -> None:
@@ -98,7 +100,7 @@ class JobState:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("succeeded", "dry_run")
+        return self.status in ("succeeded", "dry_run", "partial")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -219,6 +221,32 @@ class Producer:
         )
         return await self._enqueue(PURGE_USERS, request.model_dump(mode="json"), identity=identity)
 
+    async def run_retention(
+        self,
+        *,
+        agent_id: str | None = None,
+        dry_run: bool = False,
+        as_of: int | None = None,
+        tick: str | None = None,
+        requested_by: str | None = None,
+    ) -> Enqueued:
+        """Enqueue a retention run (the policy in SESSIONCTL_RETENTION_FILE), for one agent or all."""
+        payload = {
+            "agent_id": agent_id,
+            "dry_run": dry_run,
+            "as_of": as_of,
+            "tick": tick,
+            "requested_by": requested_by,
+        }
+        request = parse_request(RetentionRequest, payload)
+        identity = (
+            self._target_identity(request.target),
+            f"dry_run={request.dry_run}",
+            f"as_of={request.as_of}",
+            f"tick={request.tick}",
+        )
+        return await self._enqueue(PURGE_EXPIRED_SESSIONS, request.model_dump(mode="json"), identity=identity)
+
     async def export_sessions(
         self,
         *,
@@ -285,7 +313,7 @@ class Producer:
             await self.index().queued(
                 enq.job_id,
                 kind=kind,
-                target="*" if payload.get("all_agents") else str(payload.get("agent_id")),
+                target="*" if payload.get("all_agents") or payload.get("agent_id") is None else payload["agent_id"],
                 user_hmac=None if user is None else user_hmac(self.settings.hash_key_bytes, user),
                 requested_by=payload.get("requested_by"),
             )
@@ -399,7 +427,8 @@ class Producer:
             )
             if info.success and isinstance(info.result, dict):
                 state.result = info.result
-                state.status = "dry_run" if info.result.get("status") == "dry_run" else "succeeded"
+                st_ = info.result.get("status")
+                state.status = st_ if st_ in ("dry_run", "partial") else "succeeded"
             elif isinstance(info.result, serializer.JobError):
                 state.error = {"type": info.result.error_type, "message": str(info.result)}
             else:

@@ -87,6 +87,7 @@ REQUIRED_SESSION_COLUMNS: dict[str, frozenset[str]] = {
     "session_type": frozenset({"character varying", "text"}),
     "user_id": frozenset({"character varying", "text"}),
     "created_at": frozenset({"bigint", "integer"}),
+    "updated_at": frozenset({"bigint", "integer"}),
 }
 
 
@@ -226,12 +227,9 @@ class Guard:
         return Guard("d.user_id = ANY($2::text[])", (users,))
 
     @staticmethod
-    def expired(cutoff: int, session_types: list[str] | None) -> Guard:
-        if session_types is None:
-            return Guard("coalesce(d.updated_at, d.created_at) < $2", (cutoff,))
-        return Guard(
-            "coalesce(d.updated_at, d.created_at) < $2 AND d.session_type = ANY($3::text[])", (cutoff, session_types)
-        )
+    def expired(cutoff: int, types: list[str] | None, exclude: list[str] | None = None) -> Guard:
+        where, args = _expired_where(cutoff, types, exclude, first=2, alias="d.")
+        return Guard(where, args)
 
 
 async def _snapshot(conn: asyncpg.Connection, layout: Layout, where: str, args: tuple[Any, ...]) -> int:
@@ -255,21 +253,40 @@ async def snapshot_user_session_ids(conn: asyncpg.Connection, layout: Layout, us
 
 
 async def snapshot_expired(
-    conn: asyncpg.Connection, layout: Layout, cutoff: int, session_types: list[str] | None
+    conn: asyncpg.Connection, layout: Layout, cutoff: int, types: list[str] | None, exclude: list[str] | None
 ) -> int:
-    where, args = _expired_where(cutoff, session_types)
+    where, args = _expired_where(cutoff, types, exclude)
     return await _snapshot(conn, layout, where, args)
 
 
-def _expired_where(cutoff: int, session_types: list[str] | None) -> tuple[str, tuple[Any, ...]]:
-    if session_types is None:
-        return "coalesce(updated_at, created_at) < $1", (cutoff,)
-    return "coalesce(updated_at, created_at) < $1 AND session_type = ANY($2::text[])", (cutoff, session_types)
+def _expired_where(
+    cutoff: int, types: list[str] | None, exclude: list[str] | None, *, first: int = 1, alias: str = ""
+) -> tuple[str, tuple[Any, ...]]:
+    """Sessions last updated (or, never updated, created) before ``cutoff``; of ``types``, or not of ``exclude``."""
+    conds = [f"coalesce({alias}updated_at, {alias}created_at) < ${first}"]
+    args: list[Any] = [cutoff]
+    if types is not None:
+        args.append(types)
+        conds.append(f"{alias}session_type = ANY(${first + len(args) - 1}::text[])")
+    if exclude:
+        args.append(exclude)
+        conds.append(f"NOT ({alias}session_type = ANY(${first + len(args) - 1}::text[]))")
+    return " AND ".join(conds), tuple(args)
 
 
-async def count_expired(conn: asyncpg.Connection, layout: Layout, cutoff: int, session_types: list[str] | None) -> int:
-    where, args = _expired_where(cutoff, session_types)
+async def count_expired(
+    conn: asyncpg.Connection, layout: Layout, cutoff: int, types: list[str] | None, exclude: list[str] | None
+) -> int:
+    where, args = _expired_where(cutoff, types, exclude)
     return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {where}", *args))
+
+
+async def sessions_by_ids(conn: asyncpg.Connection, layout: Layout, session_ids: list[str]) -> list[dict[str, Any]]:
+    """Session rows by id (for exporting a snapshot before deleting it), in id order."""
+    rows = await conn.fetch(
+        f"SELECT * FROM {layout.q(SESSIONS)} WHERE session_id = ANY($1::text[]) ORDER BY session_id", session_ids
+    )
+    return [dict(r) for r in rows]
 
 
 async def next_snapshot_ids(conn: asyncpg.Connection, after: str | None, limit: int) -> list[str]:
@@ -301,10 +318,15 @@ async def delete_user_sessions(
 
 
 async def delete_expired_sessions(
-    conn: asyncpg.Connection, layout: Layout, session_ids: list[str], cutoff: int, session_types: list[str] | None
+    conn: asyncpg.Connection,
+    layout: Layout,
+    session_ids: list[str],
+    cutoff: int,
+    types: list[str] | None,
+    exclude: list[str] | None,
 ) -> BatchOutcome:
     """Delete those of these sessions that are (still) past the cutoff, with all that hangs off them."""
-    return await _delete_sessions(conn, layout, session_ids, Guard.expired(cutoff, session_types))
+    return await _delete_sessions(conn, layout, session_ids, Guard.expired(cutoff, types, exclude))
 
 
 async def delete_session_by_id(

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from arq.worker import func
@@ -14,14 +15,17 @@ from pydantic import BaseModel
 
 import jobs.export
 import jobs.purge
+import jobs.retention
 from jobs.context import JobContext
 from jobs.models import (
     EXPORT_SESSIONS,
+    PURGE_EXPIRED_SESSIONS,
     PURGE_USER_SESSIONS,
     PURGE_USERS,
     BulkPurgeRequest,
     ExportRequest,
     PurgeRequest,
+    RetentionRequest,
     parse_request,
 )
 from sessionctl import metrics
@@ -31,6 +35,7 @@ from sessionctl.errors import InternalError, InvalidRequest, PermanentError, Ses
 from sessionctl.jobindex import JobIndex
 from sessionctl.logs import configure_logging, get_logger
 from sessionctl.redisconf import redis_settings
+from sessionctl.retention import parse_schedule
 from worker import serializer
 from worker.lease import lease
 from worker.progress import RedisProgress
@@ -198,9 +203,54 @@ async def purge_users(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[st
     return await _run(ctx, PURGE_USERS, BulkPurgeRequest, jobs.purge.purge_users, args, kwargs)
 
 
+async def purge_expired_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """arq entry point of ``jobs.retention.purge_expired_sessions``."""
+    return await _run(
+        ctx, PURGE_EXPIRED_SESSIONS, RetentionRequest, jobs.retention.purge_expired_sessions, args, kwargs
+    )
+
+
+async def retention_tick(ctx: dict[str, Any]) -> str:
+    """The cron: only *enqueues* a regular retention job, with a job id per tick. arq runs crons
+    once (max_tries=1) and never again after an interruption; the regular job has retries, the lease
+    and the job index, and a repeated run is harmless. Several workers: one job per tick."""
+    from sessionctl.producer import Producer
+
+    state: WorkerState = ctx["state"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    tick = now.strftime("%Y-%m-%dT%H:%M:%S")
+    enq = await Producer(state.settings, redis=ctx["redis"]).run_retention(
+        as_of=int(now.timestamp()), tick=tick, requested_by="cron"
+    )
+    log.info("retention.tick", tick=tick, job_id=enq.job_id, collapsed=enq.collapsed)
+    return enq.job_id
+
+
 async def export_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
     """arq entry point of ``jobs.export.export_sessions``."""
     return await _run(ctx, EXPORT_SESSIONS, ExportRequest, jobs.export.export_sessions, args, kwargs)
+
+
+def _crons(s: Settings) -> list[Any]:
+    """The retention cron, when a policy file is configured."""
+    if not s.retention_file:
+        return []
+    from arq.cron import cron
+
+    when = parse_schedule(s.retention_schedule)
+    return [
+        cron(
+            retention_tick,
+            name="retention",
+            second=when["second"],
+            minute=when["minute"],
+            hour=when["hour"],
+            unique=True,
+            run_at_startup=False,
+            max_tries=3,
+            timeout=60,
+        )
+    ]
 
 
 def build_worker_settings(settings: Settings | None = None) -> type:
@@ -212,7 +262,9 @@ def build_worker_settings(settings: Settings | None = None) -> type:
             func(purge_user_sessions, name=PURGE_USER_SESSIONS, timeout=s.purge_timeout, max_tries=s.max_tries),
             func(export_sessions, name=EXPORT_SESSIONS, timeout=s.export_timeout, max_tries=s.max_tries),
             func(purge_users, name=PURGE_USERS, timeout=s.purge_timeout, max_tries=s.max_tries),
+            func(purge_expired_sessions, name=PURGE_EXPIRED_SESSIONS, timeout=s.purge_timeout, max_tries=s.max_tries),
         ]
+        cron_jobs: ClassVar[list[Any]] = _crons(s)
         redis_settings = redis_settings(s)
         queue_name = s.queue_name
         max_jobs = s.max_jobs

@@ -1,0 +1,181 @@
+"""``purge_expired_sessions``: apply the retention policy to every agent schema (or one).
+
+Per agent and per (cutoff, session types) bucket of its rule:
+
+1. note the ids of sessions last updated (or created) before the cutoff — one scan;
+2. with ``export_before_delete``, write them to ``EXPORT_DIR`` first (atomically, with a manifest)
+   and only then delete;
+3. delete in batches walked by primary key, each batch one statement that re-checks the cutoff
+   (a session updated meanwhile is kept) and takes runs, transcripts and tool results with it;
+   pause between batches; stop when the run's time budget is spent (status ``partial``: the next
+   run continues where this one stopped — a repeated run is harmless, it only finds less);
+4. count what is left past the cutoff with our own SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from jobs.context import JobContext
+from jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
+from jobs.targets import Target, resolve_targets
+from sessionctl import exportfile, metrics, store
+from sessionctl.agents import merge_runs
+from sessionctl.logs import get_logger
+from sessionctl.retention import Bucket, buckets, load_policy
+
+log = get_logger("sessionctl.retention")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> RetentionResult:
+    started = _now()
+    policy = load_policy(ctx.settings.retention_file)
+    as_of = req.as_of if req.as_of is not None else int(time.time())
+    blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, as_of=as_of)
+    blog.info("retention.start", target=req.target, dry_run=req.dry_run, tick=req.tick)
+    deadline = time.monotonic() + ctx.settings.retention_budget
+    agents: dict[str, dict[str, Any]] = {}
+    partial = False
+    for target in await resolve_targets(ctx, req.agent_id, req.agent_id is None):
+        match = policy.rule_for(target.label, target.layout.schema, ctx.settings.schema_template)
+        if match is None:
+            agents[target.label] = {"schema": target.layout.schema, "policy": None, "deleted": 0, "remaining": 0}
+            continue
+        entry, rule = match
+        report: dict[str, Any] = {"schema": target.layout.schema, "policy": entry, "buckets": []}
+        for bucket in buckets(rule, as_of):
+            b = await _clean_bucket(ctx, req, target, bucket, rule.export_before_delete, as_of, deadline, blog)
+            partial = partial or b.pop("partial", False)
+            report["buckets"].append(b)
+        report["deleted"] = sum(b.get("deleted", 0) for b in report["buckets"])
+        report["remaining"] = sum(b["remaining"] for b in report["buckets"])
+        agents[target.label] = report
+    deleted = sum(a["deleted"] for a in agents.values())
+    remaining = sum(a["remaining"] for a in agents.values())
+    status = "dry_run" if req.dry_run else ("partial" if partial or remaining else "succeeded")
+    metrics.SESSIONS_DELETED.labels(PURGE_EXPIRED_SESSIONS).inc(deleted)
+    blog.info("retention.done", status=status, sessions_deleted=deleted, remaining=remaining)
+    return RetentionResult(
+        job_id=ctx.job_id,
+        status=status,  # type: ignore[arg-type]
+        dry_run=req.dry_run,
+        as_of=as_of,
+        target=req.target,
+        sessions_deleted=deleted,
+        remaining=remaining,
+        agents=agents,
+        started_at=started,
+        finished_at=_now(),
+        requested_by=req.requested_by,
+    )
+
+
+async def _clean_bucket(
+    ctx: JobContext,
+    req: RetentionRequest,
+    target: Target,
+    bucket: Bucket,
+    export_first: bool,
+    as_of: int,
+    deadline: float,
+    blog: Any,
+) -> dict[str, Any]:
+    layout = target.layout
+    types = list(bucket.types) if bucket.types else None
+    exclude = list(bucket.exclude) if bucket.exclude else None
+    out: dict[str, Any] = bucket.describe()
+    async with ctx.databases.connect(target.dsn) as conn:
+        if req.dry_run:
+            out["would_delete"] = await store.count_expired(conn, layout, bucket.cutoff, types, exclude)
+            out["remaining"] = out["would_delete"]
+            return out
+        found = await store.snapshot_expired(conn, layout, bucket.cutoff, types, exclude)
+        if export_first and found:
+            out["export"] = await _export_snapshot(conn, ctx, target, bucket, as_of)
+        deleted, after = 0, None
+        pause = ctx.settings.retention_pause_ms / 1000
+        while True:
+            if time.monotonic() > deadline:
+                out["partial"] = True
+                blog.warning("retention.budget_spent", agent=target.label, deleted=deleted)
+                break
+            ids = await store.next_snapshot_ids(conn, after, ctx.settings.batch_size)
+            if not ids:
+                break
+            after = ids[-1]
+            t = time.monotonic()
+            outcome = await store.delete_expired_sessions(conn, layout, ids, bucket.cutoff, types, exclude)
+            metrics.BATCH_SECONDS.labels(PURGE_EXPIRED_SESSIONS).observe(time.monotonic() - t)
+            deleted += outcome.counts.sessions
+            await ctx.progress.update(processed=deleted, total=found, agent=target.label)
+            if pause:
+                await asyncio.sleep(pause)  # leave room for the agents' own traffic
+        out["deleted"] = deleted
+        out["remaining"] = await store.count_expired(conn, layout, bucket.cutoff, types, exclude)  # the proof
+    blog.info("retention.bucket", agent=target.label, cutoff=bucket.cutoff, deleted=deleted, remaining=out["remaining"])
+    return out
+
+
+async def _export_snapshot(
+    conn: asyncpg.Connection, ctx: JobContext, target: Target, bucket: Bucket, as_of: int
+) -> dict[str, Any]:
+    """Write the snapshot's sessions to EXPORT_DIR (published before anything is deleted)."""
+    directory = exportfile.ensure_directory(Path(ctx.settings.export_dir))
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in target.layout.schema)
+    kind = "-".join(bucket.types or ()) or "all"
+    base = f"retention-{safe}-{kind}-{as_of}"
+    name = base + ".jsonl.gz"
+    n = 1
+    while (directory / name).exists() or (directory / (name + exportfile.MANIFEST_SUFFIX)).exists():
+        n += 1  # a retried run: never overwrite, the earlier file stays valid
+        name = f"{base}-{n}.jsonl.gz"
+    tag = hashlib.sha256(f"{ctx.job_id}{name}".encode()).hexdigest()[:12]
+    writer = exportfile.AtomicExport(directory, name, "gz", tag)
+    count, after = 0, None
+    try:
+        while ids := await store.next_snapshot_ids(conn, after, ctx.settings.export_page_size):
+            after = ids[-1]
+            rows = await store.sessions_by_ids(conn, target.layout, ids)
+            runs = await store.runs_for_sessions(conn, target.layout, ids)
+            records = []
+            for row in rows:
+                row["runs"] = merge_runs(runs.get(row["session_id"], []), row.get("runs"))
+                records.append(
+                    {
+                        "v": exportfile.FORMAT_VERSION,
+                        "agent": target.label,
+                        "schema": target.layout.schema,
+                        "session": row,
+                    }
+                )
+            await asyncio.to_thread(writer.write_records, records)
+            count += len(rows)
+        manifest = {
+            "format": exportfile.FORMAT,
+            "file": name,
+            "compress": "gz",
+            "job_id": ctx.job_id,
+            "user_hmac": None,
+            "target": target.label,
+            "window": {"until": bucket.cutoff, "by": "updated", "types": bucket.types, "exclude_types": bucket.exclude},
+            "counts": {target.label: count},
+            "schemas": {target.label: target.layout.schema},
+            "sessions": count,
+            "written_at": _now(),
+        }
+        written = await asyncio.to_thread(writer.commit, manifest)
+    except BaseException:
+        writer.abort()
+        raise
+    return {"path": str(written.path), "sessions": count, "sha256": written.sha256}
