@@ -15,6 +15,7 @@
     │   └── UnknownUserData                      a user-keyed table sessionctl cannot erase yet
     └── TransientError                   retried with backoff (arq ``Retry``), bounded tries
         ├── DatabaseUnavailable                  Postgres refused, reset, restarting, timed out
+        ├── QueueUnavailable                     Redis lost or timed out mid-job
         └── ErasureIncomplete                    rows remain after the purge loop (late writes)
 
 The built-in bases (``ValueError``, ``LookupError``, …) keep the error contract of the xpander
@@ -79,6 +80,10 @@ class TransientError(SessionctlError):
 
 class DatabaseUnavailable(TransientError):
     """The database could not be reached or failed mid-operation."""
+
+
+class QueueUnavailable(TransientError):
+    """Redis could not be reached mid-job."""
 
 
 class ErasureIncomplete(TransientError):

@@ -128,3 +128,15 @@ def test_a_payload_that_looks_like_an_error_stays_data() -> None:
     }
     back = serializer.deserialize(serializer.serialize(job))
     assert back == job and not isinstance(back["a"][0]["user_id"], serializer.JobError)
+
+
+async def test_progress_is_best_effort_when_redis_fails() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from worker.progress import RedisProgress
+
+    class Broken:
+        async def set(self, *a: object, **k: object) -> None:
+            raise RedisConnectionError("gone")
+
+    await RedisProgress(Broken(), "j", 60).update(processed=1, total=2, agent="a", force=True)  # no raise

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
+
+from redis.exceptions import RedisError
 
 PROGRESS_PREFIX = "sessionctl:progress:"
 
@@ -37,4 +40,6 @@ class RedisProgress:
             "rate": round(processed / elapsed, 1),
             "updated_at": time.time(),
         }
-        await self.redis.set(progress_key(self.job_id), json.dumps(doc), ex=self.ttl_s)
+        # progress is advisory: a Redis hiccup must not fail an erasure that is going well
+        with contextlib.suppress(RedisError):
+            await self.redis.set(progress_key(self.job_id), json.dumps(doc), ex=self.ttl_s)

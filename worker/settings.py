@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 from arq.worker import func
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import jobs.export
 import jobs.purge
@@ -31,7 +33,14 @@ from jobs.models import (
 from sessionctl import metrics
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
-from sessionctl.errors import InternalError, InvalidRequest, PermanentError, SessionctlError, TransientError
+from sessionctl.errors import (
+    InternalError,
+    InvalidRequest,
+    PermanentError,
+    QueueUnavailable,
+    SessionctlError,
+    TransientError,
+)
 from sessionctl.jobindex import JobIndex
 from sessionctl.logs import configure_logging, get_logger
 from sessionctl.redisconf import redis_settings
@@ -143,7 +152,10 @@ async def _run(
         async with lease(ctx["redis"], jctx.job_id, state.settings.lease_ttl):
             result = await procedure(jctx, request)
     except Exception as exc:
-        err = exc if isinstance(exc, SessionctlError) else _internal(exc, jctx.job_id, kind)
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            err: SessionctlError = QueueUnavailable(f"lost Redis mid-job ({type(exc).__name__}); the job will retry")
+        else:
+            err = exc if isinstance(exc, SessionctlError) else _internal(exc, jctx.job_id, kind)
         outcome = to_arq(
             err,
             job_try=jctx.job_try,
