@@ -7,6 +7,7 @@ from typing import Protocol
 
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
+from sessionctl.resolvers import ResolverChain, build_chain
 
 
 class Progress(Protocol):
@@ -28,3 +29,9 @@ class JobContext:
     job_id: str
     job_try: int = 1
     progress: Progress = field(default_factory=NoProgress)
+    resolvers: ResolverChain | None = None  # None: the static resolver (DATABASE_URL + naming rule)
+
+    def chain(self) -> ResolverChain:
+        if self.resolvers is None:
+            self.resolvers = build_chain(self.settings)
+        return self.resolvers

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from jobs.context import JobContext
 from sessionctl import store
 from sessionctl.agents import AgentHandle
+from sessionctl.errors import AgentNotFound, NotAgnoStorage
 from sessionctl.identifiers import Dsn
 from sessionctl.logs import get_logger
 
@@ -21,19 +22,37 @@ class Target:
 
 
 async def resolve_targets(ctx: JobContext, agent_id: str | None, all_agents: bool) -> list[Target]:
-    """The agent schemas to work on. An unknown agent raises AgentNotFound (permanent)."""
+    """The agent schemas to work on. An unknown agent raises AgentNotFound (permanent).
+
+    *All agents*: every agent the resolvers know of (map entries, the platform's listing), plus the
+    agent schemas discovered in every database they point at; each (database, schema) once.
+    """
+    chain = ctx.chain()
     if agent_id is not None:
-        handle = AgentHandle(agent_id, settings=ctx.settings, databases=ctx.databases)
+        handle = await AgentHandle.resolve(agent_id, settings=ctx.settings, databases=ctx.databases, chain=chain)
         return [Target(agent_id, handle.dsn, await handle.layout())]
     assert all_agents
-    dsn = ctx.settings.dsn
     out: list[Target] = []
-    async with ctx.databases.connect(dsn) as conn:
-        for schema in await store.discover_agent_schemas(conn):
-            layout = await store.read_layout(conn, schema)
-            if layout is None or await store.session_table_problems(conn, schema):
-                # a table that merely shares the name cannot hold Agno sessions
-                log.warning("job.skip_schema", schema=schema, reason="not an Agno session table")
-                continue
-            out.append(Target(schema, dsn, layout))
+    seen: set[tuple[str, str]] = set()
+    for aid in await chain.known_agents():
+        try:
+            handle = await AgentHandle.resolve(aid, settings=ctx.settings, databases=ctx.databases, chain=chain)
+            layout = await handle.layout()
+        except (AgentNotFound, NotAgnoStorage):
+            continue  # known, but holding no Agno sessions: nothing of the user can be there
+        seen.add((handle.dsn.redacted, handle.schema))
+        out.append(Target(aid, handle.dsn, layout))
+    for dsn in chain.databases():
+        async with ctx.databases.connect(dsn) as conn:
+            for schema in await store.discover_agent_schemas(conn):
+                if (dsn.redacted, schema) in seen:
+                    continue
+                found = await store.read_layout(conn, schema)
+                if found is None or await store.session_table_problems(conn, schema):
+                    # a table that merely shares the name cannot hold Agno sessions
+                    log.warning("job.skip_schema", schema=schema, reason="not an Agno session table")
+                    continue
+                seen.add((dsn.redacted, schema))
+                label = schema if len(chain.databases()) == 1 else f"{dsn.database}/{schema}"
+                out.append(Target(label, dsn, found))
     return out

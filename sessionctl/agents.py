@@ -39,12 +39,26 @@ LIST_PAGE_SIZE = 500
 class AgentHandle:
     """One agent's session storage: where it lives and the helpers to read and delete it."""
 
-    def __init__(self, agent_id: str, *, settings: Settings, databases: Databases, dsn: Dsn | None = None):
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        settings: Settings,
+        databases: Databases,
+        dsn: Dsn | None = None,
+        schema: str | None = None,
+    ):
         self.agent_id = validate_agent_id(agent_id)
         self.settings = settings
         self.databases = databases
         self.dsn = dsn or settings.dsn
-        self.schema = settings.schema_for(agent_id)
+        self.schema = schema or settings.schema_for(agent_id)
+
+    @classmethod
+    async def resolve(cls, agent_id: str, *, settings: Settings, databases: Databases, chain: Any) -> AgentHandle:
+        """The agent where the resolvers say it lives (``sessionctl.resolvers``)."""
+        loc = await chain.resolve(agent_id)
+        return cls(agent_id, settings=settings, databases=databases, dsn=loc.dsn, schema=loc.schema)
 
     def __repr__(self) -> str:
         return f"AgentHandle({self.agent_id!r}, schema={self.schema!r}, db={self.dsn.redacted!r})"
@@ -176,7 +190,9 @@ class _SyncBridge:
         self.databases = Databases(pool_size=settings.pool_size, client_cache_size=settings.client_cache_size)
 
     def run(self, call: Any, handle: AgentHandle) -> Any:
-        twin = AgentHandle(handle.agent_id, settings=handle.settings, databases=self.databases, dsn=handle.dsn)
+        twin = AgentHandle(
+            handle.agent_id, settings=handle.settings, databases=self.databases, dsn=handle.dsn, schema=handle.schema
+        )
         coro: Coroutine[Any, Any, Any] = call(twin)
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 

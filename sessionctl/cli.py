@@ -39,10 +39,15 @@ def _fail(code: int, message: str) -> NoReturn:
 
 def _settings() -> Settings:
     try:
-        return load_settings()
+        settings = load_settings()
     except Exception as exc:  # pydantic ValidationError: name the variable, not the traceback
         first = str(exc).splitlines()
         _fail(EXIT_BAD_INPUT, "invalid configuration: " + " ".join(x.strip() for x in first[:3]))
+    from sessionctl.logs import configure_logging
+
+    # commands print their output on stdout; their own log lines (warnings) go to stderr
+    configure_logging(settings.log_format, "WARNING")
+    return settings
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -696,6 +701,54 @@ def retention_run(
 
 
 @app.command()
+def agents(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """The agents sessionctl can see, where each lives (password hidden), team or not, sessions held."""
+    settings = _settings()
+
+    async def go() -> int:
+        from jobs.context import JobContext
+        from jobs.targets import resolve_targets
+        from sessionctl.databases import Databases
+
+        dbs = Databases(pool_size=1)
+        rows = []
+        try:
+            ctx = JobContext(settings=settings, databases=dbs, hash_key=b"", job_id="agents")
+            chain = ctx.chain()
+            for t in await resolve_targets(ctx, None, True):
+                async with dbs.connect(t.dsn) as conn:
+                    n = await conn.fetchval(f"SELECT count(*) FROM {t.layout.q('agno_sessions')}")
+                loc = chain.cached(t.label)
+                rows.append(
+                    {
+                        "agent": t.label,
+                        "database": t.dsn.redacted,
+                        "schema": t.layout.schema,
+                        "team": loc.team if loc else None,
+                        "source": loc.source if loc else "discovered",
+                        "sessions": int(n),
+                    }
+                )
+        finally:
+            await dbs.close()
+        if as_json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                team = " team" if r["team"] else ""
+                out.print(
+                    f"{r['agent']}  {r['database']}  schema={r['schema']}{team}  sessions={r['sessions']}"
+                    f"  ({r['source']})",
+                    markup=False,
+                    highlight=False,
+                )
+            err.print(f"{len(rows)} agent(s)", markup=False)
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
 def health(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Check Redis, Postgres and the worker's health-check key; exit 0 only if all are fine."""
     settings = _settings()
@@ -732,7 +785,9 @@ def sessions(
         validate_user_id(user)
         dbs = Databases(pool_size=1)
         try:
-            handle = AgentHandle(agent, settings=settings, databases=dbs)
+            from sessionctl.resolvers import build_chain
+
+            handle = await AgentHandle.resolve(agent, settings=settings, databases=dbs, chain=build_chain(settings))
             shown = 0
             async for page in handle.aiter_user_session_rows(user):
                 for row in page:

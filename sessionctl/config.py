@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         "postgresql://postgres@localhost:5432/postgres",
         validation_alias=AliasChoices("DATABASE_URL", "SESSIONCTL_DATABASE_URL"),
     )
+    resolvers: str | None = Field(None, validation_alias="SESSIONCTL_RESOLVERS")
+    resolver_ttl: float = Field(60, ge=0, validation_alias="SESSIONCTL_RESOLVER_TTL")
+    agent_map: str | None = Field(None, validation_alias="SESSIONCTL_AGENT_MAP")
+    xpander_api_key: str | None = Field(None, validation_alias="XPANDER_API_KEY")
+    xpander_organization_id: str | None = Field(None, validation_alias="XPANDER_ORGANIZATION_ID")
+    xpander_base_url: str = Field("https://inbound.xpander.ai", validation_alias="XPANDER_BASE_URL")
     schema_template: str = Field(DEFAULT_SCHEMA_TEMPLATE, validation_alias="SESSIONCTL_SCHEMA_TEMPLATE")
     batch_size: int = Field(2000, ge=1, le=50_000, validation_alias="SESSIONCTL_BATCH_SIZE")
     max_jobs: int = Field(4, ge=1, le=1000, validation_alias="SESSIONCTL_MAX_JOBS")
@@ -53,6 +59,7 @@ class Settings(BaseSettings):
     keep_result: int = Field(7 * 24 * 3600, ge=60, validation_alias="SESSIONCTL_KEEP_RESULT")
     max_tries: int = Field(5, ge=1, le=50, validation_alias="SESSIONCTL_MAX_TRIES")
     retry_base_delay: float = Field(2.0, ge=0, validation_alias="SESSIONCTL_RETRY_BASE_DELAY")
+    max_databases: int = Field(32, ge=1, le=1000, validation_alias="SESSIONCTL_MAX_DATABASES")
     client_cache_size: int = Field(256, ge=1, validation_alias="SESSIONCTL_CLIENT_CACHE_SIZE")
     pool_size: int = Field(4, ge=1, le=100, validation_alias="SESSIONCTL_POOL_SIZE")
     export_dir: str = Field("exports", validation_alias=AliasChoices("SESSIONCTL_EXPORT_DIR", "EXPORT_DIR"))

@@ -74,9 +74,10 @@ def _agno_engine_options() -> dict[str, Any]:
 class Databases:
     """Per-process registry of pools, engines and Agno clients. Close it on shutdown."""
 
-    def __init__(self, *, pool_size: int = 4, client_cache_size: int = 256) -> None:
+    def __init__(self, *, pool_size: int = 4, client_cache_size: int = 256, max_databases: int = 32) -> None:
         self.pool_size = pool_size
         self.client_cache_size = client_cache_size
+        self.max_databases = max_databases
         self._pools: dict[Dsn, asyncpg.Pool] = {}
         self._pool_locks: dict[Dsn, asyncio.Lock] = {}
         self._engines: dict[Dsn, AsyncEngine] = {}
@@ -88,7 +89,9 @@ class Databases:
     async def pool(self, dsn: Dsn) -> asyncpg.Pool:
         pool = self._pools.get(dsn)
         if pool is not None:
+            self._pools[dsn] = self._pools.pop(dsn)  # most recently used last
             return pool
+        await self._make_room()
         lock = self._pool_locks.setdefault(dsn, asyncio.Lock())
         async with lock:
             pool = self._pools.get(dsn)
@@ -114,6 +117,23 @@ class Databases:
         """``async with databases.connect(dsn) as conn``: a pooled connection; losing the
         database (refused, reset, restarting) raises :class:`DatabaseUnavailable` (retryable)."""
         return Connect(self, dsn)
+
+    async def _make_room(self) -> None:
+        """At most ``max_databases`` pools: close the least recently used idle one."""
+        while len(self._pools) >= self.max_databases:
+            idle = [d for d, p in self._pools.items() if p.get_size() == p.get_idle_size()]
+            if not idle:
+                raise DatabaseUnavailable(
+                    f"more than {self.max_databases} databases busy at once (SESSIONCTL_MAX_DATABASES);"
+                    " the job will retry"
+                )
+            victim = idle[0]
+            await self._pools.pop(victim).close()
+            engine = self._engines.pop(victim, None)
+            if engine is not None:
+                await engine.dispose()
+            for key in [k for k in self._clients if k[0] == victim]:
+                del self._clients[key]
 
     def engine(self, dsn: Dsn) -> AsyncEngine:
         engine = self._engines.get(dsn)

@@ -49,6 +49,7 @@ from sessionctl.databases import Databases
 from sessionctl.errors import InvalidRequest, TransientError
 from sessionctl.jobindex import JobIndex
 from sessionctl.privacy import request_digest, user_hmac
+from sessionctl.resolvers import ResolverChain, build_chain
 from worker import serializer
 from worker.progress import progress_key
 
@@ -116,6 +117,7 @@ class Producer:
         self._redis = redis
         self._own_redis = redis is None
         self._databases: Databases | None = None
+        self._chain: ResolverChain | None = None
 
     async def __aenter__(self) -> Producer:
         await self.redis()
@@ -174,7 +176,7 @@ class Producer:
         }
         request = parse_request(PurgeRequest, payload)
         if check_agent and request.agent_id is not None:
-            await self._agent(request.agent_id).layout()
+            await (await self._agent(request.agent_id)).layout()
         return await self._enqueue(
             PURGE_USER_SESSIONS,
             request.model_dump(mode="json"),
@@ -211,7 +213,7 @@ class Producer:
         }
         request = parse_request(BulkPurgeRequest, payload)
         if check_agent and request.agent_id is not None:
-            await self._agent(request.agent_id).layout()
+            await (await self._agent(request.agent_id)).layout()
         identity = (
             self._target_identity(request.target),
             "\x00".join(sorted(request.user_ids)),
@@ -282,7 +284,7 @@ class Producer:
         }
         request = parse_request(ExportRequest, payload)
         if check_agent and request.agent_id is not None:
-            await self._agent(request.agent_id).layout()
+            await (await self._agent(request.agent_id)).layout()
         identity = (
             self._target_identity(request.target),
             "\x00all-users" if request.user_id is None else request.user_id,
@@ -295,10 +297,12 @@ class Producer:
         )
         return await self._enqueue(EXPORT_SESSIONS, request.model_dump(mode="json"), identity=identity)
 
-    def _agent(self, agent_id: str) -> AgentHandle:
+    async def _agent(self, agent_id: str) -> AgentHandle:
         if self._databases is None:
             self._databases = Databases(pool_size=1, client_cache_size=8)
-        return AgentHandle(agent_id, settings=self.settings, databases=self._databases)
+        if self._chain is None:
+            self._chain = build_chain(self.settings)
+        return await AgentHandle.resolve(agent_id, settings=self.settings, databases=self._databases, chain=self._chain)
 
     def _target_identity(self, target: str) -> str:
         """Where the request acts — queue, database, schema — so two deployments sharing a Redis,

@@ -144,3 +144,18 @@ async def test_sync_helpers_share_one_bridge_per_process(
         fresh = settings.model_copy()
         assert len(AgentHandle(agent_id, settings=fresh, databases=databases).get_user_sessions(USER)) == 1
     assert sum(t.name == "sessionctl-sync" for t in threading.enumerate()) == 1
+
+
+async def test_pools_are_bounded_in_number(settings: Settings, pg_database: str) -> None:
+    from sessionctl.identifiers import Dsn
+
+    dbs = Databases(pool_size=1, max_databases=2)
+    urls = [pg_database, pg_database.replace("127.0.0.1", "localhost"), pg_database + "?application_name=x"]
+    try:
+        for url in urls:
+            async with dbs.connect(Dsn.parse(url)) as conn:
+                assert await conn.fetchval("SELECT 1") == 1
+        assert len(dbs._pools) == 2  # the least recently used idle pool was closed
+        assert Dsn.parse(urls[0]) not in dbs._pools
+    finally:
+        await dbs.close()

@@ -44,6 +44,7 @@ from sessionctl.errors import (
 from sessionctl.jobindex import JobIndex
 from sessionctl.logs import configure_logging, get_logger
 from sessionctl.redisconf import redis_settings
+from sessionctl.resolvers import ResolverChain, build_chain
 from sessionctl.retention import parse_schedule
 from worker import serializer
 from worker.lease import lease
@@ -61,6 +62,7 @@ class WorkerState:
     databases: Databases
     hash_key: bytes
     index: JobIndex
+    resolvers: ResolverChain
     depth_task: asyncio.Task[None] | None = None
 
 
@@ -73,9 +75,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings.log_format, settings.log_level)
     state = WorkerState(
         settings=settings,
-        databases=Databases(pool_size=settings.pool_size, client_cache_size=settings.client_cache_size),
+        databases=Databases(
+            pool_size=settings.pool_size,
+            client_cache_size=settings.client_cache_size,
+            max_databases=settings.max_databases,
+        ),
         hash_key=settings.hash_key_bytes,
         index=job_index(ctx["redis"], settings),
+        resolvers=build_chain(settings),  # one per worker: its TTL cache spans jobs
     )
     ctx["state"] = state
     serving = metrics.serve(settings.metrics_port)
@@ -115,6 +122,7 @@ def _job_context(ctx: dict[str, Any]) -> tuple[WorkerState, JobContext]:
         job_id=job_id,
         job_try=int(ctx.get("job_try", 1)),
         progress=RedisProgress(ctx["redis"], job_id, state.settings.keep_result, state.settings.progress_interval),
+        resolvers=state.resolvers,
     )
 
 
