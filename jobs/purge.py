@@ -67,12 +67,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     total_remaining = sum(a.remaining for a in agents.values())
     if total_remaining and not request.dry_run:  # unreachable: _purge_schema raises first
         raise ErasureIncomplete(f"{total_remaining} sessions of the user remain")
-    would: dict[str, int] | None = None
-    if request.dry_run:
-        would = {}
-        for a in agents.values():
-            for k, v in (a.would_delete or {}).items():
-                would[k] = would.get(k, 0) + v
+    would = _sum_would(agents) if request.dry_run else None
     if not request.dry_run:
         await _receipt(ctx, request, hmac, agents, started)
         metrics.SESSIONS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.sessions_deleted for a in agents.values()))
@@ -316,12 +311,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
             raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
         await _bulk_receipts(ctx, request, hmacs, deleted, agents, started)
         metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
-    would: dict[str, int] | None = None
-    if request.dry_run:
-        would = {}
-        for a in agents.values():
-            for k, v in (a.would_delete or {}).items():
-                would[k] = would.get(k, 0) + v
+    would = _sum_would(agents) if request.dry_run else None
     result = BulkPurgeResult(
         job_id=ctx.job_id,
         status="dry_run" if request.dry_run else "succeeded",
@@ -370,3 +360,12 @@ async def _bulk_receipts(
     async with ctx.databases.connect(dsn) as conn:
         await receipts.ensure(conn, dsn.redacted)
         await receipts.record_many(conn, rows)
+
+
+def _sum_would(agents: dict[str, AgentPurgeResult]) -> dict[str, int]:
+    """A dry run's counts over all agents."""
+    total: dict[str, int] = {}
+    for a in agents.values():
+        for k, v in (a.would_delete or {}).items():
+            total[k] = total.get(k, 0) + v
+    return total

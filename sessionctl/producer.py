@@ -175,8 +175,8 @@ class Producer:
             "requested_by": requested_by,
         }
         request = parse_request(PurgeRequest, payload)
-        if check_agent and request.agent_id is not None:
-            await (await self._agent(request.agent_id)).layout()
+        if check_agent:
+            await self._check_agent(request.agent_id)
         return await self._enqueue(
             PURGE_USER_SESSIONS,
             request.model_dump(mode="json"),
@@ -212,8 +212,8 @@ class Producer:
             "requested_by": requested_by,
         }
         request = parse_request(BulkPurgeRequest, payload)
-        if check_agent and request.agent_id is not None:
-            await (await self._agent(request.agent_id)).layout()
+        if check_agent:
+            await self._check_agent(request.agent_id)
         identity = (
             self._target_identity(request.target),
             "\x00".join(sorted(request.user_ids)),
@@ -283,8 +283,8 @@ class Producer:
             "requested_by": requested_by,
         }
         request = parse_request(ExportRequest, payload)
-        if check_agent and request.agent_id is not None:
-            await (await self._agent(request.agent_id)).layout()
+        if check_agent:
+            await self._check_agent(request.agent_id)
         identity = (
             self._target_identity(request.target),
             "\x00all-users" if request.user_id is None else request.user_id,
@@ -296,6 +296,11 @@ class Producer:
             f"then_purge={request.then_purge}",
         )
         return await self._enqueue(EXPORT_SESSIONS, request.model_dump(mode="json"), identity=identity)
+
+    async def _check_agent(self, agent_id: str | None) -> None:
+        """An agent without session storage is refused before anything is enqueued."""
+        if agent_id is not None:
+            await (await self._agent(agent_id)).layout()
 
     async def _agent(self, agent_id: str) -> AgentHandle:
         if self._databases is None:
