@@ -113,6 +113,9 @@ async def main() -> None:
     ap.add_argument("--seed-loop-cap", type=int, default=3_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=5_000)
+    ap.add_argument(
+        "--index", action="store_true", help="create the index `sessionctl doctor` creates, on every copy, before timing"
+    )
     a = ap.parse_args()
     admin = await asyncpg.connect(ADMIN)
     await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -132,6 +135,13 @@ async def main() -> None:
             agent = f"bench-{method}-{rep}"
             schema = settings.schema_for(agent)
             await prepare(schema, agent, a.sessions, a.others)
+            if a.index:
+                c = await asyncpg.connect(URL)
+                await c.execute(
+                    f'CREATE INDEX sessionctl_sessions_user ON "{schema}".agno_sessions (user_id, created_at, session_id)'
+                )
+                await c.execute(f'ANALYZE "{schema}".agno_sessions')
+                await c.close()
             t = time.perf_counter()
             if method == "raw":
                 await m_raw(schema, agent)

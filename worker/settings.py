@@ -291,7 +291,10 @@ def build_worker_settings(settings: Settings | None = None) -> type:
         job_timeout = s.purge_timeout
         keep_result = s.keep_result
         max_tries = s.max_tries
-        poll_delay = 0.25
+        poll_delay = s.poll_delay
+        # arq reads max_jobs ids per poll by default, then sleeps poll_delay: with 4 slots that caps a
+        # worker near 4 / poll_delay jobs/s. Reading more ids per poll keeps every slot busy.
+        queue_read_limit = max(s.queue_read_limit, s.max_jobs)
         health_check_interval = 60
         # SIGTERM: stop taking jobs, let running ones finish for this long, then cancel them (the
         # batch in flight rolls back; arq re-queues the job at once).
