@@ -114,7 +114,9 @@ async def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=5_000)
     ap.add_argument(
-        "--index", action="store_true", help="create the index `sessionctl doctor` creates, on every copy, before timing"
+        "--index",
+        action="store_true",
+        help="create the index `sessionctl doctor` creates, on every copy, before timing",
     )
     a = ap.parse_args()
     admin = await asyncpg.connect(ADMIN)

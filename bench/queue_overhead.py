@@ -54,8 +54,14 @@ async def run(kind: str, jobs: int) -> float:
     t = time.perf_counter()
     for i in range(jobs):
         await pool.enqueue_job("noop", i, _queue_name="bench:q")
-    w = Worker(functions=[func(noop, name="noop")], redis_settings=REDIS, queue_name="bench:q", burst=True,
-               handle_signals=False, **kw)
+    w = Worker(
+        functions=[func(noop, name="noop")],
+        redis_settings=REDIS,
+        queue_name="bench:q",
+        burst=True,
+        handle_signals=False,
+        **kw,
+    )
     await w.main()
     dt = time.perf_counter() - t
     assert w.jobs_complete == jobs, (w.jobs_complete, jobs)

@@ -181,12 +181,14 @@ async def _write(
     return {**manifest, "bytes": written.size, "sha256": written.sha256}
 
 
-def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str]]]:
-    """(agent label, session id) of the export's lines, ``size`` at a time (memory stays flat)."""
+def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str, int]]]:
+    """(agent label, session id, last-change stamp) of the export's lines, ``size`` at a time."""
     with exportfile.open_records(path) as records:
-        chunk: list[tuple[str, str]] = []
+        chunk: list[tuple[str, str, int]] = []
         for rec in records:
-            chunk.append((rec["agent"], rec["session"]["session_id"]))
+            sess = rec["session"]
+            stamp = sess.get("updated_at") if sess.get("updated_at") is not None else sess.get("created_at")
+            chunk.append((rec["agent"], sess["session_id"], int(stamp)))
             if len(chunk) >= size:
                 yield chunk
                 chunk = []
@@ -210,7 +212,7 @@ async def _verify(
         raise ExportMismatch(f"export {data.name!r}: checksum does not match its manifest; nothing erased")
     lines: dict[str, int] = {}
     async for chunk in _aid_chunks(data, ctx.settings.batch_size):
-        for agent, _ in chunk:
+        for agent, _, _ in chunk:
             lines[agent] = lines.get(agent, 0) + 1
     expected = {k: v for k, v in manifest["counts"].items() if v}
     if lines != expected:
@@ -235,22 +237,26 @@ async def _erase_exported(
     blog: Any,
     started: str,
 ) -> dict[str, Any]:
-    """Delete exactly the exported sessions (owner-checked), then prove none in the window remain."""
+    """Delete exactly the exported sessions *as exported* — owner-checked, and only if unchanged since
+    (same last-change stamp) — then prove none in the window remain. A session that changed after
+    the export (the user kept chatting) is left alone and fails the job: what was not handed over
+    is not erased."""
     assert req.user_id is not None
     by_label = {t.label: t for t in targets}
     results = {t.label: AgentPurgeResult(agent_id=t.label, schema_name=t.layout.schema) for t in targets}
-    batch: dict[str, list[str]] = {}
+    batch: dict[str, list[tuple[str, int]]] = {}
 
     async def flush(label: str) -> None:
-        ids = batch.pop(label, [])
-        if ids:
+        pairs = batch.pop(label, [])
+        if pairs:
             t = by_label[label]
             async with ctx.databases.connect(t.dsn) as conn:
-                accumulate(results[label], await store.delete_user_sessions(conn, t.layout, req.user_id or "", ids))
+                outcome = await store.delete_unchanged_sessions(conn, t.layout, req.user_id or "", pairs)
+                accumulate(results[label], outcome)
 
     async for chunk in _aid_chunks(data, ctx.settings.batch_size):
-        for label, sid in chunk:
-            batch.setdefault(label, []).append(sid)
+        for label, sid, stamp in chunk:
+            batch.setdefault(label, []).append((sid, stamp))
             if len(batch[label]) >= ctx.settings.batch_size:
                 await flush(label)
     for label in list(batch):
@@ -260,8 +266,8 @@ async def _erase_exported(
             results[t.label].remaining = await store.count_window(conn, t.layout, window)
         if results[t.label].remaining:
             raise ExportMismatch(
-                f"agent {t.label}: {results[t.label].remaining} sessions arrived after the export and were "
-                "not erased (they were not handed over); request export-then-erase again with a new --out"
+                f"agent {t.label}: {results[t.label].remaining} sessions arrived or changed after the export and "
+                "were not erased (they were not handed over); request export-then-erase again with a new --out"
             )
     total = sum(r.sessions_deleted for r in results.values())
     await write_receipt(

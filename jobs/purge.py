@@ -59,7 +59,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     )
     t0 = time.monotonic()
 
-    spec = Spec([request.user_id], request.dry_run, request.memories, request.scope)
+    spec = Spec([request.user_id], request.dry_run, request.memories, request.scope, request.all_agents)
     agents: dict[str, AgentPurgeResult] = {}
     for target in await resolve_targets(ctx, request.agent_id, request.all_agents):
         agents[target.label], _ = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
@@ -109,6 +109,7 @@ class Spec:
     dry_run: bool = False
     memories: bool = False
     scope: str = "sessions"  # "all": every user-keyed table (store.USER_STORES)
+    shared_files: bool = False  # all agents: also the user's files in the database-wide fs.agno_fs
 
 
 async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> tuple[AgentPurgeResult, dict[str, int]]:
@@ -124,6 +125,8 @@ async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> 
             if spec.scope == "all":
                 rows = await store.remaining_user_rows(conn, layout.schema, users)
                 res.would_delete.update({f"table:{t}": n for t, n in rows.items() if n})
+                if spec.shared_files:
+                    res.would_delete["table:fs.agno_fs"] = await store.count_user_files(conn, users)
             res.remaining = counts.sessions
             bl.info("purge.dry_run", **counts.as_dict())
             return res, per_user
@@ -148,7 +151,7 @@ async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> 
                 "(something keeps writing them); the job will retry"
             )
         if spec.scope == "all":
-            await _erase_everything_else(conn, layout, users, res, label)
+            await _erase_everything_else(conn, layout, users, res, label, spec.shared_files)
         elif spec.memories:
             res.memories_deleted = await store.delete_user_memories(conn, layout, users)
             left = await store.count_user(conn, layout, users, memories=True)
@@ -166,10 +169,15 @@ async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> 
 
 
 async def _erase_everything_else(
-    conn: asyncpg.Connection, layout: store.Layout, users: list[str], res: AgentPurgeResult, label: str
+    conn: asyncpg.Connection,
+    layout: store.Layout,
+    users: list[str],
+    res: AgentPurgeResult,
+    label: str,
+    shared_files: bool,
 ) -> None:
     """Scope "all": every other user-keyed table, then a recount of every table with a user_id column."""
-    res.tables = await store.erase_user_stores(conn, layout, users)
+    res.tables = await store.erase_user_stores(conn, layout, users, shared_files=shared_files)
     res.memories_deleted = res.tables.get(store.MEMORIES, 0)
     left = {t: n for t, n in (await store.remaining_user_rows(conn, layout.schema, users)).items() if n}
     unknown = sorted(t for t in left if t not in store.KNOWN_USER_TABLES)
@@ -294,7 +302,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
     users = request.user_ids
     blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, users=len(users))
     blog.info("purge_users.start", target=request.target, dry_run=request.dry_run, scope=request.scope)
-    spec = Spec(users, request.dry_run, request.memories, request.scope)
+    spec = Spec(users, request.dry_run, request.memories, request.scope, request.all_agents)
     agents: dict[str, AgentPurgeResult] = {}
     deleted: dict[str, int] = dict.fromkeys(users, 0)
     remaining: dict[str, int] = dict.fromkeys(users, 0)

@@ -28,6 +28,7 @@ from jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResul
 from jobs.targets import Target, resolve_targets
 from sessionctl import exportfile, metrics, store
 from sessionctl.agents import merge_runs
+from sessionctl.errors import InvalidRequest
 from sessionctl.logs import get_logger
 from sessionctl.retention import Bucket, buckets, load_policy
 
@@ -41,7 +42,10 @@ def _now() -> str:
 async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> RetentionResult:
     started = _now()
     policy = load_policy(ctx.settings.retention_file)
-    as_of = req.as_of if req.as_of is not None else int(time.time())
+    now = int(time.time())
+    as_of = req.as_of if req.as_of is not None else now
+    if as_of > now + 60:
+        raise InvalidRequest("retention as_of is in the future: it would delete sessions before they are due")
     blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, as_of=as_of)
     blog.info("retention.start", target=req.target, dry_run=req.dry_run, tick=req.tick)
     deadline = time.monotonic() + ctx.settings.retention_budget
@@ -55,6 +59,9 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
         entry, rule = match
         report: dict[str, Any] = {"schema": target.layout.schema, "policy": entry, "buckets": []}
         for bucket in buckets(rule, as_of):
+            if partial and not req.dry_run:
+                report["buckets"].append({**bucket.describe(), "skipped": "time budget spent", "remaining": 0})
+                continue
             b = await _clean_bucket(ctx, req, target, bucket, rule.export_before_delete, as_of, deadline, blog)
             partial = partial or b.pop("partial", False)
             report["buckets"].append(b)
@@ -106,12 +113,12 @@ async def _clean_bucket(
         deleted, after = 0, None
         pause = ctx.settings.retention_pause_ms / 1000
         while True:
-            if time.monotonic() > deadline:
-                out["partial"] = True
-                blog.warning("retention.budget_spent", agent=target.label, deleted=deleted)
-                break
             ids = await store.next_snapshot_ids(conn, after, ctx.settings.batch_size)
             if not ids:
+                break
+            if time.monotonic() > deadline:  # work left and no time: the next run continues
+                out["partial"] = True
+                blog.warning("retention.budget_spent", agent=target.label, deleted=deleted)
                 break
             after = ids[-1]
             t = time.monotonic()

@@ -32,27 +32,41 @@ async def resolve_targets(ctx: JobContext, agent_id: str | None, all_agents: boo
         handle = await AgentHandle.resolve(agent_id, settings=ctx.settings, databases=ctx.databases, chain=chain)
         return [Target(agent_id, handle.dsn, await handle.layout())]
     assert all_agents
-    out: list[Target] = []
-    seen: set[tuple[str, str]] = set()
+    named: list[Target] = []
+    seen: set[tuple[tuple[str, str, int, str], str]] = set()  # (database as connected to, schema)
     for aid in await chain.known_agents():
         try:
             handle = await AgentHandle.resolve(aid, settings=ctx.settings, databases=ctx.databases, chain=chain)
             layout = await handle.layout()
         except (AgentNotFound, NotAgnoStorage):
             continue  # known, but holding no Agno sessions: nothing of the user can be there
-        seen.add((handle.dsn.redacted, handle.schema))
-        out.append(Target(aid, handle.dsn, layout))
-    for dsn in chain.databases():
+        key = (handle.dsn.target, handle.schema)
+        if key not in seen:
+            seen.add(key)
+            named.append(Target(aid, handle.dsn, layout))
+    discovered: list[tuple[Dsn, store.Layout]] = []
+    databases = {d.target: d for d in chain.databases()}
+    for dsn in databases.values():
         async with ctx.databases.connect(dsn) as conn:
             for schema in await store.discover_agent_schemas(conn):
-                if (dsn.redacted, schema) in seen:
+                if (dsn.target, schema) in seen:
                     continue
                 found = await store.read_layout(conn, schema)
                 if found is None or await store.session_table_problems(conn, schema):
                     # a table that merely shares the name cannot hold Agno sessions
                     log.warning("job.skip_schema", schema=schema, reason="not an Agno session table")
                     continue
-                seen.add((dsn.redacted, schema))
-                label = schema if len(chain.databases()) == 1 else f"{dsn.database}/{schema}"
-                out.append(Target(label, dsn, found))
+                seen.add((dsn.target, schema))
+                discovered.append((dsn, found))
+    one_database = len({t.dsn.target for t in named} | {d.target for d, _ in discovered}) <= 1
+    out = list(named)
+    labels = {t.label for t in out}
+    for dsn, layout in discovered:
+        label = layout.schema if one_database else f"{dsn.where}/{layout.schema}"
+        base, n = label, 1
+        while label in labels:  # results and receipts are keyed by label: never let two collide
+            n += 1
+            label = f"{base}#{n}"
+        labels.add(label)
+        out.append(Target(label, dsn, layout))
     return out

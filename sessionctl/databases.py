@@ -85,6 +85,8 @@ class Databases:
         self._clients: OrderedDict[tuple[Dsn, str], Any] = OrderedDict()
         self._sync_clients: OrderedDict[tuple[Dsn, str], Any] = OrderedDict()
         self.clients_built = 0  # for tests and metrics: how many Agno clients were constructed
+        self._leases: dict[Dsn, int] = {}  # connections handed out or being opened, per database
+        self._evict_lock = asyncio.Lock()
 
     async def pool(self, dsn: Dsn) -> asyncpg.Pool:
         pool = self._pools.get(dsn)
@@ -119,9 +121,15 @@ class Databases:
         return Connect(self, dsn)
 
     async def _make_room(self) -> None:
-        """At most ``max_databases`` pools: close the least recently used idle one."""
+        """At most ``max_databases`` pools: close the least recently used one nobody holds or awaits."""
+        async with self._evict_lock:
+            await self._evict()
+
+    async def _evict(self) -> None:
         while len(self._pools) >= self.max_databases:
-            idle = [d for d, p in self._pools.items() if p.get_size() == p.get_idle_size()]
+            idle = [
+                d for d, p in self._pools.items() if self._leases.get(d, 0) == 0 and p.get_size() == p.get_idle_size()
+            ]
             if not idle:
                 raise DatabaseUnavailable(
                     f"more than {self.max_databases} databases busy at once (SESSIONCTL_MAX_DATABASES);"
@@ -219,10 +227,15 @@ class Connect:
         self._pool: asyncpg.Pool | None = None
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self._pool = await self.databases.pool(self.dsn)
+        leases = self.databases._leases
+        leases[self.dsn] = leases.get(self.dsn, 0) + 1  # before the pool exists: it must not be evicted
         try:
+            self._pool = await self.databases.pool(self.dsn)
             self._conn = await self._pool.acquire()
-        except Exception as exc:
+        except BaseException as exc:
+            leases[self.dsn] -= 1
+            if not isinstance(exc, Exception):
+                raise
             mapped = map_db_error(exc, self.dsn, "cannot reach")
             if mapped is None:
                 raise
@@ -233,6 +246,7 @@ class Connect:
         if self._pool is not None and self._conn is not None:
             with contextlib.suppress(Exception):  # a broken connection is dropped by the pool
                 await self._pool.release(self._conn)
+            self.databases._leases[self.dsn] -= 1
         if exc is not None and not isinstance(exc, SessionctlError):
             mapped = map_db_error(exc, self.dsn, "lost")
             if mapped is not None:

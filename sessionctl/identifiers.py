@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from sessionctl.errors import InvalidConnectionURI, InvalidRequest
 
@@ -72,6 +72,26 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _normalise_query(parts: SplitResult, rest: str) -> str:
+    """Move ``?dbname=`` / ``?database=`` into the path, so every driver connects to the same database:
+    asyncpg takes the path and ignores ``dbname``, libpq (psycopg, Agno's driver) lets the query win.
+    A database named both ways, differently, is refused."""
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    hosts = {v for k, v in pairs if k == "host"}
+    if hosts and parts.hostname and hosts != {parts.hostname}:
+        raise InvalidConnectionURI("database URI names the host twice (in the URL and in ?host=): name it once")
+    named = [v for k, v in pairs if k in ("dbname", "database")]
+    path_db = unquote(parts.path.lstrip("/"))
+    if not named:
+        return rest
+    if len(set(named)) > 1 or (path_db and path_db != named[0]):
+        raise InvalidConnectionURI(
+            "database URI names the database twice (in the path and in ?dbname=/?database=): name it once"
+        )
+    query = urlencode([(k, v) for k, v in pairs if k not in ("dbname", "database")])
+    return f"{parts.netloc}/{quote(named[0], safe='')}" + (f"?{query}" if query else "")
+
+
 _ACCEPTED_SCHEMES = {
     "postgres",
     "postgresql",
@@ -112,12 +132,13 @@ class Dsn:
                 "database URI has a reserved character (/ ? # @) in its user or password: percent-encode it "
                 "(e.g. / as %2F)"
             )
+        rest = _normalise_query(parts, rest)
         if scheme not in _ACCEPTED_SCHEMES:
             raise InvalidConnectionURI(
                 f"database URI scheme {scheme!r} is not supported: use postgresql:// "
                 "(postgres://, postgresql+psycopg:// and postgresql+asyncpg:// are accepted too)"
             )
-        if not parts.hostname and "host=" not in parts.query:
+        if not urlsplit("postgresql://" + rest).hostname and "host=" not in parts.query:
             raise InvalidConnectionURI("database URI has no host: expected postgresql://user@host:5432/dbname")
         return cls("postgresql://" + rest)
 
@@ -146,8 +167,33 @@ class Dsn:
         return f"postgresql://{netloc}{parts.path}"
 
     @property
+    def target(self) -> tuple[str, str, int, str]:
+        """(user, host, port, database) as the driver connects — query parameters (``?host=``,
+        ``?dbname=``, …) win over the URL's parts. Two DSNs name the same database iff equal."""
+        parts = urlsplit(self._raw)
+        q = parse_qs(parts.query)
+
+        def pick(*names: str, default: str) -> str:
+            for n in names:
+                if q.get(n):
+                    return q[n][0]
+            return default
+
+        user = pick("user", default=unquote(parts.username or ""))
+        host = pick("host", default=parts.hostname or "")
+        port = int(pick("port", default=str(parts.port or 5432)))
+        database = pick("dbname", "database", default=unquote(parts.path.lstrip("/")) or user or "postgres")
+        return user, host, port, database
+
+    @property
     def database(self) -> str:
-        return unquote(urlsplit(self._raw).path.lstrip("/")) or "postgres"
+        return self.target[3]
+
+    @property
+    def where(self) -> str:
+        """``host[:port]/database``, for labels and messages (no user, no password)."""
+        _, host, port, database = self.target
+        return f"{host}{'' if port == 5432 else f':{port}'}/{database}"
 
     def __str__(self) -> str:
         return self.redacted

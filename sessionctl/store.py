@@ -317,6 +317,20 @@ async def delete_user_sessions(
     return await _delete_sessions(conn, layout, session_ids, Guard.owned_by(owners))
 
 
+async def delete_unchanged_sessions(
+    conn: asyncpg.Connection, layout: Layout, user_id: str, sessions: list[tuple[str, int]]
+) -> BatchOutcome:
+    """Delete the user's sessions whose last-change stamp (``coalesce(updated_at, created_at)``) is
+    still the given one — export-then-erase erases exactly what it handed over."""
+    ids = [sid for sid, _ in sessions]
+    guard = Guard(
+        "d.user_id = $2 AND (d.session_id, coalesce(d.updated_at, d.created_at))"
+        " IN (SELECT * FROM unnest($3::text[], $4::bigint[]))",
+        (user_id, ids, [stamp for _, stamp in sessions]),
+    )
+    return await _delete_sessions(conn, layout, ids, guard)
+
+
 async def delete_expired_sessions(
     conn: asyncpg.Connection,
     layout: Layout,
@@ -605,9 +619,16 @@ USER_STORES: tuple[UserStore, ...] = (
 KNOWN_USER_TABLES = frozenset(s.table for s in USER_STORES)
 
 
-async def erase_user_stores(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> dict[str, int]:
+async def erase_user_stores(
+    conn: asyncpg.Connection, layout: Layout, users: list[str], *, shared_files: bool
+) -> dict[str, int]:
     """Delete (or anonymize) the users' rows in every user-keyed table but ``agno_sessions`` (which the
-    session purge handles), in one transaction; rows touched per table."""
+    session purge handles), in one transaction; rows touched per table.
+
+    ``fs.agno_fs`` is shared by every agent of the database: payloads that this schema's tool-result
+    rows point at always go; the user's *other* files only when ``shared_files`` (an all-agents
+    erasure) — an erasure at one agent must not delete files of the user's other agents.
+    """
     counts: dict[str, int] = {}
     async with conn.transaction():
         for st in USER_STORES:
@@ -637,11 +658,17 @@ async def erase_user_stores(conn: asyncpg.Connection, layout: Layout, users: lis
             else:
                 status = await conn.execute(f"UPDATE {q} SET user_id = NULL WHERE user_id = ANY($1::text[])", users)
             counts[st.table] = _rowcount(status)
-        if layout.payload_table:  # payloads the user owns that no index row of this schema points at
+        if shared_files and layout.payload_table:  # the user's files no index row of this schema points at
             counts["fs.agno_fs"] = counts.get("fs.agno_fs", 0) + _rowcount(
                 await conn.execute(f"DELETE FROM {PAYLOADS} WHERE user_id = ANY($1::text[])", users)
             )
     return counts
+
+
+async def count_user_files(conn: asyncpg.Connection, users: list[str]) -> int:
+    if await conn.fetchval("SELECT to_regclass('fs.agno_fs')") is None:
+        return 0
+    return int(await conn.fetchval(f"SELECT count(*) FROM {PAYLOADS} WHERE user_id = ANY($1::text[])", users))
 
 
 async def remaining_user_rows(conn: asyncpg.Connection, schema: str, users: list[str]) -> dict[str, int]:

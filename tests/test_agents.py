@@ -159,3 +159,27 @@ async def test_pools_are_bounded_in_number(settings: Settings, pg_database: str)
         assert Dsn.parse(urls[0]) not in dbs._pools
     finally:
         await dbs.close()
+
+
+async def test_a_pool_in_use_or_being_opened_is_never_evicted(pg_database: str) -> None:
+    import asyncio
+
+    from sessionctl.errors import DatabaseUnavailable
+    from sessionctl.identifiers import Dsn
+
+    dbs = Databases(pool_size=1, max_databases=1)
+    urls = [pg_database, pg_database.replace("127.0.0.1", "localhost")]
+
+    async def use(url: str) -> str:
+        try:
+            async with dbs.connect(Dsn.parse(url)) as conn:
+                await conn.fetchval("SELECT pg_sleep(0.05)")
+                return "ok"
+        except DatabaseUnavailable:
+            return "busy"  # retryable: the other database holds the only slot
+
+    try:
+        results = await asyncio.gather(*[use(urls[i % 2]) for i in range(20)])
+        assert set(results) <= {"ok", "busy"} and "ok" in results  # never a pool closed under a user
+    finally:
+        await dbs.close()

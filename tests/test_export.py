@@ -282,3 +282,41 @@ def test_worker_killed_mid_export_leaves_no_partial_file_and_the_retry_writes_a_
     assert exportfile.file_sha256(path)[0] == state["result"]["sha256"]
     assert sorted(p.name for p in exports.iterdir()) == ["big.jsonl.gz", "big.jsonl.gz.manifest.json"]
     assert recovered_after < 60
+
+
+async def test_export_then_erase_leaves_a_session_changed_after_the_export(
+    xsettings: Settings, pg: asyncpg.Connection, agent_id: str, databases: Databases
+) -> None:
+    from jobs.export import _erase_exported
+    from jobs.models import ExportRequest
+
+    schema = xsettings.schema_for(agent_id)
+    db = agno_db(xsettings.database_url, schema)
+    ids = await seed_sessions(db, agent_id, USER, 3)
+    await db.close()
+    state = await _export(xsettings, agent_id=agent_id, user_id=USER, out="dsr.jsonl")
+    path = Path(state.result["path"])
+    # the user keeps chatting in one exported session before the erase runs
+    await pg.execute(
+        f'UPDATE "{schema}".agno_sessions SET updated_at = updated_at + 5,'
+        ' session_data = \'{"session_name": "NEW message, never exported"}\' WHERE session_id = $1',
+        ids[1],
+    )
+    ctx = JobContext(settings=xsettings, databases=databases, hash_key=HASH_KEY.encode(), job_id="t-erase")
+    targets = await resolve_targets(ctx, agent_id, False)
+    req = ExportRequest(out="dsr.jsonl", agent_id=agent_id, user_id=USER, then_purge=True)
+    with pytest.raises(ExportMismatch, match="arrived or changed after the export"):
+        await _erase_exported(
+            ctx, req, targets, store.Window(user_id=USER), path, log_stub(), "2026-01-01T00:00:00+00:00"
+        )
+    left = [r["session_id"] for r in await pg.fetch(f'SELECT session_id FROM "{schema}".agno_sessions')]
+    assert left == [ids[1]]  # the unchanged two were erased; the changed one was not
+
+
+def log_stub() -> object:
+    class _L:
+        def info(self, *a: object, **k: object) -> None: ...
+
+        def warning(self, *a: object, **k: object) -> None: ...
+
+    return _L()

@@ -229,3 +229,38 @@ def test_agents_command_lists_where_each_agent_lives(
     rows = {r["schema"]: r for r in json.loads(res.stdout)}
     mine = rows[settings.schema_for(agent_id)]
     assert mine["sessions"] == 3 and ":***@" in mine["database"] and "hunter2" not in res.stdout
+
+
+async def test_two_databases_told_apart_only_by_the_query_are_both_purged_and_both_counted(
+    settings: Settings, second_database: str, tmp_path: Path
+) -> None:
+    base = settings.database_url.rsplit("/", 1)[0]
+    first_db = settings.database_url.rsplit("/", 1)[1]
+    second_db = second_database.rsplit("/", 1)[1]
+    user = f"q-{uuid.uuid4().hex[:6]}"
+    amap = tmp_path / "agents.toml"
+    amap.write_text(
+        f'[agents."eu-bot"]\ndsn = "{base}?dbname={first_db}"\nschema = "ai_shared"\n'
+        f'[agents."us-bot"]\ndsn = "{base}?dbname={second_db}"\nschema = "ai_shared"\n'
+    )
+    s = settings.model_copy(update={"agent_map": str(amap)})
+    for url, n in ((settings.database_url, 3), (second_database, 2)):
+        db = agno_db(url, "ai_shared")
+        await seed_sessions(db, "x", user, n, prefix=f"{user}-{n}")
+        await db.close()
+    async with Producer(s) as producer:
+        enq = await producer.purge_user_sessions(all_agents=True, user_id=user, requested_by="t")
+        await run_worker(s)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded", state
+    assert state.result["sessions_deleted"] == 5  # 3 + 2: neither database skipped, neither count lost
+    assert state.result["agents"]["eu-bot"]["sessions_deleted"] == 3
+    assert state.result["agents"]["us-bot"]["sessions_deleted"] == 2
+    for url in (settings.database_url, second_database):
+        c = await asyncpg.connect(url)
+        assert await c.fetchval("SELECT count(*) FROM ai_shared.agno_sessions WHERE user_id = $1", user) == 0
+        await c.close()
+    c = await asyncpg.connect(settings.database_url)
+    counts = await c.fetchval("SELECT counts FROM sessionctl.receipts WHERE job_id = $1", enq.job_id)
+    await c.close()
+    assert '"sessions": 5' in counts

@@ -22,7 +22,7 @@ from tests.agno_seed import agno_db, clone_sessions, seed_sessions
 from tests.conftest import run_worker
 
 DAY = 86_400
-AS_OF = 1_800_000_000
+AS_OF = 1_760_000_000  # in the past: a future as_of is refused
 SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
 
 

@@ -201,8 +201,16 @@ async def test_scope_all_clears_every_user_keyed_table(
     for table in anonymized:
         assert await pg.fetchval(f'SELECT count(*) FROM "{schema}"."{table}" WHERE user_id IS NULL') == 1
         assert tables[table] == 1
-    assert tables["agno_memories"] == 1 and tables["agno_spans"] == 1 and tables["fs.agno_fs"] == 2
+    # one agent's erasure: its tool results' payloads go, the user's other files (other agents') stay
+    assert tables["agno_memories"] == 1 and tables["agno_spans"] == 1 and tables["fs.agno_fs"] == 1
     assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_spans WHERE trace_id = $1', f"trace-{OTHER}") == 1
+    assert await pg.fetchval("SELECT count(*) FROM fs.agno_fs WHERE user_id = $1", USER) == 1
+    assert await pg.fetchval("SELECT count(*) FROM fs.agno_fs WHERE user_id = $1", OTHER) == 2
+    # an erasure at every agent takes the user's files in the database-wide store too
+    async with Producer(settings) as producer:
+        every = await producer.purge_user_sessions(all_agents=True, user_id=USER, scope="all")
+        await run_worker(settings)
+        assert (await producer.status(every.job_id)).status == "succeeded"
     assert await pg.fetchval("SELECT count(*) FROM fs.agno_fs WHERE user_id = $1", USER) == 0
     assert await pg.fetchval("SELECT count(*) FROM fs.agno_fs WHERE user_id = $1", OTHER) == 2
     receipt = await pg.fetchrow("SELECT agents FROM sessionctl.receipts WHERE job_id = $1", enq.job_id)

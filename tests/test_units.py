@@ -140,3 +140,14 @@ async def test_progress_is_best_effort_when_redis_fails() -> None:
             raise RedisConnectionError("gone")
 
     await RedisProgress(Broken(), "j", 60).update(processed=1, total=2, agent="a", force=True)  # no raise
+
+
+def test_dsn_target_is_what_the_driver_connects_to() -> None:
+    a = Dsn.parse("postgresql://u@h:5432?dbname=one")
+    b = Dsn.parse("postgresql://u@h:5432?dbname=two")
+    assert a.target != b.target and a.asyncpg == "postgresql://u@h:5432/one"  # every driver: the same database
+    assert a.database == "one" and a.where == "h/one"
+    with pytest.raises(InvalidConnectionURI, match="twice"):
+        Dsn.parse("postgresql://u@h/postgres?dbname=other")  # asyncpg would take the path, libpq the query
+    assert Dsn.parse("postgres://u@h/db").target == Dsn.parse("postgresql+asyncpg://u@h:5432/db").target
+    assert Dsn.parse("postgresql://u@/db?host=/cloudsql/inst1").target[1] == "/cloudsql/inst1"

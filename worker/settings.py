@@ -230,17 +230,24 @@ async def purge_expired_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any)
     )
 
 
-async def retention_tick(ctx: dict[str, Any]) -> str:
-    """The cron: only *enqueues* a regular retention job, with a job id per tick. arq runs crons
+async def retention_tick(ctx: dict[str, Any]) -> str | None:
+    """The cron: only *enqueues* a regular retention job, one per scheduled tick. arq runs crons
     once (max_tries=1) and never again after an interruption; the regular job has retries, the lease
-    and the job index, and a repeated run is harmless. Several workers: one job per tick."""
+    and the job index, and a repeated run is harmless. The tick is the *scheduled* time (from arq's
+    cron job id ``retention:<ms>``), and each tick is claimed once (SET NX): several workers, clocks a
+    little apart, make one job per tick."""
     from sessionctl.producer import Producer
 
     state: WorkerState = ctx["state"]
-    now = datetime.now(UTC).replace(microsecond=0)
-    tick = now.strftime("%Y-%m-%dT%H:%M:%S")
+    scheduled = str(ctx.get("job_id", "")).rsplit(":", 1)[-1]
+    ms = int(scheduled) if scheduled.isdigit() else int(time.time() * 1000)
+    when = datetime.fromtimestamp(ms / 1000, UTC).replace(microsecond=0)
+    tick = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if not await ctx["redis"].set(f"sessionctl:retention:tick:{tick}", "1", nx=True, ex=7 * 86400):
+        log.info("retention.tick_taken", tick=tick)
+        return None
     enq = await Producer(state.settings, redis=ctx["redis"]).run_retention(
-        as_of=int(now.timestamp()), tick=tick, requested_by="cron"
+        as_of=int(when.timestamp()), tick=tick, requested_by="cron"
     )
     log.info("retention.tick", tick=tick, job_id=enq.job_id, collapsed=enq.collapsed)
     return enq.job_id
