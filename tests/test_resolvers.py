@@ -264,3 +264,14 @@ async def test_two_databases_told_apart_only_by_the_query_are_both_purged_and_bo
     counts = await c.fetchval("SELECT counts FROM sessionctl.receipts WHERE job_id = $1", enq.job_id)
     await c.close()
     assert '"sessions": 5' in counts
+
+
+async def test_a_resolver_of_your_own_plugs_in(settings: Settings) -> None:
+    s = settings.model_copy(update={"resolvers": "tests.plugin_resolver:VaultResolver,static"})
+    chain = build_chain(s)
+    loc = await chain.resolve("vault-one")
+    assert (loc.source, loc.schema) == ("vault", "vault_one")
+    assert (await chain.resolve("other-agent")).source == "static"  # None from the plug-in: next one
+    assert await chain.known_agents() == ["vault-one"]
+    with pytest.raises(ValueError, match="cannot load"):
+        build_chain(settings.model_copy(update={"resolvers": "no.such.module:Nope"}))
