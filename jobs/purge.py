@@ -65,7 +65,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
         agents[target.label], _ = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
 
     total_remaining = sum(a.remaining for a in agents.values())
-    if total_remaining and not request.dry_run:  # unreachable: _purge_schema raises first
+    if total_remaining and not request.dry_run:  # unreachable: purge_schema raises first
         raise ErasureIncomplete(f"{total_remaining} sessions of the user remain")
     would = _sum_would(agents) if request.dry_run else None
     if not request.dry_run:
