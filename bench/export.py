@@ -1,0 +1,143 @@
+"""Benchmark: export N sessions to JSON Lines, sessionctl vs Postgres' own COPY, side by side.
+
+    python bench/export.py [--sizes 20000,200000] [--repeat 1]
+
+Data: one agent schema, sessions cloned in SQL from an Agno-written one, 2 runs of ~2 KB each,
+plus other users' sessions. Per size:
+
+- copy: ``COPY (SELECT row_to_json(s) || runs aggregated …) TO STDOUT`` streamed into a file — the
+  database's limit for "every session with its runs as one JSON line";
+- sessionctl plain / zstd: ``sessionctl export`` enqueued, run by ``sessionctl worker --burst`` in a
+  child process; its peak RSS is read from the child's rusage.
+
+Prints sessions/s, the ratio to COPY and the worker's peak RSS per size (memory must stay flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.agno_seed import agno_db, clone_sessions, seed_sessions
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+DB = "sessionctl_bench_export"
+URL = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+AGENT = "bench-export"
+SCHEMA = "ag_bench_export"
+USER = "bench-user"
+
+
+async def prepare(n: int) -> None:
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {DB}")
+    await admin.close()
+    db = agno_db(URL, SCHEMA)
+    await seed_sessions(db, AGENT, USER, 1)
+    await seed_sessions(db, AGENT, "other", 1)
+    await db.close()
+    c = await asyncpg.connect(URL)
+    await c.execute(
+        f"UPDATE {SCHEMA}.agno_runs SET run_data = jsonb_set(run_data, '{{content}}', to_jsonb($1::text))", "x" * 2000
+    )
+    await clone_sessions(c, SCHEMA, f"{AGENT}-{USER}-s0", USER, n - 1, "c")
+    await clone_sessions(c, SCHEMA, f"{AGENT}-other-s0", "other", 5000, "o")
+    await c.execute(f"ANALYZE {SCHEMA}.agno_sessions; ANALYZE {SCHEMA}.agno_runs")
+    await c.close()
+
+
+async def copy_rate(n: int, out: Path) -> float:
+    c = await asyncpg.connect(URL)
+    sql = (  # asyncpg wraps it: COPY (…) TO STDOUT
+        f"SELECT (to_jsonb(s) || jsonb_build_object('runs', coalesce((SELECT jsonb_agg(r.run_data ORDER BY"
+        f" r.run_index) FROM {SCHEMA}.agno_runs r WHERE r.session_id = s.session_id), '[]')))::text"
+        f" FROM {SCHEMA}.agno_sessions s WHERE s.user_id = '{USER}' ORDER BY created_at, session_id"
+    )
+    t = time.perf_counter()
+    with out.open("wb") as fh:
+        await c.copy_from_query(sql, output=fh)
+    dt = time.perf_counter() - t
+    await c.close()
+    return n / dt
+
+
+def sessionctl_rate(n: int, exports: Path, name: str, compress: str) -> tuple[float, int]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": URL,
+        "REDIS_URL": "redis://127.0.0.1:6379/14",
+        "SESSIONCTL_HASH_KEY": "bench",
+        "SESSIONCTL_QUEUE": "bench:export",
+        "SESSIONCTL_EXPORT_DIR": str(exports),
+        "SESSIONCTL_LOG_LEVEL": "WARNING",
+        "SESSIONCTL_METRICS_PORT": "0",
+    }
+    cli = [sys.executable, "-m", "sessionctl.cli"]
+    subprocess.run(["redis-cli", "-n", "14", "flushdb"], check=True, capture_output=True)
+    t = time.perf_counter()
+    subprocess.run(
+        [*cli, "export", "--agent", AGENT, "--user", USER, "--out", name, "--compress", compress],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    # the worker runs under a fresh parent, so its rusage is this run's alone
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True);"
+        " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", probe, *cli, "worker", "--burst"], env=env, check=True, capture_output=True, text=True
+    )
+    dt = time.perf_counter() - t
+    assert (exports / name).exists()
+    return n / dt, int(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="20000,200000")
+    a = ap.parse_args()
+    rows = []
+    for n in [int(x) for x in a.sizes.split(",")]:
+        asyncio.run(prepare(n))
+        with tempfile.TemporaryDirectory() as tmp:
+            exports = Path(tmp) / "exports"
+            copy = asyncio.run(copy_rate(n, Path(tmp) / "copy.jsonl"))
+            plain, rss_plain = sessionctl_rate(n, exports, f"plain-{n}.jsonl", "none")
+            zst, rss_zst = sessionctl_rate(n, exports, f"zst-{n}.jsonl.zst", "zst")
+            size_plain = (exports / f"plain-{n}.jsonl").stat().st_size
+            size_zst = (exports / f"zst-{n}.jsonl.zst").stat().st_size
+        rows.append((n, copy, plain, zst, rss_plain, rss_zst, size_plain, size_zst))
+        print(f"  {n:>7} sessions: COPY {copy:,.0f}/s, sessionctl {plain:,.0f}/s plain, {zst:,.0f}/s zstd", flush=True)
+    print(
+        "\n| sessions | COPY /s | sessionctl plain /s (÷ COPY) | zstd /s (÷ COPY) | worker peak RSS plain / zstd | file plain / zstd |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n, copy, plain, zst, rp, rz, sp, sz in rows:
+        print(
+            f"| {n:,} | {copy:,.0f} | {plain:,.0f} ({plain / copy:.2f}×) | {zst:,.0f} ({zst / copy:.2f}×) "
+            f"| {rp / 1024:.0f} MiB / {rz / 1024:.0f} MiB | {sp / 2**20:.0f} MiB / {sz / 2**20:.1f} MiB |"
+        )
+    asyncio.run(_drop())
+
+
+async def _drop() -> None:
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    await admin.close()
+
+
+if __name__ == "__main__":
+    main()
