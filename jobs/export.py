@@ -145,12 +145,7 @@ async def _write(
                     runs = await store.runs_for_sessions(conn, t.layout, [r["session_id"] for r in rows])
                 if not rows:
                     break
-                records = []
-                for row in rows:
-                    row["runs"] = merge_runs(runs.get(row["session_id"], []), row.get("runs"))
-                    records.append(
-                        {"v": exportfile.FORMAT_VERSION, "agent": t.label, "schema": t.layout.schema, "session": row}
-                    )
+                records = export_records(t, rows, runs)
                 await asyncio.to_thread(writer.write_records, records)  # compression off the event loop
                 counts[t.label] += len(rows)
                 processed += len(rows)
@@ -179,6 +174,19 @@ async def _write(
     await ctx.progress.update(processed=processed, total=processed, agent=None, force=True)
     blog.info("export.written", sessions=processed, bytes=written.size)
     return {**manifest, "bytes": written.size, "sha256": written.sha256}
+
+
+def export_records(
+    target: Target, rows: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Session rows as ``sessionctl-export/1`` records: runs attached wherever they live."""
+    records = []
+    for row in rows:
+        row["runs"] = merge_runs(runs.get(row["session_id"], []), row.get("runs"))
+        records.append(
+            {"v": exportfile.FORMAT_VERSION, "agent": target.label, "schema": target.layout.schema, "session": row}
+        )
+    return records
 
 
 def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str, int]]]:

@@ -24,10 +24,10 @@ from typing import Any
 import asyncpg
 
 from jobs.context import JobContext
+from jobs.export import export_records
 from jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
 from jobs.targets import Target, resolve_targets
 from sessionctl import exportfile, metrics, store
-from sessionctl.agents import merge_runs
 from sessionctl.errors import InvalidRequest
 from sessionctl.logs import get_logger
 from sessionctl.retention import Bucket, buckets, load_policy
@@ -155,18 +155,7 @@ async def _export_snapshot(
             after = ids[-1]
             rows = await store.sessions_by_ids(conn, target.layout, ids)
             runs = await store.runs_for_sessions(conn, target.layout, ids)
-            records = []
-            for row in rows:
-                row["runs"] = merge_runs(runs.get(row["session_id"], []), row.get("runs"))
-                records.append(
-                    {
-                        "v": exportfile.FORMAT_VERSION,
-                        "agent": target.label,
-                        "schema": target.layout.schema,
-                        "session": row,
-                    }
-                )
-            await asyncio.to_thread(writer.write_records, records)
+            await asyncio.to_thread(writer.write_records, export_records(target, rows, runs))
             count += len(rows)
         manifest = {
             "format": exportfile.FORMAT,

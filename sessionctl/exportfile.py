@@ -127,9 +127,6 @@ class AtomicExport:
             self._stream = self._sink
         self._done = False
 
-    def write_record(self, record: dict[str, Any]) -> None:
-        self._stream.write(dumps_line(record))
-
     def write_records(self, records: list[dict[str, Any]]) -> None:
         for record in records:
             self._stream.write(dumps_line(record))
