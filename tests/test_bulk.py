@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.errors import InvalidRequest
 from sessionctl.privacy import user_hmac
@@ -113,3 +114,29 @@ async def test_bulk_dry_run_counts_all_users(settings: Settings, pg: asyncpg.Con
     assert state.status == "dry_run"
     assert state.result["would_delete"]["sessions"] == 40 and state.result["would_delete"]["runs"] == 80
     assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = ANY($1)', users) == 40
+
+
+async def test_bulk_erasure_with_the_user_index_groups_small_users_and_walks_big_ones(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    small = [f"small-{i:02d}" for i in range(30)]
+    schema = await _seed_users(pg, settings, agent_id, [*small, "kept-1", "kept-2"], 2)
+    await _seed_users(pg, settings, agent_id, ["big-1", "big-2"], 25)
+    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+    users = [*small, "big-1", "big-2", "absent"]
+    settings = settings.model_copy(update={"batch_size": 10})
+    async with Producer(settings) as producer:
+        enq = await producer.purge_users(user_ids=users, agent_id=agent_id)
+        await run_worker(settings)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded", state
+    r = state.result
+    assert (r["sessions_deleted"], r["runs_deleted"], r["remaining"]) == (110, 220, 0)
+    key = HASH_KEY.encode()
+    per_user = {u: r["users"][user_hmac(key, u)]["sessions_deleted"] for u in users}
+    assert per_user == {**dict.fromkeys(small, 2), "big-1": 25, "big-2": 25, "absent": 0}
+    # 30 small users x 2 sessions go 5 to a batch (6 batches); each big user takes 3 ranges of 10 or fewer
+    assert r["agents"][agent_id]["batches"] == 6 + 3 + 3
+    left = await pg.fetch(f'SELECT user_id, count(*) AS n FROM "{schema}".agno_sessions GROUP BY 1 ORDER BY 1')
+    assert [(x["user_id"], x["n"]) for x in left] == [("kept-1", 2), ("kept-2", 2), ("template-user", 1)]
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_runs WHERE user_id <> ALL($1)', users) == 10

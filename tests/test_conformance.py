@@ -9,7 +9,9 @@ xpander writes (runs inside the session row), from the shared fixture.
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
+from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import (
@@ -24,6 +26,20 @@ from tests.agno_seed import (
 from tests.conftest import run_worker
 
 ALICE, BOB = "alice", "bob"
+
+# How sessionctl picks the sessions to delete: without the doctor's user_id index, a snapshot of
+# ids walked by primary key; with it, the user's sessions in one statement when they fit a batch,
+# or ranges of the index when they do not (batch size 4 < Alice's sessions).
+PATHS = {"snapshot": (False, 2000), "index-one-batch": (True, 2000), "index-ranges": (True, 4)}
+
+
+async def _choose_path(settings: Settings, pg: asyncpg.Connection, schema: str, path: str) -> Settings:
+    indexed, batch_size = PATHS[path]
+    if indexed:
+        await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+        layout = await store.read_layout(pg, schema)
+        assert layout is not None and layout.user_index
+    return settings.model_copy(update={"batch_size": batch_size})
 
 
 async def _payloads(pg: asyncpg.Connection, schema: str) -> list[str]:
@@ -41,7 +57,8 @@ async def _purge_with_sessionctl(settings: Settings, agent: str, user: str, memo
     return state.result
 
 
-async def test_conformance_agno_3x_layout(settings: Settings, pg: asyncpg.Connection, agent_id: str) -> None:
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_conformance_agno_3x_layout(settings: Settings, pg: asyncpg.Connection, agent_id: str, path: str) -> None:
     ours, theirs = agent_id + "-ours", agent_id + "-agno"
     s_ours, s_theirs = settings.schema_for(ours), settings.schema_for(theirs)
     await ensure_payload_table(pg)
@@ -55,6 +72,7 @@ async def test_conformance_agno_3x_layout(settings: Settings, pg: asyncpg.Connec
         await db.close()
         assert await add_payloads(pg, schema) == 10
     assert await table_rows(pg, s_ours) == await table_rows(pg, s_theirs)  # the copies start equal
+    settings = await _choose_path(settings, pg, s_ours, path)
 
     result = await _purge_with_sessionctl(settings, ours, ALICE, memories=True)
 
@@ -76,10 +94,12 @@ async def test_conformance_agno_3x_layout(settings: Settings, pg: asyncpg.Connec
     a = result["agents"][ours]
     assert (a["sessions_deleted"], a["runs_deleted"], a["transcripts_deleted"]) == (6, 12, 6)
     assert (a["tool_results_deleted"], a["tool_result_payloads_deleted"], a["memories_deleted"]) == (6, 6, 2)
+    assert a["batches"] == {"snapshot": 1, "index-one-batch": 1, "index-ranges": 2}[path]
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 async def test_conformance_agno_2x_layout_runs_inside_the_session_row(
-    settings: Settings, pg: asyncpg.Connection, agent_id: str
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, path: str
 ) -> None:
     ours, theirs = agent_id + "-ours", agent_id + "-agno"
     s_ours, s_theirs = settings.schema_for(ours), settings.schema_for(theirs)
@@ -88,6 +108,9 @@ async def test_conformance_agno_2x_layout_runs_inside_the_session_row(
     before = await table_rows(pg, s_ours)
     assert "agno_runs" not in before  # the 2.x layout: runs live in agno_sessions.runs
     assert before == await table_rows(pg, s_theirs)
+    settings = await _choose_path(settings, pg, s_ours, "index-one-batch" if path == "index-ranges" else path)
+    if path == "index-ranges":
+        settings = settings.model_copy(update={"batch_size": 2})  # Alice has 3 sessions here
 
     result = await _purge_with_sessionctl(settings, ours, ALICE, memories=True)
 
@@ -107,3 +130,4 @@ async def test_conformance_agno_2x_layout_runs_inside_the_session_row(
     assert all('"user_id": "bob"' in row for row in after_ours["agno_sessions"])
     a = result["agents"][ours]
     assert (a["sessions_deleted"], a["runs_deleted"], a["memories_deleted"]) == (3, 6, 1)
+    assert a["batches"] == {"snapshot": 1, "index-one-batch": 1, "index-ranges": 2}[path]

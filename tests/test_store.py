@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from sessionctl import store
 from sessionctl.config import Settings
+from sessionctl.identifiers import quote_ident
 from tests.agno_seed import add_payloads, agno_db, ensure_payload_table, seed_sessions
 
 
@@ -56,3 +58,57 @@ async def test_snapshot_paging_is_keyset_and_complete(
         seen.extend(page)
         after = page[-1]
     assert seen == sorted(ids)
+
+
+async def _indexed_schema(settings: Settings, pg: asyncpg.Connection, agent_id: str) -> tuple[store.Layout, list[str]]:
+    """Alice's 7 sessions and Bob's 3, created at the same instants (ties broken by id), indexed."""
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    alice = await seed_sessions(db, agent_id, "alice", 7, base_ts=1_700_000_000)
+    await seed_sessions(db, agent_id, "bob", 3, base_ts=1_700_000_000)
+    await db.close()
+    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+    await store.init_connection(pg)
+    layout = await store.read_layout(pg, schema)
+    assert layout is not None and layout.user_index and layout.runs_cascade
+    return layout, alice
+
+
+async def _walk(pg: asyncpg.Connection, layout: store.Layout, user: str, size: int) -> list[tuple[int, int]]:
+    batches = []
+    after: store.SessionKey | None = None
+    while True:
+        outcome, after = await store.delete_user_range(pg, layout, user, after, size)
+        if after is None:
+            assert outcome.counts.sessions == 0
+            return batches
+        batches.append((outcome.counts.sessions, outcome.counts.runs))
+
+
+@pytest.mark.parametrize("track_counts", ["on", "off"])
+async def test_range_batches_walk_the_users_index_and_count_the_runs_the_cascade_deletes(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, track_counts: str
+) -> None:
+    layout, _ = await _indexed_schema(settings, pg, agent_id)
+    # runs go by Agno's ON DELETE CASCADE and are counted from this transaction's delete counter;
+    # without statistics counters they are deleted and counted by our own statement instead
+    await pg.execute(f"SET track_counts = {track_counts}")
+    assert await _walk(pg, layout, "alice", 3) == [(3, 6), (3, 6), (1, 2)]
+    schema = quote_ident(layout.schema)
+    assert await store.count_user_sessions(pg, layout, ["alice"]) == 0
+    assert await pg.fetchval(f"SELECT count(*) FROM {schema}.agno_runs WHERE user_id = 'alice'") == 0
+    assert await store.count_user_sessions(pg, layout, ["bob"]) == 3
+    assert await pg.fetchval(f"SELECT count(*) FROM {schema}.agno_runs WHERE user_id = 'bob'") == 6
+
+
+async def test_a_range_batch_never_deletes_a_session_that_is_not_the_users(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    layout, alice = await _indexed_schema(settings, pg, agent_id)
+    outcome, after = await store.delete_user_range(pg, layout, "alice", None, 2)
+    assert outcome.counts.sessions == 2 and after is not None
+    # the cursor is where the walk stopped: the next batch starts right after it, in index order
+    assert after == (1_700_000_001, sorted(alice)[1])
+    outcome, after = await store.delete_user_range(pg, layout, "nobody", None, 100)
+    assert (outcome.counts.sessions, after) == (0, None)
+    assert await store.count_sessions_per_user(pg, layout, ["alice", "bob"]) == {"alice": 5, "bob": 3}
