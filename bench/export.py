@@ -7,8 +7,9 @@ plus other users' sessions. Per size:
 
 - copy: ``COPY (SELECT row_to_json(s) || runs aggregated …) TO STDOUT`` streamed into a file — the
   database's limit for "every session with its runs as one JSON line";
-- sessionctl plain / zstd: ``sessionctl export`` enqueued, run by ``sessionctl worker --burst`` in a
-  child process; its peak RSS is read from the child's rusage.
+- sessionctl plain / zstd: an export enqueued (Producer API) to a running ``sessionctl worker``
+  (a child process, ready before the clock starts), timed to its verified result; the worker's
+  peak RSS is its VmHWM.
 
 Prints sessions/s, the ratio to COPY and the worker's peak RSS per size (memory must stay flat).
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +28,8 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sessionctl.config import Settings
+from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -72,7 +74,9 @@ async def copy_rate(n: int, out: Path) -> float:
     return n / dt
 
 
-def sessionctl_rate(n: int, exports: Path, name: str, compress: str) -> tuple[float, int]:
+async def sessionctl_rate(n: int, exports: Path, name: str, compress: str) -> tuple[float, int]:
+    """Export through Redis and a running ``sessionctl worker`` (a child process, started and
+    ready before the clock starts, as in production); the rate and the worker's peak RSS (KiB)."""
     env = {
         **os.environ,
         "DATABASE_URL": URL,
@@ -80,29 +84,45 @@ def sessionctl_rate(n: int, exports: Path, name: str, compress: str) -> tuple[fl
         "SESSIONCTL_HASH_KEY": "bench",
         "SESSIONCTL_QUEUE": "bench:export",
         "SESSIONCTL_EXPORT_DIR": str(exports),
-        "SESSIONCTL_LOG_LEVEL": "WARNING",
+        "SESSIONCTL_LOG_LEVEL": "INFO",
+        "SESSIONCTL_LOG_FORMAT": "json",
         "SESSIONCTL_METRICS_PORT": "0",
     }
-    cli = [sys.executable, "-m", "sessionctl.cli"]
-    subprocess.run(["redis-cli", "-n", "14", "flushdb"], check=True, capture_output=True)
-    t = time.perf_counter()
-    subprocess.run(
-        [*cli, "export", "--agent", AGENT, "--user", USER, "--out", name, "--compress", compress],
-        env=env,
-        check=True,
-        capture_output=True,
+    flush = await asyncio.create_subprocess_exec("redis-cli", "-n", "14", "flushdb", stdout=asyncio.subprocess.DEVNULL)
+    assert await flush.wait() == 0
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sessionctl.cli", "worker", env=env, stderr=asyncio.subprocess.PIPE
     )
-    # the worker runs under a fresh parent, so its rusage is this run's alone
-    probe = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True);"
-        " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    ready = asyncio.Event()
+
+    async def drain() -> None:
+        assert worker.stderr is not None
+        async for line in worker.stderr:
+            if b'"worker.start"' in line:
+                ready.set()
+
+    drainer = asyncio.create_task(drain())
+    await asyncio.wait_for(ready.wait(), 60)
+    settings = Settings(
+        database_url=URL,
+        redis_url=env["REDIS_URL"],
+        hash_key="bench",
+        queue_name=env["SESSIONCTL_QUEUE"],
+        export_dir=str(exports),
     )
-    res = subprocess.run(
-        [sys.executable, "-c", probe, *cli, "worker", "--burst"], env=env, check=True, capture_output=True, text=True
-    )
-    dt = time.perf_counter() - t
+    async with Producer(settings) as producer:
+        t = time.perf_counter()
+        enq = await producer.export_sessions(agent_id=AGENT, user_id=USER, out=name, compress=compress)
+        state = await producer.wait(enq.job_id, poll=0.02)
+        dt = time.perf_counter() - t
+    assert state.status == "succeeded" and state.result and state.result["sessions"] == n, state
+    status = Path(f"/proc/{worker.pid}/status").read_text()
+    peak_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+    worker.terminate()
+    await worker.wait()
+    drainer.cancel()
     assert (exports / name).exists()
-    return n / dt, int(res.stdout.strip().splitlines()[-1])
+    return n / dt, peak_kib
 
 
 def main() -> None:
@@ -115,8 +135,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             exports = Path(tmp) / "exports"
             copy = asyncio.run(copy_rate(n, Path(tmp) / "copy.jsonl"))
-            plain, rss_plain = sessionctl_rate(n, exports, f"plain-{n}.jsonl", "none")
-            zst, rss_zst = sessionctl_rate(n, exports, f"zst-{n}.jsonl.zst", "zst")
+            plain, rss_plain = asyncio.run(sessionctl_rate(n, exports, f"plain-{n}.jsonl", "none"))
+            zst, rss_zst = asyncio.run(sessionctl_rate(n, exports, f"zst-{n}.jsonl.zst", "zst"))
             size_plain = (exports / f"plain-{n}.jsonl").stat().st_size
             size_zst = (exports / f"zst-{n}.jsonl.zst").stat().st_size
         rows.append((n, copy, plain, zst, rss_plain, rss_zst, size_plain, size_zst))

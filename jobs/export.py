@@ -128,6 +128,9 @@ async def _write(
     schemas: dict[str, str] = {}
     processed = 0
     page_size = ctx.settings.export_page_size
+    # A page is written (and compressed) in a thread while the next one is read: two pages in
+    # memory at most.
+    writing: asyncio.Future[None] | None = None
     try:
         totals: dict[str, int] = {}
         for t in targets:
@@ -139,14 +142,19 @@ async def _write(
             counts[t.label] = 0
             schemas[t.label] = t.layout.schema
             after: store.SessionKey | None = None
+            envelope = _envelope(t)
             while True:
                 async with ctx.databases.connect(t.dsn) as conn:
-                    rows = await store.export_page(conn, t.layout, window, after=after, limit=page_size)
-                    runs = await store.runs_for_sessions(conn, t.layout, [r["session_id"] for r in rows])
+                    rows = await store.export_lines(
+                        conn, t.layout, window, envelope=envelope, after=after, limit=page_size
+                    )
+                    lines = await _lines(conn, t, rows)
+                if writing is not None:
+                    await writing
+                    writing = None
                 if not rows:
                     break
-                records = export_records(t, rows, runs)
-                await asyncio.to_thread(writer.write_records, records)  # compression off the event loop
+                writing = asyncio.ensure_future(asyncio.to_thread(writer.write_lines, lines))
                 counts[t.label] += len(rows)
                 processed += len(rows)
                 metrics.SESSIONS_EXPORTED.inc(len(rows))
@@ -169,6 +177,8 @@ async def _write(
         }
         written = await asyncio.to_thread(writer.commit, manifest)
     except BaseException:
+        if writing is not None:  # let the thread finish with the file before it is removed
+            await asyncio.gather(writing, return_exceptions=True)
         writer.abort()
         raise
     await ctx.progress.update(processed=processed, total=processed, agent=None, force=True)
@@ -176,17 +186,32 @@ async def _write(
     return {**manifest, "bytes": written.size, "sha256": written.sha256}
 
 
+def _envelope(target: Target) -> dict[str, Any]:
+    return {"v": exportfile.FORMAT_VERSION, "agent": target.label, "schema": target.layout.schema}
+
+
 def export_records(
     target: Target, rows: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """Session rows as ``sessionctl-export/1`` records: runs attached wherever they live."""
+    """Session rows as ``sessionctl-export/1`` records: runs attached wherever they live (Agno's merge)."""
     records = []
     for row in rows:
         row["runs"] = merge_runs(runs.get(row["session_id"], []), row.get("runs"))
-        records.append(
-            {"v": exportfile.FORMAT_VERSION, "agent": target.label, "schema": target.layout.schema, "session": row}
-        )
+        records.append({**_envelope(target), "session": row})
     return records
+
+
+async def _lines(conn: Any, target: Target, rows: list[Any]) -> list[bytes]:
+    """The page's lines as Postgres rendered them; the few it left to Agno's merge (runs split
+    between the runs table and a 2.x blob) rendered here, in their place."""
+    left = [r["session_id"] for r in rows if r["line"] is None]
+    merged: dict[str, bytes] = {}
+    if left:
+        full = await store.sessions_by_ids(conn, target.layout, left)
+        runs = await store.runs_for_sessions(conn, target.layout, left)
+        for rec in export_records(target, full, runs):
+            merged[rec["session"]["session_id"]] = exportfile.dumps_line(rec)
+    return [merged[r["session_id"]] if r["line"] is None else r["line"] for r in rows]
 
 
 def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str, int]]]:

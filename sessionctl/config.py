@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     xpander_organization_id: str | None = Field(None, validation_alias="XPANDER_ORGANIZATION_ID")
     xpander_base_url: str = Field("https://inbound.xpander.ai", validation_alias="XPANDER_BASE_URL")
     schema_template: str = Field(DEFAULT_SCHEMA_TEMPLATE, validation_alias="SESSIONCTL_SCHEMA_TEMPLATE")
-    batch_size: int = Field(2000, ge=1, le=50_000, validation_alias="SESSIONCTL_BATCH_SIZE")
+    batch_size: int = Field(5000, ge=1, le=50_000, validation_alias="SESSIONCTL_BATCH_SIZE")
     poll_delay: float = Field(0.05, gt=0, le=10, validation_alias="SESSIONCTL_POLL_DELAY")
     queue_read_limit: int = Field(500, ge=1, le=100_000, validation_alias="SESSIONCTL_QUEUE_READ_LIMIT")
     max_jobs: int = Field(4, ge=1, le=1000, validation_alias="SESSIONCTL_MAX_JOBS")

@@ -128,8 +128,10 @@ class AtomicExport:
         self._done = False
 
     def write_records(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            self._stream.write(dumps_line(record))
+        self.write_lines([dumps_line(record) for record in records])
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        self._stream.write(b"".join(lines))
 
     def commit(self, manifest: dict[str, Any]) -> Written:
         """Finish the file, then publish the manifest and the data under their final names."""

@@ -597,22 +597,66 @@ async def count_window(conn: asyncpg.Connection, layout: Layout, window: Window)
     return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {where}", *args))
 
 
-async def export_page(
-    conn: asyncpg.Connection, layout: Layout, window: Window, *, after: SessionKey | None, limit: int
-) -> list[dict[str, Any]]:
-    """One keyset page of session rows in the window, oldest first (``created_at, session_id``),
-    with ``runs`` set to the runs table's run dicts merged over any 2.x blob (see the caller)."""
+async def export_lines(
+    conn: asyncpg.Connection,
+    layout: Layout,
+    window: Window,
+    *,
+    envelope: dict[str, Any],
+    after: SessionKey | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """One keyset page of the window (oldest first), each session rendered by Postgres as one
+    export line, ``envelope`` plus ``"session"``: every column of the row and its ``runs`` — as
+    COPY would render it, with no JSON decoding or encoding in the worker. Returns
+    ``created_at, session_id, line``.
+
+    ``runs`` is what Agno's ``merge_runs_table_with_legacy_blob`` returns, computed in SQL for
+    the two layouts Agno writes: runs only in ``agno_runs`` (3.x: in run_index, created_at,
+    run_id order), or only in a 2.x blob (its run dicts with a run_id, in blob order). A session
+    with runs in both places (half migrated), or a blob that is not a JSON array, gets ``line``
+    NULL: the caller renders it with Agno's own merge.
+    """
     where, args = window.where()
     n = len(args)
     if after is not None:
-        where += f" AND (created_at, session_id) > (${n + 1}, ${n + 2})"
+        where += f" AND (s.created_at, s.session_id) > (${n + 1}, ${n + 2})"
         args += [after[0], after[1]]
-    args.append(limit)
-    rows = await conn.fetch(
-        f"SELECT * FROM {layout.q(SESSIONS)} WHERE {where} ORDER BY created_at, session_id LIMIT ${len(args)}",
+    table_runs = "NULL::jsonb"
+    join = ""
+    if layout.has(RUNS):
+        join = (
+            " LEFT JOIN LATERAL (SELECT jsonb_agg(r.run_data ORDER BY r.run_index ASC NULLS LAST, r.created_at ASC,"
+            f" r.run_id ASC) AS runs FROM {layout.q(RUNS)} r WHERE r.session_id = s.session_id) tr ON TRUE"
+        )
+        table_runs = "tr.runs"
+    if layout.legacy_runs_column:
+        blob_runs = (
+            "(SELECT coalesce(jsonb_agg(e ORDER BY o), '[]') FROM jsonb_array_elements(s.runs) WITH ORDINALITY x(e, o)"
+            " WHERE jsonb_typeof(e) = 'object' AND coalesce(e -> 'run_id', 'null') <> 'null')"
+        )
+        empty_blob = "(s.runs IS NULL OR s.runs = 'null' OR s.runs = '[]')"
+        runs = (
+            f"CASE WHEN {empty_blob} THEN coalesce({table_runs}, '[]')"
+            f" WHEN jsonb_typeof(s.runs) = 'array' AND {table_runs} IS NULL THEN {blob_runs} END"
+        )
+    else:
+        runs = f"coalesce({table_runs}, '[]')"
+    # The envelope is written around the session's JSON as text: nesting the session in a jsonb
+    # object would copy every session once more (measured in process: 0.73x -> 0.83x of COPY). As bytea, the
+    # line reaches the worker as bytes, never decoded and re-encoded.
+    head = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))[:-1] + ',"session":'
+    args += [head, limit]
+    # The window's columns are the session row's: tr and m only add "runs".
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT s.created_at, s.session_id, (SELECT convert_to(${len(args) - 1}::text"
+        " || (to_jsonb(s) || jsonb_build_object('runs', m.runs))::text || E'}\\n', 'UTF8')"
+        "  WHERE m.runs IS NOT NULL) AS line"
+        f" FROM {layout.q(SESSIONS)} s{join} CROSS JOIN LATERAL (SELECT {runs} AS runs) m"
+        f" WHERE {where} ORDER BY s.created_at, s.session_id LIMIT ${len(args)}",
         *args,
     )
-    return [dict(r) for r in rows]
+    return rows
 
 
 # -- restoring ---------------------------------------------------------------------------------------

@@ -320,3 +320,58 @@ def log_stub() -> object:
         def warning(self, *a: object, **k: object) -> None: ...
 
     return _L()
+
+
+async def test_lines_rendered_by_postgres_equal_agnos_merge_for_every_layout_of_runs(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """Postgres renders each export line (no JSON round trip in the worker); the runs in it must
+    be what Agno's ``merge_runs_table_with_legacy_blob`` gives, whatever the 2.x blob holds."""
+    from jobs.export import _envelope, _lines, export_records
+
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    ids = await seed_sessions(db, agent_id, "ann", 9, runs=2, base_ts=1_700_000_000)
+    await db.close()
+    # a half-migrated schema: the 2.x runs column beside the 3.x runs table
+    await pg.execute(f'ALTER TABLE "{schema}".agno_sessions ADD COLUMN runs jsonb')
+    run = {"run_id": "blob-r1", "content": "from the blob", "n": 1.5}
+    blobs: dict[int, Any] = {
+        1: [],  # empty blob: the table's runs
+        2: "null",  # JSON null
+        3: [run, {"content": "no run id"}, "not a dict", {"run_id": None}],  # only dicts with a run id stay
+        4: {"not": "an array"},  # Agno iterates the keys: no runs
+        5: json.dumps([run]),  # a blob stored as a JSON string: Agno parses it
+        6: [{"run_id": f"{ids[6]}-r0", "content": "stale copy"}, run],  # split: table wins, blob order first
+    }
+    for i, blob in blobs.items():
+        await pg.execute(
+            f'UPDATE "{schema}".agno_sessions SET runs = $1::jsonb WHERE session_id = $2',
+            json.dumps(blob) if not (isinstance(blob, str) and blob == "null") else "null",
+            ids[i],
+        )
+    for i in (3, 4, 5):  # these live in the blob only, as 2.x wrote them
+        await pg.execute(f'DELETE FROM "{schema}".agno_runs WHERE session_id = $1', ids[i])
+    await store.init_connection(pg)
+    layout = await store.read_layout(pg, schema)
+    assert layout is not None and layout.legacy_runs_column and layout.has(store.RUNS)
+    target = type("T", (), {"label": agent_id, "layout": layout})()
+    page = await store.export_lines(
+        pg,
+        layout,
+        store.Window(user_id="ann"),
+        envelope=_envelope(target),
+        after=None,
+        limit=100,  # type: ignore[arg-type]
+    )
+    assert [r["session_id"] for r in page] == ids
+    left_to_python = [r["session_id"] for r in page if r["line"] is None]
+    assert left_to_python == [ids[4], ids[5], ids[6]]  # not an array, a string, runs in both places
+    ours = [json.loads(line) for line in await _lines(pg, target, page)]  # type: ignore[arg-type]
+    rows = await store.sessions_by_ids(pg, layout, ids)
+    agnos = export_records(target, rows, await store.runs_for_sessions(pg, layout, ids))  # type: ignore[arg-type]
+    assert ours == _norm(sorted(agnos, key=lambda r: ids.index(r["session"]["session_id"])))
+    runs_of = {rec["session"]["session_id"]: [r.get("run_id") for r in rec["session"]["runs"]] for rec in ours}
+    assert runs_of[ids[0]] == [f"{ids[0]}-r0", f"{ids[0]}-r1"]
+    assert runs_of[ids[3]] == ["blob-r1"] and runs_of[ids[4]] == [] and runs_of[ids[5]] == ["blob-r1"]
+    assert runs_of[ids[6]] == [f"{ids[6]}-r0", "blob-r1", f"{ids[6]}-r1"]
