@@ -16,6 +16,7 @@ A dry run counts what would be deleted and deletes nothing.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -399,7 +400,8 @@ async def _bulk_receipts(
     started: str,
 ) -> None:
     dsn = ctx.settings.dsn
-    schemas = {label: a.schema_name for label, a in agents.items()}
+    schemas = json.dumps({label: a.schema_name for label, a in agents.items()})  # the same for every user
+    started_at, finished_at = datetime.fromisoformat(started), datetime.now(UTC)
     rows = [
         {
             "job_id": ctx.job_id,
@@ -407,10 +409,10 @@ async def _bulk_receipts(
             "user_hmac": hmacs[u],
             "target": request.target,
             "agents": schemas,
-            "counts": {"sessions": deleted[u]},
+            "counts": json.dumps({"sessions": deleted[u]}),
             "late_sessions": 0,
-            "started_at": datetime.fromisoformat(started),
-            "finished_at": datetime.now(UTC),
+            "started_at": started_at,
+            "finished_at": finished_at,
             "requested_by": request.requested_by,
         }
         for u in request.user_ids

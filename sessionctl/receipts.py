@@ -12,6 +12,7 @@ This module holds every statement on our own schema; ``store.py`` holds those on
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -122,26 +123,32 @@ async def record(
 
 
 async def record_many(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
-    """Append many receipts in one round trip (a bulk erasure: one per user)."""
-    await conn.executemany(
+    """Append many receipts in one statement (a bulk erasure: one per user). One INSERT of arrays,
+    not one execution per row: 10,000 receipts took over a second through ``executemany``."""
+    cols = [
+        "job_id",
+        "kind",
+        "user_hmac",
+        "target",
+        "agents",
+        "counts",
+        "late_sessions",
+        "started_at",
+        "finished_at",
+        "requested_by",
+    ]
+    values = {c: [r[c] for r in rows] for c in cols}
+    for c in ("agents", "counts"):  # as JSON text: an array of jsonb would need a codec per element
+        values[c] = [v if isinstance(v, str) else json.dumps(v) for v in values[c]]
+    await conn.execute(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
         " late_sessions, started_at, finished_at, requested_by)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10) ON CONFLICT (job_id, user_hmac) DO NOTHING",
-        [
-            (
-                r["job_id"],
-                r["kind"],
-                r["user_hmac"],
-                r["target"],
-                r["agents"],
-                r["counts"],
-                r["late_sessions"],
-                r["started_at"],
-                r["finished_at"],
-                r["requested_by"],
-            )
-            for r in rows
-        ],
+        " SELECT job_id, kind, user_hmac, target, agents::jsonb, counts::jsonb, 0, late_sessions, started_at,"
+        " finished_at, requested_by FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::text[], $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[])"
+        " AS x(job_id, kind, user_hmac, target, agents, counts, late_sessions, started_at, finished_at, requested_by)"
+        " ON CONFLICT (job_id, user_hmac) DO NOTHING",
+        *(values[c] for c in cols),
     )
 
 

@@ -128,20 +128,24 @@ async def add_payloads(conn: asyncpg.Connection, schema: str) -> int:
 
 
 async def clone_sessions(
-    conn: asyncpg.Connection, schema: str, template_id: str, user_id: str, n: int, tag: str
+    conn: asyncpg.Connection, schema: str, template_id: str, user_id: str | list[str], n: int, tag: str
 ) -> None:
-    """``n`` copies of an Agno-written session (and its runs) for ``user_id``, in SQL, for volume."""
+    """``n`` copies of an Agno-written session (and its runs) for ``user_id`` — or for each user of a
+    list — in SQL, for volume."""
+    users = [user_id] if isinstance(user_id, str) else user_id
+    suffix = f"'-{tag}' || g" if isinstance(user_id, str) else f"'-{tag}' || u.k || '-' || g"
+    copies = "unnest($2::text[]) WITH ORDINALITY u(id, k), generate_series(1, $3) g"
     await conn.execute(
         f"""
         INSERT INTO "{schema}".agno_sessions (session_id, session_type, agent_id, team_id, workflow_id, user_id,
                session_data, agent_data, team_data, workflow_data, metadata, summary, created_at, updated_at)
-        SELECT s.session_id || '-{tag}' || g, s.session_type, s.agent_id, s.team_id, s.workflow_id, $2,
+        SELECT s.session_id || {suffix}, s.session_type, s.agent_id, s.team_id, s.workflow_id, u.id,
                s.session_data, s.agent_data, s.team_data, s.workflow_data, s.metadata, s.summary,
                s.created_at + g, s.updated_at + g
-          FROM "{schema}".agno_sessions s, generate_series(1, $3) g WHERE s.session_id = $1
+          FROM "{schema}".agno_sessions s, {copies} WHERE s.session_id = $1
         """,
         template_id,
-        user_id,
+        users,
         n,
     )
     cols = await conn.fetch(
@@ -152,19 +156,17 @@ async def clone_sessions(
     names = [c["column_name"] for c in cols]
     select = []
     for c in names:
-        if c == "run_id":
-            select.append(f"r.run_id || '-{tag}' || g")
-        elif c == "session_id":
-            select.append(f"r.session_id || '-{tag}' || g")
+        if c in ("run_id", "session_id"):
+            select.append(f"r.{c} || {suffix}")
         elif c == "user_id":
-            select.append("$2")
+            select.append("u.id")
         else:
             select.append(f"r.{c}")
     await conn.execute(
         f'INSERT INTO "{schema}".agno_runs ({", ".join(names)}) SELECT {", ".join(select)} '
-        f'FROM "{schema}".agno_runs r, generate_series(1, $3) g WHERE r.session_id = $1',
+        f'FROM "{schema}".agno_runs r, {copies} WHERE r.session_id = $1',
         template_id,
-        user_id,
+        users,
         n,
     )
 

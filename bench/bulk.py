@@ -1,0 +1,142 @@
+"""Benchmark: bulk erasure of many users, sessionctl's bulk request vs one raw DELETE, side by side.
+
+    python bench/bulk.py [--users 10000] [--each 10] [--others 20000] [--repeat 3] [--index]
+
+Each method gets its own identical copy of the data (an agent schema, ``--users`` users with
+``--each`` sessions each, 2 runs of ~2 KB per session, Agno-written and cloned in SQL, plus
+``--others`` sessions of users who stay):
+
+- raw:        one ``DELETE FROM agno_sessions WHERE user_id = ANY($1)`` (runs go by FK cascade) — the limit;
+- sessionctl: end to end — ``purge_users`` enqueued through Redis, a real arq worker, per-user
+              results and one receipt per user written, zero remaining proven.
+
+Prints sessions/s per method (median of --repeat runs, interleaved) and sessionctl's ratio to raw.
+Needs Postgres and Redis on 127.0.0.1 (creates and drops database ``sessionctl_bench_bulk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from arq.worker import create_worker
+
+from sessionctl import store
+from sessionctl.config import Settings
+from sessionctl.producer import Producer
+from tests.agno_seed import agno_db, clone_sessions, seed_sessions
+from worker.settings import build_worker_settings
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+DB = "sessionctl_bench_bulk"
+URL = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+
+
+async def prepare(schema: str, agent: str, users: list[str], each: int, others: int, index: bool) -> None:
+    db = agno_db(URL, schema)
+    await seed_sessions(db, agent, "template", 1)
+    await seed_sessions(db, agent, "stays", 1)
+    await db.close()
+    conn = await asyncpg.connect(URL)
+    await conn.execute(
+        f"UPDATE \"{schema}\".agno_runs SET run_data = jsonb_set(run_data, '{{content}}', to_jsonb($1::text))",
+        "x" * 2000,
+    )
+    await clone_sessions(conn, schema, f"{agent}-template-s0", users, each, "b")
+    await clone_sessions(conn, schema, f"{agent}-stays-s0", "stays", others, "o")
+    await conn.execute(f'DELETE FROM "{schema}".agno_sessions WHERE user_id = $1', "template")
+    if index:
+        await store.create_index(conn, schema, store.NEEDED_INDEXES[0])
+    await conn.execute(f'ANALYZE "{schema}".agno_sessions; ANALYZE "{schema}".agno_runs')
+    await conn.close()
+
+
+async def left(schema: str, users: list[str]) -> tuple[int, int]:
+    conn = await asyncpg.connect(URL)
+    try:
+        mine = await conn.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = ANY($1)', users)
+        kept = await conn.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', "stays")
+        return int(mine), int(kept)
+    finally:
+        await conn.close()
+
+
+async def m_raw(schema: str, users: list[str]) -> None:
+    conn = await asyncpg.connect(URL)
+    await conn.execute(f'DELETE FROM "{schema}".agno_sessions WHERE user_id = ANY($1::text[])', users)
+    await conn.close()
+
+
+async def m_sessionctl(settings: Settings, agent: str, users: list[str], expected: int) -> None:
+    async with Producer(settings) as p:
+        enq = await p.purge_users(user_ids=users, agent_id=agent)
+        w = create_worker(build_worker_settings(settings), burst=True, poll_delay=0)
+        await w.main()
+        await w.close()
+        state = await p.status(enq.job_id)
+    r = state.result
+    assert state.status == "succeeded" and r and r["remaining"] == 0 and r["sessions_deleted"] == expected, state
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=10_000)
+    ap.add_argument("--each", type=int, default=10)
+    ap.add_argument("--others", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--index", action="store_true", help="create the index `sessionctl doctor` creates, on every copy")
+    a = ap.parse_args()
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {DB}")
+    settings = Settings(
+        database_url=URL,
+        redis_url="redis://127.0.0.1:6379/14",
+        hash_key="bench",
+        queue_name="sessionctl:bench-bulk",
+        log_level=os.environ.get("BENCH_LOG", "WARNING"),
+        log_format="json",
+    )
+    users = [f"user-{i:05d}@example.com" for i in range(a.users)]
+    n = a.users * a.each
+    rates: dict[str, list[float]] = {"raw": [], "sessionctl": []}
+    for rep in range(a.repeat):
+        for method in rates:  # interleaved, so noise hits both alike
+            agent = f"bulk-{method}-{rep}"
+            schema = settings.schema_for(agent)
+            await prepare(schema, agent, users, a.each, a.others, a.index)
+            t = time.perf_counter()
+            if method == "raw":
+                await m_raw(schema, users)
+            else:
+                await m_sessionctl(settings, agent, users, n)
+            dt = time.perf_counter() - t
+            assert await left(schema, users) == (0, a.others + 1), method
+            rates[method].append(n / dt)
+            print(f"  run {rep + 1} {method:<10} {n:>7} sessions in {dt:7.3f}s = {n / dt:>9.0f}/s", flush=True)
+            conn = await asyncpg.connect(URL)
+            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            await conn.close()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(
+        f"\nbulk erasure of {a.users} users x {a.each} sessions (2 runs of ~2 KB each), {a.others} other sessions; "
+        f"{'with' if a.index else 'without'} the doctor's index; median of {a.repeat}"
+    )
+    print("| method | sessions/s | sessionctl ÷ method |\n|---|---:|---:|")
+    for k, v in med.items():
+        print(f"| {k} | {v:,.0f} | {med['sessionctl'] / v:.2f}× |")
+    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
