@@ -141,10 +141,17 @@ async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> 
                 await batches.start(total=initial)
                 await _delete_by_index(conn, ctx, layout, per_user_counted, batches)
             else:
-                found = await store.snapshot_user_session_ids(conn, layout, users)
+                size = ctx.settings.batch_size
+                few = await store.some_user_session_ids(conn, layout, users, size + 1)
+                found = len(few) if len(few) <= size else await store.snapshot_user_session_ids(conn, layout, users)
                 initial = found if initial is None else initial
                 await batches.start(total=res.sessions_deleted + found)
-                await _delete_snapshot(conn, ctx, layout, users, batches)
+                if len(few) <= size:  # all of them, in one batch
+                    if few:
+                        t = time.monotonic()
+                        await batches.done(await store.delete_user_sessions(conn, layout, users, few), t)
+                else:
+                    await _delete_snapshot(conn, ctx, layout, users, batches)
             res.remaining = await store.count_user_sessions(conn, layout, users)  # the proof
             if res.remaining == 0:
                 break
