@@ -16,6 +16,7 @@ The procedure:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import time
 from collections.abc import Iterator
@@ -130,7 +131,8 @@ async def _write(
     page_size = ctx.settings.export_page_size
     # A page is written (and compressed) in a thread while the next one is read: two pages in
     # memory at most.
-    writing: asyncio.Future[None] | None = None
+    thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionctl-export")
+    writing: concurrent.futures.Future[None] | None = None
     try:
         totals: dict[str, int] = {}
         for t in targets:
@@ -144,20 +146,24 @@ async def _write(
             after: store.SessionKey | None = None
             envelope = _envelope(t)
             while True:
-                async with ctx.databases.connect(t.dsn) as conn:
+                # one snapshot for the page and the sessions left to Agno's merge
+                async with (
+                    ctx.databases.connect(t.dsn) as conn,
+                    conn.transaction(isolation="repeatable_read", readonly=True),
+                ):
                     rows = await store.export_lines(
                         conn, t.layout, window, envelope=envelope, after=after, limit=page_size
                     )
                     lines = await _lines(conn, t, rows)
                 if writing is not None:
-                    await writing
+                    await asyncio.wrap_future(writing)
                     writing = None
                 if not rows:
                     break
-                writing = asyncio.ensure_future(asyncio.to_thread(writer.write_lines, lines))
-                counts[t.label] += len(rows)
-                processed += len(rows)
-                metrics.SESSIONS_EXPORTED.inc(len(rows))
+                writing = thread.submit(writer.write_lines, lines)
+                counts[t.label] += len(lines)
+                processed += len(lines)
+                metrics.SESSIONS_EXPORTED.inc(len(lines))
                 after = (rows[-1]["created_at"], rows[-1]["session_id"])
                 await ctx.progress.update(processed=processed, total=total, agent=t.label)
         manifest = {
@@ -177,10 +183,13 @@ async def _write(
         }
         written = await asyncio.to_thread(writer.commit, manifest)
     except BaseException:
-        if writing is not None:  # let the thread finish with the file before it is removed
-            await asyncio.gather(writing, return_exceptions=True)
+        # Let the thread finish with the file before it is removed (even when this job is being
+        # cancelled: the thread itself cannot be).
+        await asyncio.to_thread(thread.shutdown, wait=True)
         writer.abort()
         raise
+    finally:
+        thread.shutdown(wait=False)
     await ctx.progress.update(processed=processed, total=processed, agent=None, force=True)
     blog.info("export.written", sessions=processed, bytes=written.size)
     return {**manifest, "bytes": written.size, "sha256": written.sha256}
@@ -203,7 +212,8 @@ def export_records(
 
 async def _lines(conn: Any, target: Target, rows: list[Any]) -> list[bytes]:
     """The page's lines as Postgres rendered them; the few it left to Agno's merge (runs split
-    between the runs table and a 2.x blob) rendered here, in their place."""
+    between the runs table and a 2.x blob) rendered here, in their place. Read in the page's
+    snapshot (the caller's transaction); a session gone all the same is left out."""
     left = [r["session_id"] for r in rows if r["line"] is None]
     merged: dict[str, bytes] = {}
     if left:
@@ -211,7 +221,12 @@ async def _lines(conn: Any, target: Target, rows: list[Any]) -> list[bytes]:
         runs = await store.runs_for_sessions(conn, target.layout, left)
         for rec in export_records(target, full, runs):
             merged[rec["session"]["session_id"]] = exportfile.dumps_line(rec)
-    return [merged[r["session_id"]] if r["line"] is None else r["line"] for r in rows]
+    lines = []
+    for r in rows:
+        line = r["line"] if r["line"] is not None else merged.get(r["session_id"])
+        if line is not None:
+            lines.append(line)
+    return lines
 
 
 def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str, int]]]:

@@ -268,13 +268,18 @@ async def _delete_by_index(
     for user in sorted(counts):
         n = counts[user]
         if n > size:
+            # Walk at most what was counted and a batch more: a writer racing the purge leaves the
+            # rest to the recount and the next round, which bounds the rounds.
             after: store.SessionKey | None = None
-            while True:
+            walked = 0
+            while walked <= n + size:
                 t = time.monotonic()
                 outcome, after = await store.delete_user_range(conn, layout, user, after, size)
+                if outcome.counts.sessions:
+                    await batches.done(outcome, t)
+                walked += outcome.counts.sessions
                 if after is None:
                     break
-                await batches.done(outcome, t)
             continue
         if grouped + n > size:
             await flush()

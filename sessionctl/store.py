@@ -37,7 +37,10 @@ class Layout:
     tables: frozenset[str]
     legacy_runs_column: bool  # agno 2.x: runs inside agno_sessions.runs
     payload_table: bool  # fs.agno_fs exists in this database
-    runs_cascade: bool = False  # agno_runs.session_id references agno_sessions ON DELETE CASCADE
+    # agno_runs.session_id references agno_sessions(session_id) ON DELETE CASCADE, agno_runs is a
+    # plain table: the enabled state (pg_trigger.tgenabled: O, A, R or D) of the cascade's trigger;
+    # "" when there is no such cascade.
+    runs_cascade: str = ""
     user_index: bool = False  # a valid index on agno_sessions led by (user_id, created_at, session_id)
 
     def has(self, table: str) -> bool:
@@ -140,18 +143,32 @@ async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
         return None
     payload = await conn.fetchval("SELECT to_regclass('fs.agno_fs') IS NOT NULL")
     sessions = f"{quote_ident(schema)}.{quote_ident(SESSIONS)}"
-    cascade = RUNS in tables and await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND confdeltype = 'c'"
-        " AND conrelid = to_regclass($1) AND confrelid = to_regclass($2))",
-        f"{quote_ident(schema)}.{quote_ident(RUNS)}",
-        sessions,
-    )
+    cascade = None
+    if RUNS in tables:
+        cascade = await conn.fetchval(
+            "SELECT t.tgenabled::text FROM pg_constraint c"
+            " JOIN pg_trigger t ON t.tgconstraint = c.oid AND t.tgrelid = c.confrelid"
+            "  AND t.tgfoid = 'pg_catalog.\"RI_FKey_cascade_del\"'::regproc"
+            " WHERE c.contype = 'f' AND c.confdeltype = 'c' AND c.conrelid = to_regclass($1)"
+            " AND c.confrelid = to_regclass($2) AND (SELECT relkind FROM pg_class WHERE oid = c.conrelid) = 'r'"
+            " AND c.conkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = c.conrelid"
+            "  AND attname = 'session_id')]"
+            " AND c.confkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = c.confrelid"
+            "  AND attname = 'session_id')] LIMIT 1",
+            f"{quote_ident(schema)}.{quote_ident(RUNS)}",
+            sessions,
+        )
+    # Led by (user_id, created_at, session_id), ascending, in the columns' own collations: the
+    # order a range walk asks for (any other index would make each range sort).
     user_index = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisvalid"
         " AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts >= 3"
         " AND (SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(i.indkey[0:2]) WITH ORDINALITY k(attnum, n)"
         "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)"
         "     = ARRAY['user_id', 'created_at', 'session_id']"
+        " AND (SELECT bool_and(o = 0) FROM unnest(i.indoption[0:2]) o)"
+        " AND (SELECT bool_and(ic.c = a.attcollation) FROM unnest(i.indkey[0:2], i.indcollation[0:2]) ic(k, c)"
+        "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ic.k)"
         " AND (SELECT amname FROM pg_am JOIN pg_class c ON c.relam = pg_am.oid WHERE c.oid = i.indexrelid) = 'btree')",
         sessions,
     )
@@ -160,7 +177,7 @@ async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
         tables=frozenset(tables),
         legacy_runs_column=bool(tables[SESSIONS]),
         payload_table=bool(payload),
-        runs_cascade=bool(cascade),
+        runs_cascade=cascade or "",
         user_index=bool(user_index),
     )
 
@@ -365,7 +382,8 @@ async def delete_user_range(
     conn: asyncpg.Connection, layout: Layout, user_id: str, after: SessionKey | None, limit: int
 ) -> tuple[BatchOutcome, SessionKey | None]:
     """Delete the user's next ``limit`` sessions in ``(created_at, session_id)`` order after
-    ``after``; the outcome and where the next batch starts (``None``: no sessions were left there).
+    ``after``; the outcome and where the next batch starts (``None``: the walk is over — the
+    outcome may still count sessions deleted).
 
     Walks the ``(user_id, created_at, session_id)`` index (``layout.user_index``) once and deletes
     the rows it found by their tuple id: no snapshot, no primary-key probe per session. A row
@@ -384,12 +402,16 @@ async def delete_user_range(
         p,
         f"d.ctid = ANY(ARRAY(SELECT t FROM pick)) AND d.user_id = {user}",
         before=(pick,),
-        extra=("(SELECT (created_at, session_id) FROM pick ORDER BY 1 DESC LIMIT 1) AS last",),
+        extra=(
+            "(SELECT (created_at, session_id) FROM pick ORDER BY created_at DESC NULLS LAST, session_id DESC"
+            " LIMIT 1) AS last",
+        ),
         one_user=user_id,
     )
-    if row["last"] is None:
+    last = row["last"]
+    if last is None or last[0] is None:  # nothing left there (NULL created_at: left to the recount)
         return outcome, None
-    return outcome, (int(row["last"][0]), str(row["last"][1]))
+    return outcome, (int(last[0]), str(last[1]))
 
 
 async def delete_unchanged_sessions(
@@ -471,14 +493,18 @@ async def _delete_sessions(
             # Runs go by Agno's foreign key (ON DELETE CASCADE), as in a plain DELETE of the sessions;
             # how many it removed is this transaction's own delete counter of the runs table, read
             # before and after (the same count a RETURNING would give, without a second delete
-            # probing every run: measured 0.62x -> 0.81x of a raw DELETE). Without statistics
-            # counters (track_counts off) the runs are deleted and counted explicitly below.
+            # probing every run: measured 0.62x -> 0.81x of a raw DELETE). When the cascade would
+            # not fire (its trigger disabled, or not firing in this session_replication_role) or
+            # there are no statistics counters (track_counts off), the runs are deleted and
+            # counted by the statement below instead.
             stat = await conn.fetchrow(
                 "SELECT current_setting('track_counts')::bool AS on,"
+                " current_setting('session_replication_role') AS role,"
                 " pg_stat_get_xact_tuples_deleted(to_regclass($1)) AS n",
                 runs,
             )
-            by_cascade = int(stat["n"]) if stat["on"] else None
+            if stat["on"] and _cascade_fires(layout.runs_cascade, stat["role"]):
+                by_cascade = int(stat["n"])
         if layout.has(RUNS) and by_cascade is None:
             parts.append(f"r AS (DELETE FROM {runs} WHERE session_id {deleted} RETURNING 1)")
             picks.append("(SELECT count(*) FROM r) AS runs")
@@ -514,6 +540,12 @@ async def _delete_sessions(
     elif c.sessions:
         out.per_user = {one_user: c.sessions}
     return out, row
+
+
+def _cascade_fires(tgenabled: str, replication_role: str) -> bool:
+    """Does a trigger in this enabled state fire under this ``session_replication_role``?"""
+    replica = replication_role == "replica"
+    return tgenabled == "A" or (tgenabled == "O" and not replica) or (tgenabled == "R" and replica)
 
 
 async def delete_user_memories(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> int:

@@ -375,3 +375,34 @@ async def test_lines_rendered_by_postgres_equal_agnos_merge_for_every_layout_of_
     assert runs_of[ids[0]] == [f"{ids[0]}-r0", f"{ids[0]}-r1"]
     assert runs_of[ids[3]] == ["blob-r1"] and runs_of[ids[4]] == [] and runs_of[ids[5]] == ["blob-r1"]
     assert runs_of[ids[6]] == [f"{ids[6]}-r0", "blob-r1", f"{ids[6]}-r1"]
+
+
+async def test_a_session_gone_between_a_page_and_agnos_merge_is_left_out_not_a_crash(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    from jobs.export import _envelope, _lines
+
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    ids = await seed_sessions(db, agent_id, "ann", 3, runs=1, base_ts=1_700_000_000)
+    await db.close()
+    await pg.execute(f'ALTER TABLE "{schema}".agno_sessions ADD COLUMN runs jsonb')
+    await pg.execute(  # runs in both places: rendered by Agno's merge in the worker
+        f'UPDATE "{schema}".agno_sessions SET runs = $1::jsonb', json.dumps([{"run_id": "blob", "content": "x"}])
+    )
+    await store.init_connection(pg)
+    layout = await store.read_layout(pg, schema)
+    assert layout is not None
+    target = type("T", (), {"label": agent_id, "layout": layout})()
+    page = await store.export_lines(
+        pg,
+        layout,
+        store.Window(user_id="ann"),
+        envelope=_envelope(target),
+        after=None,
+        limit=10,  # type: ignore[arg-type]
+    )
+    assert [r["line"] for r in page] == [None, None, None]
+    await pg.execute(f'DELETE FROM "{schema}".agno_sessions WHERE session_id = $1', ids[1])
+    lines = [json.loads(x) for x in await _lines(pg, target, page)]  # type: ignore[arg-type]
+    assert [x["session"]["session_id"] for x in lines] == [ids[0], ids[2]]

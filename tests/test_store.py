@@ -112,3 +112,58 @@ async def test_a_range_batch_never_deletes_a_session_that_is_not_the_users(
     outcome, after = await store.delete_user_range(pg, layout, "nobody", None, 100)
     assert (outcome.counts.sessions, after) == (0, None)
     assert await store.count_sessions_per_user(pg, layout, ["alice", "bob"]) == {"alice": 5, "bob": 3}
+
+
+@pytest.mark.parametrize("how", ["replica-role", "trigger-disabled", "runs-partitioned"])
+async def test_runs_go_and_are_counted_when_the_cascade_would_not_do_it(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, how: str
+) -> None:
+    """Runs are left to Agno's ON DELETE CASCADE only where it fires and its count can be read:
+    not under session_replication_role=replica, not with the trigger disabled, not for a
+    partitioned runs table (whose deletes are counted on its partitions)."""
+    layout, _ = await _indexed_schema(settings, pg, agent_id)
+    schema = quote_ident(layout.schema)
+    if how == "replica-role":
+        await pg.execute("SET session_replication_role = replica")
+    elif how == "trigger-disabled":
+        await pg.execute(f"ALTER TABLE {schema}.agno_sessions DISABLE TRIGGER ALL")
+    else:
+        await pg.execute(
+            f"ALTER TABLE {schema}.agno_runs RENAME TO runs_flat;"
+            f" CREATE TABLE {schema}.agno_runs (LIKE {schema}.runs_flat INCLUDING DEFAULTS) PARTITION BY LIST (run_type);"
+            f" CREATE TABLE {schema}.agno_runs_all PARTITION OF {schema}.agno_runs DEFAULT;"
+            f" ALTER TABLE {schema}.agno_runs ADD FOREIGN KEY (session_id)"
+            f"  REFERENCES {schema}.agno_sessions (session_id) ON DELETE CASCADE;"
+            f" INSERT INTO {schema}.agno_runs SELECT * FROM {schema}.runs_flat; DROP TABLE {schema}.runs_flat"
+        )
+    layout = await store.read_layout(pg, layout.schema)
+    assert layout is not None
+    assert layout.runs_cascade == {"replica-role": "O", "trigger-disabled": "D", "runs-partitioned": ""}[how]
+    try:
+        assert await _walk(pg, layout, "alice", 3) == [(3, 6), (3, 6), (1, 2)]
+        assert (await store.delete_all_of_users(pg, layout, ["bob"])).counts.runs == 6
+    finally:
+        await pg.execute("RESET session_replication_role")
+    assert await pg.fetchval(f"SELECT count(*) FROM {schema}.agno_runs") == 0
+
+
+async def test_sessions_without_a_creation_time_are_purged_too(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """A range walk cannot place a NULL created_at (Agno declares NOT NULL; a hand-made table may
+    not): the walk stops there and the recount's next round takes them."""
+    from sessionctl.producer import Producer
+    from tests.conftest import run_worker
+
+    layout, alice = await _indexed_schema(settings, pg, agent_id)
+    schema = quote_ident(layout.schema)
+    await pg.execute(f"ALTER TABLE {schema}.agno_sessions ALTER COLUMN created_at DROP NOT NULL")
+    await pg.execute(f"UPDATE {schema}.agno_sessions SET created_at = NULL WHERE session_id = ANY($1)", alice[:5])
+    small = settings.model_copy(update={"batch_size": 3})  # the first range holds both kinds
+    async with Producer(small) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id="alice")
+        await run_worker(small)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded", state.error
+    assert state.result is not None and (state.result["sessions_deleted"], state.result["remaining"]) == (7, 0)
+    assert await store.count_sessions_per_user(pg, layout, ["alice", "bob"]) == {"bob": 3}
