@@ -206,17 +206,16 @@ class Databases:
         return len(self._clients)
 
     async def close(self) -> None:
-        for pool in self._pools.values():
-            await pool.close()
-        for engine in self._engines.values():
-            await engine.dispose()
-        for sync_engine in self._sync_engines.values():
-            sync_engine.dispose()
-        self._pools.clear()
-        self._engines.clear()
-        self._sync_engines.clear()
+        # One at a time off the dicts: a job still running at shutdown may touch them while we
+        # await (iterating them raised "dictionary keys changed during iteration").
         self._clients.clear()
         self._sync_clients.clear()
+        while self._pools:
+            await self._pools.popitem()[1].close()
+        while self._engines:
+            await self._engines.popitem()[1].dispose()
+        while self._sync_engines:
+            self._sync_engines.popitem()[1].dispose()
 
 
 class Connect:
