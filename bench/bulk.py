@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -28,17 +27,14 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arq.worker import create_worker
-
+from bench.common import bench_settings, burst_worker, checkpoint, drop_database, fresh_database, url
 from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
-from worker.settings import build_worker_settings
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "sessionctl_bench_bulk"
-URL = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+URL = url(DB)
 
 
 async def prepare(schema: str, agent: str, users: list[str], each: int, others: int, index: bool) -> None:
@@ -79,20 +75,10 @@ async def m_raw(schema: str, users: list[str]) -> None:
 async def m_sessionctl(settings: Settings, agent: str, users: list[str], expected: int) -> None:
     async with Producer(settings) as p:
         enq = await p.purge_users(user_ids=users, agent_id=agent)
-        w = create_worker(build_worker_settings(settings), burst=True, poll_delay=0)
-        await w.main()
-        await w.close()
+        await burst_worker(settings)
         state = await p.status(enq.job_id)
     r = state.result
     assert state.status == "succeeded" and r and r["remaining"] == 0 and r["sessions_deleted"] == expected, state
-
-
-async def checkpoint() -> None:
-    """Flush the loads' dirty pages first: a checkpoint falling inside one method's timing (the
-    copies write ~0.5 GB each) makes that method pay for it, and full-page writes after it."""
-    conn = await asyncpg.connect(URL)
-    await conn.execute("CHECKPOINT")
-    await conn.close()
 
 
 async def main() -> None:
@@ -103,17 +89,8 @@ async def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--index", action="store_true", help="create the index `sessionctl doctor` creates, on every copy")
     a = ap.parse_args()
-    admin = await asyncpg.connect(ADMIN)
-    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    await admin.execute(f"CREATE DATABASE {DB}")
-    settings = Settings(
-        database_url=URL,
-        redis_url="redis://127.0.0.1:6379/14",
-        hash_key="bench",
-        queue_name="sessionctl:bench-bulk",
-        log_level=os.environ.get("BENCH_LOG", "WARNING"),
-        log_format="json",
-    )
+    await fresh_database(DB)
+    settings = bench_settings(DB, "sessionctl:bench-bulk")
     users = [f"user-{i:05d}@example.com" for i in range(a.users)]
     n = a.users * a.each
     rates: dict[str, list[float]] = {"raw": [], "sessionctl": []}
@@ -122,7 +99,7 @@ async def main() -> None:
             agent = f"bulk-{method}-{rep}"
             schema = settings.schema_for(agent)
             await prepare(schema, agent, users, a.each, a.others, a.index)
-            await checkpoint()  # every method starts from the same clean state (no pending WAL)
+            await checkpoint(DB)  # every method starts from the same clean state (no pending WAL)
             t = time.perf_counter()
             if method == "raw":
                 await m_raw(schema, users)
@@ -143,8 +120,7 @@ async def main() -> None:
     print("| method | sessions/s | sessionctl ÷ method |\n|---|---:|---:|")
     for k, v in med.items():
         print(f"| {k} | {v:,.0f} | {med['sessionctl'] / v:.2f}× |")
-    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    await admin.close()
+    await drop_database(DB)
 
 
 if __name__ == "__main__":

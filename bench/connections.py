@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -33,18 +32,15 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arq.worker import create_worker
-
+from bench.common import bench_settings, burst_worker, drop_database, fresh_database, url
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, seed_sessions
-from worker.settings import build_worker_settings
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "sessionctl_bench_conns"
-URL = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+URL = url(DB)
 USER = "many-agents-user"
 
 
@@ -112,12 +108,6 @@ async def sampled(run: Callable[[], Awaitable[None]]) -> tuple[float, int]:
     return dt, peak
 
 
-async def run_worker(settings: Settings) -> None:
-    w = create_worker(build_worker_settings(settings), burst=True, poll_delay=0)
-    await w.main()
-    await w.close()
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=2000)
@@ -125,19 +115,8 @@ async def main() -> None:
     ap.add_argument("--max-jobs", type=int, default=4)
     ap.add_argument("--sdk", type=int, default=300, help="agents read through the SDK-contract helpers")
     a = ap.parse_args()
-    admin = await asyncpg.connect(ADMIN)
-    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    await admin.execute(f"CREATE DATABASE {DB}")
-    settings = Settings(
-        database_url=URL,
-        redis_url="redis://127.0.0.1:6379/14",
-        hash_key="bench",
-        queue_name="sessionctl:bench-conns",
-        pool_size=a.pool_size,
-        max_jobs=a.max_jobs,
-        log_level=os.environ.get("BENCH_LOG", "WARNING"),
-        log_format="json",
-    )
+    await fresh_database(DB)
+    settings = bench_settings(DB, "sessionctl:bench-conns", pool_size=a.pool_size, max_jobs=a.max_jobs)
     agents = [f"agent-{i:04d}" for i in range(a.agents)]
     t = time.perf_counter()
     await prepare(settings, agents)
@@ -147,7 +126,7 @@ async def main() -> None:
     async def per_agent_jobs() -> None:
         async with Producer(settings) as p:
             jobs = [await p.purge_user_sessions(agent_id=x, user_id=USER, check_agent=False) for x in agents]
-            await run_worker(settings)
+            await burst_worker(settings)
             states = [await p.status(j.job_id) for j in jobs]
         ok = sum(1 for s in states if s.status == "succeeded" and s.result and s.result["sessions_deleted"] == 1)
         assert ok == len(agents), f"{len(agents) - ok} of {len(agents)} jobs did not delete the one session"
@@ -160,7 +139,7 @@ async def main() -> None:
     async def all_agents() -> None:
         async with Producer(settings) as p:
             job = await p.purge_user_sessions(all_agents=True, user_id=USER)
-            await run_worker(settings)
+            await burst_worker(settings)
             state = await p.status(job.job_id)
         deleted = (state.result or {}).get("sessions_deleted")
         assert state.status == "succeeded" and deleted == a.agents, (state.status, deleted, state.error)
@@ -197,8 +176,7 @@ async def main() -> None:
     print("| workload | seconds | peak open connections | bound | rate |\n|---|---:|---:|---:|---:|")
     for name, secs, pk, bound, rate, unit in rows:
         print(f"| {name} | {secs:.1f} | {pk} | {bound} | {rate:,.0f} {unit} |")
-    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    await admin.close()
+    await drop_database(DB)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -29,16 +28,13 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arq.worker import create_worker
-
+from bench.common import bench_settings, burst_worker, checkpoint, drop_database, fresh_database, url
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
-from worker.settings import build_worker_settings
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "sessionctl_bench"
-URL = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+URL = url(DB)
 USER = "bench-user"
 
 
@@ -99,19 +95,9 @@ async def m_agno(schema: str, agent: str) -> None:
 async def m_sessionctl(settings: Settings, agent: str) -> None:
     async with Producer(settings) as p:
         enq = await p.purge_user_sessions(agent_id=agent, user_id=USER)
-        w = create_worker(build_worker_settings(settings), burst=True, poll_delay=0)
-        await w.main()
-        await w.close()
+        await burst_worker(settings)
         state = await p.status(enq.job_id)
     assert state.status == "succeeded" and state.result and state.result["remaining"] == 0, state
-
-
-async def checkpoint() -> None:
-    """Flush the loads' dirty pages first: a checkpoint falling inside one method's timing (the
-    copies write ~0.5 GB each) makes that method pay for it, and full-page writes after it."""
-    conn = await asyncpg.connect(URL)
-    await conn.execute("CHECKPOINT")
-    await conn.close()
 
 
 async def main() -> None:
@@ -127,18 +113,8 @@ async def main() -> None:
         help="create the index `sessionctl doctor` creates, on every copy, before timing",
     )
     a = ap.parse_args()
-    admin = await asyncpg.connect(ADMIN)
-    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    await admin.execute(f"CREATE DATABASE {DB}")
-    settings = Settings(
-        database_url=URL,
-        redis_url="redis://127.0.0.1:6379/14",
-        hash_key="bench",
-        queue_name="sessionctl:bench",
-        batch_size=a.batch_size,
-        log_level=os.environ.get("BENCH_LOG", "WARNING"),
-        log_format="json",
-    )
+    await fresh_database(DB)
+    settings = bench_settings(DB, "sessionctl:bench", batch_size=a.batch_size)
     rates: dict[str, list[float]] = {"raw": [], "seed": [], "agno": [], "sessionctl": []}
     for rep in range(a.repeat):
         for method in rates:  # interleaved, so noise hits every method alike
@@ -152,7 +128,7 @@ async def main() -> None:
                 )
                 await c.execute(f'ANALYZE "{schema}".agno_sessions')
                 await c.close()
-            await checkpoint()  # every method starts from the same clean state (no pending WAL)
+            await checkpoint(DB)  # every method starts from the same clean state (no pending WAL)
             t = time.perf_counter()
             if method == "raw":
                 await m_raw(schema, agent)
@@ -181,8 +157,7 @@ async def main() -> None:
     print("| method | sessions/s | sessionctl ÷ method |\n|---|---:|---:|")
     for k, v in med.items():
         print(f"| {k} | {v:,.0f} | {med['sessionctl'] / v:.2f}× |")
-    await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    await admin.close()
+    await drop_database(DB)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""What the benchmarks share: their throw-away database, their settings, a burst worker, a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from arq.worker import create_worker
+
+from sessionctl.config import Settings
+from worker.settings import build_worker_settings
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def url(db: str) -> str:
+    return f"postgresql://postgres@127.0.0.1:5432/{db}"
+
+
+async def fresh_database(db: str) -> None:
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {db}")
+    await admin.close()
+
+
+async def drop_database(db: str) -> None:
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    await admin.close()
+
+
+def bench_settings(db: str, queue: str, **overrides: Any) -> Settings:
+    """Settings of a benchmark's worker: its database, Redis db 14, quiet JSON logs (BENCH_LOG=INFO to see them)."""
+    return Settings(
+        database_url=url(db),
+        redis_url="redis://127.0.0.1:6379/14",
+        hash_key="bench",
+        queue_name=queue,
+        log_level=os.environ.get("BENCH_LOG", "WARNING"),
+        log_format="json",
+        **overrides,
+    )
+
+
+async def burst_worker(settings: Settings) -> None:
+    """A real arq worker with sessionctl's settings, until the queue is empty."""
+    w = create_worker(build_worker_settings(settings), burst=True, poll_delay=0)
+    await w.main()
+    await w.close()
+
+
+async def checkpoint(db: str) -> None:
+    """Flush the loads' dirty pages before a method is timed: a checkpoint falling inside one
+    method's timing (the copies write ~0.5 GB each) makes that method pay for it, and for the
+    full-page writes after it."""
+    conn = await asyncpg.connect(url(db))
+    await conn.execute("CHECKPOINT")
+    await conn.close()
