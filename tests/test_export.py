@@ -322,19 +322,40 @@ def log_stub() -> object:
     return _L()
 
 
+async def _half_migrated(settings: Settings, pg: asyncpg.Connection, agent_id: str, n: int, runs: int) -> list[str]:
+    """Ann's ``n`` sessions, Agno-written, in a half-migrated schema: the 2.x runs column beside
+    the 3.x runs table (empty until a test fills it)."""
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    ids = await seed_sessions(db, agent_id, "ann", n, runs=runs, base_ts=1_700_000_000)
+    await db.close()
+    await pg.execute(f'ALTER TABLE "{schema}".agno_sessions ADD COLUMN runs jsonb')
+    return ids
+
+
+async def _first_page(pg: asyncpg.Connection, schema: str, agent_id: str) -> tuple[Any, list[Any]]:
+    """The layout's target and the first export page of Ann's sessions, rendered by Postgres."""
+    from jobs.export import _envelope
+
+    await store.init_connection(pg)
+    layout = await store.read_layout(pg, schema)
+    assert layout is not None and layout.legacy_runs_column and layout.has(store.RUNS)
+    target = type("T", (), {"label": agent_id, "layout": layout})()
+    page = await store.export_lines(
+        pg, layout, store.Window(user_id="ann"), envelope=_envelope(target), after=None, limit=100
+    )
+    return target, page
+
+
 async def test_lines_rendered_by_postgres_equal_agnos_merge_for_every_layout_of_runs(
     settings: Settings, pg: asyncpg.Connection, agent_id: str
 ) -> None:
     """Postgres renders each export line (no JSON round trip in the worker); the runs in it must
     be what Agno's ``merge_runs_table_with_legacy_blob`` gives, whatever the 2.x blob holds."""
-    from jobs.export import _envelope, _lines, export_records
+    from jobs.export import _lines, export_records
 
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    ids = await seed_sessions(db, agent_id, "ann", 9, runs=2, base_ts=1_700_000_000)
-    await db.close()
-    # a half-migrated schema: the 2.x runs column beside the 3.x runs table
-    await pg.execute(f'ALTER TABLE "{schema}".agno_sessions ADD COLUMN runs jsonb')
+    ids = await _half_migrated(settings, pg, agent_id, 9, runs=2)
     run = {"run_id": "blob-r1", "content": "from the blob", "n": 1.5}
     blobs: dict[int, Any] = {
         1: [],  # empty blob: the table's runs
@@ -352,18 +373,8 @@ async def test_lines_rendered_by_postgres_equal_agnos_merge_for_every_layout_of_
         )
     for i in (3, 4, 5):  # these live in the blob only, as 2.x wrote them
         await pg.execute(f'DELETE FROM "{schema}".agno_runs WHERE session_id = $1', ids[i])
-    await store.init_connection(pg)
-    layout = await store.read_layout(pg, schema)
-    assert layout is not None and layout.legacy_runs_column and layout.has(store.RUNS)
-    target = type("T", (), {"label": agent_id, "layout": layout})()
-    page = await store.export_lines(
-        pg,
-        layout,
-        store.Window(user_id="ann"),
-        envelope=_envelope(target),
-        after=None,
-        limit=100,  # type: ignore[arg-type]
-    )
+    target, page = await _first_page(pg, schema, agent_id)
+    layout = target.layout
     assert [r["session_id"] for r in page] == ids
     left_to_python = [r["session_id"] for r in page if r["line"] is None]
     assert left_to_python == [ids[4], ids[5], ids[6]]  # not an array, a string, runs in both places
@@ -380,28 +391,14 @@ async def test_lines_rendered_by_postgres_equal_agnos_merge_for_every_layout_of_
 async def test_a_session_gone_between_a_page_and_agnos_merge_is_left_out_not_a_crash(
     settings: Settings, pg: asyncpg.Connection, agent_id: str
 ) -> None:
-    from jobs.export import _envelope, _lines
+    from jobs.export import _lines
 
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    ids = await seed_sessions(db, agent_id, "ann", 3, runs=1, base_ts=1_700_000_000)
-    await db.close()
-    await pg.execute(f'ALTER TABLE "{schema}".agno_sessions ADD COLUMN runs jsonb')
+    ids = await _half_migrated(settings, pg, agent_id, 3, runs=1)
     await pg.execute(  # runs in both places: rendered by Agno's merge in the worker
         f'UPDATE "{schema}".agno_sessions SET runs = $1::jsonb', json.dumps([{"run_id": "blob", "content": "x"}])
     )
-    await store.init_connection(pg)
-    layout = await store.read_layout(pg, schema)
-    assert layout is not None
-    target = type("T", (), {"label": agent_id, "layout": layout})()
-    page = await store.export_lines(
-        pg,
-        layout,
-        store.Window(user_id="ann"),
-        envelope=_envelope(target),
-        after=None,
-        limit=10,  # type: ignore[arg-type]
-    )
+    target, page = await _first_page(pg, schema, agent_id)
     assert [r["line"] for r in page] == [None, None, None]
     await pg.execute(f'DELETE FROM "{schema}".agno_sessions WHERE session_id = $1', ids[1])
     lines = [json.loads(x) for x in await _lines(pg, target, page)]  # type: ignore[arg-type]
