@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run() { echo; echo "\$ python $*"; python "$@"; }
-run bench/purge.py --sessions 100000 --others 20000 --repeat 3 --seed-loop-cap 1000 --index
+run bench/purge.py --sessions 100000 --others 20000 --repeat 3 --seed-loop-cap 1000 --index --one-walker
 run bench/purge.py --sessions 100000 --others 20000 --repeat 3 --seed-loop-cap 1000
 run bench/export.py --sizes 20000,200000
 run bench/bulk.py --users 10000 --each 10 --repeat 3 --index

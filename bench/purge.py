@@ -9,7 +9,9 @@ Each method gets its own identical copy of the data (an agent schema with the us
 - seed:      xpander's "wipe a user" loop: ``get_sessions(limit=50)`` then ``delete_session`` each
              (run on at most --seed-loop-cap sessions: it is slow; its rate is what counts);
 - agno:      Agno's ``delete_sessions(ids, user_id=…)`` on pages of 1,000 ids;
-- sessionctl: end to end — enqueue through Redis, a real arq worker, verified result.
+- sessionctl: end to end — enqueue through Redis, a real arq worker, verified result
+             (``SESSIONCTL_PURGE_WALKERS`` at its default, 2; ``--one-walker`` adds
+             ``sessionctl-1w``, the same with one walker, to show what the second one buys).
 
 Prints sessions/s per method (median of --repeat runs) and sessionctl's ratio to each.
 Needs Postgres and Redis on 127.0.0.1 (creates and drops database ``sessionctl_bench``).
@@ -107,6 +109,7 @@ async def main() -> None:
     ap.add_argument("--seed-loop-cap", type=int, default=3_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=5_000)
+    ap.add_argument("--one-walker", action="store_true", help="also time sessionctl with SESSIONCTL_PURGE_WALKERS=1")
     ap.add_argument(
         "--index",
         action="store_true",
@@ -116,6 +119,8 @@ async def main() -> None:
     await fresh_database(DB)
     settings = bench_settings(DB, "sessionctl:bench", batch_size=a.batch_size)
     rates: dict[str, list[float]] = {"raw": [], "seed": [], "agno": [], "sessionctl": []}
+    if a.one_walker:
+        rates["sessionctl-1w"] = []
     for rep in range(a.repeat):
         for method in rates:  # interleaved, so noise hits every method alike
             agent = f"bench-{method}-{rep}"
@@ -139,7 +144,8 @@ async def main() -> None:
                 await m_agno(schema, agent)
                 n = a.sessions
             else:
-                await m_sessionctl(settings, agent)
+                walkers = 1 if method == "sessionctl-1w" else settings.purge_walkers
+                await m_sessionctl(settings.model_copy(update={"purge_walkers": walkers}), agent)
                 n = a.sessions
             dt = time.perf_counter() - t
             left = await count(schema)
@@ -152,7 +158,8 @@ async def main() -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(
         f"\npurge of one user with {a.sessions} sessions (2 runs of ~2 KB each), {a.others} other sessions; "
-        f"median of {a.repeat}; batch size {a.batch_size}"
+        f"median of {a.repeat}; batch size {a.batch_size}; {settings.purge_walkers} walkers; "
+        f"{'with' if a.index else 'without'} the doctor's index"
     )
     print("| method | sessions/s | sessionctl ÷ method |\n|---|---:|---:|")
     for k, v in med.items():

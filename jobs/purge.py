@@ -16,8 +16,12 @@ A dry run counts what would be deleted and deletes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -139,7 +143,7 @@ async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> 
                 per_user_counted = await store.count_sessions_per_user(conn, layout, users)
                 initial = sum(per_user_counted.values())
                 await batches.start(total=initial)
-                await _delete_by_index(conn, ctx, layout, per_user_counted, batches)
+                await _delete_by_index(conn, ctx, target, per_user_counted, batches, bl)
             else:
                 size = ctx.settings.batch_size
                 few = await store.some_user_session_ids(conn, layout, users, size + 1)
@@ -249,7 +253,12 @@ async def _delete_snapshot(
 
 
 async def _delete_by_index(
-    conn: asyncpg.Connection, ctx: JobContext, layout: store.Layout, counts: dict[str, int], batches: _Batches
+    conn: asyncpg.Connection,
+    ctx: JobContext,
+    target: Target,
+    counts: dict[str, int],
+    batches: _Batches,
+    bl: Any,
 ) -> None:
     """With the ``(user_id, created_at, session_id)`` index: users whose counted sessions fit a
     batch go together, all their sessions in one statement; a user with more is walked through
@@ -262,30 +271,88 @@ async def _delete_by_index(
         nonlocal group, grouped
         if group:
             t = time.monotonic()
-            await batches.done(await store.delete_all_of_users(conn, layout, group), t)
+            await batches.done(await store.delete_all_of_users(conn, target.layout, group), t)
         group, grouped = [], 0
 
     for user in sorted(counts):
         n = counts[user]
         if n > size:
-            # Walk at most what was counted and a batch more: a writer racing the purge leaves the
-            # rest to the recount and the next round, which bounds the rounds.
-            after: store.SessionKey | None = None
-            walked = 0
-            while walked <= n + size:
-                t = time.monotonic()
-                outcome, after = await store.delete_user_range(conn, layout, user, after, size)
-                if outcome.counts.sessions:
-                    await batches.done(outcome, t)
-                walked += outcome.counts.sessions
-                if after is None:
-                    break
+            await _walk_user(conn, ctx, target, user, n, batches, bl)
             continue
         if grouped + n > size:
             await flush()
         group.append(user)
         grouped += n
     await flush()
+
+
+async def _walk_user(
+    conn: asyncpg.Connection, ctx: JobContext, target: Target, user: str, n: int, batches: _Batches, bl: Any
+) -> None:
+    """Delete a user's ``n`` (counted) sessions in index ranges of a batch. Up to
+    ``SESSIONCTL_PURGE_WALKERS`` walkers, each on its own connection, take equal slices of the
+    user's index range at once: the cascade to the runs is CPU in Postgres, and one walker keeps
+    one backend busy (measured in bench/purge.py). A walker gets a connection only if the pool has
+    one free now; otherwise fewer walk."""
+    size, layout = ctx.settings.batch_size, target.layout
+    wanted = min(ctx.settings.purge_walkers, -(-n // size))  # never more walkers than batches
+    async with contextlib.AsyncExitStack() as stack:
+        conns = [conn]
+        while len(conns) < wanted:
+            spare = await stack.enter_async_context(ctx.databases.spare(target.dsn))
+            if spare is None:
+                break
+            conns.append(spare)
+        cuts: list[store.SessionKey | None] = [None]
+        if len(conns) > 1:
+            cuts += await store.split_keys(conn, layout, user, n, len(conns))
+        cuts.append(None)
+        slices = list(itertools.pairwise(cuts))
+        bl.info("purge.walk", sessions=n, walkers=len(slices))
+        # Walk at most what was counted and a batch more per slice: a writer racing the purge
+        # leaves the rest to the recount and the next round, which bounds the rounds.
+        bound = n // len(slices) + size
+        walks = [
+            _walk_slice(c, layout, user, start, stop, size, bound, batches)
+            for c, (start, stop) in zip(conns, slices, strict=False)  # fewer slices: a spare stays idle
+        ]
+        await _all_or_none(walks)
+
+
+async def _walk_slice(
+    conn: asyncpg.Connection,
+    layout: store.Layout,
+    user: str,
+    start: store.SessionKey | None,
+    stop: store.SessionKey | None,
+    size: int,
+    bound: int,
+    batches: _Batches,
+) -> None:
+    after: store.SessionKey | None = None
+    walked = 0
+    while walked <= bound:
+        t = time.monotonic()
+        outcome, after = await store.delete_user_range(conn, layout, user, after, size, start=start, stop=stop)
+        if outcome.counts.sessions:
+            await batches.done(outcome, t)
+        walked += outcome.counts.sessions
+        if after is None:
+            return
+
+
+async def _all_or_none(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run these together; the first failure cancels the others and is raised as itself (not as
+    an ExceptionGroup: the worker's retry policy and the database error mapping look at its type)."""
+    if len(coros) == 1:
+        await coros[0]
+        return
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for coro in coros:
+                tg.create_task(coro)
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0]  # noqa: B904 - the group is the context, the member is the error
 
 
 async def _receipt(

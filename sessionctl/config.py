@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     xpander_base_url: str = Field("https://inbound.xpander.ai", validation_alias="XPANDER_BASE_URL")
     schema_template: str = Field(DEFAULT_SCHEMA_TEMPLATE, validation_alias="SESSIONCTL_SCHEMA_TEMPLATE")
     batch_size: int = Field(5000, ge=1, le=50_000, validation_alias="SESSIONCTL_BATCH_SIZE")
+    purge_walkers: int = Field(2, ge=1, le=8, validation_alias="SESSIONCTL_PURGE_WALKERS")
     poll_delay: float = Field(0.05, gt=0, le=10, validation_alias="SESSIONCTL_POLL_DELAY")
     queue_read_limit: int = Field(500, ge=1, le=100_000, validation_alias="SESSIONCTL_QUEUE_READ_LIMIT")
     max_jobs: int = Field(4, ge=1, le=1000, validation_alias="SESSIONCTL_MAX_JOBS")

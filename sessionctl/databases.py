@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+
+# How long a spare connection may take to open before the caller does without it.
+SPARE_WAIT = 2.0
 
 # Errors that mean "the database is not there right now" (retry), as opposed to a bad query.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -119,6 +123,29 @@ class Databases:
         """``async with databases.connect(dsn) as conn``: a pooled connection; losing the
         database (refused, reset, restarting) raises :class:`DatabaseUnavailable` (retryable)."""
         return Connect(self, dsn)
+
+    @contextlib.asynccontextmanager
+    async def spare(self, dsn: Dsn) -> AsyncIterator[asyncpg.Connection | None]:
+        """``async with databases.spare(dsn) as conn``: one more pooled connection to a database
+        already in use if the pool has one free *now*, else ``None`` (never waits for another job
+        to give one back: jobs holding one connection each and asking for a second could otherwise
+        wait on each other forever). For optional parallelism only."""
+        pool = self._pools.get(dsn)
+        conn: asyncpg.Connection | None = None
+        if pool is not None and (pool.get_idle_size() > 0 or pool.get_size() < pool.get_max_size()):
+            with contextlib.suppress(Exception):  # taken meanwhile, or cannot connect: do without
+                conn = await pool.acquire(timeout=SPARE_WAIT)
+        if pool is None or conn is None:
+            yield None
+            return
+        leases = self._leases
+        leases[dsn] = leases.get(dsn, 0) + 1
+        try:
+            yield conn
+        finally:
+            leases[dsn] -= 1
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
 
     async def _make_room(self) -> None:
         """At most ``max_databases`` pools: close the least recently used one nobody holds or awaits."""

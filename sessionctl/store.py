@@ -378,12 +378,46 @@ async def delete_all_of_users(conn: asyncpg.Connection, layout: Layout, users: l
     return outcome
 
 
+async def split_keys(
+    conn: asyncpg.Connection, layout: Layout, user_id: str, counted: int, parts: int
+) -> list[SessionKey]:
+    """Keys that cut the user's sessions, in ``(created_at, session_id)`` order, into ``parts``
+    ranges of about ``counted / parts`` sessions each (one index probe per cut; needs
+    ``layout.user_index``). Fewer come back when the user has fewer sessions than counted, or where
+    a cut falls on a NULL ``created_at`` (such sessions sort last and are left to the recount)."""
+    if parts < 2 or counted < parts:
+        return []
+    offsets = [counted * i // parts for i in range(1, parts)]
+    rows = await conn.fetch(
+        "SELECT k.created_at, k.session_id FROM unnest($2::bigint[]) WITH ORDINALITY AS o(skip, i),"
+        f" LATERAL (SELECT created_at, session_id FROM {layout.q(SESSIONS)} WHERE user_id = $1"
+        " ORDER BY created_at, session_id OFFSET o.skip LIMIT 1) AS k ORDER BY o.i",
+        user_id,
+        offsets,
+    )
+    # One snapshot for every probe: the keys are distinct and in index order.
+    keys: list[SessionKey] = []
+    for r in rows:
+        if r["created_at"] is None:
+            break
+        keys.append((int(r["created_at"]), str(r["session_id"])))
+    return keys
+
+
 async def delete_user_range(
-    conn: asyncpg.Connection, layout: Layout, user_id: str, after: SessionKey | None, limit: int
+    conn: asyncpg.Connection,
+    layout: Layout,
+    user_id: str,
+    after: SessionKey | None,
+    limit: int,
+    *,
+    start: SessionKey | None = None,
+    stop: SessionKey | None = None,
 ) -> tuple[BatchOutcome, SessionKey | None]:
     """Delete the user's next ``limit`` sessions in ``(created_at, session_id)`` order after
-    ``after``; the outcome and where the next batch starts (``None``: the walk is over — the
-    outcome may still count sessions deleted).
+    ``after`` (from ``start`` on, inclusive, when ``after`` is ``None``) and before ``stop``; the
+    outcome and where the next batch starts (``None``: the walk is over — the outcome may still
+    count sessions deleted).
 
     Walks the ``(user_id, created_at, session_id)`` index (``layout.user_index``) once and deletes
     the rows it found by their tuple id: no snapshot, no primary-key probe per session. A row
@@ -391,10 +425,16 @@ async def delete_user_range(
     """
     p = _Params()
     user = p(user_id)
-    cursor = "" if after is None else f" AND (created_at, session_id) > ({p(after[0])}::bigint, {p(after[1])}::text)"
+    bounds = ""
+    if after is not None:
+        bounds += f" AND (created_at, session_id) > ({p(after[0])}::bigint, {p(after[1])}::text)"
+    elif start is not None:
+        bounds += f" AND (created_at, session_id) >= ({p(start[0])}::bigint, {p(start[1])}::text)"
+    if stop is not None:
+        bounds += f" AND (created_at, session_id) < ({p(stop[0])}::bigint, {p(stop[1])}::text)"
     pick = (
         f"pick AS MATERIALIZED (SELECT ctid AS t, created_at, session_id FROM {layout.q(SESSIONS)}"
-        f" WHERE user_id = {user}{cursor} ORDER BY created_at, session_id LIMIT {p(limit)})"
+        f" WHERE user_id = {user}{bounds} ORDER BY created_at, session_id LIMIT {p(limit)})"
     )
     outcome, row = await _delete_sessions(
         conn,

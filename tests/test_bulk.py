@@ -124,7 +124,7 @@ async def test_bulk_erasure_with_the_user_index_groups_small_users_and_walks_big
     await _seed_users(pg, settings, agent_id, ["big-1", "big-2"], 25)
     await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
     users = [*small, "big-1", "big-2", "absent"]
-    settings = settings.model_copy(update={"batch_size": 10})
+    settings = settings.model_copy(update={"batch_size": 10, "purge_walkers": 2})
     async with Producer(settings) as producer:
         enq = await producer.purge_users(user_ids=users, agent_id=agent_id)
         await run_worker(settings)
@@ -135,8 +135,9 @@ async def test_bulk_erasure_with_the_user_index_groups_small_users_and_walks_big
     key = HASH_KEY.encode()
     per_user = {u: r["users"][user_hmac(key, u)]["sessions_deleted"] for u in users}
     assert per_user == {**dict.fromkeys(small, 2), "big-1": 25, "big-2": 25, "absent": 0}
-    # 30 small users x 2 sessions go 5 to a batch (6 batches); each big user takes 3 ranges of 10 or fewer
-    assert r["agents"][agent_id]["batches"] == 6 + 3 + 3
+    # 30 small users x 2 sessions go 5 to a batch (6 batches); each big user is walked in two
+    # slices at once (12 and 13 sessions), each slice in 2 ranges of 10 or fewer
+    assert r["agents"][agent_id]["batches"] == 6 + 4 + 4
     left = await pg.fetch(f'SELECT user_id, count(*) AS n FROM "{schema}".agno_sessions GROUP BY 1 ORDER BY 1')
     assert [(x["user_id"], x["n"]) for x in left] == [("kept-1", 2), ("kept-2", 2), ("template-user", 1)]
     assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_runs WHERE user_id <> ALL($1)', users) == 10

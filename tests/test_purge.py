@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
@@ -237,3 +240,50 @@ async def test_a_table_that_is_not_agnos_is_refused_by_type(
     async with Producer(settings) as producer:
         with pytest.raises(NotImplementedError, match="user_id is integer"):
             await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+
+
+async def _purge_logged(settings: Settings, agent_id: str, capfd: pytest.CaptureFixture[str]) -> tuple[dict, list]:
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        await run_worker(settings)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded", state.error
+    assert state.result is not None
+    events = []
+    for line in capfd.readouterr().err.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return state.result, events
+
+
+@pytest.mark.parametrize("pool_size", [4, 1])
+async def test_a_big_user_is_walked_by_two_connections_when_the_pool_has_one_free(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, capfd: pytest.CaptureFixture[str], pool_size: int
+) -> None:
+    """With the doctor's index, a user of many batches is walked in two slices at once (two
+    Postgres backends share the cascade's CPU). The second connection is taken only if the pool
+    has one free: with a pool of one, the walk goes alone instead of waiting."""
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 3)
+    await seed_sessions(db, agent_id, OTHER, 2)
+    await db.close()
+    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 1200, "c")
+    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+    before = await table_rows(pg, schema)
+    small = settings.model_copy(
+        update={"batch_size": 100, "purge_walkers": 2, "pool_size": pool_size, "log_format": "json"}
+    )
+
+    r, events = await _purge_logged(small, agent_id, capfd)
+
+    walks = [e for e in events if e.get("event") == "purge.walk"]
+    assert [(w["sessions"], w["walkers"]) for w in walks] == [(1203, 2 if pool_size > 1 else 1)]
+    a = r["agents"][agent_id]
+    assert (a["sessions_deleted"], a["runs_deleted"], r["remaining"]) == (1203, 1203 * 2, 0)
+    # 1203 in slices of 601 and 602 take 7 batches of 100 each; alone, 13
+    assert a["batches"] == (14 if pool_size > 1 else 13)
+    assert await _count(pg, schema, USER) == 0
+    after = await table_rows(pg, schema)
+    for table, rows in before.items():
+        assert after[table] == [row for row in rows if USER not in row], table

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import asyncpg
 import pytest
 
@@ -167,3 +169,54 @@ async def test_sessions_without_a_creation_time_are_purged_too(
     assert state.status == "succeeded", state.error
     assert state.result is not None and (state.result["sessions_deleted"], state.result["remaining"]) == (7, 0)
     assert await store.count_sessions_per_user(pg, layout, ["alice", "bob"]) == {"bob": 3}
+
+
+async def _keys(pg: asyncpg.Connection, layout: store.Layout, user: str) -> list[store.SessionKey]:
+    rows = await pg.fetch(
+        f"SELECT created_at, session_id FROM {quote_ident(layout.schema)}.agno_sessions WHERE user_id = $1"
+        " ORDER BY created_at, session_id",
+        user,
+    )
+    return [(r["created_at"], r["session_id"]) for r in rows]
+
+
+async def test_split_keys_cut_a_users_index_range_into_slices_that_walk_every_session_once(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """Parallel walkers each take a slice [start, stop) of the user's index range: together the
+    slices hold each of the user's sessions exactly once, and nobody else's."""
+    layout, _ = await _indexed_schema(settings, pg, agent_id)
+    order = await _keys(pg, layout, "alice")
+    assert len(order) == 7
+    cuts = await store.split_keys(pg, layout, "alice", 7, 3)
+    assert cuts == [order[2], order[4]]  # offsets 7*1//3 and 7*2//3
+    assert await store.split_keys(pg, layout, "alice", 7, 1) == []
+    assert await store.split_keys(pg, layout, "alice", 20, 3) == [order[6]]  # fewer than counted: fewer cuts
+
+    bounds: list[store.SessionKey | None] = [None, *cuts, None]
+    walked = []
+    for start, stop in itertools.pairwise(bounds):
+        after: store.SessionKey | None = None
+        while True:
+            outcome, after = await store.delete_user_range(pg, layout, "alice", after, 2, start=start, stop=stop)
+            walked.append(outcome.counts.sessions)
+            if after is None:
+                break
+    # [None, order[2]) holds 2, [order[2], order[4]) 2, [order[4], None) 3 (a batch of 2, then 1)
+    assert [n for n in walked if n] == [2, 2, 2, 1]
+    assert await store.count_sessions_per_user(pg, layout, ["alice", "bob"]) == {"bob": 3}
+
+
+async def test_a_cut_is_never_placed_at_a_session_without_a_creation_time(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """NULL created_at sorts last and compares as unknown: a slice bounded by it would be empty."""
+    layout, _ = await _indexed_schema(settings, pg, agent_id)
+    order = await _keys(pg, layout, "alice")
+    schema = quote_ident(layout.schema)
+    await pg.execute(f"ALTER TABLE {schema}.agno_sessions ALTER COLUMN created_at DROP NOT NULL")
+    await pg.execute(
+        f"UPDATE {schema}.agno_sessions SET created_at = NULL WHERE session_id = ANY($1)", [k[1] for k in order[3:]]
+    )
+    assert await store.split_keys(pg, layout, "alice", 7, 2) == []  # offset 3 is the first NULL
+    assert await store.split_keys(pg, layout, "alice", 7, 3) == [order[2]]  # offsets 2 and 4
