@@ -8,6 +8,7 @@ import time
 import asyncpg
 import pytest
 
+from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
@@ -99,3 +100,66 @@ async def test_postgres_down_for_good_fails_the_job_after_bounded_tries(
     assert state.error is not None and state.error["type"] == "DatabaseUnavailable"
     assert worker.jobs_retried == 2 and state.attempt == 3
     assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER) == 3
+
+
+async def test_two_walkers_run_at_once_and_one_lost_cancels_the_other_and_the_job_retries(
+    settings: Settings, pg: asyncpg.Connection, pg_database: str, agent_id: str
+) -> None:
+    """A user walked in two slices: while a lock holds the first slice's walker, the second walks
+    its whole slice (they run at once). Then the blocked walker's backend is killed: the job fails
+    that try as a database outage (not an ExceptionGroup the retry policy would not know), is
+    retried, and completes with nothing left."""
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 1)
+    await seed_sessions(db, agent_id, "dave", 2)
+    await db.close()
+    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 4000, "c")
+    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+    total = 4001
+    order = [
+        r["session_id"]
+        for r in await pg.fetch(
+            f'SELECT session_id FROM "{schema}".agno_sessions WHERE user_id = $1 ORDER BY created_at, session_id', USER
+        )
+    ]
+    job_settings = settings.model_copy(
+        update={"batch_size": 50, "purge_walkers": 2, "max_tries": 5, "retry_base_delay": 0.2}
+    )
+    locker = await asyncpg.connect(pg_database)
+    lock = locker.transaction()
+    await lock.start()
+    await locker.execute(f'SELECT 1 FROM "{schema}".agno_sessions WHERE session_id = $1 FOR UPDATE', order[10])
+
+    async def count() -> int:
+        return int(await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER))
+
+    async with Producer(job_settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        worker_task = asyncio.create_task(run_worker(job_settings))
+        try:
+            # the first slice's walker waits on the lock at its first batch; the second slice goes
+            deadline = time.monotonic() + 30
+            while await count() > total - total // 2:
+                assert time.monotonic() < deadline, (
+                    f"the second slice did not walk while the first waited: {await count()}"
+                )
+                await asyncio.sleep(0.02)
+            blocked = await pg.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pick AS MATERIALIZED%'"
+            )
+            assert blocked is not None
+            assert await count() > total // 2 - 50  # the first slice's first batch has not gone
+            await pg.execute("SELECT pg_terminate_backend($1)", blocked)
+        finally:
+            await lock.rollback()
+            await locker.close()
+        worker = await asyncio.wait_for(worker_task, 120)
+        state = await producer.status(enq.job_id)
+
+    assert worker.jobs_retried >= 1
+    assert state.status == "succeeded", state
+    assert state.attempt is not None and state.attempt >= 2
+    assert state.result is not None and state.result["remaining"] == 0
+    assert await count() == 0
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', "dave") == 2
