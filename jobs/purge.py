@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -286,59 +286,87 @@ async def _delete_by_index(
     await flush()
 
 
+@dataclass(slots=True)
+class _Slice:
+    """A part ``[start, stop)`` of a user's index range, and how far its walk got."""
+
+    start: store.SessionKey | None
+    stop: store.SessionKey | None
+    after: store.SessionKey | None = None
+    walked: int = 0
+    over: bool = False
+
+
 async def _walk_user(
     conn: asyncpg.Connection, ctx: JobContext, target: Target, user: str, n: int, batches: _Batches, bl: Any
 ) -> None:
     """Delete a user's ``n`` (counted) sessions in index ranges of a batch. Up to
-    ``SESSIONCTL_PURGE_WALKERS`` walkers, each on its own connection, take equal slices of the
-    user's index range at once: the cascade to the runs is CPU in Postgres, and one walker keeps
-    one backend busy (measured in bench/purge.py). A walker gets a connection only if the pool has
-    one free now; otherwise fewer walk."""
-    size, layout = ctx.settings.batch_size, target.layout
-    wanted = min(ctx.settings.purge_walkers, -(-n // size))  # never more walkers than batches
-    async with contextlib.AsyncExitStack() as stack:
-        conns = [conn]
-        while len(conns) < wanted:
-            spare = await stack.enter_async_context(ctx.databases.spare(target.dsn))
+    ``SESSIONCTL_PURGE_WALKERS`` walkers take equal slices of the user's index range at once, each
+    on its own connection: the cascade to the runs is CPU in Postgres, and one walker keeps one
+    backend busy (measured in bench/purge.py). An extra walker uses a spare connection — one the
+    pool has free now, while no job waits for one — and gives it back between two batches as soon
+    as a job waits; this job's own connection then walks the rest of that slice."""
+    size, layout, dbs = ctx.settings.batch_size, target.layout, ctx.databases
+    parts = min(ctx.settings.purge_walkers, -(-n // size))  # never more walkers than batches
+    spares: list[tuple[contextlib.AsyncExitStack, asyncpg.Connection]] = []
+    try:
+        while 1 + len(spares) < parts:
+            stack = contextlib.AsyncExitStack()
+            spare = await stack.enter_async_context(dbs.spare(target.dsn))
             if spare is None:
+                await stack.aclose()
                 break
-            conns.append(spare)
+            spares.append((stack, spare))
         cuts: list[store.SessionKey | None] = [None]
-        if len(conns) > 1:
-            cuts += await store.split_keys(conn, layout, user, n, len(conns))
+        if spares:
+            cuts += await store.split_keys(conn, layout, user, n, 1 + len(spares))
         cuts.append(None)
-        slices = list(itertools.pairwise(cuts))
+        slices = [_Slice(start, stop) for start, stop in itertools.pairwise(cuts)]
+        for stack, _ in spares[len(slices) - 1 :]:  # fewer cuts than spares (NULL creation times)
+            await stack.aclose()
         bl.info("purge.walk", sessions=n, walkers=len(slices))
         # Walk at most what was counted and a batch more per slice: a writer racing the purge
         # leaves the rest to the recount and the next round, which bounds the rounds.
-        bound = n // len(slices) + size
-        walks = [
-            _walk_slice(c, layout, user, start, stop, size, bound, batches)
-            for c, (start, stop) in zip(conns, slices, strict=False)  # fewer slices: a spare stays idle
-        ]
-        await _all_or_none(walks)
+        walk = _SliceWalk(layout, user, size, n // len(slices) + size, batches)
+
+        async def helper(stack: contextlib.AsyncExitStack, spare: asyncpg.Connection, part: _Slice) -> None:
+            async with stack:
+                await walk(spare, part, give_back=lambda: dbs.wanted(target.dsn))
+
+        await _all_or_none(
+            [walk(conn, slices[0]), *(helper(st, c, part) for (st, c), part in zip(spares, slices[1:], strict=False))]
+        )
+        for part in slices:  # what a walker that gave its connection back left
+            await walk(conn, part)
+    finally:
+        for stack, _ in spares:
+            await stack.aclose()
 
 
-async def _walk_slice(
-    conn: asyncpg.Connection,
-    layout: store.Layout,
-    user: str,
-    start: store.SessionKey | None,
-    stop: store.SessionKey | None,
-    size: int,
-    bound: int,
-    batches: _Batches,
-) -> None:
-    after: store.SessionKey | None = None
-    walked = 0
-    while walked <= bound:
-        t = time.monotonic()
-        outcome, after = await store.delete_user_range(conn, layout, user, after, size, start=start, stop=stop)
-        if outcome.counts.sessions:
-            await batches.done(outcome, t)
-        walked += outcome.counts.sessions
-        if after is None:
-            return
+@dataclass(frozen=True, slots=True)
+class _SliceWalk:
+    layout: store.Layout
+    user: str
+    size: int
+    bound: int
+    batches: _Batches
+
+    async def __call__(
+        self, conn: asyncpg.Connection, part: _Slice, give_back: Callable[[], bool] | None = None
+    ) -> None:
+        """Walk the slice from where it got to, a batch per statement, until it is over (or, for
+        a spare connection, until ``give_back()`` says a job waits for it)."""
+        while not part.over:
+            if give_back is not None and give_back():
+                return
+            t = time.monotonic()
+            outcome, part.after = await store.delete_user_range(
+                conn, self.layout, self.user, part.after, self.size, start=part.start, stop=part.stop
+            )
+            if outcome.counts.sessions:
+                await self.batches.done(outcome, t)
+            part.walked += outcome.counts.sessions
+            part.over = part.after is None or part.walked > self.bound
 
 
 async def _all_or_none(coros: list[Coroutine[Any, Any, None]]) -> None:

@@ -90,6 +90,7 @@ class Databases:
         self._sync_clients: OrderedDict[tuple[Dsn, str], Any] = OrderedDict()
         self.clients_built = 0  # for tests and metrics: how many Agno clients were constructed
         self._leases: dict[Dsn, int] = {}  # connections handed out or being opened, per database
+        self._waiting: dict[Dsn, int] = {}  # jobs waiting for a connection (not spares), per database
         self._evict_lock = asyncio.Lock()
 
     async def pool(self, dsn: Dsn) -> asyncpg.Pool:
@@ -127,13 +128,19 @@ class Databases:
     @contextlib.asynccontextmanager
     async def spare(self, dsn: Dsn) -> AsyncIterator[asyncpg.Connection | None]:
         """``async with databases.spare(dsn) as conn``: one more pooled connection to a database
-        already in use if the pool has one free *now*, else ``None`` (never waits for another job
-        to give one back: jobs holding one connection each and asking for a second could otherwise
-        wait on each other forever). For optional parallelism only."""
+        already in use if the pool has one free *now* and no job is waiting for one, else
+        ``None``. It never waits for another job to give one back (jobs holding a connection each
+        and asking for a second could otherwise wait on each other forever); its holder should
+        give it back as soon as :meth:`wanted` says a job waits. For optional parallelism only."""
         pool = self._pools.get(dsn)
         conn: asyncpg.Connection | None = None
-        if pool is not None and (pool.get_idle_size() > 0 or pool.get_size() < pool.get_max_size()):
-            with contextlib.suppress(Exception):  # taken meanwhile, or cannot connect: do without
+        if (
+            pool is not None
+            and not self.wanted(dsn)
+            and (pool.get_idle_size() > 0 or pool.get_size() < pool.get_max_size())
+        ):
+            # Free now, so this only waits for a new connection to open.
+            with contextlib.suppress(Exception):  # cannot connect: do without
                 conn = await pool.acquire(timeout=SPARE_WAIT)
         if pool is None or conn is None:
             yield None
@@ -146,6 +153,10 @@ class Databases:
             leases[dsn] -= 1
             with contextlib.suppress(Exception):
                 await pool.release(conn)
+
+    def wanted(self, dsn: Dsn) -> bool:
+        """Is a job waiting for a connection to this database (so a spare should go back)?"""
+        return self._waiting.get(dsn, 0) > 0
 
     async def _make_room(self) -> None:
         """At most ``max_databases`` pools: close the least recently used one nobody holds or awaits."""
@@ -257,7 +268,12 @@ class Connect:
         leases[self.dsn] = leases.get(self.dsn, 0) + 1  # before the pool exists: it must not be evicted
         try:
             self._pool = await self.databases.pool(self.dsn)
-            self._conn = await self._pool.acquire()
+            waiting = self.databases._waiting
+            waiting[self.dsn] = waiting.get(self.dsn, 0) + 1  # spares go back to the pool meanwhile
+            try:
+                self._conn = await self._pool.acquire()
+            finally:
+                waiting[self.dsn] -= 1
         except BaseException as exc:
             leases[self.dsn] -= 1
             if not isinstance(exc, Exception):

@@ -41,7 +41,9 @@ class Layout:
     # plain table: the enabled state (pg_trigger.tgenabled: O, A, R or D) of the cascade's trigger;
     # "" when there is no such cascade.
     runs_cascade: str = ""
-    user_index: bool = False  # a valid index on agno_sessions led by (user_id, created_at, session_id)
+    # a valid index led by (user_id, created_at, session_id) on a plain (not partitioned) agno_sessions:
+    # the purge may walk it in ranges deleted by tuple id
+    user_index: bool = False
 
     def has(self, table: str) -> bool:
         return table in self.tables
@@ -159,9 +161,11 @@ async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
             sessions,
         )
     # Led by (user_id, created_at, session_id), ascending, in the columns' own collations: the
-    # order a range walk asks for (any other index would make each range sort).
+    # order a range walk asks for (any other index would make each range sort). On a plain table
+    # only: a range is deleted by tuple id, and tuple ids repeat across a partitioned table's parts.
     user_index = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisvalid"
+        "SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'r'"
+        " AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisvalid"
         " AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts >= 3"
         " AND (SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(i.indkey[0:2]) WITH ORDINALITY k(attnum, n)"
         "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)"

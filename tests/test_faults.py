@@ -163,3 +163,61 @@ async def test_two_walkers_run_at_once_and_one_lost_cancels_the_other_and_the_jo
     assert state.result is not None and state.result["remaining"] == 0
     assert await count() == 0
     assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', "dave") == 2
+
+
+async def test_when_one_walker_is_lost_the_other_is_cancelled_at_once(
+    settings: Settings, pg: asyncpg.Connection, pg_database: str, agent_id: str
+) -> None:
+    """Both slices' walkers wait on locks; one walker's backend is killed. The other is cancelled
+    (its batch rolled back) and the try ends at once, though its lock is still held: it is not
+    left running beside the retry, on a connection the pool believes free."""
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 1)
+    await db.close()
+    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 999, "c")
+    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+    order = [
+        r["session_id"]
+        for r in await pg.fetch(
+            f'SELECT session_id FROM "{schema}".agno_sessions WHERE user_id = $1 ORDER BY created_at, session_id', USER
+        )
+    ]
+    job_settings = settings.model_copy(
+        update={"batch_size": 50, "purge_walkers": 2, "max_tries": 5, "retry_base_delay": 0.2}
+    )
+    locker = await asyncpg.connect(pg_database)
+    lock = locker.transaction()
+    await lock.start()
+    # one session near the start of each slice (the slices are [0, 500) and [500, 1000))
+    await locker.execute(
+        f'SELECT 1 FROM "{schema}".agno_sessions WHERE session_id = ANY($1) FOR UPDATE', [order[10], order[510]]
+    )
+    waiting = (
+        "SELECT array_agg(pid) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND query LIKE '%pick AS MATERIALIZED%'"
+    )
+    async with Producer(job_settings) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        worker_task = asyncio.create_task(run_worker(job_settings))
+        try:
+            deadline = time.monotonic() + 30
+            while len(await pg.fetchval(waiting) or []) < 2:
+                assert time.monotonic() < deadline, "the two walkers did not both reach their locks"
+                await asyncio.sleep(0.02)
+            first, second = sorted(await pg.fetchval(waiting))
+            await pg.execute("SELECT pg_terminate_backend($1)", first)
+            deadline = time.monotonic() + 10
+            while (state := await producer.status(enq.job_id)).attempt in (None, 1):
+                assert time.monotonic() < deadline, f"the first try did not end: {state}"
+                await asyncio.sleep(0.02)
+            # the survivor's query was cancelled: that backend waits on no lock any more
+            assert second not in (await pg.fetchval(waiting) or [])
+        finally:
+            await lock.rollback()
+            await locker.close()
+        await asyncio.wait_for(worker_task, 120)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded", state
+    assert state.result is not None and state.result["remaining"] == 0
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', USER) == 0

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from jobs.context import JobContext
+from jobs.models import AgentPurgeResult
+from jobs.purge import _Batches, _walk_user
+from jobs.targets import Target
 from sessionctl import store
 from sessionctl.config import Settings
+from sessionctl.databases import Databases
+from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from tests.agno_seed import (
@@ -287,3 +295,69 @@ async def test_a_big_user_is_walked_by_two_connections_when_the_pool_has_one_fre
     after = await table_rows(pg, schema)
     for table, rows in before.items():
         assert after[table] == [row for row in rows if USER not in row], table
+
+
+async def test_a_spare_connection_goes_back_to_a_job_waiting_for_one(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """A big purge walks with two connections of a pool of two; a second job arriving meanwhile
+    gets the spare after one batch and finishes while the big walk is still far from done (it
+    does not wait for the walk: the spare goes back, and this job's own connection walks on)."""
+    schema = settings.schema_for(agent_id)
+    small_agent = agent_id + "-small"
+    db, sdb = agno_db(settings.database_url, schema), agno_db(settings.database_url, settings.schema_for(small_agent))
+    await seed_sessions(db, agent_id, USER, 1)
+    await seed_sessions(sdb, small_agent, OTHER, 3)
+    await db.close()
+    await sdb.close()
+    total = 12_000
+    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, total - 1, "c")
+    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+    s = settings.model_copy(update={"batch_size": 20, "purge_walkers": 2, "pool_size": 2, "max_jobs": 2})
+    async with Producer(s) as producer:
+        big = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        worker_task = asyncio.create_task(run_worker(s))
+        deadline = time.monotonic() + 30
+        while await _count(pg, schema, USER) > total - 200:  # the walk is under way, on both connections
+            assert time.monotonic() < deadline, "the big purge did not start"
+            await asyncio.sleep(0.01)
+        small = await producer.purge_user_sessions(agent_id=small_agent, user_id=OTHER)
+        while (state := await producer.status(small.job_id)).status != "succeeded":
+            assert state.status in ("queued", "running"), state
+            assert time.monotonic() < deadline, "the small purge did not finish"
+            await asyncio.sleep(0.005)
+        left_when_small_done = await _count(pg, schema, USER)
+        await asyncio.wait_for(worker_task, 120)
+        big_state = await producer.status(big.job_id)
+    assert state.result is not None and state.result["sessions_deleted"] == 3
+    assert big_state.status == "succeeded" and big_state.result is not None
+    assert (big_state.result["sessions_deleted"], big_state.result["remaining"]) == (total, 0)
+    # waiting for the whole walk would have left nothing (two equal slices end together)
+    assert left_when_small_done > total // 4, left_when_small_done
+
+
+async def test_a_walk_stops_a_batch_past_its_share_of_what_was_counted(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, databases: Databases
+) -> None:
+    """A writer racing the purge can keep adding sessions behind a walker: each slice stops a
+    batch past its share of the count, and the rest is left to the recount and the next round
+    (which bounds the rounds). Here 10 were counted and 100 are there."""
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 1)
+    await db.close()
+    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 99, "c")
+    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+    await store.init_connection(pg)
+    layout = await store.read_layout(pg, schema)
+    assert layout is not None and layout.user_index
+    s = settings.model_copy(update={"batch_size": 3, "purge_walkers": 2})
+    ctx = JobContext(settings=s, databases=databases, hash_key=HASH_KEY.encode(), job_id="bound")
+    res = AgentPurgeResult(agent_id=agent_id, schema_name=schema)
+    log = get_logger("test")
+    async with databases.connect(s.dsn) as conn:
+        await _walk_user(conn, ctx, Target(agent_id, s.dsn, layout), USER, 10, _Batches(ctx, res, {}, log), log)
+    # slices cut at the 5th counted session, each bounded at 10 // 2 + 3: the first holds 5 and
+    # is walked whole; the second stops after 3 batches of 3 (9 > 8)
+    assert res.sessions_deleted == 5 + 9
+    assert await _count(pg, schema, USER) == 100 - 14

@@ -220,3 +220,45 @@ async def test_a_cut_is_never_placed_at_a_session_without_a_creation_time(
     )
     assert await store.split_keys(pg, layout, "alice", 7, 2) == []  # offset 3 is the first NULL
     assert await store.split_keys(pg, layout, "alice", 7, 3) == [order[2]]  # offsets 2 and 4
+
+
+async def test_a_partitioned_sessions_table_is_never_walked_by_tuple_id(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """Tuple ids repeat across partitions: a range deleted by tuple id would take rows of other
+    partitions (other slices' rows, and more than the batch). A partitioned agno_sessions takes
+    the snapshot path, keyed by session id, even with the index."""
+    from sessionctl.producer import Producer
+    from tests.conftest import run_worker
+
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, "bob", 3, runs=0)
+    await db.close()
+    q = quote_ident(schema)
+    await pg.execute(
+        f"DROP TABLE IF EXISTS {q}.agno_runs CASCADE;"
+        f" ALTER TABLE {q}.agno_sessions RENAME TO flat;"
+        f" CREATE TABLE {q}.agno_sessions (LIKE {q}.flat INCLUDING DEFAULTS) PARTITION BY HASH (session_id);"
+        f" ALTER TABLE {q}.agno_sessions ADD PRIMARY KEY (session_id);"
+        + "".join(
+            f" CREATE TABLE {q}.p{i} PARTITION OF {q}.agno_sessions FOR VALUES WITH (MODULUS 4, REMAINDER {i});"
+            for i in range(4)
+        )
+        + f" INSERT INTO {q}.agno_sessions SELECT * FROM {q}.flat; DROP TABLE {q}.flat;"
+        f" INSERT INTO {q}.agno_sessions (session_id, session_type, user_id, created_at, updated_at)"
+        "  SELECT 's' || g, 'agent', 'alice', 1700000000 + g, 0 FROM generate_series(1, 2000) g;"
+        f" CREATE INDEX ON {q}.agno_sessions (user_id, created_at, session_id)"
+    )
+    layout = await store.read_layout(pg, schema)
+    assert layout is not None and not layout.user_index
+    small = settings.model_copy(update={"batch_size": 50, "purge_walkers": 2})
+    async with Producer(small) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id="alice")
+        await run_worker(small)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded", state.error
+    r = state.result
+    assert r is not None and (r["sessions_deleted"], r["remaining"]) == (2000, 0)
+    assert r["agents"][agent_id]["batches"] == 40  # batches of exactly 50
+    assert await store.count_sessions_per_user(pg, layout, ["alice", "bob"]) == {"bob": 3}
