@@ -1,9 +1,13 @@
-"""What the benchmarks share: their throw-away database, their settings, a burst worker, a checkpoint."""
+"""What the benchmarks share: their throw-away database, their settings, a worker (running, or
+burst), a checkpoint."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +53,49 @@ def bench_settings(db: str, queue: str, **overrides: Any) -> Settings:
     )
 
 
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, **env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A ``sessionctl worker`` child process with these settings, started and ready (it logged
+    ``worker.start``) before the caller times anything, as in production: its own process, its
+    own poll delay. Its queue in Redis is emptied first."""
+    child_env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "SESSIONCTL_HASH_KEY": "bench",
+        "SESSIONCTL_QUEUE": settings.queue_name,
+        "SESSIONCTL_BATCH_SIZE": str(settings.batch_size),
+        "SESSIONCTL_PURGE_WALKERS": str(settings.purge_walkers),
+        "SESSIONCTL_LOG_LEVEL": "INFO",
+        "SESSIONCTL_LOG_FORMAT": "json",
+        "SESSIONCTL_METRICS_PORT": "0",
+        **env,
+    }
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sessionctl.cli", "worker", env=child_env, stderr=asyncio.subprocess.PIPE
+    )
+    ready = asyncio.Event()
+
+    async def drain() -> None:
+        assert worker.stderr is not None
+        async for line in worker.stderr:
+            if b'"worker.start"' in line:
+                ready.set()
+
+    drainer = asyncio.create_task(drain())
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        yield worker
+    finally:
+        if worker.returncode is None:
+            worker.terminate()
+        await worker.wait()
+        drainer.cancel()
+
+
 async def burst_worker(settings: Settings) -> None:
-    """A real arq worker with sessionctl's settings, until the queue is empty."""
+    """A real arq worker with sessionctl's settings, until the queue is empty (it polls without
+    pause: fine for counting connections, not for timing — see :func:`running_worker`)."""
     w = create_worker(build_worker_settings(settings), burst=True, poll_delay=0)
     await w.main()
     await w.close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import running_worker
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
@@ -77,50 +77,23 @@ async def copy_rate(n: int, out: Path) -> float:
 async def sessionctl_rate(n: int, exports: Path, name: str, compress: str) -> tuple[float, int]:
     """Export through Redis and a running ``sessionctl worker`` (a child process, started and
     ready before the clock starts, as in production); the rate and the worker's peak RSS (KiB)."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": URL,
-        "REDIS_URL": "redis://127.0.0.1:6379/14",
-        "SESSIONCTL_HASH_KEY": "bench",
-        "SESSIONCTL_QUEUE": "bench:export",
-        "SESSIONCTL_EXPORT_DIR": str(exports),
-        "SESSIONCTL_LOG_LEVEL": "INFO",
-        "SESSIONCTL_LOG_FORMAT": "json",
-        "SESSIONCTL_METRICS_PORT": "0",
-    }
     flush = await asyncio.create_subprocess_exec("redis-cli", "-n", "14", "flushdb", stdout=asyncio.subprocess.DEVNULL)
     assert await flush.wait() == 0
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sessionctl.cli", "worker", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    ready = asyncio.Event()
-
-    async def drain() -> None:
-        assert worker.stderr is not None
-        async for line in worker.stderr:
-            if b'"worker.start"' in line:
-                ready.set()
-
-    drainer = asyncio.create_task(drain())
-    await asyncio.wait_for(ready.wait(), 60)
     settings = Settings(
         database_url=URL,
-        redis_url=env["REDIS_URL"],
+        redis_url="redis://127.0.0.1:6379/14",
         hash_key="bench",
-        queue_name=env["SESSIONCTL_QUEUE"],
+        queue_name="bench:export",
         export_dir=str(exports),
     )
-    async with Producer(settings) as producer:
+    async with running_worker(settings, SESSIONCTL_EXPORT_DIR=str(exports)) as worker, Producer(settings) as producer:
         t = time.perf_counter()
         enq = await producer.export_sessions(agent_id=AGENT, user_id=USER, out=name, compress=compress)
         state = await producer.wait(enq.job_id, poll=0.02)
         dt = time.perf_counter() - t
-    assert state.status == "succeeded" and state.result and state.result["sessions"] == n, state
-    status = Path(f"/proc/{worker.pid}/status").read_text()
-    peak_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
-    worker.terminate()
-    await worker.wait()
-    drainer.cancel()
+        assert state.status == "succeeded" and state.result and state.result["sessions"] == n, state
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        peak_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
     assert (exports / name).exists()
     return n / dt, peak_kib
 

@@ -9,7 +9,8 @@ Each method gets its own identical copy of the data (an agent schema with the us
 - seed:      xpander's "wipe a user" loop: ``get_sessions(limit=50)`` then ``delete_session`` each
              (run on at most --seed-loop-cap sessions: it is slow; its rate is what counts);
 - agno:      Agno's ``delete_sessions(ids, user_id=…)`` on pages of 1,000 ids;
-- sessionctl: end to end — enqueue through Redis, a real arq worker, verified result
+- sessionctl: end to end — enqueue through Redis to a running ``sessionctl worker`` (its own
+             process, started before the clock), verified result
              (``SESSIONCTL_PURGE_WALKERS`` at its default, 2; ``--one-walker`` adds
              ``sessionctl-1w``, the same with one walker, to show what the second one buys).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
@@ -30,7 +32,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bench_settings, burst_worker, checkpoint, drop_database, fresh_database, url
+from bench.common import bench_settings, checkpoint, drop_database, fresh_database, running_worker, url
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
@@ -97,8 +99,7 @@ async def m_agno(schema: str, agent: str) -> None:
 async def m_sessionctl(settings: Settings, agent: str) -> None:
     async with Producer(settings) as p:
         enq = await p.purge_user_sessions(agent_id=agent, user_id=USER)
-        await burst_worker(settings)
-        state = await p.status(enq.job_id)
+        state = await p.wait(enq.job_id, poll=0.01)
     assert state.status == "succeeded" and state.result and state.result["remaining"] == 0, state
 
 
@@ -119,8 +120,14 @@ async def main() -> None:
     await fresh_database(DB)
     settings = bench_settings(DB, "sessionctl:bench", batch_size=a.batch_size)
     rates: dict[str, list[float]] = {"raw": [], "seed": [], "agno": [], "sessionctl": []}
+    # sessionctl's workers, each in its own process and ready before any timing, as in production
+    workers = contextlib.AsyncExitStack()
+    queues = {"sessionctl": settings}
     if a.one_walker:
         rates["sessionctl-1w"] = []
+        queues["sessionctl-1w"] = settings.model_copy(update={"queue_name": "sessionctl:bench-1w", "purge_walkers": 1})
+    for s in queues.values():
+        await workers.enter_async_context(running_worker(s))
     for rep in range(a.repeat):
         for method in rates:  # interleaved, so noise hits every method alike
             agent = f"bench-{method}-{rep}"
@@ -144,8 +151,7 @@ async def main() -> None:
                 await m_agno(schema, agent)
                 n = a.sessions
             else:
-                walkers = 1 if method == "sessionctl-1w" else settings.purge_walkers
-                await m_sessionctl(settings.model_copy(update={"purge_walkers": walkers}), agent)
+                await m_sessionctl(queues[method], agent)
                 n = a.sessions
             dt = time.perf_counter() - t
             left = await count(schema)
@@ -155,6 +161,7 @@ async def main() -> None:
             conn = await asyncpg.connect(URL)
             await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
             await conn.close()
+    await workers.aclose()
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(
         f"\npurge of one user with {a.sessions} sessions (2 runs of ~2 KB each), {a.others} other sessions; "
