@@ -268,12 +268,15 @@ class Connect:
         leases[self.dsn] = leases.get(self.dsn, 0) + 1  # before the pool exists: it must not be evicted
         try:
             self._pool = await self.databases.pool(self.dsn)
+            pool = self._pool
+            # None free and no room for one: this job waits, and spares go back to the pool meanwhile.
+            blocked = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
             waiting = self.databases._waiting
-            waiting[self.dsn] = waiting.get(self.dsn, 0) + 1  # spares go back to the pool meanwhile
+            waiting[self.dsn] = waiting.get(self.dsn, 0) + blocked
             try:
-                self._conn = await self._pool.acquire()
+                self._conn = await pool.acquire()
             finally:
-                waiting[self.dsn] -= 1
+                waiting[self.dsn] -= blocked
         except BaseException as exc:
             leases[self.dsn] -= 1
             if not isinstance(exc, Exception):
