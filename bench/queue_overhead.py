@@ -119,8 +119,8 @@ async def end_to_end(kind: str, jobs: int) -> float:
     await finished.wait()
     dt = time.perf_counter() - t
     assert await proc.wait() == 0
-    running.cancel()
-    await asyncio.gather(running, return_exceptions=True)
+    w.burst = True  # the queue is empty: the worker returns at its next poll
+    await running
     await w.close()
     assert w.jobs_complete == jobs and w.jobs_failed == 0, (w.jobs_complete, w.jobs_failed)
     return jobs / dt
