@@ -192,3 +192,21 @@ async def table_rows(conn: asyncpg.Connection, schema: str) -> dict[str, list[An
         )
         out[name] = sorted(r["j"].replace(schema, "<schema>") for r in rows)
     return out
+
+
+async def seed_indexed_user(
+    database_url: str, pg: asyncpg.Connection, schema: str, agent_id: str, user: str, n: int
+) -> list[str]:
+    """``n`` sessions of ``user`` (one written by Agno, the rest cloned) in an agent schema with
+    the doctor's ``(user_id, created_at, session_id)`` index; the user's session ids in index order."""
+    from sessionctl import store
+
+    db = agno_db(database_url, schema)
+    await seed_sessions(db, agent_id, user, 1)
+    await db.close()
+    await clone_sessions(pg, schema, f"{agent_id}-{user}-s0", user, n - 1, "c")
+    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+    rows = await pg.fetch(
+        f'SELECT session_id FROM "{schema}".agno_sessions WHERE user_id = $1 ORDER BY created_at, session_id', user
+    )
+    return [r["session_id"] for r in rows]

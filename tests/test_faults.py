@@ -7,11 +7,11 @@ import time
 
 import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 
-from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, clone_sessions, seed_sessions
+from tests.agno_seed import agno_db, clone_sessions, seed_indexed_user, seed_sessions
 from tests.conftest import run_worker
 from tests.faults import CuttableProxy
 
@@ -102,6 +102,21 @@ async def test_postgres_down_for_good_fails_the_job_after_bounded_tries(
     assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER) == 3
 
 
+# Two walkers on batches of 50, quick retries: the settings of the walker fault tests.
+WALKING = {"batch_size": 50, "purge_walkers": 2, "max_tries": 5, "retry_base_delay": 0.2}
+
+
+async def _lock_sessions(
+    pg_database: str, schema: str, session_ids: list[str]
+) -> tuple[asyncpg.Connection, Transaction]:
+    """Hold row locks on these sessions (as a slow writer would) until the transaction ends."""
+    locker = await asyncpg.connect(pg_database)
+    lock = locker.transaction()
+    await lock.start()
+    await locker.execute(f'SELECT 1 FROM "{schema}".agno_sessions WHERE session_id = ANY($1) FOR UPDATE', session_ids)
+    return locker, lock
+
+
 async def test_two_walkers_run_at_once_and_one_lost_cancels_the_other_and_the_job_retries(
     settings: Settings, pg: asyncpg.Connection, pg_database: str, agent_id: str
 ) -> None:
@@ -110,26 +125,13 @@ async def test_two_walkers_run_at_once_and_one_lost_cancels_the_other_and_the_jo
     that try as a database outage (not an ExceptionGroup the retry policy would not know), is
     retried, and completes with nothing left."""
     schema = settings.schema_for(agent_id)
+    total = 4001
+    order = await seed_indexed_user(settings.database_url, pg, schema, agent_id, USER, total)
     db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 1)
     await seed_sessions(db, agent_id, "dave", 2)
     await db.close()
-    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 4000, "c")
-    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
-    total = 4001
-    order = [
-        r["session_id"]
-        for r in await pg.fetch(
-            f'SELECT session_id FROM "{schema}".agno_sessions WHERE user_id = $1 ORDER BY created_at, session_id', USER
-        )
-    ]
-    job_settings = settings.model_copy(
-        update={"batch_size": 50, "purge_walkers": 2, "max_tries": 5, "retry_base_delay": 0.2}
-    )
-    locker = await asyncpg.connect(pg_database)
-    lock = locker.transaction()
-    await lock.start()
-    await locker.execute(f'SELECT 1 FROM "{schema}".agno_sessions WHERE session_id = $1 FOR UPDATE', order[10])
+    job_settings = settings.model_copy(update=WALKING)
+    locker, lock = await _lock_sessions(pg_database, schema, [order[10]])
 
     async def count() -> int:
         return int(await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', USER))
@@ -172,27 +174,10 @@ async def test_when_one_walker_is_lost_the_other_is_cancelled_at_once(
     (its batch rolled back) and the try ends at once, though its lock is still held: it is not
     left running beside the retry, on a connection the pool believes free."""
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 1)
-    await db.close()
-    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 999, "c")
-    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
-    order = [
-        r["session_id"]
-        for r in await pg.fetch(
-            f'SELECT session_id FROM "{schema}".agno_sessions WHERE user_id = $1 ORDER BY created_at, session_id', USER
-        )
-    ]
-    job_settings = settings.model_copy(
-        update={"batch_size": 50, "purge_walkers": 2, "max_tries": 5, "retry_base_delay": 0.2}
-    )
-    locker = await asyncpg.connect(pg_database)
-    lock = locker.transaction()
-    await lock.start()
+    order = await seed_indexed_user(settings.database_url, pg, schema, agent_id, USER, 1000)
+    job_settings = settings.model_copy(update=WALKING)
     # one session near the start of each slice (the slices are [0, 500) and [500, 1000))
-    await locker.execute(
-        f'SELECT 1 FROM "{schema}".agno_sessions WHERE session_id = ANY($1) FOR UPDATE', [order[10], order[510]]
-    )
+    locker, lock = await _lock_sessions(pg_database, schema, [order[10], order[510]])
     waiting = (
         "SELECT array_agg(pid) FROM pg_stat_activity"
         " WHERE wait_event_type = 'Lock' AND query LIKE '%pick AS MATERIALIZED%'"

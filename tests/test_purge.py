@@ -23,6 +23,7 @@ from sessionctl.producer import Producer
 from tests.agno_seed import (
     agno_db,
     clone_sessions,
+    seed_indexed_user,
     seed_memory,
     seed_sessions,
     table_rows,
@@ -343,11 +344,7 @@ async def test_a_walk_stops_a_batch_past_its_share_of_what_was_counted(
     batch past its share of the count, and the rest is left to the recount and the next round
     (which bounds the rounds). Here 10 were counted and 100 are there."""
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 1)
-    await db.close()
-    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 99, "c")
-    await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
+    await seed_indexed_user(settings.database_url, pg, schema, agent_id, USER, 100)
     await store.init_connection(pg)
     layout = await store.read_layout(pg, schema)
     assert layout is not None and layout.user_index
