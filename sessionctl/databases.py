@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 
-# How long a spare connection may take to open before the caller does without it.
+# How long a spare connection may take to open before the caller does without it (a free one
+# is never waited for: see Databases.spare).
 SPARE_WAIT = 2.0
 
 # Errors that mean "the database is not there right now" (retry), as opposed to a bad query.
@@ -133,26 +134,27 @@ class Databases:
         and asking for a second could otherwise wait on each other forever); its holder should
         give it back as soon as :meth:`wanted` says a job waits. For optional parallelism only."""
         pool = self._pools.get(dsn)
-        conn: asyncpg.Connection | None = None
-        if (
-            pool is not None
-            and not self.wanted(dsn)
-            and (pool.get_idle_size() > 0 or pool.get_size() < pool.get_max_size())
-        ):
-            # Free now, so this only waits for a new connection to open.
-            with contextlib.suppress(Exception):  # cannot connect: do without
-                conn = await pool.acquire(timeout=SPARE_WAIT)
-        if pool is None or conn is None:
+        leases = self._leases
+        # Every connection of our pools is one of our leases (held, opening or awaited): fewer
+        # leases than the pool's size means one is free, and acquiring it waits for nobody.
+        if pool is None or self.wanted(dsn) or leases.get(dsn, 0) >= pool.get_max_size():
             yield None
             return
-        leases = self._leases
-        leases[dsn] = leases.get(dsn, 0) + 1
+        leases[dsn] = leases.get(dsn, 0) + 1  # counted while it opens: a job arriving then sees the pool full
         try:
-            yield conn
+            conn: asyncpg.Connection | None = None
+            with contextlib.suppress(Exception):  # cannot connect (in time): do without
+                conn = await pool.acquire(timeout=SPARE_WAIT)
+            if conn is None:
+                yield None
+                return
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(Exception):
+                    await pool.release(conn)
         finally:
             leases[dsn] -= 1
-            with contextlib.suppress(Exception):
-                await pool.release(conn)
 
     def wanted(self, dsn: Dsn) -> bool:
         """Is a job waiting for a connection to this database (so a spare should go back)?"""
@@ -269,8 +271,9 @@ class Connect:
         try:
             self._pool = await self.databases.pool(self.dsn)
             pool = self._pool
-            # None free and no room for one: this job waits, and spares go back to the pool meanwhile.
-            blocked = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
+            # Others hold, open or await as many connections as the pool has: this job waits, and
+            # spares go back to the pool meanwhile.
+            blocked = leases[self.dsn] - 1 >= pool.get_max_size()
             waiting = self.databases._waiting
             waiting[self.dsn] = waiting.get(self.dsn, 0) + blocked
             try:

@@ -162,9 +162,10 @@ async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
         )
     # Led by (user_id, created_at, session_id), ascending, in the columns' own collations: the
     # order a range walk asks for (any other index would make each range sort). On a plain table
-    # only: a range is deleted by tuple id, and tuple ids repeat across a partitioned table's parts.
+    # only: a range is deleted by tuple id, and tuple ids repeat across the parts of a partitioned
+    # table, and across a table and the tables that inherit from it.
     user_index = await conn.fetchval(
-        "SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'r'"
+        "SELECT (SELECT relkind = 'r' AND NOT relhassubclass FROM pg_class WHERE oid = to_regclass($1))"
         " AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisvalid"
         " AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts >= 3"
         " AND (SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(i.indkey[0:2]) WITH ORDINALITY k(attnum, n)"

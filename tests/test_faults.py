@@ -175,7 +175,8 @@ async def test_when_one_walker_is_lost_the_other_is_cancelled_at_once(
     left running beside the retry, on a connection the pool believes free."""
     schema = settings.schema_for(agent_id)
     order = await seed_indexed_user(settings.database_url, pg, schema, agent_id, USER, 1000)
-    job_settings = settings.model_copy(update=WALKING)
+    # the retry waits 1.5 s at least: time to look at the survivor before the retry starts
+    job_settings = settings.model_copy(update={**WALKING, "retry_base_delay": 3.0})
     # one session near the start of each slice (the slices are [0, 500) and [500, 1000))
     locker, lock = await _lock_sessions(pg_database, schema, [order[10], order[510]])
     waiting = (
@@ -193,7 +194,7 @@ async def test_when_one_walker_is_lost_the_other_is_cancelled_at_once(
             first, second = sorted(await pg.fetchval(waiting))
             await pg.execute("SELECT pg_terminate_backend($1)", first)
             deadline = time.monotonic() + 10
-            while (state := await producer.status(enq.job_id)).attempt in (None, 1):
+            while (state := await producer.status(enq.job_id)).status != "deferred":
                 assert time.monotonic() < deadline, f"the first try did not end: {state}"
                 await asyncio.sleep(0.02)
             # the survivor's query was cancelled: that backend waits on no lock any more

@@ -358,3 +358,39 @@ async def test_a_walk_stops_a_batch_past_its_share_of_what_was_counted(
     # is walked whole; the second stops after 3 batches of 3 (9 > 8)
     assert res.sessions_deleted == 5 + 9
     assert await _count(pg, schema, USER) == 100 - 14
+
+
+async def test_a_job_arriving_while_a_spare_connection_opens_is_seen_waiting(
+    settings: Settings, databases: Databases
+) -> None:
+    """asyncpg does not count a connection that is still opening in the pool's size: a job that
+    arrives then must still be seen waiting (else the spare would be kept for a whole walk)."""
+    dsn = settings.dsn
+    assert databases.pool_size == 2
+    spare_held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def take_spare() -> bool:
+        async with databases.spare(dsn) as spare:
+            spare_held.set()
+            await release.wait()
+            return spare is not None
+
+    async def second_job() -> None:
+        async with databases.connect(dsn) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+
+    async with databases.connect(dsn):  # the purge's own connection
+        spare = asyncio.create_task(take_spare())
+        await asyncio.sleep(0)  # the spare is being opened now
+        job = asyncio.create_task(second_job())
+        await asyncio.sleep(0)
+        assert databases.wanted(dsn)  # the job waits: the pool's two are the purge's
+        await spare_held.wait()
+        assert not job.done()
+        release.set()  # the walker gives its spare back
+        assert await spare
+        await asyncio.wait_for(job, 5)
+        assert not databases.wanted(dsn)
+        async with databases.spare(dsn) as again:  # one held by the purge, one free again
+            assert again is not None
