@@ -41,8 +41,8 @@ class Layout:
     # plain table: the enabled state (pg_trigger.tgenabled: O, A, R or D) of the cascade's trigger;
     # "" when there is no such cascade.
     runs_cascade: str = ""
-    # a valid index led by (user_id, created_at, session_id) on a plain (not partitioned) agno_sessions:
-    # the purge may walk it in ranges deleted by tuple id
+    # a valid index led by (user_id, created_at, session_id) on a plain agno_sessions (neither
+    # partitioned nor inherited from): the purge may walk it in ranges deleted by tuple id
     user_index: bool = False
 
     def has(self, table: str) -> bool:
