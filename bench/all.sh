@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Every benchmark, with the parameters the README's figures come from, one after the other
-# (about 30 minutes on the 2-core machine). Needs Postgres and Redis on 127.0.0.1; each benchmark
+# (10 to 35 minutes on the 2-core machine, as busy as it is). Needs Postgres and Redis on 127.0.0.1; each benchmark
 # creates and drops its own database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run() { echo; echo "\$ python $*"; python "$@"; }
 run bench/purge.py --sessions 100000 --others 20000 --repeat 3 --seed-loop-cap 1000 --index --one-walker
 run bench/purge.py --sessions 100000 --others 20000 --repeat 3 --seed-loop-cap 1000
-run bench/export.py --sizes 20000,200000
+run bench/export.py --sizes 20000,200000 --repeat 3
 run bench/bulk.py --users 10000 --each 10 --repeat 3 --index
 run bench/bulk.py --users 10000 --each 10 --repeat 3
 run bench/listing.py --rows 1000000 --samples 200

@@ -1,6 +1,6 @@
 """Benchmark: export N sessions to JSON Lines, sessionctl vs Postgres' own COPY, side by side.
 
-    python bench/export.py [--sizes 20000,200000] [--repeat 1]
+    python bench/export.py [--sizes 20000,200000] [--repeat 3]
 
 Data: one agent schema, sessions cloned in SQL from an Agno-written one, 2 runs of ~2 KB each,
 plus other users' sessions. Per size:
@@ -11,13 +11,15 @@ plus other users' sessions. Per size:
   (a child process, ready before the clock starts), timed to its verified result; the worker's
   peak RSS is its VmHWM.
 
-Prints sessions/s, the ratio to COPY and the worker's peak RSS per size (memory must stay flat).
+Prints sessions/s (median of --repeat interleaved runs), the ratio to COPY and the worker's peak
+RSS per size (the largest of its runs; memory must stay flat).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -101,19 +103,33 @@ async def sessionctl_rate(n: int, exports: Path, name: str, compress: str) -> tu
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="20000,200000")
+    ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     rows = []
     for n in [int(x) for x in a.sizes.split(",")]:
         asyncio.run(prepare(n))
-        with tempfile.TemporaryDirectory() as tmp:
-            exports = Path(tmp) / "exports"
-            copy = asyncio.run(copy_rate(n, Path(tmp) / "copy.jsonl"))
-            plain, rss_plain = asyncio.run(sessionctl_rate(n, exports, f"plain-{n}.jsonl", "none"))
-            zst, rss_zst = asyncio.run(sessionctl_rate(n, exports, f"zst-{n}.jsonl.zst", "zst"))
-            size_plain = (exports / f"plain-{n}.jsonl").stat().st_size
-            size_zst = (exports / f"zst-{n}.jsonl.zst").stat().st_size
-        rows.append((n, copy, plain, zst, rss_plain, rss_zst, size_plain, size_zst))
-        print(f"  {n:>7} sessions: COPY {copy:,.0f}/s, sessionctl {plain:,.0f}/s plain, {zst:,.0f}/s zstd", flush=True)
+        rates: dict[str, list[float]] = {"copy": [], "plain": [], "zst": []}
+        peaks = {"plain": 0, "zst": 0}
+        for rep in range(a.repeat):  # interleaved, so noise hits every method alike
+            with tempfile.TemporaryDirectory() as tmp:
+                exports = Path(tmp) / "exports"
+                rates["copy"].append(asyncio.run(copy_rate(n, Path(tmp) / "copy.jsonl")))
+                for kind, name, compress in (
+                    ("plain", f"plain-{n}.jsonl", "none"),
+                    ("zst", f"zst-{n}.jsonl.zst", "zst"),
+                ):
+                    rate, peak = asyncio.run(sessionctl_rate(n, exports, name, compress))
+                    rates[kind].append(rate)
+                    peaks[kind] = max(peaks[kind], peak)
+                size_plain = (exports / f"plain-{n}.jsonl").stat().st_size
+                size_zst = (exports / f"zst-{n}.jsonl.zst").stat().st_size
+            print(
+                f"  {n:>7} sessions, run {rep + 1}: COPY {rates['copy'][-1]:,.0f}/s, "
+                f"sessionctl {rates['plain'][-1]:,.0f}/s plain, {rates['zst'][-1]:,.0f}/s zstd",
+                flush=True,
+            )
+        copy, plain, zst = (statistics.median(rates[k]) for k in ("copy", "plain", "zst"))
+        rows.append((n, copy, plain, zst, peaks["plain"], peaks["zst"], size_plain, size_zst))
     print(
         "\n| sessions | COPY /s | sessionctl plain /s (÷ COPY) | zstd /s (÷ COPY) | worker peak RSS plain / zstd | file plain / zstd |"
     )
