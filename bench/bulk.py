@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,16 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bench_settings, checkpoint, drop_database, fresh_database, running_worker, url
+from bench.common import (
+    bench_settings,
+    checkpoint,
+    drop_database,
+    end_run,
+    fresh_database,
+    print_ratios,
+    running_worker,
+    url,
+)
 from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
@@ -108,19 +116,12 @@ async def main() -> None:
                     await m_sessionctl(settings, agent, users, n)
                 dt = time.perf_counter() - t
                 assert await left(schema, users) == (0, a.others + 1), method
-                rates[method].append(n / dt)
-                print(f"  run {rep + 1} {method:<10} {n:>7} sessions in {dt:7.3f}s = {n / dt:>9.0f}/s", flush=True)
-                conn = await asyncpg.connect(URL)
-                await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-                await conn.close()
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(
-        f"\nbulk erasure of {a.users} users x {a.each} sessions (2 runs of ~2 KB each), {a.others} other sessions; "
-        f"{'with' if a.index else 'without'} the doctor's index; median of {a.repeat}"
+                await end_run(DB, schema, rates, rep, method, n, dt)
+    print_ratios(
+        f"bulk erasure of {a.users} users x {a.each} sessions (2 runs of ~2 KB each), {a.others} other sessions; "
+        f"{'with' if a.index else 'without'} the doctor's index; median of {a.repeat}",
+        rates,
     )
-    print("| method | sessions/s | sessionctl ÷ method |\n|---|---:|---:|")
-    for k, v in med.items():
-        print(f"| {k} | {v:,.0f} | {med['sessionctl'] / v:.2f}× |")
     await drop_database(DB)
 
 

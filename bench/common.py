@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -108,3 +109,23 @@ async def checkpoint(db: str) -> None:
     conn = await asyncpg.connect(url(db))
     await conn.execute("CHECKPOINT")
     await conn.close()
+
+
+async def end_run(
+    db: str, schema: str, rates: dict[str, list[float]], rep: int, method: str, n: int, dt: float
+) -> None:
+    """Record and print one timed run of a method, then drop its copy of the data."""
+    rates[method].append(n / dt)
+    print(f"  run {rep + 1} {method:<10} {n:>7} sessions in {dt:7.3f}s = {n / dt:>9.0f}/s", flush=True)
+    conn = await asyncpg.connect(url(db))
+    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    await conn.close()
+
+
+def print_ratios(title: str, rates: dict[str, list[float]]) -> None:
+    """The medians of each method and sessionctl's ratio to each, as a README table."""
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"\n{title}")
+    print("| method | sessions/s | sessionctl ÷ method |\n|---|---:|---:|")
+    for k, v in med.items():
+        print(f"| {k} | {v:,.0f} | {med['sessionctl'] / v:.2f}× |")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,16 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bench_settings, checkpoint, drop_database, fresh_database, running_worker, url
+from bench.common import (
+    bench_settings,
+    checkpoint,
+    drop_database,
+    end_run,
+    fresh_database,
+    print_ratios,
+    running_worker,
+    url,
+)
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
@@ -156,21 +164,14 @@ async def main() -> None:
             dt = time.perf_counter() - t
             left = await count(schema)
             assert method == "seed" or left == 0, (method, left)
-            rates[method].append(n / dt)
-            print(f"  run {rep + 1} {method:<10} {n:>7} sessions in {dt:7.3f}s = {n / dt:>9.0f}/s", flush=True)
-            conn = await asyncpg.connect(URL)
-            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            await conn.close()
+            await end_run(DB, schema, rates, rep, method, n, dt)
     await workers.aclose()
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(
-        f"\npurge of one user with {a.sessions} sessions (2 runs of ~2 KB each), {a.others} other sessions; "
+    print_ratios(
+        f"purge of one user with {a.sessions} sessions (2 runs of ~2 KB each), {a.others} other sessions; "
         f"median of {a.repeat}; batch size {a.batch_size}; {settings.purge_walkers} walkers; "
-        f"{'with' if a.index else 'without'} the doctor's index"
+        f"{'with' if a.index else 'without'} the doctor's index",
+        rates,
     )
-    print("| method | sessions/s | sessionctl ÷ method |\n|---|---:|---:|")
-    for k, v in med.items():
-        print(f"| {k} | {v:,.0f} | {med['sessionctl'] / v:.2f}× |")
     await drop_database(DB)
 
 
