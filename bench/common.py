@@ -67,6 +67,7 @@ async def running_worker(settings: Settings, **env: str) -> AsyncIterator[asynci
         "SESSIONCTL_QUEUE": settings.queue_name,
         "SESSIONCTL_BATCH_SIZE": str(settings.batch_size),
         "SESSIONCTL_PURGE_WALKERS": str(settings.purge_walkers),
+        "SESSIONCTL_EXPORT_READERS": str(settings.export_readers),
         "SESSIONCTL_LOG_LEVEL": "INFO",
         "SESSIONCTL_LOG_FORMAT": "json",
         "SESSIONCTL_METRICS_PORT": "0",

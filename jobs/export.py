@@ -27,6 +27,7 @@ from typing import Any
 from jobs.context import JobContext
 from jobs.models import EXPORT_SESSIONS, AgentPurgeResult, ExportRequest, ExportResult
 from jobs.purge import accumulate, write_receipt
+from jobs.readahead import PageReader
 from jobs.targets import Target, resolve_targets
 from sessionctl import exportfile, metrics, store
 from sessionctl.agents import merge_runs
@@ -127,10 +128,9 @@ async def _write(
     writer = exportfile.AtomicExport(directory, req.out, req.compress, tag)
     counts: dict[str, int] = {}
     schemas: dict[str, str] = {}
-    processed = 0
-    page_size = ctx.settings.export_page_size
-    # A page is written (and compressed) in a thread while the next one is read: two pages in
-    # memory at most.
+    processed = read_ahead = 0
+    # A page is written (and compressed) in a thread while the next ones are read (up to
+    # SESSIONCTL_EXPORT_READERS at once, jobs/readahead.py): readers + 1 pages in memory at most.
     thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionctl-export")
     writing: concurrent.futures.Future[None] | None = None
     try:
@@ -143,29 +143,29 @@ async def _write(
         for t in targets:
             counts[t.label] = 0
             schemas[t.label] = t.layout.schema
-            after: store.SessionKey | None = None
-            envelope = _envelope(t)
-            while True:
-                # one snapshot for the page and the sessions left to Agno's merge
-                async with (
-                    ctx.databases.connect(t.dsn) as conn,
-                    conn.transaction(isolation="repeatable_read", readonly=True),
-                ):
-                    rows = await store.export_lines(
-                        conn, t.layout, window, envelope=envelope, after=after, limit=page_size
-                    )
-                    lines = await _lines(conn, t, rows)
-                if writing is not None:
-                    await asyncio.wrap_future(writing)
-                    writing = None
-                if not rows:
-                    break
-                writing = thread.submit(writer.write_lines, lines)
-                counts[t.label] += len(lines)
-                processed += len(lines)
-                metrics.SESSIONS_EXPORTED.inc(len(lines))
-                after = (rows[-1]["created_at"], rows[-1]["session_id"])
-                await ctx.progress.update(processed=processed, total=total, agent=t.label)
+            pages = PageReader(
+                ctx.databases,
+                t,
+                window,
+                envelope=_envelope(t),
+                limit=ctx.settings.export_page_size,
+                readers=ctx.settings.export_readers,
+                render=_lines,
+            )
+            async with pages:
+                while (lines := await pages.next()) is not None:
+                    if writing is not None:
+                        await asyncio.wrap_future(writing)
+                        writing = None
+                    writing = thread.submit(writer.write_lines, lines)
+                    counts[t.label] += len(lines)
+                    processed += len(lines)
+                    metrics.SESSIONS_EXPORTED.inc(len(lines))
+                    await ctx.progress.update(processed=processed, total=total, agent=t.label)
+            read_ahead += pages.read_ahead
+        if writing is not None:
+            await asyncio.wrap_future(writing)
+            writing = None
         manifest = {
             "format": exportfile.FORMAT,
             "file": req.out,
@@ -191,7 +191,7 @@ async def _write(
     finally:
         thread.shutdown(wait=False)
     await ctx.progress.update(processed=processed, total=processed, agent=None, force=True)
-    blog.info("export.written", sessions=processed, bytes=written.size)
+    blog.info("export.written", sessions=processed, bytes=written.size, pages_read_ahead=read_ahead)
     return {**manifest, "bytes": written.size, "sha256": written.sha256}
 
 

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     pool_size: int = Field(4, ge=1, le=100, validation_alias="SESSIONCTL_POOL_SIZE")
     export_dir: str = Field("exports", validation_alias=AliasChoices("SESSIONCTL_EXPORT_DIR", "EXPORT_DIR"))
     export_page_size: int = Field(500, ge=1, le=10_000, validation_alias="SESSIONCTL_EXPORT_PAGE_SIZE")
+    export_readers: int = Field(2, ge=1, le=8, validation_alias="SESSIONCTL_EXPORT_READERS")
     log_format: Literal["auto", "json", "console"] = Field("auto", validation_alias="SESSIONCTL_LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="SESSIONCTL_LOG_LEVEL")
 

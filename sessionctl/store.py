@@ -694,6 +694,25 @@ async def count_window(conn: asyncpg.Connection, layout: Layout, window: Window)
     return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {where}", *args))
 
 
+async def export_page_end(
+    conn: asyncpg.Connection, layout: Layout, window: Window, *, after: SessionKey | None, limit: int
+) -> SessionKey | None:
+    """The key of the ``limit``-th session of the window after ``after`` (the last of a full
+    page), or ``None`` when fewer remain: where the next page starts, known before this one is
+    rendered. Cheap where the order is indexed (``layout.user_index`` for a user's window)."""
+    where, args = window.where()
+    if after is not None:
+        where += f" AND (created_at, session_id) > (${len(args) + 1}, ${len(args) + 2})"
+        args += [after[0], after[1]]
+    row = await conn.fetchrow(
+        f"SELECT created_at, session_id FROM {layout.q(SESSIONS)} WHERE {where}"
+        f" ORDER BY created_at, session_id OFFSET ${len(args) + 1} LIMIT 1",
+        *args,
+        limit - 1,
+    )
+    return None if row is None else (int(row["created_at"]), str(row["session_id"]))
+
+
 async def export_lines(
     conn: asyncpg.Connection,
     layout: Layout,
@@ -702,8 +721,10 @@ async def export_lines(
     envelope: dict[str, Any],
     after: SessionKey | None,
     limit: int,
+    upto: SessionKey | None = None,
 ) -> list[asyncpg.Record]:
-    """One keyset page of the window (oldest first), each session rendered by Postgres as one
+    """One keyset page of the window (oldest first, after ``after``, up to ``upto`` inclusive,
+    at most ``limit``), each session rendered by Postgres as one
     export line, ``envelope`` plus ``"session"``: every column of the row and its ``runs`` — as
     COPY would render it, with no JSON decoding or encoding in the worker. Returns
     ``created_at, session_id, line``.
@@ -719,6 +740,9 @@ async def export_lines(
     if after is not None:
         where += f" AND (s.created_at, s.session_id) > (${n + 1}, ${n + 2})"
         args += [after[0], after[1]]
+    if upto is not None:
+        where += f" AND (s.created_at, s.session_id) <= (${len(args) + 1}, ${len(args) + 2})"
+        args += [upto[0], upto[1]]
     table_runs = "NULL::jsonb"
     join = ""
     if layout.has(RUNS):
