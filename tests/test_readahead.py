@@ -1,0 +1,203 @@
+"""An export's pages read ahead on spare connections (jobs/readahead.py), on real Postgres: the
+same lines in the same order as one page at a time, never a duplicate or a gap under concurrent
+writes, no connection a job waits for, nothing left running after a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import pytest
+
+from jobs.export import _envelope, _lines
+from jobs.readahead import PageReader
+from jobs.targets import Target
+from sessionctl import store
+from sessionctl.config import Settings
+from sessionctl.databases import Databases
+from sessionctl.identifiers import Dsn
+from tests.agno_seed import agno_db, clone_sessions, seed_sessions
+
+USER = "mara@example.com"
+
+
+async def _target(settings: Settings, pg: asyncpg.Connection, agent_id: str, n: int) -> Target:
+    """Mara's ``n`` sessions (cloned from an Agno-written one) beside another user's."""
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 1)
+    await seed_sessions(db, agent_id, "someone-else", 1)
+    await db.close()
+    await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, n - 1, "c")
+    await clone_sessions(pg, schema, f"{agent_id}-someone-else-s0", "someone-else", 300, "o")
+    await store.init_connection(pg)
+    layout = await store.read_layout(pg, schema)
+    assert layout is not None
+    return Target(agent_id, Dsn.parse(settings.database_url), layout)
+
+
+async def _read(
+    dbs: Databases, target: Target, *, limit: int, readers: int, render: Any = _lines
+) -> tuple[list[bytes], list[int], int]:
+    """Every line, the size of every page, and how many pages were read ahead."""
+    out: list[bytes] = []
+    sizes: list[int] = []
+    pages = PageReader(
+        dbs,
+        target,
+        store.Window(user_id=USER),
+        envelope=_envelope(target),
+        limit=limit,
+        readers=readers,
+        render=render,
+    )
+    async with pages:
+        while (lines := await pages.next()) is not None:
+            out += lines
+            sizes.append(len(lines))
+    return out, sizes, pages.read_ahead
+
+
+def _keys(lines: list[bytes]) -> list[tuple[int, str]]:
+    return [(s["created_at"], s["session_id"]) for s in (json.loads(x)["session"] for x in lines)]
+
+
+async def test_pages_read_ahead_are_the_pages_one_reader_reads_line_for_line(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    target = await _target(settings, pg, agent_id, 1_050)
+    dbs = Databases(pool_size=4)
+    try:
+        one, one_sizes, one_ahead = await _read(dbs, target, limit=100, readers=1)
+        two, two_sizes, two_ahead = await _read(dbs, target, limit=100, readers=2)
+        three, _, three_ahead = await _read(dbs, target, limit=100, readers=3)
+        assert dbs._leases[target.dsn] == 0  # every connection back in the pool
+    finally:
+        await dbs.close()
+    assert len(one) == 1_050 and one == two == three  # byte for byte, in order
+    keys = _keys(one)
+    assert keys == sorted(keys) and len(set(keys)) == 1_050
+    assert one_sizes == two_sizes == [100] * 10 + [50]
+    assert one_ahead == 0
+    assert two_ahead >= 5 and three_ahead >= 5  # most pages after the first started ahead
+
+
+async def test_with_no_spare_connection_the_writer_reads_every_page_itself(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    target = await _target(settings, pg, agent_id, 250)
+    dbs = Databases(pool_size=1)  # the page the writer waits for holds the only connection
+    try:
+        lines, sizes, ahead = await asyncio.wait_for(_read(dbs, target, limit=40, readers=4), 30)
+    finally:
+        await dbs.close()
+    assert len(lines) == 250 and sizes == [40] * 6 + [10]
+    assert ahead == 0
+
+
+async def test_writes_committed_while_pages_are_read_never_duplicate_or_skip_a_session_that_stayed(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a page's probe for its end and its rendering — and while pages ahead are under
+    way — another connection commits deletes and inserts inside that page and the next: every key
+    exported once, in order, and every session present throughout exported."""
+    target = await _target(settings, pg, agent_id, 600)
+    schema = target.layout.schema
+    rows = await pg.fetch(
+        f'SELECT created_at, session_id FROM "{schema}".agno_sessions WHERE user_id = $1 ORDER BY 1, 2', USER
+    )
+    before = [(int(r[0]), str(r[1])) for r in rows]
+    deleted: set[str] = set()
+    writer = await asyncpg.connect(settings.database_url)
+    lock = asyncio.Lock()  # pages are read at once; the writer is one connection
+    real = store.export_lines
+
+    async def churn_then_read(conn: Any, layout: Any, window: Any, **kw: Any) -> Any:
+        start, end = kw["after"], kw["upto"]
+        inside = [k for k in before if (start is None or k > start) and (end is None or k <= end)]
+        doomed = [sid for _, sid in inside[:2] + inside[len(inside) + 10 : len(inside) + 12]]
+        async with lock:
+            deleted.update(doomed)
+            await writer.execute(f'DELETE FROM "{schema}".agno_sessions WHERE session_id = ANY($1::text[])', doomed)
+            for at, sid in inside[5:7]:  # sorts right after a session of this page
+                await writer.execute(
+                    f'INSERT INTO "{schema}".agno_sessions (session_id, session_type, user_id, created_at)'
+                    " VALUES ($1, 'agent', $2, $3) ON CONFLICT DO NOTHING",
+                    f"{sid}-new",
+                    USER,
+                    at,
+                )
+        await asyncio.sleep(0.005)  # let the pages ahead probe meanwhile
+        return await real(conn, layout, window, **kw)
+
+    monkeypatch.setattr(store, "export_lines", churn_then_read)
+    dbs = Databases(pool_size=4)
+    try:
+        lines, _, ahead = await _read(dbs, target, limit=50, readers=3)
+    finally:
+        await dbs.close()
+        await writer.close()
+    assert ahead > 0 and deleted
+    keys = _keys(lines)
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)  # in order, no duplicate
+    assert {k for k in before if k[1] not in deleted} <= set(keys)  # no gap
+    assert {k for k in keys if k[1] in deleted}  # deleted after its page's snapshot: still exported
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+async def test_a_failing_page_fails_the_read_and_leaves_no_page_running_nor_connection_held(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    target = await _target(settings, pg, agent_id, 400)
+    started = 0
+    finished = 0
+
+    async def render(conn: Any, t: Target, rows: list[Any]) -> list[bytes]:
+        nonlocal started, finished
+        started += 1
+        if started == 3:
+            raise _Boom("page 3")
+        await asyncio.sleep(0.05)
+        finished += 1
+        return await _lines(conn, t, rows)
+
+    dbs = Databases(pool_size=4)
+    try:
+        with pytest.raises(_Boom):
+            await _read(dbs, target, limit=50, readers=3, render=render)
+        assert dbs._leases[target.dsn] == 0
+        running = [t for t in asyncio.all_tasks() if "PageReader._read" in repr(t.get_coro())]
+        assert running == []
+    finally:
+        await dbs.close()
+    assert finished <= 3  # the pages after the failure were cancelled, not read to the end
+
+
+async def test_a_cancelled_export_gives_every_connection_back(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    target = await _target(settings, pg, agent_id, 400)
+    gate = asyncio.Event()
+
+    async def slow(conn: Any, t: Target, rows: list[Any]) -> list[bytes]:
+        gate.set()
+        await asyncio.sleep(30)
+        return []
+
+    dbs = Databases(pool_size=4)
+    try:
+        reading = asyncio.create_task(_read(dbs, target, limit=50, readers=3, render=slow))
+        await asyncio.wait_for(gate.wait(), 10)
+        await asyncio.sleep(0.2)  # pages ahead under way too
+        assert dbs._leases[target.dsn] >= 2
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        assert dbs._leases[target.dsn] == 0
+    finally:
+        await dbs.close()
