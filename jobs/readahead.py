@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +33,10 @@ from sessionctl.databases import Databases
 # Renders a page's rows as export lines, in the page's transaction (Agno's merge for the few
 # sessions Postgres left to it).
 Render = Callable[[Any, Target, list[Any]], Awaitable[list[bytes]]]
+
+# Pages stop finding their end first once that probe costs more than this share of reading the
+# page itself: the read-ahead would then cost the database more work than it saves time.
+PROBE_SHARE = 0.25
 
 
 class PageReader:
@@ -56,10 +61,11 @@ class PageReader:
         self._readers = max(1, readers)
         self._render = render
         self._start: store.SessionKey | None = None  # where the next page not yet started begins
-        self._start_known = True  # False while the page before is still probing for its end
+        self._start_known = True  # False while the page before is still finding its end
         self._last_started = False  # the page started last is the window's last
         self._flight: deque[tuple[asyncio.Task[list[bytes] | None], store.SessionKey | None]] = deque()
-        self._inline = False  # the writer is reading a page itself
+        self._reading = 0  # pages being read now
+        self.probing = self._readers > 1  # pages find their end first (so the next can start)
         self.read_ahead = 0  # pages read on a spare connection (for the log and tests)
 
     async def __aenter__(self) -> PageReader:
@@ -82,11 +88,7 @@ class PageReader:
         task, start = self._flight.popleft()
         lines = await task
         if lines is None:  # started ahead, but no connection was spare: read it now
-            self._inline = True
-            try:
-                lines = await self._read(start, ahead=False)
-            finally:
-                self._inline = False
+            lines = await self._read(start, ahead=False)
             assert lines is not None
         return lines
 
@@ -94,8 +96,9 @@ class PageReader:
         while self._start_known and not self._last_started and len(self._flight) < self._readers:
             start = self._start
             self._start_known = False
-            # only the page the writer waits for may wait for a connection
-            task = asyncio.create_task(self._read(start, ahead=bool(self._flight) or self._inline))
+            # Only the page the writer waits for may wait for a connection: a page started while
+            # another is being read is ahead.
+            task = asyncio.create_task(self._read(start, ahead=self._reading > 0 or bool(self._flight)))
             self._flight.append((task, start))
 
     def _ends_at(self, end: store.SessionKey | None) -> None:
@@ -104,17 +107,40 @@ class PageReader:
         self._fill()
 
     async def _read(self, start: store.SessionKey | None, *, ahead: bool) -> list[bytes] | None:
-        dsn, layout = self._target.dsn, self._target.layout
+        dsn = self._target.dsn
         connect = self._dbs.spare(dsn) if ahead else self._dbs.connect(dsn)
-        async with connect as conn:
-            if conn is None:
-                return None
-            if ahead:
-                self.read_ahead += 1
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                end = await store.export_page_end(conn, layout, self._window, after=start, limit=self._limit)
-                self._ends_at(end)
-                rows = await store.export_lines(
-                    conn, layout, self._window, envelope=self._envelope, after=start, upto=end, limit=self._limit
-                )
-                return await self._render(conn, self._target, rows)
+        self._reading += 1
+        try:
+            async with connect as conn:
+                if conn is None:
+                    return None
+                if ahead:
+                    self.read_ahead += 1
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    if self.probing:
+                        return await self._probed_page(conn, start)
+                    rows = await self._page(conn, start, None)
+                    lines = await self._render(conn, self._target, rows)
+        finally:
+            self._reading -= 1
+        # not probed: where this page ends is known only now (a full page may not be the last)
+        full = len(rows) == self._limit
+        self._ends_at((int(rows[-1]["created_at"]), str(rows[-1]["session_id"])) if full else None)
+        return lines
+
+    async def _probed_page(self, conn: Any, start: store.SessionKey | None) -> list[bytes]:
+        t0 = time.monotonic()
+        end = await store.export_page_end(conn, self._target.layout, self._window, after=start, limit=self._limit)
+        t1 = time.monotonic()
+        self._ends_at(end)  # the next page starts now, on another connection
+        rows = await self._page(conn, start, end)
+        if end is not None and t1 - t0 > PROBE_SHARE * (time.monotonic() - t1):
+            # Finding the end costs nearly as much as reading the page (no index for this order:
+            # the probe scans what the page scans): read one page at a time from here on.
+            self.probing = False
+        return await self._render(conn, self._target, rows)
+
+    async def _page(self, conn: Any, start: store.SessionKey | None, end: store.SessionKey | None) -> list[Any]:
+        return await store.export_lines(
+            conn, self._target.layout, self._window, envelope=self._envelope, after=start, upto=end, limit=self._limit
+        )
