@@ -5,8 +5,9 @@ The procedure:
 
 1. resolve the target file in ``EXPORT_DIR`` (a plain name; symlinks and '..' refused). If this
    very job already published it (a retry after a crash), keep it; if anyone else did, refuse;
-2. per agent schema, read keyset pages (``created_at, session_id``) of the window, attach the runs
-   wherever they live, and write each session as one line — memory stays bounded by one page;
+2. per agent schema, read keyset pages (``created_at, session_id``) of the window, two at once
+   (``jobs/readahead.py``), attach the runs wherever they live, and write each session as one
+   line, in order — memory stays bounded by ``SESSIONCTL_EXPORT_READERS`` + 2 pages;
 3. fsync, publish manifest then data under their final names (never overwriting), report progress;
 4. export-then-erase: re-read the file, check its sha256 and per-agent line counts against the
    manifest and the manifest's counts against the database *now*; only then delete exactly the
@@ -130,7 +131,7 @@ async def _write(
     schemas: dict[str, str] = {}
     processed = read_ahead = 0
     # A page is written (and compressed) in a thread while the next ones are read (up to
-    # SESSIONCTL_EXPORT_READERS at once, jobs/readahead.py): readers + 1 pages in memory at most.
+    # SESSIONCTL_EXPORT_READERS at once, jobs/readahead.py): readers + 2 pages in memory at most.
     thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionctl-export")
     writing: concurrent.futures.Future[None] | None = None
     try:

@@ -9,7 +9,13 @@ out in the order they were started.
 
 A page is exactly what the one-page-at-a-time keyset walk would read: the sessions after the
 previous page's last key, ``limit`` of them, in one repeatable-read snapshot (the probe and the page
-share it).
+share it). Sessions without a creation time come last, in session id order.
+
+At most ``readers`` pages are read or waited for at once (the one the writer waits for included),
+so an export holds ``readers`` + 2 pages at most: those, the one handed out that waits for the
+write before it, and the one being written. Where the probe costs
+more than ``PROBE_SHARE`` of its page twice in a row (no index serves the order), pages are read one
+at a time from there on.
 
 Only the page the writer needs next waits for a connection. A page read ahead takes a *spare* one
 (:meth:`Databases.spare`: free now, and no job waiting) or is not read ahead: the writer reads it
@@ -20,7 +26,6 @@ never waits for more than one page of this one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -60,11 +65,13 @@ class PageReader:
         self._limit = limit
         self._readers = max(1, readers)
         self._render = render
-        self._start: store.SessionKey | None = None  # where the next page not yet started begins
+        self._start: store.ExportKey | None = None  # where the next page not yet started begins
         self._start_known = True  # False while the page before is still finding its end
         self._last_started = False  # the page started last is the window's last
-        self._flight: deque[tuple[asyncio.Task[list[bytes] | None], store.SessionKey | None]] = deque()
+        self._flight: deque[tuple[asyncio.Task[list[bytes] | None], store.ExportKey | None]] = deque()
         self._reading = 0  # pages being read now
+        self._awaited = 0  # a page taken from the flight that the writer still waits for
+        self._dear_probes = 0  # pages in a row whose probe cost more than PROBE_SHARE
         self.probing = self._readers > 1  # pages find their end first (so the next can start)
         self.read_ahead = 0  # pages read on a spare connection (for the log and tests)
 
@@ -76,24 +83,32 @@ class PageReader:
         self._flight.clear()
         for task in tasks:
             task.cancel()
-        for task in tasks:  # their own errors do not matter any more
-            with contextlib.suppress(BaseException):
-                await task
+        # their own errors do not matter any more; a cancellation of ours still does
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def next(self) -> list[bytes] | None:
-        """The next page's lines, in order; ``None`` when the window is exhausted."""
+        """The next page's lines, in order (never empty); ``None`` when the window is exhausted."""
+        while (lines := await self._next()) is not None and not lines:
+            pass  # a page that came back empty (the window ended exactly on the page before)
+        return lines
+
+    async def _next(self) -> list[bytes] | None:
         self._fill()
         if not self._flight:
             return None
         task, start = self._flight.popleft()
-        lines = await task
-        if lines is None:  # started ahead, but no connection was spare: read it now
-            lines = await self._read(start, ahead=False)
-            assert lines is not None
+        self._awaited = 1  # still counted against the readers: no page more in memory
+        try:
+            lines = await task
+            if lines is None:  # started ahead, but no connection was spare: read it now
+                lines = await self._read(start, ahead=False)
+                assert lines is not None
+        finally:
+            self._awaited = 0
         return lines
 
     def _fill(self) -> None:
-        while self._start_known and not self._last_started and len(self._flight) < self._readers:
+        while self._start_known and not self._last_started and len(self._flight) + self._awaited < self._readers:
             start = self._start
             self._start_known = False
             # Only the page the writer waits for may wait for a connection: a page started while
@@ -101,12 +116,12 @@ class PageReader:
             task = asyncio.create_task(self._read(start, ahead=self._reading > 0 or bool(self._flight)))
             self._flight.append((task, start))
 
-    def _ends_at(self, end: store.SessionKey | None) -> None:
-        """The page being read ends at ``end`` (``None``: it is the last): start the next one."""
-        self._start, self._start_known, self._last_started = end, True, end is None
+    def _ends_at(self, end: store.ExportKey | None, last: bool) -> None:
+        """The page being read ends at ``end``; unless it is the ``last``, start the next one."""
+        self._start, self._start_known, self._last_started = end, True, last
         self._fill()
 
-    async def _read(self, start: store.SessionKey | None, *, ahead: bool) -> list[bytes] | None:
+    async def _read(self, start: store.ExportKey | None, *, ahead: bool) -> list[bytes] | None:
         dsn = self._target.dsn
         connect = self._dbs.spare(dsn) if ahead else self._dbs.connect(dsn)
         self._reading += 1
@@ -124,23 +139,27 @@ class PageReader:
         finally:
             self._reading -= 1
         # not probed: where this page ends is known only now (a full page may not be the last)
-        full = len(rows) == self._limit
-        self._ends_at((int(rows[-1]["created_at"]), str(rows[-1]["session_id"])) if full else None)
+        full = len(rows) == self._limit  # may still be the last: the next page then comes back empty
+        self._ends_at(store.export_key(rows[-1]) if full else None, not full)
         return lines
 
-    async def _probed_page(self, conn: Any, start: store.SessionKey | None) -> list[bytes]:
+    async def _probed_page(self, conn: Any, start: store.ExportKey | None) -> list[bytes]:
         t0 = time.monotonic()
-        end = await store.export_page_end(conn, self._target.layout, self._window, after=start, limit=self._limit)
+        end, last = await store.export_page_end(conn, self._target.layout, self._window, after=start, limit=self._limit)
         t1 = time.monotonic()
-        self._ends_at(end)  # the next page starts now, on another connection
+        self._ends_at(end, last)  # the next page starts now, on another connection
         rows = await self._page(conn, start, end)
-        if end is not None and t1 - t0 > PROBE_SHARE * (time.monotonic() - t1):
-            # Finding the end costs nearly as much as reading the page (no index for this order:
-            # the probe scans what the page scans): read one page at a time from here on.
-            self.probing = False
+        if not last:
+            dear = t1 - t0 > PROBE_SHARE * (time.monotonic() - t1)
+            self._dear_probes = self._dear_probes + 1 if dear else 0
+            if self._dear_probes >= 2:
+                # Finding the end costs nearly as much as reading the page (no index for this
+                # order: the probe scans what the page scans), twice in a row — not one slow
+                # moment: read one page at a time from here on.
+                self.probing = False
         return await self._render(conn, self._target, rows)
 
-    async def _page(self, conn: Any, start: store.SessionKey | None, end: store.SessionKey | None) -> list[Any]:
+    async def _page(self, conn: Any, start: store.ExportKey | None, end: store.ExportKey | None) -> list[Any]:
         return await store.export_lines(
             conn, self._target.layout, self._window, envelope=self._envelope, after=start, upto=end, limit=self._limit
         )

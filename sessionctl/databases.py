@@ -150,6 +150,11 @@ class Databases:
                 return
             try:
                 yield conn
+            except Exception as exc:  # losing the database is an outage, as through connect()
+                mapped = None if isinstance(exc, SessionctlError) else map_db_error(exc, dsn, "lost")
+                if mapped is None:
+                    raise
+                raise mapped from exc
             finally:
                 with contextlib.suppress(Exception):
                     await pool.release(conn)
@@ -292,9 +297,11 @@ class Connect:
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if self._pool is not None and self._conn is not None:
-            with contextlib.suppress(Exception):  # a broken connection is dropped by the pool
-                await self._pool.release(self._conn)
-            self.databases._leases[self.dsn] -= 1
+            try:
+                with contextlib.suppress(Exception):  # a broken connection is dropped by the pool
+                    await self._pool.release(self._conn)
+            finally:  # even when cancelled while giving it back
+                self.databases._leases[self.dsn] -= 1
         if exc is not None and not isinstance(exc, SessionctlError):
             mapped = map_db_error(exc, self.dsn, "lost")
             if mapped is not None:

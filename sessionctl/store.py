@@ -44,6 +44,9 @@ class Layout:
     # a valid index led by (user_id, created_at, session_id) on a plain agno_sessions (neither
     # partitioned nor inherited from): the purge may walk it in ranges deleted by tuple id
     user_index: bool = False
+    # agno_sessions.created_at may be NULL (Agno declares it NOT NULL; a hand-altered table may
+    # not): such sessions sort last, and keyset walks must reach them
+    created_at_nullable: bool = False
 
     def has(self, table: str) -> bool:
         return table in self.tables
@@ -68,6 +71,8 @@ class Counts:
 
 
 SessionKey = tuple[int, str]  # (created_at, session_id): a session's place in the user_id index
+# An export's place in (created_at, session_id) order, NULL creation times last (export_lines)
+ExportKey = tuple[int | None, str]
 
 
 @dataclass(slots=True)
@@ -177,7 +182,11 @@ async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
         " AND (SELECT amname FROM pg_am JOIN pg_class c ON c.relam = pg_am.oid WHERE c.oid = i.indexrelid) = 'btree')",
         sessions,
     )
+    nullable = await conn.fetchval(
+        "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'created_at'", sessions
+    )
     return Layout(
+        created_at_nullable=bool(nullable),
         schema=schema,
         tables=frozenset(tables),
         legacy_runs_column=bool(tables[SESSIONS]),
@@ -694,23 +703,50 @@ async def count_window(conn: asyncpg.Connection, layout: Layout, window: Window)
     return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {where}", *args))
 
 
+def _export_bounds(layout: Layout, after: ExportKey | None, upto: ExportKey | None, args: list[Any]) -> str:
+    """The keyset conditions of an export page on ``s``: after ``after``, up to ``upto`` inclusive,
+    in ``created_at, session_id`` order with NULL creation times last (Postgres' ``ASC`` order)."""
+    sql = ""
+
+    def p(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if after is not None and after[0] is None:  # in the tail of sessions without a creation time
+        sql += f" AND s.created_at IS NULL AND s.session_id > {p(after[1])}"
+    elif after is not None:
+        # the OR is only written where it can match: it keeps the index from bounding the scan
+        tail = " OR s.created_at IS NULL" if layout.created_at_nullable else ""
+        sql += f" AND ((s.created_at, s.session_id) > ({p(after[0])}, {p(after[1])}){tail})"
+    if upto is not None and upto[0] is None:
+        sql += f" AND (s.created_at IS NOT NULL OR s.session_id <= {p(upto[1])})"
+    elif upto is not None:
+        sql += f" AND (s.created_at, s.session_id) <= ({p(upto[0])}, {p(upto[1])})"
+    return sql
+
+
+def export_key(row: Any) -> ExportKey:
+    """A row's place in an export's order (``created_at``, ``session_id``)."""
+    at = row["created_at"]
+    return (None if at is None else int(at), str(row["session_id"]))
+
+
 async def export_page_end(
-    conn: asyncpg.Connection, layout: Layout, window: Window, *, after: SessionKey | None, limit: int
-) -> SessionKey | None:
-    """The key of the ``limit``-th session of the window after ``after`` (the last of a full
-    page), or ``None`` when fewer remain: where the next page starts, known before this one is
-    rendered. Cheap where the order is indexed (``layout.user_index`` for a user's window)."""
+    conn: asyncpg.Connection, layout: Layout, window: Window, *, after: ExportKey | None, limit: int
+) -> tuple[ExportKey | None, bool]:
+    """Where the page of ``limit`` sessions of the window after ``after`` ends — the key of its
+    last session, ``None`` when fewer remain — and whether it is the window's last page: known
+    before the page is rendered, so the next one can start. Cheap where the order is indexed
+    (``layout.user_index`` for a user's window)."""
     where, args = window.where()
-    if after is not None:
-        where += f" AND (created_at, session_id) > (${len(args) + 1}, ${len(args) + 2})"
-        args += [after[0], after[1]]
-    row = await conn.fetchrow(
-        f"SELECT created_at, session_id FROM {layout.q(SESSIONS)} WHERE {where}"
-        f" ORDER BY created_at, session_id OFFSET ${len(args) + 1} LIMIT 1",
+    where += _export_bounds(layout, after, None, args)
+    rows = await conn.fetch(  # the page's last session, and the next page's first if any
+        f"SELECT s.created_at, s.session_id FROM {layout.q(SESSIONS)} s WHERE {where}"
+        f" ORDER BY s.created_at, s.session_id OFFSET ${len(args) + 1} LIMIT 2",
         *args,
         limit - 1,
     )
-    return None if row is None else (int(row["created_at"]), str(row["session_id"]))
+    return (export_key(rows[0]) if rows else None), len(rows) < 2
 
 
 async def export_lines(
@@ -719,9 +755,9 @@ async def export_lines(
     window: Window,
     *,
     envelope: dict[str, Any],
-    after: SessionKey | None,
+    after: ExportKey | None,
     limit: int,
-    upto: SessionKey | None = None,
+    upto: ExportKey | None = None,
 ) -> list[asyncpg.Record]:
     """One keyset page of the window (oldest first, after ``after``, up to ``upto`` inclusive,
     at most ``limit``), each session rendered by Postgres as one
@@ -736,13 +772,7 @@ async def export_lines(
     NULL: the caller renders it with Agno's own merge.
     """
     where, args = window.where()
-    n = len(args)
-    if after is not None:
-        where += f" AND (s.created_at, s.session_id) > (${n + 1}, ${n + 2})"
-        args += [after[0], after[1]]
-    if upto is not None:
-        where += f" AND (s.created_at, s.session_id) <= (${len(args) + 1}, ${len(args) + 2})"
-        args += [upto[0], upto[1]]
+    where += _export_bounds(layout, after, upto, args)
     table_runs = "NULL::jsonb"
     join = ""
     if layout.has(RUNS):

@@ -5,7 +5,9 @@ writes, no connection a job waits for, nothing left running after a failure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,7 @@ from jobs.targets import Target
 from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
+from sessionctl.errors import DatabaseUnavailable
 from sessionctl.identifiers import Dsn
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
 
@@ -114,7 +117,8 @@ async def test_pages_stop_probing_for_their_end_when_it_costs_as_much_as_the_pag
     finally:
         await dbs.close()
     assert lines == expected
-    assert not pages.probing and probes <= 2  # the first page and at most the one started ahead
+    # two dear probes in a row turn probing off; the page started meanwhile probed too
+    assert not pages.probing and probes <= 3
 
 
 async def test_with_no_spare_connection_the_writer_reads_every_page_itself(
@@ -235,5 +239,126 @@ async def test_a_cancelled_export_gives_every_connection_back(
         with pytest.raises(asyncio.CancelledError):
             await reading
         assert dbs._leases[target.dsn] == 0
+    finally:
+        await dbs.close()
+
+
+async def test_losing_the_database_on_a_page_read_ahead_is_an_outage_the_job_retries(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """A page read ahead holds a spare connection, outside the writer's own: losing it must still
+    raise DatabaseUnavailable (retried), not a raw driver error (which fails the job for good)."""
+    target = await _target(settings, pg, agent_id, 300)
+    admin = await asyncpg.connect(settings.database_url)
+    killed: list[int] = []
+
+    async def kill_after_the_first_page(conn: Any, t: Target, rows: list[Any]) -> list[bytes]:
+        if rows and rows[0]["session_id"] != f"{agent_id}-{USER}-s0":  # page 2 on: read ahead
+            killed.append(conn.get_server_pid())
+            await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        return await _lines(conn, t, rows)
+
+    dbs = Databases(pool_size=4)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await _read(dbs, target, limit=50, readers=2, render=kill_after_the_first_page)
+        assert killed and dbs._leases[target.dsn] == 0
+    finally:
+        await dbs.close()
+        await admin.close()
+
+
+@pytest.mark.parametrize("readers", [1, 2])
+async def test_sessions_without_a_creation_time_are_exported_last_in_session_id_order(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, readers: int
+) -> None:
+    target = await _target(settings, pg, agent_id, 60)
+    schema = target.layout.schema
+    await pg.execute(f'ALTER TABLE "{schema}".agno_sessions ALTER COLUMN created_at DROP NOT NULL')
+    nulls = await pg.fetch(
+        f'UPDATE "{schema}".agno_sessions SET created_at = NULL WHERE user_id = $1'
+        f' AND session_id IN (SELECT session_id FROM "{schema}".agno_sessions WHERE user_id = $1'
+        " ORDER BY session_id DESC LIMIT 35) RETURNING session_id",
+        USER,
+    )
+    layout = await store.read_layout(pg, schema)
+    assert layout is not None and layout.created_at_nullable
+    target = Target(target.label, target.dsn, layout)
+    dbs = Databases(pool_size=4)
+    try:
+        lines, sizes, _ = await _read(dbs, target, limit=10, readers=readers)
+    finally:
+        await dbs.close()
+    sessions = [json.loads(x)["session"] for x in lines]
+    assert len(sessions) == 60 and sizes == [10] * 6
+    dated = [(s["created_at"], s["session_id"]) for s in sessions[:25]]
+    assert dated == sorted(dated) and None not in {c for c, _ in dated}
+    assert [s["session_id"] for s in sessions[25:]] == sorted(r["session_id"] for r in nulls)
+    assert all(s["created_at"] is None for s in sessions[25:])
+
+
+@pytest.mark.parametrize("readers", [1, 2, 3])
+async def test_an_export_holds_at_most_readers_plus_two_pages(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, readers: int
+) -> None:
+    """Pages read and not yet written, while the writer is slow: the pages read or awaited, the
+    one waiting for its write and the one being written — never more."""
+    target = await _target(settings, pg, agent_id, 400)
+    alive = peak = 0
+
+    async def render(conn: Any, t: Target, rows: list[Any]) -> list[bytes]:
+        nonlocal alive, peak
+        lines = await _lines(conn, t, rows)
+        alive += 1
+        peak = max(peak, alive)
+        return lines
+
+    dbs = Databases(pool_size=4)
+    try:
+        pages = PageReader(
+            dbs,
+            target,
+            store.Window(user_id=USER),
+            envelope=_envelope(target),
+            limit=20,
+            readers=readers,
+            render=render,
+        )
+
+        async def write() -> None:  # slow, and beside the reads, as export's thread is
+            nonlocal alive
+            await asyncio.sleep(0.03)
+            alive -= 1
+
+        writing: asyncio.Task[None] | None = None
+        async with pages:
+            while (await pages.next()) is not None:  # as jobs/export.py's _write does
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(write())
+        assert writing is not None
+        await writing
+    finally:
+        await dbs.close()
+    # the pages read or awaited, the one waiting for its write, the one being written
+    assert readers + 1 <= peak <= readers + 2
+
+
+async def test_exports_cancelled_at_any_moment_give_back_every_connection(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    target = await _target(settings, pg, agent_id, 300)
+    rng = random.Random(7)
+    dbs = Databases(pool_size=3)
+    try:
+        for _ in range(60):
+            reading = asyncio.create_task(_read(dbs, target, limit=25, readers=3))
+            await asyncio.sleep(rng.uniform(0, 0.03))
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            assert dbs._leases.get(target.dsn, 0) == 0 and dbs._waiting.get(target.dsn, 0) == 0
+        lines, _, _ = await _read(dbs, target, limit=25, readers=3)
+        assert len(lines) == 300  # the pool still works
     finally:
         await dbs.close()
