@@ -13,9 +13,8 @@ share it). Sessions without a creation time come last, in session id order.
 
 At most ``readers`` pages are read or waited for at once (the one the writer waits for included),
 so an export holds ``readers`` + 2 pages at most: those, the one handed out that waits for the
-write before it, and the one being written. Where the probe costs
-more than ``PROBE_SHARE`` of its page twice in a row (no index serves the order), pages are read one
-at a time from there on.
+write before it, and the one being written. Where the probe costs more than ``PROBE_SHARE`` of its
+page twice in a row (no index serves the order), pages are read one at a time from there on.
 
 Only the page the writer needs next waits for a connection. A page read ahead takes a *spare* one
 (:meth:`Databases.spare`: free now, and no job waiting) or is not read ahead: the writer reads it

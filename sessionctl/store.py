@@ -281,8 +281,8 @@ def _legacy_runs_expr(alias: str) -> str:
 class _Params:
     """The bind parameters of one statement: ``p(value)`` adds one and returns its ``$n``."""
 
-    def __init__(self) -> None:
-        self.values: list[Any] = []
+    def __init__(self, values: list[Any] | None = None) -> None:
+        self.values: list[Any] = [] if values is None else values  # appended to: the caller's list
 
     def __call__(self, value: Any) -> str:
         self.values.append(value)
@@ -707,11 +707,7 @@ def _export_bounds(layout: Layout, after: ExportKey | None, upto: ExportKey | No
     """The keyset conditions of an export page on ``s``: after ``after``, up to ``upto`` inclusive,
     in ``created_at, session_id`` order with NULL creation times last (Postgres' ``ASC`` order)."""
     sql = ""
-
-    def p(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
+    p = _Params(args)
     if after is not None and after[0] is None:  # in the tail of sessions without a creation time
         sql += f" AND s.created_at IS NULL AND s.session_id > {p(after[1])}"
     elif after is not None:
