@@ -9,7 +9,7 @@ out in the order they were started.
 
 A page is exactly what the one-page-at-a-time keyset walk would read: the sessions after the
 previous page's last key, ``limit`` of them, in one repeatable-read snapshot (the probe and the page
-share it). Sessions without a creation time come last, in session id order.
+share it). Sessions without a creation time come last, in session id order (a walk of their own).
 
 At most ``readers`` pages are read or waited for at once (the one the writer waits for included),
 so an export holds ``readers`` + 2 pages at most: those, the one handed out that waits for the
@@ -25,6 +25,7 @@ never waits for more than one page of this one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -59,7 +60,14 @@ class PageReader:
     ) -> None:
         self._dbs = databases
         self._target = target
-        self._window = window
+        # Sessions without a creation time are walked apart, last, by session id: with them in
+        # the same walk, no index could bound a page's scan.
+        self._walks = deque(
+            [dataclasses.replace(window, undated=False), dataclasses.replace(window, undated=True)]
+            if target.layout.created_at_nullable
+            else [window]
+        )
+        self._window = self._walks.popleft()
         self._envelope = envelope
         self._limit = limit
         self._readers = max(1, readers)
@@ -71,6 +79,7 @@ class PageReader:
         self._reading = 0  # pages being read now
         self._awaited = 0  # a page taken from the flight that the writer still waits for
         self._dear_probes = 0  # pages in a row whose probe cost more than PROBE_SHARE
+        self._warm: set[int] = set()  # backends that ran a probe already (the first one plans it)
         self.probing = self._readers > 1  # pages find their end first (so the next can start)
         self.read_ahead = 0  # pages read on a spare connection (for the log and tests)
 
@@ -87,9 +96,16 @@ class PageReader:
 
     async def next(self) -> list[bytes] | None:
         """The next page's lines, in order (never empty); ``None`` when the window is exhausted."""
-        while (lines := await self._next()) is not None and not lines:
-            pass  # a page that came back empty (the window ended exactly on the page before)
-        return lines
+        while True:
+            lines = await self._next()
+            if lines:
+                return lines
+            if lines is None:  # this walk is over: the next one, if any
+                if not self._walks:
+                    return None
+                self._window = self._walks.popleft()
+                self._start, self._start_known, self._last_started = None, True, False
+            # else a page that came back empty (the walk ended exactly on the page before)
 
     async def _next(self) -> list[bytes] | None:
         self._fill()
@@ -148,7 +164,8 @@ class PageReader:
         t1 = time.monotonic()
         self._ends_at(end, last)  # the next page starts now, on another connection
         rows = await self._page(conn, start, end)
-        if not last:
+        backend = conn.get_server_pid()
+        if not last and backend in self._warm:  # a first probe on a connection also plans it
             dear = t1 - t0 > PROBE_SHARE * (time.monotonic() - t1)
             self._dear_probes = self._dear_probes + 1 if dear else 0
             if self._dear_probes >= 2:
@@ -156,6 +173,7 @@ class PageReader:
                 # order: the probe scans what the page scans), twice in a row — not one slow
                 # moment: read one page at a time from here on.
                 self.probing = False
+        self._warm.add(backend)
         return await self._render(conn, self._target, rows)
 
     async def _page(self, conn: Any, start: store.ExportKey | None, end: store.ExportKey | None) -> list[Any]:

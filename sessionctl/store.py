@@ -44,8 +44,8 @@ class Layout:
     # a valid index led by (user_id, created_at, session_id) on a plain agno_sessions (neither
     # partitioned nor inherited from): the purge may walk it in ranges deleted by tuple id
     user_index: bool = False
-    # agno_sessions.created_at may be NULL (Agno declares it NOT NULL; a hand-altered table may
-    # not): such sessions sort last, and keyset walks must reach them
+    # agno_sessions.created_at may be NULL, in it or in a table inheriting from it (Agno declares
+    # it NOT NULL; a hand-altered table may not): an export walks such sessions apart, last
     created_at_nullable: bool = False
 
     def has(self, table: str) -> bool:
@@ -71,7 +71,7 @@ class Counts:
 
 
 SessionKey = tuple[int, str]  # (created_at, session_id): a session's place in the user_id index
-# An export's place in (created_at, session_id) order, NULL creation times last (export_lines)
+# An export's place in (created_at, session_id) order (created_at None among undated sessions)
 ExportKey = tuple[int | None, str]
 
 
@@ -182,8 +182,14 @@ async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
         " AND (SELECT amname FROM pg_am JOIN pg_class c ON c.relam = pg_am.oid WHERE c.oid = i.indexrelid) = 'btree')",
         sessions,
     )
+    # over the table and every table inheriting from it (a child may drop NOT NULL; a partition
+    # may not)
     nullable = await conn.fetchval(
-        "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'created_at'", sessions
+        "WITH RECURSIVE t(oid) AS (SELECT to_regclass($1)::oid"
+        "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid)"
+        " SELECT bool_or(NOT a.attnotnull) FROM pg_attribute a JOIN t ON a.attrelid = t.oid"
+        " WHERE a.attname = 'created_at' AND NOT a.attisdropped",
+        sessions,
     )
     return Layout(
         created_at_nullable=bool(nullable),
@@ -681,6 +687,9 @@ class Window:
     since: int | None = None  # epoch seconds, inclusive
     until: int | None = None  # epoch seconds, exclusive
     by: str = "created"  # "created": created_at; "updated": coalesce(updated_at, created_at)
+    # None: every session; False: only those with a creation time; True: only those without (an
+    # export walks them apart, last, where Layout.created_at_nullable)
+    undated: bool | None = None
 
     def where(self, first_arg: int = 1) -> tuple[str, list[Any]]:
         conds: list[str] = []
@@ -695,6 +704,8 @@ class Window:
         if self.until is not None:
             args.append(self.until)
             conds.append(f"{col} < ${first_arg + len(args) - 1}")
+        if self.undated is not None:
+            conds.append("created_at IS NULL" if self.undated else "created_at IS NOT NULL")
         return (" AND ".join(conds) or "TRUE"), args
 
 
@@ -703,20 +714,21 @@ async def count_window(conn: asyncpg.Connection, layout: Layout, window: Window)
     return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {where}", *args))
 
 
-def _export_bounds(layout: Layout, after: ExportKey | None, upto: ExportKey | None, args: list[Any]) -> str:
+def _export_bounds(window: Window, after: ExportKey | None, upto: ExportKey | None, args: list[Any]) -> str:
     """The keyset conditions of an export page on ``s``: after ``after``, up to ``upto`` inclusive,
-    in ``created_at, session_id`` order with NULL creation times last (Postgres' ``ASC`` order)."""
-    sql = ""
+    in ``created_at, session_id`` order — by session id alone among sessions without a creation
+    time (``window.undated``), each bound the index can use."""
     p = _Params(args)
-    if after is not None and after[0] is None:  # in the tail of sessions without a creation time
-        sql += f" AND s.created_at IS NULL AND s.session_id > {p(after[1])}"
-    elif after is not None:
-        # the OR is only written where it can match: it keeps the index from bounding the scan
-        tail = " OR s.created_at IS NULL" if layout.created_at_nullable else ""
-        sql += f" AND ((s.created_at, s.session_id) > ({p(after[0])}, {p(after[1])}){tail})"
-    if upto is not None and upto[0] is None:
-        sql += f" AND (s.created_at IS NOT NULL OR s.session_id <= {p(upto[1])})"
-    elif upto is not None:
+    sql = ""
+    if window.undated:
+        if after is not None:
+            sql += f" AND s.session_id > {p(after[1])}"
+        if upto is not None:
+            sql += f" AND s.session_id <= {p(upto[1])}"
+        return sql
+    if after is not None:
+        sql += f" AND (s.created_at, s.session_id) > ({p(after[0])}, {p(after[1])})"
+    if upto is not None:
         sql += f" AND (s.created_at, s.session_id) <= ({p(upto[0])}, {p(upto[1])})"
     return sql
 
@@ -735,7 +747,7 @@ async def export_page_end(
     before the page is rendered, so the next one can start. Cheap where the order is indexed
     (``layout.user_index`` for a user's window)."""
     where, args = window.where()
-    where += _export_bounds(layout, after, None, args)
+    where += _export_bounds(window, after, None, args)
     rows = await conn.fetch(  # the page's last session, and the next page's first if any
         f"SELECT s.created_at, s.session_id FROM {layout.q(SESSIONS)} s WHERE {where}"
         f" ORDER BY s.created_at, s.session_id OFFSET ${len(args) + 1} LIMIT 2",
@@ -768,7 +780,7 @@ async def export_lines(
     NULL: the caller renders it with Agno's own merge.
     """
     where, args = window.where()
-    where += _export_bounds(layout, after, upto, args)
+    where += _export_bounds(window, after, upto, args)
     table_runs = "NULL::jsonb"
     join = ""
     if layout.has(RUNS):
