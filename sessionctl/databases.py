@@ -76,6 +76,11 @@ def _agno_engine_options() -> dict[str, Any]:
     return options
 
 
+def _lost(exc: BaseException, dsn: Dsn) -> SessionctlError | None:
+    """Our error for a driver error raised while a connection was held (``None``: let it raise)."""
+    return None if isinstance(exc, SessionctlError) else map_db_error(exc, dsn, "lost")
+
+
 class Databases:
     """Per-process registry of pools, engines and Agno clients. Close it on shutdown."""
 
@@ -151,7 +156,7 @@ class Databases:
             try:
                 yield conn
             except Exception as exc:  # losing the database is an outage, as through connect()
-                mapped = None if isinstance(exc, SessionctlError) else map_db_error(exc, dsn, "lost")
+                mapped = _lost(exc, dsn)
                 if mapped is None:
                     raise
                 raise mapped from exc
@@ -302,7 +307,6 @@ class Connect:
                     await self._pool.release(self._conn)
             finally:  # even when cancelled while giving it back
                 self.databases._leases[self.dsn] -= 1
-        if exc is not None and not isinstance(exc, SessionctlError):
-            mapped = map_db_error(exc, self.dsn, "lost")
-            if mapped is not None:
-                raise mapped from exc
+        mapped = None if exc is None else _lost(exc, self.dsn)
+        if mapped is not None:
+            raise mapped from exc
