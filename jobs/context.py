@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from sessionctl.config import Settings
@@ -30,6 +31,7 @@ class JobContext:
     job_try: int = 1
     progress: Progress = field(default_factory=NoProgress)
     resolvers: ResolverChain | None = None  # None: the static resolver (DATABASE_URL + naming rule)
+    enqueued_at: datetime | None = None  # when the producer enqueued this job (arq's enqueue_time)
 
     def chain(self) -> ResolverChain:
         if self.resolvers is None:

@@ -25,12 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jobs import preflight
 from jobs.context import JobContext
 from jobs.models import EXPORT_SESSIONS, AgentPurgeResult, ExportRequest, ExportResult
 from jobs.purge import accumulate, write_receipt
 from jobs.readahead import PageReader
 from jobs.targets import Target, resolve_targets
-from sessionctl import exportfile, metrics, store
+from sessionctl import access, exportfile, metrics, store
 from sessionctl.agents import merge_runs
 from sessionctl.errors import ExportMismatch, InvalidRequest
 from sessionctl.logs import get_logger
@@ -52,13 +53,25 @@ async def export_sessions(ctx: JobContext, req: ExportRequest) -> ExportResult:
     hmac = user_hmac(ctx.hash_key, req.user_id) if req.user_id is not None else None
     blog = log.bind(job_id=ctx.job_id, user_hmac=hmac, job_try=ctx.job_try)
     t0 = time.monotonic()
-    directory = exportfile.ensure_directory(Path(ctx.settings.export_dir))
+    try:
+        directory = exportfile.ensure_directory(Path(ctx.settings.export_dir))
+    except OSError as exc:
+        raise exportfile.storage_error(exc, Path(ctx.settings.export_dir).absolute()) from None
     data_path, manifest_path = exportfile.target_paths(directory, req.out)
     targets = await resolve_targets(ctx, req.agent_id, req.all_agents)
+    await preflight.check(
+        ctx,
+        targets,
+        lambda layout, _: access.export_needs(layout, then_erase=req.then_purge),
+        writes=req.then_purge,
+        receipt=req.then_purge,
+        what="export-then-erase" if req.then_purge else "this export",
+        nothing="Nothing was exported or deleted" if req.then_purge else "Nothing was exported",
+    )
     window = _window(req)
     blog.info("export.start", target=req.target, out=req.out, compress=req.compress, then_purge=req.then_purge)
 
-    manifest = _published_by_this_job(data_path, manifest_path, ctx.job_id)
+    manifest = _published_by_this_job(data_path, manifest_path, ctx.job_id, ctx.hash_key)
     if manifest is None:
         if data_path.exists() or manifest_path.exists():
             raise InvalidRequest(f"export {req.out!r} already exists in EXPORT_DIR: choose another --out name")
@@ -99,7 +112,7 @@ async def export_sessions(ctx: JobContext, req: ExportRequest) -> ExportResult:
     return result
 
 
-def _published_by_this_job(data: Path, manifest_path: Path, job_id: str) -> dict[str, Any] | None:
+def _published_by_this_job(data: Path, manifest_path: Path, job_id: str, key: bytes) -> dict[str, Any] | None:
     """The manifest, if this job already published the export intact; cleans up a half publish."""
     if not manifest_path.exists():
         return None
@@ -109,9 +122,7 @@ def _published_by_this_job(data: Path, manifest_path: Path, job_id: str) -> dict
     if not data.exists():  # died between publishing the manifest and the data: start again
         manifest_path.unlink()
         return None
-    sha, size = exportfile.file_sha256(data)
-    if sha != manifest.get("sha256") or size != manifest.get("bytes"):
-        raise ExportMismatch(f"export {data.name!r} does not match its manifest: it was changed after writing")
+    exportfile.verify_file(key, data, manifest)
     return manifest
 
 
@@ -126,7 +137,10 @@ async def _write(
     blog: Any,
 ) -> dict[str, Any]:
     tag = hashlib.sha256(ctx.job_id.encode()).hexdigest()[:12]
-    writer = exportfile.AtomicExport(directory, req.out, req.compress, tag)
+    try:
+        writer = exportfile.AtomicExport(directory, req.out, req.compress, tag)
+    except OSError as exc:
+        raise exportfile.storage_error(exc, directory) from None
     counts: dict[str, int] = {}
     schemas: dict[str, str] = {}
     processed = read_ahead = 0
@@ -182,18 +196,20 @@ async def _write(
             "written_at": _now(),
             "requested_by": req.requested_by,
         }
-        written = await asyncio.to_thread(writer.commit, manifest)
-    except BaseException:
+        written = await asyncio.to_thread(writer.commit, manifest, ctx.hash_key)
+    except BaseException as exc:
         # Let the thread finish with the file before it is removed (even when this job is being
         # cancelled: the thread itself cannot be).
         await asyncio.to_thread(thread.shutdown, wait=True)
         writer.abort()
+        if isinstance(exc, OSError):  # a full disk, a read-only mount: said as such, with where
+            raise exportfile.storage_error(exc, directory) from None
         raise
     finally:
         thread.shutdown(wait=False)
     await ctx.progress.update(processed=processed, total=processed, agent=None, force=True)
     blog.info("export.written", sessions=processed, bytes=written.size, pages_read_ahead=read_ahead)
-    return {**manifest, "bytes": written.size, "sha256": written.sha256}
+    return written.manifest
 
 
 def _envelope(target: Target) -> dict[str, Any]:
@@ -255,10 +271,12 @@ async def _aid_chunks(path: Path, size: int) -> Any:
 async def _verify(
     ctx: JobContext, targets: list[Target], window: store.Window, data: Path, manifest: dict[str, Any]
 ) -> None:
-    """The file is what the manifest says, and the manifest is what the database holds now."""
-    sha, size = await asyncio.to_thread(exportfile.file_sha256, data)
-    if sha != manifest["sha256"] or size != manifest["bytes"]:
-        raise ExportMismatch(f"export {data.name!r}: checksum does not match its manifest; nothing erased")
+    """The file is what the (authenticated) manifest says, and the manifest is what the database
+    holds now."""
+    try:
+        await asyncio.to_thread(exportfile.verify_file, ctx.hash_key, data, manifest)
+    except ExportMismatch as exc:
+        raise ExportMismatch(f"{exc}; nothing erased") from None
     lines: dict[str, int] = {}
     async for chunk in _aid_chunks(data, ctx.settings.batch_size):
         for agent, _, _ in chunk:

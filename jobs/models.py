@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sessionctl.errors import InvalidRequest
-from sessionctl.identifiers import validate_agent_id, validate_user_id
+from sessionctl.identifiers import clean_ids, validate_agent_id, validate_user_id
 
 PURGE_USER_SESSIONS: Literal["purge_user_sessions"] = "purge_user_sessions"
 
@@ -89,6 +89,9 @@ class BulkPurgeRequest(BaseModel):
     memories: bool = False
     scope: Literal["sessions", "all"] = "sessions"
     requested_by: Label | None = None
+    # ids with surrounding whitespace or invisible characters: refused unless kept on purpose
+    # (the producer strips them before the request when asked to: "strip")
+    ambiguous_ids: Literal["refuse", "keep"] = "refuse"
 
     @field_validator("user_ids")
     @classmethod
@@ -102,6 +105,8 @@ class BulkPurgeRequest(BaseModel):
     def _target(self) -> BulkPurgeRequest:
         if (self.agent_id is None) == (not self.all_agents):
             raise ValueError("name exactly one target: an agent id, or all agents")
+        if self.ambiguous_ids == "refuse":
+            clean_ids(self.user_ids, "refuse", "user_ids")
         return self
 
     @property

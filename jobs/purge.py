@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 
+from jobs import preflight
 from jobs.context import JobContext
 from jobs.models import (
     PURGE_USER_SESSIONS,
@@ -39,7 +40,7 @@ from jobs.models import (
     PurgeResult,
 )
 from jobs.targets import Target, resolve_targets
-from sessionctl import metrics, receipts, store
+from sessionctl import access, metrics, receipts, store
 from sessionctl.errors import ErasureIncomplete, UnknownUserData
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
@@ -65,8 +66,10 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     t0 = time.monotonic()
 
     spec = Spec([request.user_id], request.dry_run, request.memories, request.scope, request.all_agents)
+    targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
+    await check_access(ctx, spec, targets)
     agents: dict[str, AgentPurgeResult] = {}
-    for target in await resolve_targets(ctx, request.agent_id, request.all_agents):
+    for target in targets:
         agents[target.label], _ = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
 
     total_remaining = sum(a.remaining for a in agents.values())
@@ -115,6 +118,32 @@ class Spec:
     memories: bool = False
     scope: str = "sessions"  # "all": every user-keyed table (store.USER_STORES)
     shared_files: bool = False  # all agents: also the user's files in the database-wide fs.agno_fs
+
+
+async def check_access(ctx: JobContext, spec: Spec, targets: list[Target]) -> None:
+    """Before the first delete, in every target: the role sees every row it will count and may
+    delete what it must; the receipt can be written (jobs/preflight.py)."""
+
+    def needs(layout: store.Layout, tables: list[str]) -> list[access.Need]:
+        return access.erasure_needs(
+            layout,
+            memories=spec.memories,
+            scope=spec.scope,
+            user_tables=tables,
+            shared_files=spec.shared_files,
+            dry_run=spec.dry_run,
+        )
+
+    await preflight.check(
+        ctx,
+        targets,
+        needs,
+        writes=not spec.dry_run,
+        receipt=not spec.dry_run,
+        user_tables=spec.scope == "all",
+        what="a dry run" if spec.dry_run else "this erasure",
+        nothing="Nothing was counted" if spec.dry_run else "Nothing was deleted",
+    )
 
 
 async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> tuple[AgentPurgeResult, dict[str, int]]:
@@ -166,7 +195,7 @@ async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> 
         if res.remaining:
             raise ErasureIncomplete(
                 f"agent {label}: {res.remaining} sessions remain after {MAX_ROUNDS} rounds "
-                "(something keeps writing them); the job will retry"
+                "(something keeps writing them)"
             )
         if spec.scope == "all":
             await _erase_everything_else(conn, layout, users, res, label, spec.shared_files)
@@ -205,7 +234,7 @@ async def _erase_everything_else(
             "know how to erase; nothing there was erased — upgrade sessionctl (or erase them by hand), then ask again"
         )
     if left:
-        raise ErasureIncomplete(f"agent {label}: rows remain in {', '.join(sorted(left))}; the job will retry")
+        raise ErasureIncomplete(f"agent {label}: rows remain in {', '.join(sorted(left))}")
 
 
 class _Batches:
@@ -439,6 +468,7 @@ async def write_receipt(
             started_at=datetime.fromisoformat(started),
             finished_at=datetime.now(UTC),
             requested_by=requested_by,
+            enqueued_at=ctx.enqueued_at,
         )
 
 
@@ -461,10 +491,12 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
     blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, users=len(users))
     blog.info("purge_users.start", target=request.target, dry_run=request.dry_run, scope=request.scope)
     spec = Spec(users, request.dry_run, request.memories, request.scope, request.all_agents)
+    targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
+    await check_access(ctx, spec, targets)
     agents: dict[str, AgentPurgeResult] = {}
     deleted: dict[str, int] = dict.fromkeys(users, 0)
     remaining: dict[str, int] = dict.fromkeys(users, 0)
-    for target in await resolve_targets(ctx, request.agent_id, request.all_agents):
+    for target in targets:
         agents[target.label], per_user = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
         async with ctx.databases.connect(target.dsn) as conn:
             left = await store.count_sessions_per_user(conn, target.layout, users)
@@ -526,7 +558,7 @@ async def _bulk_receipts(
     ]
     async with ctx.databases.connect(dsn) as conn:
         await receipts.ensure(conn, dsn.redacted)
-        await receipts.record_many(conn, rows)
+        await receipts.record_many(conn, rows, enqueued_at=ctx.enqueued_at)
 
 
 def _sum_would(agents: dict[str, AgentPurgeResult]) -> dict[str, int]:

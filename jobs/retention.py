@@ -23,11 +23,12 @@ from typing import Any
 
 import asyncpg
 
+from jobs import preflight
 from jobs.context import JobContext
 from jobs.export import export_records
 from jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
 from jobs.targets import Target, resolve_targets
-from sessionctl import exportfile, metrics, store
+from sessionctl import access, exportfile, metrics, store
 from sessionctl.errors import InvalidRequest
 from sessionctl.logs import get_logger
 from sessionctl.retention import Bucket, buckets, load_policy
@@ -51,7 +52,18 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
     deadline = time.monotonic() + ctx.settings.retention_budget
     agents: dict[str, dict[str, Any]] = {}
     partial = False
-    for target in await resolve_targets(ctx, req.agent_id, req.agent_id is None):
+    targets = await resolve_targets(ctx, req.agent_id, req.agent_id is None)
+    governed = [t for t in targets if policy.rule_for(t.label, t.layout.schema, ctx.settings.schema_template)]
+    await preflight.check(
+        ctx,
+        governed,
+        lambda layout, _: access.erasure_needs(layout, dry_run=req.dry_run),
+        writes=not req.dry_run,
+        receipt=False,
+        what="this retention run",
+        nothing="Nothing was deleted",
+    )
+    for target in targets:
         match = policy.rule_for(target.label, target.layout.schema, ctx.settings.schema_template)
         if match is None:
             agents[target.label] = {"schema": target.layout.schema, "policy": None, "deleted": 0, "remaining": 0}
@@ -170,8 +182,10 @@ async def _export_snapshot(
             "sessions": count,
             "written_at": _now(),
         }
-        written = await asyncio.to_thread(writer.commit, manifest)
-    except BaseException:
+        written = await asyncio.to_thread(writer.commit, manifest, ctx.hash_key)
+    except BaseException as exc:
         writer.abort()
+        if isinstance(exc, OSError):
+            raise exportfile.storage_error(exc, directory) from None
         raise
     return {"path": str(written.path), "sessions": count, "sha256": written.sha256}

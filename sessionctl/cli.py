@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 
 from sessionctl.config import Settings, load_settings
-from sessionctl.errors import PermanentError, SessionctlError, TransientError
+from sessionctl.errors import InvalidRequest, PermanentError, SessionctlError, TransientError, unexpected
+from sessionctl.identifiers import Ambiguous, read_id_lines
 
 app = typer.Typer(
     add_completion=False,
@@ -38,11 +39,16 @@ def _fail(code: int, message: str) -> NoReturn:
 
 
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
     try:
         settings = load_settings()
-    except Exception as exc:  # pydantic ValidationError: name the variable, not the traceback
-        first = str(exc).splitlines()
-        _fail(EXIT_BAD_INPUT, "invalid configuration: " + " ".join(x.strip() for x in first[:3]))
+    except ValidationError as exc:  # name the variable and the rule, never the value (a DSN password)
+        problems = [
+            f"{'.'.join(str(x) for x in e.get('loc', ())) or 'settings'}: {e.get('msg', 'invalid')}"
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        _fail(EXIT_BAD_INPUT, "invalid configuration: " + "; ".join(problems))
     from sessionctl.logs import configure_logging
 
     # commands print their output on stdout; their own log lines (warnings) go to stderr
@@ -59,8 +65,29 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
         _fail(EXIT_UNAVAILABLE, str(exc))
     except SessionctlError as exc:
         _fail(EXIT_FAILED, str(exc))
-    except Exception as exc:  # no traceback reaches the user; the class says where to look
-        _fail(EXIT_FAILED, f"unexpected {type(exc).__name__}: {exc}")
+    except Exception as exc:  # no traceback, no foreign text (it may quote row values): class and SQLSTATE
+        _fail(EXIT_FAILED, unexpected(exc))
+
+
+USER_HELP = "The user id; `-` reads it from stdin (keeps it out of the process list)."
+AMBIGUOUS_HELP = (
+    "How to read ids with surrounding whitespace or invisible characters: refuse (default), keep (exactly as"
+    " written) or strip (surrounding whitespace removed)."
+)
+
+
+def _user(user: str | None) -> str | None:
+    """The ``--user`` value; ``-`` reads one id from stdin (one line, exactly as written, the
+    line's ending removed), so the id never sits in the process list for the command's life."""
+    if user != "-":
+        return user
+    try:
+        ids = read_id_lines(sys.stdin.buffer.read(), source="--user - (stdin)")
+    except InvalidRequest as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    if len(ids) != 1:
+        _fail(EXIT_BAD_INPUT, f"--user - reads exactly one user id from stdin, got {len(ids)}")
+    return ids[0]
 
 
 def _print_json(data: Any) -> None:
@@ -72,17 +99,16 @@ def worker(
     burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
 ) -> None:
     """Run a worker (same as `arq worker.WorkerSettings`)."""
-    from arq.worker import create_worker
     from redis.exceptions import RedisError
 
     from sessionctl.logs import configure_logging
-    from worker.settings import build_worker_settings
+    from worker.settings import create
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     try:
         _ = settings.dsn  # a bad DATABASE_URL or REDIS_URL is bad input, said before anything starts
-        w = create_worker(build_worker_settings(settings), burst=burst)
+        w = create(settings, burst=burst)
     except PermanentError as exc:
         _fail(EXIT_BAD_INPUT, str(exc))
     try:
@@ -97,10 +123,12 @@ def worker(
 
 @app.command()
 def purge(
-    user: Annotated[str | None, typer.Option("--user", help="The user whose sessions to erase.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help=USER_HELP)] = None,
     users_file: Annotated[
-        Path | None, typer.Option("--users-file", help="Up to 10,000 user ids, one per line (bulk erasure).")
+        Path | None,
+        typer.Option("--users-file", help="Up to 10,000 user ids, one per line, exactly as written (`-`: stdin)."),
     ] = None,
+    ambiguous_ids: Annotated[str, typer.Option("--ambiguous-ids", help=AMBIGUOUS_HELP)] = "refuse",
     agent: Annotated[str | None, typer.Option("--agent", help="The agent id.")] = None,
     all_agents: Annotated[bool, typer.Option("--all-agents", help="Every agent schema in the database.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")] = False,
@@ -120,7 +148,11 @@ def purge(
         _fail(EXIT_BAD_INPUT, "name exactly one target: --agent ID or --all-agents")
     if (user is None) == (users_file is None):
         _fail(EXIT_BAD_INPUT, "name the users: --user ID, or --users-file FILE (one id per line)")
-    bulk = _read_users_file(users_file) if users_file is not None else None
+    if ambiguous_ids not in ("refuse", "keep", "strip"):
+        _fail(EXIT_BAD_INPUT, f"--ambiguous-ids must be refuse, keep or strip, not {ambiguous_ids!r}")
+    how: Ambiguous = ambiguous_ids  # type: ignore[assignment]
+    bulk = _read_users_file(users_file, how) if users_file is not None else None
+    user = _user(user)
     settings = _settings()
 
     async def go() -> int:
@@ -136,6 +168,7 @@ def purge(
                     memories=memories,
                     scope=scope,
                     requested_by=requested_by,
+                    ambiguous_ids=how,
                 )
                 return await _report(producer, enq, wait, timeout, as_json)
             enq = await producer.purge_user_sessions(
@@ -152,13 +185,17 @@ def purge(
     raise typer.Exit(_run(go()))
 
 
-def _read_users_file(path: Path) -> list[str]:
-    """One user id per line (surrounding whitespace and blank lines ignored); duplicates dropped."""
+def _read_users_file(path: Path, ambiguous: Ambiguous) -> list[str]:
+    """One user id per line, exactly as written (identifiers.read_id_lines: split on \\n only, an
+    ambiguous line refuses the file unless ``ambiguous`` says how to read it); duplicates dropped."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        _fail(EXIT_BAD_INPUT, f"cannot read --users-file {path}: {type(exc).__name__}")
-    ids = [line.strip() for line in text.splitlines() if line.strip()]
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as exc:
+        _fail(EXIT_BAD_INPUT, f"cannot read --users-file {path}: {(exc.strerror or type(exc).__name__).lower()}")
+    try:
+        ids = read_id_lines(data, source=f"--users-file {path}", ambiguous=ambiguous)
+    except InvalidRequest as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
     if not ids:
         _fail(EXIT_BAD_INPUT, f"--users-file {path} holds no user ids")
     unique = list(dict.fromkeys(ids))
@@ -281,7 +318,9 @@ def export(
     out_name: Annotated[str, typer.Option("--out", help="File name inside EXPORT_DIR (written at exactly this name).")],
     agent: Annotated[str | None, typer.Option("--agent", help="The agent id.")] = None,
     all_agents: Annotated[bool, typer.Option("--all-agents", help="Every agent schema in the database.")] = False,
-    user: Annotated[str | None, typer.Option("--user", help="Only this user's sessions (default: every user).")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's sessions (default: every user); `-`: from stdin.")
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="From this date/time (inclusive).")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Up to this date/time (exclusive).")] = None,
     by: Annotated[str, typer.Option("--by", help="Window on 'created' or 'updated' time.")] = "created",
@@ -301,6 +340,7 @@ def export(
         _fail(EXIT_BAD_INPUT, f"--compress must be gz or zst (or none), not {compress!r}")
     if by not in ("created", "updated"):
         _fail(EXIT_BAD_INPUT, f"--by must be created or updated, not {by!r}")
+    user = _user(user)
     settings = _settings()
     since_s, until_s = _epoch(since, "--since"), _epoch(until, "--until")
 
@@ -364,7 +404,7 @@ def import_(
         dbs = Databases(pool_size=2)
         try:
             handle = AgentHandle(agent, settings=settings, databases=dbs)
-            res = await import_export(file, handle, verify=not no_verify)
+            res = await import_export(file, handle, verify=not no_verify, key=settings.hash_key_bytes)
         finally:
             await dbs.close()
         if as_json:
@@ -426,7 +466,12 @@ def _progress_line(state: Any) -> str:
 @app.command()
 def jobs(
     status_filter: Annotated[str | None, typer.Option("--status", help="queued, running, complete or failed.")] = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="purge_user_sessions or export_sessions.")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind", help="purge_user_sessions, purge_users, export_sessions or purge_expired_sessions."
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most N rows.")] = 50,
     failed: Annotated[bool, typer.Option("--failed", help="Only the failed-job list (kept longer).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -443,8 +488,11 @@ def jobs(
 
         async with Producer(settings) as producer:
             rows = await producer.jobs(status=status_filter, kind=kind, limit=limit, failed_only=failed)
+        skipped = f"; {rows.malformed} unreadable index entries skipped" if rows.malformed else ""
         if as_json:
             _print_json([{k: v for k, v in r.items() if k != "request"} for r in rows])
+            if skipped:
+                err.print(skipped.lstrip("; "), markup=False)
             return 0
         from datetime import UTC, datetime
 
@@ -460,7 +508,7 @@ def jobs(
                 markup=False,
                 highlight=False,
             )
-        err.print(f"{len(rows)} job(s)", markup=False)
+        err.print(f"{len(rows)} job(s){skipped}", markup=False)
         return 0
 
     raise typer.Exit(_run(go()))
@@ -470,11 +518,13 @@ def jobs(
 def retry(
     job_id: Annotated[str, typer.Argument(help="A failed job's id (see `sessionctl jobs --failed`).")],
     user: Annotated[
-        str | None, typer.Option("--user", help="The job's user (not kept by sessionctl; checked against its HMAC).")
+        str | None,
+        typer.Option("--user", help="The job's user (not kept by sessionctl; checked against its HMAC); `-`: stdin."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Enqueue a failed job's request again."""
+    user = _user(user)
     settings = _settings()
 
     async def go() -> int:
@@ -493,10 +543,11 @@ def retry(
 
 @app.command("receipts")
 def receipts_(
-    user: Annotated[str, typer.Option("--user", help="The user (looked up by HMAC).")],
+    user: Annotated[str, typer.Option("--user", help="The user (looked up by HMAC); `-`: from stdin.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Find a user's erasure receipts (durable, in Postgres)."""
+    user = _user(user) or ""
     settings = _settings()
 
     async def go() -> int:
@@ -534,7 +585,7 @@ def receipts_(
 
 @app.command()
 def verify(
-    user: Annotated[str, typer.Option("--user", help="The user to look for.")],
+    user: Annotated[str, typer.Option("--user", help="The user to look for; `-`: from stdin.")],
     agent: Annotated[str | None, typer.Option("--agent", help="One agent.")] = None,
     all_agents: Annotated[bool, typer.Option("--all-agents", help="Every agent schema (default).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -542,6 +593,7 @@ def verify(
     """Recount the user's rows in every user-keyed table; exit 0 only when all are 0."""
     if agent is not None and all_agents:
         _fail(EXIT_BAD_INPUT, "name at most one target: --agent ID or --all-agents")
+    user = _user(user) or ""
     settings = _settings()
 
     async def go() -> int:
@@ -572,7 +624,8 @@ def doctor(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Report the indexes sessionctl needs and table sizes per agent schema; exit 1 while one is missing."""
+    """Per agent schema: indexes, table sizes, and whether this role can do and prove an erasure
+    (grants, row-level security); the receipts schema. Exit 1 while anything is missing."""
     settings = _settings()
 
     async def go() -> int:
@@ -582,27 +635,82 @@ def doctor(
         if as_json:
             _print_json(report)
         else:
-            for schema, info in report["schemas"].items():
-                sessions = info["tables"].get("agno_sessions", {})
-                out.print(
-                    f"{schema}: agno_sessions ~{sessions.get('rows_estimate', 0)} rows, "
-                    f"{sessions.get('bytes', 0) // 1024} KiB",
-                    markup=False,
-                    highlight=False,
-                )
-                for ix in info["indexes"]:
-                    if ix.get("created"):
-                        state = "created"
-                    elif ix["present"]:
-                        state = "ok" + (f" (covered by {ix['covered_by']})" if ix["covered_by"] else "")
-                    else:
-                        state = "MISSING" + (" (an invalid leftover exists)" if ix["invalid"] else "")
-                    out.print(f"  {ix['index']:<26} {state:<12} {ix['purpose']}", markup=False, highlight=False)
-            if report["missing"]:
-                out.print(
-                    f"{report['missing']} index(es) missing: run sessionctl doctor --create-indexes", markup=False
-                )
-        return EXIT_FAILED if report["missing"] else 0
+            _print_doctor(report)
+        return 0 if report["ok"] else EXIT_FAILED
+
+    raise typer.Exit(_run(go()))
+
+
+def _print_doctor(report: dict[str, Any]) -> None:
+    p = out.print
+    if report["read_only"]:
+        p("FAIL database: read-only (a replica?): point DATABASE_URL at the primary", markup=False)
+    mark = "ok  " if report["receipts"]["ok"] else "FAIL"
+    p(f"{mark} receipts: {report['receipts']['detail']}", markup=False, highlight=False)
+    for schema, info in report["schemas"].items():
+        sessions = info["tables"].get("agno_sessions", {})
+        p(
+            f"{schema}: agno_sessions ~{sessions.get('rows_estimate', 0)} rows, {sessions.get('bytes', 0) // 1024} KiB",
+            markup=False,
+            highlight=False,
+        )
+        for ix in info["indexes"]:
+            if ix.get("created"):
+                state = "created"
+            elif ix["present"]:
+                state = "ok" + (f" (covered by {ix['covered_by']})" if ix["covered_by"] else "")
+            else:
+                state = "MISSING" + (" (an invalid leftover exists)" if ix["invalid"] else "")
+            p(f"  {ix['index']:<26} {state:<12} {ix['purpose']}", markup=False, highlight=False)
+        for problem in info["access"]:
+            p(f"  ACCESS  {problem}", markup=False, highlight=False)
+        for problem in info["access_scope_all"]:
+            p(f"  access for --scope all: {problem}", markup=False, highlight=False)
+    if report["missing"]:
+        p(f"{report['missing']} index(es) missing: run sessionctl doctor --create-indexes", markup=False)
+    if report["access_problems"]:
+        p(
+            f"role {report['role']} cannot do and prove an erasure in {report['access_problems']} table(s):"
+            f" run sessionctl grants --role {report['role']} (and BYPASSRLS where row-level security hides rows)",
+            markup=False,
+            highlight=False,
+        )
+
+
+@app.command()
+def grants(
+    role: Annotated[str, typer.Option("--role", help="The worker's database role.")],
+    agent: Annotated[str | None, typer.Option("--agent", help="One agent (default: every agent schema).")] = None,
+    scope: Annotated[
+        str, typer.Option("--scope", help="all (default: every user-keyed table) or sessions (sessions and memories).")
+    ] = "all",
+) -> None:
+    """Print the minimal SQL grants for a worker role, from the agent schemas as they are now."""
+    if scope not in ("all", "sessions"):
+        _fail(EXIT_BAD_INPUT, f"--scope must be all or sessions, not {scope!r}")
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.doctor import grants as grant_lines
+
+        for line in await grant_lines(settings, role, agent_id=agent, scope=scope):
+            out.print(line, markup=False, highlight=False)
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade sessionctl's receipts schema (run once per database as an administrator)."""
+    settings = _settings()
+
+    async def go() -> int:
+        from sessionctl.doctor import migrate as run_migrations
+
+        version = await run_migrations(settings)
+        out.print(f"receipts schema sessionctl at version {version} in {settings.dsn.redacted}", markup=False)
+        return 0
 
     raise typer.Exit(_run(go()))
 
@@ -770,11 +878,12 @@ def health(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 @app.command()
 def sessions(
     agent: Annotated[str, typer.Option("--agent", help="The agent id.")],
-    user: Annotated[str, typer.Option("--user", help="The user.")],
+    user: Annotated[str, typer.Option("--user", help=USER_HELP)],
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most N (newest first).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON lines).")] = False,
 ) -> None:
     """List a user's sessions of one agent, newest first (all of them, not 50)."""
+    user = _user(user) or ""
     settings = _settings()
 
     async def go() -> int:

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from sessionctl import store
-from sessionctl.errors import AgnoNotInstalled, DatabaseRefused, DatabaseUnavailable, SessionctlError
+from sessionctl.errors import (
+    AgnoNotInstalled,
+    DatabaseReadOnly,
+    DatabaseRefused,
+    DatabaseUnavailable,
+    InsufficientPrivilege,
+    SessionctlError,
+)
 from sessionctl.identifiers import Dsn
 
 if TYPE_CHECKING:
@@ -60,10 +67,20 @@ def map_db_error(exc: BaseException, dsn: Dsn, doing: str) -> SessionctlError | 
     name = type(exc).__name__
     if isinstance(exc, REFUSED_DB_ERRORS):
         return DatabaseRefused(f"Postgres at {dsn.redacted} refused the login or database ({name}): check DATABASE_URL")
+    if isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
+        return DatabaseReadOnly(
+            f"Postgres at {dsn.redacted} is read-only (a replica, or default_transaction_read_only is on):"
+            " point DATABASE_URL at the primary"
+        )
+    if isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError):
+        return InsufficientPrivilege(
+            f"Postgres at {dsn.redacted} refused a statement for lack of privilege (SQLSTATE 42501):"
+            " run `sessionctl doctor` to see which grant is missing"
+        )
     if isinstance(exc, asyncpg.exceptions.DataError):  # a client-side encoding error: a bug, not an outage
         return None
     if isinstance(exc, TRANSIENT_DB_ERRORS):
-        return DatabaseUnavailable(f"{doing} Postgres at {dsn.redacted} ({name}); the job will retry")
+        return DatabaseUnavailable(f"{doing} Postgres at {dsn.redacted} ({name})")
     return None
 
 
@@ -182,8 +199,7 @@ class Databases:
             ]
             if not idle:
                 raise DatabaseUnavailable(
-                    f"more than {self.max_databases} databases busy at once (SESSIONCTL_MAX_DATABASES);"
-                    " the job will retry"
+                    f"more than {self.max_databases} databases busy at once (SESSIONCTL_MAX_DATABASES)"
                 )
             victim = idle[0]
             await self._pools.pop(victim).close()

@@ -1,29 +1,49 @@
-"""``sessionctl doctor``: per agent schema, the indexes sessionctl's queries need and table sizes;
-``--create-indexes`` builds the missing ones concurrently (never blocking the agents' writes)."""
+"""``sessionctl doctor``: per agent schema, the indexes sessionctl's queries need, table sizes, and
+whether this role can do and prove an erasure there (grants, row-level security); whether the
+receipts schema is ready. ``--create-indexes`` builds the missing indexes concurrently (never
+blocking the agents' writes). Also ``sessionctl grants`` (the minimal grants of a worker role) and
+``sessionctl migrate`` (the receipts schema, created by an administrator)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sessionctl import store
+import asyncpg
+
+from sessionctl import access, receipts, store
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import AgentNotFound
 
 
+async def _schemas(conn: asyncpg.Connection, settings: Settings, agent_id: str | None) -> list[str]:
+    if agent_id is None:
+        return await store.discover_agent_schemas(conn)
+    schema = settings.schema_for(agent_id)
+    if await store.read_layout(conn, schema) is None:
+        raise AgentNotFound(f"agent {agent_id} has no session storage (schema {schema})")
+    return [schema]
+
+
+async def _needs(conn: asyncpg.Connection, schema: str, scope: str) -> list[access.Need]:
+    """What a worker needs in this schema: a purge with memories, or with ``scope="all"`` every
+    user-keyed table and the user's shared files too."""
+    layout = await store.read_layout(conn, schema)
+    if layout is None:
+        return []
+    tables = await store.user_keyed_tables(conn, schema) if scope == "all" else []
+    return access.erasure_needs(layout, memories=True, scope=scope, user_tables=tables, shared_files=scope == "all")
+
+
 async def diagnose(settings: Settings, *, agent_id: str | None = None, create: bool = False) -> dict[str, Any]:
     dbs = Databases(pool_size=1)
-    report: dict[str, Any] = {"schemas": {}, "created": [], "missing": 0}
+    report: dict[str, Any] = {"schemas": {}, "created": [], "missing": 0, "access_problems": 0}
     try:
         async with dbs.connect(settings.dsn) as conn:
-            if agent_id is not None:
-                schema = settings.schema_for(agent_id)
-                if await store.read_layout(conn, schema) is None:
-                    raise AgentNotFound(f"agent {agent_id} has no session storage (schema {schema})")
-                schemas = [schema]
-            else:
-                schemas = await store.discover_agent_schemas(conn)
-            for schema in schemas:
+            report["role"] = await access.role(conn)
+            report["read_only"] = await access.read_only(conn)
+            report["receipts"] = await _receipts(conn)
+            for schema in await _schemas(conn, settings, agent_id):
                 indexes = []
                 for spec in store.NEEDED_INDEXES:
                     status = await store.index_status(conn, schema, spec)
@@ -35,7 +55,71 @@ async def diagnose(settings: Settings, *, agent_id: str | None = None, create: b
                     if not status["present"]:
                         report["missing"] += 1
                     indexes.append(status)
-                report["schemas"][schema] = {"indexes": indexes, "tables": await store.table_sizes(conn, schema)}
+                purge = await access.problems(conn, await _needs(conn, schema, "sessions"))
+                everything = await access.problems(conn, await _needs(conn, schema, "all"))
+                report["access_problems"] += len(purge)
+                report["schemas"][schema] = {
+                    "indexes": indexes,
+                    "tables": await store.table_sizes(conn, schema),
+                    "access": purge,
+                    "access_scope_all": [p for p in everything if p not in purge],
+                }
     finally:
         await dbs.close()
+    report["ok"] = (
+        not report["missing"] and not report["access_problems"] and not report["read_only"] and report["receipts"]["ok"]
+    )
     return report
+
+
+async def _receipts(conn: asyncpg.Connection) -> dict[str, Any]:
+    version = await receipts.version(conn)
+    if version is None:
+        return {"ok": False, "detail": "this role may not read sessionctl.schema_migrations"}
+    if version < receipts.LATEST:
+        state = "missing" if version == 0 else f"at version {version} of {receipts.LATEST}"
+        return {"ok": False, "detail": f"the receipts schema is {state}: run `sessionctl migrate` as an administrator"}
+    found = await access.receipt_problems(conn)
+    if found:
+        return {"ok": False, "detail": "; ".join(found)}
+    return {"ok": True, "detail": f"version {version}, writable by this role"}
+
+
+async def grants(settings: Settings, role: str, *, agent_id: str | None = None, scope: str = "all") -> list[str]:
+    """The SQL an administrator runs to give ``role`` what a worker needs (and nothing more) in
+    the agent schema(s) of DATABASE_URL's database, with notes on what grants cannot give."""
+    dbs = Databases(pool_size=1)
+    try:
+        async with dbs.connect(settings.dsn) as conn:
+            needs: list[access.Need] = []
+            for schema in await _schemas(conn, settings, agent_id):
+                needs += await _needs(conn, schema, scope)
+            version = await receipts.version(conn)
+            ready = version is not None and version > 0
+            lines = access.grant_statements(role, settings.dsn.database, needs, receipts=ready)
+            rls = await access.rls_enabled(conn, needs)
+    finally:
+        await dbs.close()
+    notes = ["-- sessionctl: the minimal grants of a worker role (run as an administrator or the tables' owner)"]
+    if not ready:
+        notes.append(
+            "-- the receipts schema does not exist yet: run `sessionctl migrate` (as a role with CREATE on the"
+            " database), then `sessionctl grants` again for its grants"
+        )
+    if rls:
+        notes.append(
+            f"-- row-level security is enabled on {', '.join(rls)}: a worker must see every row it proves gone,"
+            f" so it also needs: ALTER ROLE {role} BYPASSRLS; (or run it as the tables' owner, without FORCE)"
+        )
+    notes.append("-- `sessionctl doctor --create-indexes` must run as the tables' owner (CREATE INDEX needs ownership)")
+    return [*notes, *lines]
+
+
+async def migrate(settings: Settings) -> int:
+    """Create or upgrade the receipts schema; its version after."""
+    dbs = Databases(pool_size=1)
+    try:
+        async with dbs.connect(settings.dsn) as conn:
+            return await receipts.migrate(conn)
+    finally:
+        await dbs.close()

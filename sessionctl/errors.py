@@ -10,12 +10,17 @@
     │   ├── NotAgnoStorage (NotImplementedError) the schema is not Agno's session layout
     │   ├── AgnoNotInstalled (ImportError)       Agno or its Postgres extras are missing
     │   ├── DatabaseRefused                      wrong database, role or password in DATABASE_URL
+    │   ├── DatabaseReadOnly                     DATABASE_URL points at a replica or a read-only database
+    │   ├── InsufficientPrivilege (PermissionError)  the role cannot see or change every row it must prove gone
+    │   ├── ReceiptConflict                      a receipt under this job id belongs to another erasure
+    │   ├── ExportWriteFailed                    the export file could not be written (permissions, read-only disk)
     │   ├── InternalError                        an unexpected error (a bug); its text stays in the worker
     │   ├── ExportMismatch                       an export does not verify: nothing is erased
     │   └── UnknownUserData                      a user-keyed table sessionctl cannot erase yet
     └── TransientError                   retried with backoff (arq ``Retry``), bounded tries
         ├── DatabaseUnavailable                  Postgres refused, reset, restarting, timed out
         ├── QueueUnavailable                     Redis lost or timed out mid-job
+        ├── StorageFull                          no space left where the export is written
         └── ErasureIncomplete                    rows remain after the purge loop (late writes)
 
 The built-in bases (``ValueError``, ``LookupError``, …) keep the error contract of the xpander
@@ -25,6 +30,8 @@ DSN password.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 
 class SessionctlError(Exception):
@@ -62,6 +69,22 @@ class DatabaseRefused(PermanentError):
     """Postgres refused the login or the database."""
 
 
+class DatabaseReadOnly(PermanentError):
+    """The database is read-only (a replica, or default_transaction_read_only): point DATABASE_URL at the primary."""
+
+
+class InsufficientPrivilege(PermanentError, PermissionError):
+    """The database role cannot see or change every row the job must prove gone; nothing was deleted."""
+
+
+class ReceiptConflict(PermanentError):
+    """A receipt under this job id already records another erasure; this erasure is not reported done."""
+
+
+class ExportWriteFailed(PermanentError):
+    """The export file could not be written."""
+
+
 class InternalError(PermanentError):
     """An unexpected error inside the worker."""
 
@@ -75,7 +98,7 @@ class UnknownUserData(PermanentError):
 
 
 class TransientError(SessionctlError):
-    """A temporary failure; the job will be retried."""
+    """A temporary failure: retried with backoff up to SESSIONCTL_MAX_TRIES."""
 
 
 class DatabaseUnavailable(TransientError):
@@ -86,6 +109,10 @@ class QueueUnavailable(TransientError):
     """Redis could not be reached mid-job."""
 
 
+class StorageFull(TransientError):
+    """No space left on the device the export is written to."""
+
+
 class ErasureIncomplete(TransientError):
     """Sessions of the user remain after the purge loop."""
 
@@ -94,8 +121,44 @@ def describe(exc: BaseException) -> dict[str, str]:
     """A JSON-safe description of an error for results and status output.
 
     Only our own errors carry their message: a foreign exception (a driver error, say) may quote
-    row values in its text, so only its class name leaves the process.
+    row values in its text, so only its class name (and, for Postgres, the SQLSTATE) leaves the
+    process. The ways arq itself ends a job get a sentence of their own.
     """
+    name = type(exc).__name__
     if isinstance(exc, SessionctlError):
-        return {"type": type(exc).__name__, "message": str(exc)}
-    return {"type": type(exc).__name__, "message": f"unexpected {type(exc).__name__}; see the worker log"}
+        return {"type": name, "message": str(exc)}
+    if name == "JobExecutionFailed":  # arq's own: max tries exceeded, job expired, function not found
+        return {"type": name, "message": arq_gave_up(str(exc))}
+    if isinstance(exc, asyncio.CancelledError):
+        return {"type": name, "message": "the job was cancelled (aborted) before it finished; ask again to run it"}
+    if isinstance(exc, TimeoutError):
+        return {
+            "type": name,
+            "message": "the job ran past its timeout (SESSIONCTL_PURGE_TIMEOUT / SESSIONCTL_EXPORT_TIMEOUT)"
+            " and was stopped; raise the timeout, then ask again",
+        }
+    return {"type": name, "message": unexpected(exc)}
+
+
+def unexpected(exc: BaseException) -> str:
+    """One line about a foreign exception that quotes none of its text: class and SQLSTATE."""
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    where = f" (SQLSTATE {sqlstate})" if isinstance(sqlstate, str) else ""
+    return f"unexpected {type(exc).__name__}{where}; see the worker log"
+
+
+_ARQ_REASONS = {
+    "job expired": "its queue entry expired before a worker took it",
+}
+
+
+def arq_gave_up(text: str) -> str:
+    """arq's own reason for ending a job (its texts carry no user data), said as what to do."""
+    if text.startswith("max ") and text.endswith("retries exceeded"):
+        return (
+            f"the job was started {text.split()[1]} times and never finished (the worker was killed or lost each"
+            " time, e.g. out of memory): check the worker, then ask again"
+        )
+    if text.startswith("function ") and text.endswith("not found"):
+        return "no worker function of this kind: the worker is older than the producer; upgrade it, then ask again"
+    return f"arq ended the job: {_ARQ_REASONS.get(text, 'see the worker log')}; ask again"

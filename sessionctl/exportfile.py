@@ -20,8 +20,10 @@ most a ``.partial`` file, which the retried job replaces.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -31,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from sessionctl.errors import InvalidRequest
+from sessionctl.errors import ExportMismatch, ExportWriteFailed, InvalidRequest, SessionctlError, StorageFull
+from sessionctl.privacy import manifest_mac
 
 FORMAT = "sessionctl-export/1"
 FORMAT_VERSION = 1
@@ -100,6 +103,7 @@ class Written:
     manifest_path: Path
     size: int
     sha256: str
+    manifest: dict[str, Any]
 
 
 class AtomicExport:
@@ -133,14 +137,16 @@ class AtomicExport:
     def write_lines(self, lines: list[bytes]) -> None:
         self._stream.write(b"".join(lines))
 
-    def commit(self, manifest: dict[str, Any]) -> Written:
-        """Finish the file, then publish the manifest and the data under their final names."""
+    def commit(self, manifest: dict[str, Any], key: bytes) -> Written:
+        """Finish the file, then publish the manifest (authenticated with ``key``) and the data
+        under their final names."""
         if self._stream is not self._sink:
             self._stream.close()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
         manifest = {**manifest, "bytes": self._sink.size, "sha256": self._sink.sha.hexdigest()}
+        manifest["mac"] = manifest_mac(key, manifest)
         fd = os.open(self.partial_manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as mf:
             mf.write(json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
@@ -158,7 +164,7 @@ class AtomicExport:
             p.unlink()
         _fsync_dir(self.final.parent)
         self._done = True
-        return Written(self.final, self.manifest_path, self._sink.size, self._sink.sha.hexdigest())
+        return Written(self.final, self.manifest_path, self._sink.size, self._sink.sha.hexdigest(), manifest)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -214,5 +220,47 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     mpath = path.with_name(path.name + MANIFEST_SUFFIX)
     if not mpath.exists():
         return None
-    data: dict[str, Any] = json.loads(mpath.read_text())
+    try:
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ExportMismatch(f"{mpath.name} is not a manifest (not JSON): nothing done") from None
+    if not isinstance(data, dict):
+        raise ExportMismatch(f"{mpath.name} is not a manifest (not a JSON object): nothing done")
     return data
+
+
+def check_manifest(key: bytes, manifest: dict[str, Any], name: str) -> None:
+    """The manifest was written by sessionctl under this key, and not changed since."""
+    mac = manifest.get("mac")
+    if not isinstance(mac, str):
+        raise ExportMismatch(
+            f"{name}: its manifest is not authenticated (no mac: written by an older sessionctl, or edited);"
+            " nothing done — import it with --no-verify only if you trust the file"
+        )
+    if not hmac.compare_digest(mac, manifest_mac(key, manifest)):
+        raise ExportMismatch(
+            f"{name}: its manifest does not authenticate under SESSIONCTL_HASH_KEY (edited, or written under"
+            " another key); nothing done"
+        )
+
+
+def verify_file(key: bytes, path: Path, manifest: dict[str, Any]) -> None:
+    """The file is the one the authenticated manifest describes (size and sha256)."""
+    check_manifest(key, manifest, path.name)
+    sha, size = file_sha256(path)
+    if sha != manifest.get("sha256") or size != manifest.get("bytes"):
+        raise ExportMismatch(f"{path.name}: its checksum or size does not match its manifest (changed after writing)")
+
+
+def storage_error(exc: OSError, directory: Path) -> SessionctlError:
+    """Our error for a failed write into the export directory: what happened, where, what to do."""
+    reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(
+            f"{reason.lower()} writing the export in {directory} (the worker's SESSIONCTL_EXPORT_DIR): free space"
+            " there or point SESSIONCTL_EXPORT_DIR at a larger disk; the partial file was removed"
+        )
+    return ExportWriteFailed(
+        f"cannot write the export in {directory} (the worker's SESSIONCTL_EXPORT_DIR): {reason.lower()};"
+        " fix the directory's permissions or mount, or point SESSIONCTL_EXPORT_DIR elsewhere"
+    )

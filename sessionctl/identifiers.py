@@ -8,7 +8,9 @@ Identifiers are never formatted from input: an agent id becomes a schema name on
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import SplitResult, parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from sessionctl.errors import InvalidConnectionURI, InvalidRequest
@@ -44,6 +46,86 @@ def validate_user_id(user_id: str) -> str:
     except UnicodeEncodeError:
         raise InvalidRequest("user id is not valid text (it holds bytes that are not UTF-8)") from None
     return user_id
+
+
+# How ids whose spelling is ambiguous are treated where lists of ids enter (files, stdin, the
+# producer's id lists): refused (the default), kept exactly as written, or stripped of surrounding
+# whitespace. User ids are opaque: nothing is ever normalised without being asked.
+Ambiguous = Literal["refuse", "keep", "strip"]
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})  # control, format (zero-width, BOM), line/paragraph separators
+
+
+def ambiguity(user_id: str) -> str | None:
+    """Why this id, read from a line, may not be what its writer meant (``None``: it is clear):
+    surrounding whitespace (``"alice "`` is not ``alice``), or an invisible character."""
+    if not user_id.strip():
+        return "blank"
+    if user_id != user_id.strip():
+        return "leading or trailing whitespace"
+    for ch in user_id:
+        if unicodedata.category(ch) in _INVISIBLE:
+            return "control or format characters"
+    return None
+
+
+def clean_ids(ids: list[str], ambiguous: Ambiguous, source: str, numbers: list[int] | None = None) -> list[str]:
+    """Apply the ambiguity rule to a list of ids. ``source`` names the list in the error, which
+    names each problem's line: ``numbers[i]`` for ``ids[i]``, else its 1-based position."""
+    out: list[str] = []
+    bad: dict[str, list[int]] = {}
+    for n, raw in zip(numbers or range(1, len(ids) + 1), ids, strict=True):
+        value = raw.strip() if ambiguous == "strip" else raw
+        if ambiguous == "strip" and not value:
+            continue  # a blank line, dropped as asked
+        why = ambiguity(value)
+        if why is not None and (ambiguous != "keep" or why == "blank"):
+            bad.setdefault(why, []).append(n)
+            continue
+        out.append(value)
+    if bad:
+        raise InvalidRequest(f"{source}: {_where(bad)}; nothing was enqueued — {_FIX}")
+    return out
+
+
+_FIX = (
+    "fix the list, or say how to read such ids (--ambiguous-ids, or ambiguous_ids= in the producer API):"
+    " keep (exactly as written) or strip (surrounding whitespace removed)"
+)
+
+
+def _where(bad: dict[str, list[int]]) -> str:
+    parts = []
+    for why, lines in bad.items():
+        shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
+        parts.append(f"{'line' if len(lines) == 1 else 'lines'} {shown}: {why}")
+    return "; ".join(parts)
+
+
+def read_id_lines(data: bytes, *, source: str, ambiguous: Ambiguous = "refuse") -> list[str]:
+    """User ids from a file or stdin: one per line, split on ``\n`` only (``\r\n`` is one line
+    ending too), UTF-8, a leading BOM ignored, empty lines skipped. Every line must be a clear id
+    (:func:`ambiguity`) unless ``ambiguous`` says how to read it; any problem refuses the whole
+    input, naming the line numbers."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    lines = data.split(b"\n")
+    if lines and lines[-1] in (b"", b"\r"):
+        lines.pop()
+    texts: list[str] = []
+    numbers: list[int] = []
+    invalid: list[int] = []
+    for n, raw in enumerate(lines, 1):
+        raw = raw.removesuffix(b"\r")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            invalid.append(n)
+            continue
+        if text:
+            texts.append(text)
+            numbers.append(n)
+    if invalid:
+        raise InvalidRequest(f"{source}: {_where({'not valid UTF-8': invalid})}; nothing was enqueued")
+    return clean_ids(texts, ambiguous, source, numbers)
 
 
 def validate_schema(schema: str) -> str:

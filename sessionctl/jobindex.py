@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 INDEX = "sessionctl:jobs"
@@ -52,11 +53,18 @@ class JobIndex:
         self.failed_ttl_s = failed_ttl_s
 
     async def queued(
-        self, job_id: str, *, kind: str, target: str, user_hmac: str | None, requested_by: str | None
+        self,
+        job_id: str,
+        *,
+        kind: str,
+        target: str,
+        user_hmac: str | None,
+        requested_by: str | None,
+        request: dict[str, Any] | None = None,
     ) -> None:
         now = _ms()
         seq = await self.redis.incr(SEQ)
-        fields = {
+        fields: dict[str, Any] = {
             "kind": kind,
             "target": target,
             "user_hmac": user_hmac or "",
@@ -64,6 +72,8 @@ class JobIndex:
             "state": "queued",
             "enqueued_at": now,
         }
+        if request is not None:  # kept from the start: however the job ends, `retry` can ask again
+            fields["request"] = json.dumps(request)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(meta_key(job_id), mapping=fields)
             pipe.expire(meta_key(job_id), max(self.keep_s, self.failed_ttl_s))
@@ -113,15 +123,29 @@ class JobIndex:
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hgetall(meta_key(job_id))
-        return _decode(job_id, raw) if raw else None
+        if not raw:
+            return None
+        try:
+            return _decode(job_id, raw)
+        except (ValueError, TypeError, UnicodeDecodeError):
+            return None  # a malformed entry: as if there were none
 
     async def list(
-        self, *, status: str | None = None, kind: str | None = None, limit: int = 50, failed_only: bool = False
-    ) -> list[dict[str, Any]]:
-        """Newest first, filtered; reads the index in chunks until ``limit`` rows match."""
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        failed_only: bool = False,
+        settle: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+    ) -> Listing:
+        """Newest first, filtered; reads the index in chunks until ``limit`` rows match. An entry
+        that cannot be read (edited by hand, of the wrong type) is skipped and counted in
+        ``.malformed``, never fatal. ``settle`` may correct the rows of unfinished jobs (from what
+        the queue knows) before they are filtered."""
         wanted = STATUS_GROUPS.get(status) if status else None
         key = FAILED if failed_only else INDEX
-        out: list[dict[str, Any]] = []
+        out = Listing()
         start, chunk = 0, max(limit * 2, 200)
         while len(out) < limit:
             ids = await self.redis.zrevrange(key, start, start + chunk - 1)
@@ -131,11 +155,20 @@ class JobIndex:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for job_id in ids:
                     pipe.hgetall(meta_key(_s(job_id)))
-                metas = await pipe.execute()
+                metas = await pipe.execute(raise_on_error=False)
+            rows = []
             for job_id, raw in zip(ids, metas, strict=True):
                 if not raw:
                     continue  # expired meta: the index entry is trimmed below
-                row = _decode(_s(job_id), raw)
+                try:
+                    if isinstance(raw, BaseException) or not isinstance(raw, dict):
+                        raise TypeError("not a hash")
+                    rows.append(_decode(_s(job_id), raw))
+                except (ValueError, TypeError, UnicodeDecodeError):
+                    out.malformed += 1
+            if settle is not None:
+                await settle([r for r in rows if r["state"] in UNFINISHED])
+            for row in rows:
                 if wanted is not None and row["state"] not in wanted:
                     continue
                 if kind is not None and row["kind"] != kind:
@@ -144,6 +177,23 @@ class JobIndex:
                 if len(out) >= limit:
                     break
         return out
+
+
+UNFINISHED = frozenset({"queued", "running", "retrying"})
+
+
+class Listing(list[dict[str, Any]]):
+    """Rows of the index, and how many entries could not be read."""
+
+    malformed: int = 0
+
+
+def request_without_user(payload: Any) -> dict[str, Any] | None:
+    """The request, kept for `sessionctl retry` — minus the raw user id (asked for again then)."""
+    if not isinstance(payload, dict):
+        return None
+    kept = {k: v for k, v in payload.items() if k not in ("user_id", "user_ids")}
+    return kept | {"has_user": payload.get("user_id") is not None, "bulk": "user_ids" in payload}
 
 
 def _s(v: Any) -> str:
@@ -170,4 +220,39 @@ def _decode(job_id: str, raw: dict[Any, Any]) -> dict[str, Any]:
     }
     if d.get("request"):
         row["request"] = json.loads(d["request"])
+    if row["summary"] is not None and not isinstance(row["summary"], dict):
+        raise TypeError("summary is not an object")
     return row
+
+
+async def record_end(index: JobIndex, job_id: str, raw_result: bytes) -> dict[str, Any] | None:
+    """Write what arq's stored result of a job says into the index, if the index does not say it
+    yet: the changed fields, or ``None``. A failure ends up in the failed list whoever ended the
+    job — our worker code, or arq itself (max tries exceeded, a timeout, an abort)."""
+    from worker import serializer
+
+    try:
+        data = serializer.deserialize(raw_result)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(data, dict) or "s" not in data:
+        return None
+    current = await index.get(job_id)
+    if current is None:
+        return None
+    if data["s"]:
+        result = data.get("r")
+        state = str(result.get("status", "succeeded")) if isinstance(result, dict) else "succeeded"
+        if current["state"] == state:
+            return None
+        await index.finished(job_id, state=state, summary={})
+        return {"state": state}
+    if current["state"] == "failed":
+        return None
+    err = data.get("r")
+    if isinstance(err, serializer.JobError):
+        error_type, error = err.error_type, str(err)
+    else:
+        error_type, error = "JobError", "the job failed; see the worker log"
+    await index.failed(job_id, error_type=error_type, error=error, request=None)
+    return {"state": "failed", "error_type": error_type, "error": error}

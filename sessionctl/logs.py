@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -23,6 +24,19 @@ class ArqArgsFilter(logging.Filter):
         if record.msg == _ARQ_START and isinstance(record.args, tuple) and len(record.args) == 4:
             record.args = (record.args[0], record.args[1], "…", record.args[3])
         return True
+
+
+def _no_exception_text(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A logged exception becomes its class name: an exception's text and traceback may quote row
+    values (a user id, session content), and a log line never does."""
+    info = event.pop("exc_info", None)
+    if info:
+        exc = info[1] if isinstance(info, tuple) else info if isinstance(info, BaseException) else None
+        if exc is not None:
+            event.setdefault("exc_type", type(exc).__name__)
+    event.pop("exception", None)
+    event.pop("stack_info", None)
+    return event
 
 
 def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None) -> None:
@@ -44,7 +58,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _no_exception_text, renderer],
         )
     )
     root = logging.getLogger()

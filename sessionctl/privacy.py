@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 
 
 def user_hmac(key: bytes, user_id: str) -> str:
@@ -15,3 +16,12 @@ def request_digest(key: bytes, *parts: str) -> str:
     """A keyed digest of a request's identity (kind, agents, user, options), for job ids."""
     joined = "\x00".join(parts).encode()
     return hmac.new(key, b"job\x00" + joined, hashlib.sha256).hexdigest()[:24]
+
+
+def manifest_mac(key: bytes, manifest: dict[str, object]) -> str:
+    """The HMAC of an export manifest (every field but ``mac``, canonical JSON). The manifest holds
+    the data file's sha256, so the MAC authenticates the file too: an edited file or manifest —
+    checksum recomputed or not — no longer verifies without the operator's key."""
+    body = {k: v for k, v in manifest.items() if k != "mac"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hmac.new(key, b"manifest\x00" + canonical, hashlib.sha256).hexdigest()

@@ -11,10 +11,11 @@ Example::
         assert state.status == "succeeded" and state.result["remaining"] == 0
 
 Job ids are deterministic per (job kind, target, user, options) — as a keyed digest, never the raw
-user id — plus a generation number. While a job for the same request is queued, running or
-waiting to retry, asking again returns that job (``collapsed=True``). Once it has finished,
-succeeded or failed, asking again starts a new generation: arq refuses to enqueue a job id whose
-result it still keeps, so the generation moves on (atomically, once per finished job).
+user id — plus a generation. While a job for the same request is queued, running or waiting to
+retry, asking again returns that job (``collapsed=True``). Once it has finished, succeeded or
+failed, asking again starts a new generation (atomically, once per finished job). A generation is
+the time and random bits, never a counter: no job id is ever used twice, even after Redis lost
+every key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -47,24 +49,38 @@ from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
 from sessionctl.errors import InvalidRequest, TransientError
-from sessionctl.jobindex import JobIndex
+from sessionctl.identifiers import Ambiguous, clean_ids
+from sessionctl.jobindex import UNFINISHED, JobIndex, Listing, record_end, request_without_user
 from sessionctl.privacy import request_digest, user_hmac
 from sessionctl.resolvers import ResolverChain, build_chain
 from worker import serializer
 from worker.progress import progress_key
 
+LOST = (
+    "the job is gone from the queue without a result (Redis lost it, or its result expired before it was read):"
+    " ask again"
+)
 State = Literal["queued", "deferred", "running", "succeeded", "dry_run", "partial", "failed", "not_found"]
 FINAL_STATES = frozenset({"succeeded", "dry_run", "partial", "failed", "not_found"})
 
 
-async def _advance(redis: ArqRedis, gen_key: str, seen: int) -> None:
-    """Move the generation past ``seen``, unless another producer already has (WATCH/MULTI CAS)."""
+def new_generation() -> str:
+    """A generation that no job id ever had, whatever Redis remembers: the time in milliseconds
+    and 32 random bits, in hex. Redis losing its keys (FLUSHALL, a restart without persistence,
+    eviction) can only make the next request start a new generation, never reuse an old one."""
+    return f"{time.time_ns() // 1_000_000:x}{secrets.token_hex(4)}"
+
+
+async def _advance(redis: ArqRedis, gen_key: str, seen: str | None, ttl_s: int) -> None:
+    """Move the generation past ``seen`` to a new one, unless another producer already has
+    (WATCH/MULTI compare-and-set)."""
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(gen_key)
-        if int(await pipe.get(gen_key) or 0) != seen:
+        current = await pipe.get(gen_key)
+        if (current.decode() if current is not None else None) != seen:
             return
         pipe.multi()  # type: ignore[no-untyped-call]
-        pipe.incr(gen_key)
+        pipe.set(gen_key, new_generation(), ex=ttl_s)
         with contextlib.suppress(WatchError):
             await pipe.execute()
 
@@ -200,10 +216,19 @@ class Producer:
         scope: str = "sessions",
         requested_by: str | None = None,
         check_agent: bool = True,
+        ambiguous_ids: Ambiguous = "refuse",
     ) -> Enqueued:
-        """Enqueue one bulk erasure of up to 10,000 users (duplicates are dropped)."""
+        """Enqueue one bulk erasure of up to 10,000 users (duplicates are dropped).
+
+        Ids are taken exactly as given. One with surrounding whitespace or an invisible character
+        (``"alice "``, a zero-width space) refuses the whole list with the positions named, unless
+        ``ambiguous_ids`` is ``"keep"`` (exactly as given) or ``"strip"`` (surrounding whitespace
+        removed, blank ids dropped)."""
+        if ambiguous_ids == "strip" and isinstance(user_ids, list) and all(isinstance(u, str) for u in user_ids):
+            user_ids = clean_ids(user_ids, "strip", "user_ids")
         payload = {
             "user_ids": list(dict.fromkeys(user_ids)) if isinstance(user_ids, list) else user_ids,
+            "ambiguous_ids": "keep" if ambiguous_ids == "keep" else "refuse",
             "agent_id": agent_id,
             "all_agents": all_agents,
             "dry_run": dry_run,
@@ -325,6 +350,7 @@ class Producer:
                 target="*" if payload.get("all_agents") or payload.get("agent_id") is None else payload["agent_id"],
                 user_hmac=None if user is None else user_hmac(self.settings.hash_key_bytes, user),
                 requested_by=payload.get("requested_by"),
+                request=request_without_user(payload),
             )
         return enq
 
@@ -340,10 +366,43 @@ class Producer:
 
     async def jobs(
         self, *, status: str | None = None, kind: str | None = None, limit: int = 50, failed_only: bool = False
-    ) -> list[dict[str, Any]]:
-        """Recent jobs, newest first, from our own index (no KEYS scan)."""
+    ) -> Listing:
+        """Recent jobs, newest first, from our own index (no KEYS scan). Jobs the index still
+        calls unfinished are checked against the queue first (:meth:`settle`); ``.malformed`` of
+        the list counts index entries that could not be read (skipped)."""
         await self.redis()
-        return await self.index().list(status=status, kind=kind, limit=limit, failed_only=failed_only)
+        index = self.index()
+        if failed_only:  # jobs that ended unseen are in the main index only until settled
+            await index.list(limit=self.settings.job_index_size, status="queued", settle=self.settle)
+            await index.list(limit=self.settings.job_index_size, status="running", settle=self.settle)
+        return await index.list(status=status, kind=kind, limit=limit, failed_only=failed_only, settle=self.settle)
+
+    async def settle(self, rows: list[dict[str, Any]]) -> None:
+        """Make the index true for jobs it calls queued, running or retrying, from what arq holds:
+        a result (the job ended — arq's own "max tries exceeded", a timeout or an abort included,
+        which never reach the worker's bookkeeping when the worker is not ``sessionctl worker``), or
+        nothing at all (the job is gone: Redis lost it, or its result expired). Rows are updated
+        in place, and in the index."""
+        if not rows:
+            return
+        redis = await self.redis()
+        async with redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                jid = row["job_id"]
+                pipe.exists(job_key_prefix + jid, in_progress_key_prefix + jid)
+                pipe.get(result_key_prefix + jid)
+            answers = await pipe.execute()
+        index = self.index()
+        for i, row in enumerate(rows):
+            alive, raw = answers[2 * i], answers[2 * i + 1]
+            if raw is not None:
+                ended = await record_end(index, row["job_id"], raw)
+                if ended is not None:
+                    row.update(ended)
+            elif not alive:
+                error = {"error_type": "JobLost", "error": LOST}
+                await index.failed(row["job_id"], request=None, **error)
+                row.update(state="failed", **error)
 
     async def retry(self, job_id: str, *, user_id: str | None = None) -> Enqueued:
         """Ask again for a failed job's request (the user id is given again and checked: it is not kept)."""
@@ -351,6 +410,7 @@ class Producer:
         meta = await self.index().get(job_id)
         if meta is None:
             raise InvalidRequest(f"no record of job {job_id}: it never existed, or its record expired")
+        await self.settle([meta] if meta["state"] in UNFINISHED else [])
         if meta["state"] != "failed":
             raise InvalidRequest(f"job {job_id} is {meta['state']}, not failed: nothing to retry")
         request = meta.get("request")
@@ -376,30 +436,36 @@ class Producer:
 
     async def _enqueue_job(self, kind: str, payload: dict[str, Any], *, identity: tuple[str, ...]) -> Enqueued:
         """Enqueue under ``kind:digest:generation``; join the job of that generation while it is
-        active; move to the next generation once it was used and is no longer active (finished,
-        failed, or its result expired), so a job id is never run twice."""
+        active; move to a new generation once it was used and is no longer active (finished,
+        failed, or its result expired), so a job id is never run twice. Generations are unique by
+        construction (:func:`new_generation`), so neither is a job id after Redis lost its keys."""
         redis = await self.redis()
         digest = request_digest(self.settings.hash_key_bytes, kind, *identity)
         gen_key = f"sessionctl:gen:{kind}:{digest}"
         used_key = gen_key + ":used"
+        # Forgetting a generation is harmless now: keep the keys as long as a job's records.
+        ttl = max(self.settings.keep_result, self.settings.failed_ttl)
         try:
             for _ in range(10):
                 raw_gen, raw_used = await redis.mget(gen_key, used_key)
-                gen = int(raw_gen or 0)
+                if raw_gen is None:
+                    await _advance(redis, gen_key, None, ttl)
+                    continue
+                gen = raw_gen.decode()
                 job_id = f"{kind}:{digest}:{gen}"
-                if raw_used is not None and int(raw_used) >= gen:
+                if raw_used is not None and raw_used.decode() == gen:
                     active = await redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
                     if active and not await redis.exists(result_key_prefix + job_id):
                         return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
-                    await _advance(redis, gen_key, gen)  # used and no longer active: the next generation
+                    await _advance(redis, gen_key, gen, ttl)  # used and no longer active: a new generation
                     continue
                 job = await redis.enqueue_job(kind, payload, _job_id=job_id, _queue_name=self.settings.queue_name)
                 if job is not None:
-                    await redis.set(used_key, gen)
+                    await redis.set(used_key, gen, ex=ttl)
                     return Enqueued(job_id, collapsed=False)
                 if not await redis.exists(result_key_prefix + job_id):
                     return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
-                await _advance(redis, gen_key, gen)  # finished: the next generation
+                await _advance(redis, gen_key, gen, ttl)  # finished: a new generation
         except RedisError as exc:
             raise RedisUnavailable(f"Redis failed while enqueueing ({type(exc).__name__})") from exc
         raise RedisUnavailable("could not enqueue: the job id kept changing under contention; try again")

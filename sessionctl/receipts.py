@@ -4,8 +4,9 @@ Redis results expire; receipts do not. Every successful purge (and export-then-e
 row: job id, kind, the user's HMAC, the agents and per-table counts, ``remaining = 0`` (a CHECK
 constraint: a receipt cannot claim less), late sessions, start and finish, and who asked (a free
 label). No content, no raw user id. The table is append-only: a trigger refuses UPDATE, DELETE and
-TRUNCATE. The schema is created by small versioned migrations, applied at worker start-up under an
-advisory lock (several workers may start at once).
+TRUNCATE. The schema is created by small versioned migrations under an advisory lock (several
+workers may start at once): by ``sessionctl migrate`` (an administrator), or by the first erasure
+of a role that may create it. An up-to-date schema is never touched by DDL.
 
 This module holds every statement on our own schema; ``store.py`` holds those on Agno's tables.
 """
@@ -13,10 +14,13 @@ This module holds every statement on our own schema; ``store.py`` holds those on
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+
+from sessionctl import access
+from sessionctl.errors import InsufficientPrivilege, ReceiptConflict
 
 SCHEMA = "sessionctl"
 _LOCK_KEY = 0x5E55C7  # pg_advisory_xact_lock key for migrations
@@ -62,8 +66,15 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 
 
+LATEST = max(v for v, _ in MIGRATIONS)
+# A retry of the same job may find the receipt its earlier try wrote; one that started this long
+# before the job was even enqueued (clocks of producer and worker a little apart) is another's.
+CLOCK_SKEW = timedelta(seconds=60)
+
+
 async def migrate(conn: asyncpg.Connection) -> int:
-    """Apply the migrations not applied yet; the schema version after."""
+    """Apply the migrations not applied yet; the schema version after. Needs CREATE on the
+    database the first time (``sessionctl migrate``, run by an administrator, does it)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
         await conn.execute(
@@ -76,17 +87,65 @@ async def migrate(conn: asyncpg.Connection) -> int:
             if version not in done:
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO sessionctl.schema_migrations (version) VALUES ($1)", version)
-        return max(v for v, _ in MIGRATIONS)
+        return LATEST
+
+
+async def version(conn: asyncpg.Connection) -> int | None:
+    """The receipts schema's version (0: not created yet), without DDL; ``None`` when this role
+    may not read it."""
+    oid = await conn.fetchval(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'sessionctl' AND c.relname = 'schema_migrations'"
+    )
+    if oid is None:
+        return 0
+    if not await conn.fetchval(
+        "SELECT has_schema_privilege('sessionctl', 'USAGE') AND has_table_privilege($1::oid, 'SELECT')", oid
+    ):
+        return None
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM sessionctl.schema_migrations"))
 
 
 _migrated: set[str] = set()
 
 
 async def ensure(conn: asyncpg.Connection, key: str) -> None:
-    """:func:`migrate` once per process per database (``key``: the redacted DSN)."""
-    if key not in _migrated:
-        await migrate(conn)
-        _migrated.add(key)
+    """The receipts schema at this version, once per process per database (``key``: the redacted
+    DSN). An up-to-date schema runs no DDL, so a worker role without CREATE works once an
+    administrator ran ``sessionctl migrate``; a missing or older one is migrated when the role may,
+    and otherwise refused with what to run."""
+    if key in _migrated:
+        return
+    current = await version(conn)
+    if current is None:
+        who = await conn.fetchval("SELECT current_user")
+        raise InsufficientPrivilege(
+            f"role {who} may not read sessionctl.schema_migrations: run `sessionctl grants --role {who}` and apply"
+            " what it prints; nothing was deleted"
+        )
+    if current < LATEST:
+        try:
+            await migrate(conn)
+        except asyncpg.exceptions.InsufficientPrivilegeError:
+            who = await conn.fetchval("SELECT current_user")
+            state = "missing" if current == 0 else f"at version {current}, this sessionctl needs {LATEST}"
+            raise InsufficientPrivilege(
+                f"the receipts schema sessionctl is {state} and role {who} may not create it: have an administrator"
+                " run `sessionctl migrate` (or GRANT CREATE ON DATABASE to the role); nothing was deleted"
+            ) from None
+    _migrated.add(key)
+
+
+async def preflight(conn: asyncpg.Connection, key: str) -> None:
+    """Before anything is deleted: the receipt of this erasure can be written."""
+    await ensure(conn, key)
+    found = await access.receipt_problems(conn)
+    if found:
+        who = await conn.fetchval("SELECT current_user")
+        raise InsufficientPrivilege(
+            f"role {who} cannot write receipts ({'; '.join(found)}): run `sessionctl grants --role {who}` and apply"
+            " what it prints; nothing was deleted"
+        )
 
 
 async def record(
@@ -102,12 +161,16 @@ async def record(
     started_at: datetime,
     finished_at: datetime,
     requested_by: str | None,
+    enqueued_at: datetime | None = None,
 ) -> bool:
-    """Append a receipt; ``False`` if this job already has one (a retry after a crash)."""
-    status = await conn.execute(
+    """Append the receipt; ``False`` if an earlier try of this same job already wrote it (a retry
+    after a crash). A receipt under this job id that records another erasure raises
+    :class:`ReceiptConflict`: a receipt is never silently skipped."""
+    row = await conn.fetchrow(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
         " late_sessions, started_at, finished_at, requested_by)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10) ON CONFLICT (job_id, user_hmac) DO NOTHING",
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10) ON CONFLICT (job_id, user_hmac) DO NOTHING"
+        " RETURNING id",
         job_id,
         kind,
         user_hmac,
@@ -119,12 +182,47 @@ async def record(
         finished_at,
         requested_by,
     )
-    return bool(status.endswith(" 1"))
+    if row is not None:
+        return True
+    await _check_earlier_tries(conn, job_id, kind, target, [user_hmac], enqueued_at)
+    return False
 
 
-async def record_many(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
+async def _check_earlier_tries(
+    conn: asyncpg.Connection,
+    job_id: str,
+    kind: str,
+    target: str,
+    hmacs: list[str],
+    enqueued_at: datetime | None,
+) -> None:
+    """The receipts already under (job_id, user) must be this job's own earlier tries: same kind
+    and target, started after this job was enqueued. Anything else is another erasure's proof."""
+    rows = await conn.fetch(
+        "SELECT kind, target, started_at FROM sessionctl.receipts WHERE job_id = $1 AND user_hmac = ANY($2::text[])",
+        job_id,
+        hmacs,
+    )
+    own = [
+        r
+        for r in rows
+        if r["kind"] == kind
+        and r["target"] == target
+        and (enqueued_at is None or r["started_at"] >= enqueued_at - CLOCK_SKEW)
+    ]
+    if len(rows) != len(hmacs) or len(own) != len(rows):
+        raise ReceiptConflict(
+            f"job {job_id} already has a receipt of another erasure (job ids must never repeat: was Redis reset"
+            " under a producer of an older sessionctl?); this erasure is not reported done — ask again"
+        )
+
+
+async def record_many(
+    conn: asyncpg.Connection, rows: list[dict[str, Any]], *, enqueued_at: datetime | None = None
+) -> None:
     """Append many receipts in one statement (a bulk erasure: one per user). One INSERT of arrays,
-    not one execution per row: 10,000 receipts took over a second through ``executemany``."""
+    not one execution per row: 10,000 receipts took over a second through ``executemany``. Rows
+    already there must be this job's own earlier try (see :func:`record`)."""
     cols = [
         "job_id",
         "kind",
@@ -140,16 +238,21 @@ async def record_many(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> N
     values = {c: [r[c] for r in rows] for c in cols}
     for c in ("agents", "counts"):  # as JSON text: an array of jsonb would need a codec per element
         values[c] = [v if isinstance(v, str) else json.dumps(v) for v in values[c]]
-    await conn.execute(
+    written = await conn.fetch(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
         " late_sessions, started_at, finished_at, requested_by)"
         " SELECT job_id, kind, user_hmac, target, agents::jsonb, counts::jsonb, 0, late_sessions, started_at,"
         " finished_at, requested_by FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
         " $6::text[], $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[])"
         " AS x(job_id, kind, user_hmac, target, agents, counts, late_sessions, started_at, finished_at, requested_by)"
-        " ON CONFLICT (job_id, user_hmac) DO NOTHING",
+        " ON CONFLICT (job_id, user_hmac) DO NOTHING RETURNING user_hmac",
         *(values[c] for c in cols),
     )
+    if len(written) < len(rows):
+        done = {r["user_hmac"] for r in written}
+        first = rows[0]
+        left = [r["user_hmac"] for r in rows if r["user_hmac"] not in done]
+        await _check_earlier_tries(conn, first["job_id"], first["kind"], first["target"], left, enqueued_at)
 
 
 async def find(conn: asyncpg.Connection, user_hmac: str) -> list[dict[str, Any]]:

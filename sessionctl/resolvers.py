@@ -47,7 +47,7 @@ from sessionctl.identifiers import Dsn, schema_for_agent, validate_agent_id, val
 
 
 class PlatformUnavailable(TransientError):
-    """The xpander platform could not be reached; the job will retry."""
+    """The xpander platform could not be reached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +163,11 @@ class XpanderResolver:
                 response = await client.get(self.base + path, headers=headers)
         except httpx.HTTPError as exc:
             name = type(exc).__name__
-            raise PlatformUnavailable(f"xpander platform unreachable ({name}); the job will retry") from None
+            raise PlatformUnavailable(f"xpander platform unreachable ({name})") from None
         if response.status_code == 404:
             return None
         if response.status_code >= 500 or response.status_code == 429:
-            raise PlatformUnavailable(f"xpander platform answered {response.status_code}; the job will retry")
+            raise PlatformUnavailable(f"xpander platform answered {response.status_code}")
         if response.status_code >= 400:
             code = response.status_code
             raise InvalidRequest(f"xpander platform refused the request ({code}): check XPANDER_API_KEY")

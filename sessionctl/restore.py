@@ -1,6 +1,19 @@
 """``sessionctl import``: write an export back through Agno's own API.
 
-Each line's session is rebuilt with Agno's ``deserialize_session`` and written with
+Before anything is written:
+
+1. the manifest authenticates the file (unless ``--no-verify``): its HMAC under
+   ``SESSIONCTL_HASH_KEY``, then the file's size and sha256 — an edited file or manifest is
+   refused, a recomputed checksum included;
+2. every line is read once and checked for shape: a session id, a user, runs with run ids;
+   no session or run appears twice in the file under different owners;
+3. the target schema is asked whether any of the file's sessions exists there under another user
+   (or none) or of another type, and whether any of its runs exists under another session. Agno's
+   ``upsert_run`` overwrites a run by ``run_id`` alone, and ``upsert_session`` takes over a session
+   whose user is NULL: either would change a row that is not this file's. Any such row refuses
+   the whole file, naming the lines.
+
+Then each line's session is rebuilt with Agno's ``deserialize_session`` and written with
 ``upsert_session``, its runs with ``upsert_run`` (in their exported order), so the restored rows
 are exactly what Agno itself would write — in Agno 3.x's layout, whatever layout they came from.
 Agno's upsert sets ``updated_at`` to the write time; the exported value is put back afterwards.
@@ -11,15 +24,17 @@ sessions are counted with our own SQL at the end.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sessionctl import exportfile, store
 from sessionctl.agents import AgentHandle
-from sessionctl.errors import ExportMismatch, InvalidRequest
+from sessionctl.errors import ExportMismatch, InvalidRequest, unexpected
 
 CHUNK = 200
+CHECK_CHUNK = 5000  # ids asked of the database at once before writing
 
 
 @dataclass(slots=True)
@@ -33,21 +48,103 @@ class ImportResult:
     by_source_agent: dict[str, int] = field(default_factory=dict)
 
 
-def _chunks(path: Path, size: int) -> Any:
+@dataclass(slots=True)
+class _Plan:
+    """What the file would write: each session's owner and type, each run's session, by line."""
+
+    sessions: dict[str, tuple[str | None, str | None, int]] = field(default_factory=dict)
+    runs: dict[str, tuple[str, int]] = field(default_factory=dict)
+    lines: int = 0
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with exportfile.open_records(path) as records:
-        chunk: list[dict[str, Any]] = []
-        for rec in records:
+        for n, rec in enumerate(records, 1):
             if not isinstance(rec, dict) or rec.get("v") != exportfile.FORMAT_VERSION or "session" not in rec:
-                raise InvalidRequest(f"{path.name} is not a {exportfile.FORMAT} file (a line has no 'v': 1 record)")
-            chunk.append(rec)
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-        if chunk:
+                raise InvalidRequest(f"{path.name} line {n} is not a {exportfile.FORMAT} record: nothing was written")
+            yield n, rec
+
+
+def _chunks(path: Path, size: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    chunk: list[tuple[int, dict[str, Any]]] = []
+    for item in _records(path):
+        chunk.append(item)
+        if len(chunk) >= size:
             yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
-async def import_export(path: Path, handle: AgentHandle, *, verify: bool = True) -> ImportResult:
+def _plan(path: Path) -> _Plan:
+    """Read the whole file once: its shape, and the ids it would write (no content kept)."""
+    plan = _Plan()
+    clash: list[int] = []
+    for n, rec in _records(path):
+        plan.lines = n
+        row = rec["session"]
+        sid, user, kind = row.get("session_id") if isinstance(row, dict) else None, None, None
+        if isinstance(row, dict):
+            user, kind = row.get("user_id"), row.get("session_type")
+        runs = row.get("runs") if isinstance(row, dict) else None
+        if (
+            not isinstance(sid, str)
+            or not isinstance(user, str | None)
+            or not isinstance(kind, str | None)
+            or not isinstance(runs, list | None)
+            or not all(isinstance(r, dict) and isinstance(r.get("run_id"), str) for r in runs or [])
+        ):
+            raise InvalidRequest(
+                f"{path.name} line {n}: a session needs a session_id, a user_id (or null) and runs with run ids;"
+                " nothing was written"
+            )
+        if sid in plan.sessions and plan.sessions[sid][:2] != (user, kind):
+            clash.append(n)
+        plan.sessions.setdefault(sid, (user, kind, n))
+        for run in runs or []:
+            rid = run["run_id"]
+            if rid in plan.runs and plan.runs[rid][0] != sid:
+                clash.append(n)
+            plan.runs.setdefault(rid, (sid, n))
+    if clash:
+        raise InvalidRequest(
+            f"{path.name}: {_lines(clash)} repeat a session or run of another line under another owner;"
+            " nothing was written"
+        )
+    return plan
+
+
+def _lines(numbers: list[int]) -> str:
+    ns = sorted(set(numbers))
+    shown = ", ".join(map(str, ns[:10])) + (f" and {len(ns) - 10} more" if len(ns) > 10 else "")
+    return f"line {shown}" if len(ns) == 1 else f"lines {shown}"
+
+
+async def _refuse_foreign_rows(handle: AgentHandle, path: Path, plan: _Plan) -> None:
+    """Refuse the file if writing it would change a session or run that is not the file's."""
+    layout = await handle.layout()
+    sessions = [(sid, user, kind) for sid, (user, kind, _) in plan.sessions.items()]
+    runs = [(rid, sid) for rid, (sid, _) in plan.runs.items()]
+    bad: list[int] = []
+    async with handle.connection() as conn:
+        for i in range(0, len(sessions), CHECK_CHUNK):
+            for sid in await store.sessions_owned_elsewhere(conn, layout, sessions[i : i + CHECK_CHUNK]):
+                bad.append(plan.sessions[sid][2])
+        for i in range(0, len(runs), CHECK_CHUNK):
+            for rid in await store.runs_of_other_sessions(conn, layout, runs[i : i + CHECK_CHUNK]):
+                bad.append(plan.runs[rid][1])
+    if bad:
+        raise InvalidRequest(
+            f"{path.name}: {_lines(bad)} would overwrite a session of another user (or of no user, or of another"
+            f" type) or a run of another session in {handle.schema}; nothing was written"
+        )
+
+
+def _before(result: ImportResult) -> str:
+    return f"the {result.sessions} sessions before it were written"
+
+
+async def import_export(path: Path, handle: AgentHandle, *, verify: bool = True, key: bytes) -> ImportResult:
     if not path.is_file():
         raise InvalidRequest(f"no such export file: {path}")
     result = ImportResult(file=str(path), agent_id=handle.agent_id, schema_name=handle.schema)
@@ -56,35 +153,42 @@ async def import_export(path: Path, handle: AgentHandle, *, verify: bool = True)
         manifest = exportfile.read_manifest(path)
         if manifest is None:
             raise InvalidRequest(f"{path.name} has no manifest beside it; pass --no-verify to import it anyway")
-        sha, size = await asyncio.to_thread(exportfile.file_sha256, path)
-        if sha != manifest.get("sha256") or size != manifest.get("bytes"):
-            raise ExportMismatch(f"{path.name} does not match its manifest (sha256/size): not imported")
+        await asyncio.to_thread(exportfile.verify_file, key, path, manifest)
         result.verified = True
+    plan = await asyncio.to_thread(_plan, path)
+    if manifest is not None and manifest.get("sessions") != plan.lines:
+        raise ExportMismatch(f"{path.name}: {plan.lines} lines, the manifest says {manifest.get('sessions')}")
+    await _refuse_foreign_rows(handle, path, plan)
 
     from agno.db.postgres import AsyncPostgresDb
     from agno.db.utils import deserialize_session
 
     db = AsyncPostgresDb(db_engine=handle.databases.engine(handle.dsn), db_schema=handle.schema)
     gen = _chunks(path, CHUNK)
+    layout = await handle.layout()
     while (chunk := await asyncio.to_thread(next, gen, None)) is not None:
         stamps: list[tuple[str, int | None]] = []
-        for rec in chunk:
+        for n, rec in chunk:
             row = dict(rec["session"])
             runs = row.pop("runs", None) or []
-            session = deserialize_session(None, row)
-            if await db.upsert_session(session) is None:
+            try:
+                session = deserialize_session(None, row)
+                written = await db.upsert_session(session)
+                for i, run in enumerate(runs):
+                    await db.upsert_run(run, session_id=row["session_id"], user_id=row.get("user_id"), run_index=i)
+            except Exception as exc:  # Agno's or the driver's text may quote the row: class and SQLSTATE only
+                why = unexpected(exc).removesuffix("; see the worker log")
+                raise InvalidRequest(f"{path.name} line {n} could not be written ({why}); {_before(result)}") from None
+            if written is None:
                 raise InvalidRequest(
-                    f"session {row.get('session_id')!r} could not be written: it exists under another user, "
-                    "or the database refused it (see the Postgres log)"
+                    f"{path.name} line {n} could not be written: the database refused the session (see the Postgres"
+                    f" log); {_before(result)}"
                 )
-            for i, run in enumerate(runs):
-                await db.upsert_run(run, session_id=row["session_id"], user_id=row.get("user_id"), run_index=i)
             stamps.append((row["session_id"], row.get("updated_at")))
             result.sessions += 1
             result.runs += len(runs)
             src = str(rec.get("agent", "?"))
             result.by_source_agent[src] = result.by_source_agent.get(src, 0) + 1
-        layout = await handle.layout()
         async with handle.connection() as conn:
             await store.restore_updated_at(conn, layout, stamps)
             present = await store.count_sessions_by_id(conn, layout, [sid for sid, _ in stamps])
@@ -92,6 +196,4 @@ async def import_export(path: Path, handle: AgentHandle, *, verify: bool = True)
             raise InvalidRequest(
                 f"only {present} of {len(stamps)} sessions of a chunk are in the database after writing"
             )
-    if manifest is not None and manifest.get("sessions") != result.sessions:
-        raise ExportMismatch(f"{path.name}: {result.sessions} lines, the manifest says {manifest.get('sessions')}")
     return result

@@ -831,6 +831,38 @@ async def restore_updated_at(conn: asyncpg.Connection, layout: Layout, stamps: l
     )
 
 
+async def sessions_owned_elsewhere(
+    conn: asyncpg.Connection, layout: Layout, sessions: list[tuple[str, str | None, str | None]]
+) -> list[str]:
+    """Of these (session id, user id, session type), the ids of sessions the table holds under
+    another user (or none), or of another type: rows an import must not change."""
+    rows = await conn.fetch(
+        f"SELECT s.session_id FROM {layout.q(SESSIONS)} s"
+        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS v(session_id, user_id, session_type)"
+        " ON s.session_id = v.session_id"
+        " WHERE s.user_id IS DISTINCT FROM v.user_id OR s.session_type IS DISTINCT FROM v.session_type",
+        [x[0] for x in sessions],
+        [x[1] for x in sessions],
+        [x[2] for x in sessions],
+    )
+    return [r["session_id"] for r in rows]
+
+
+async def runs_of_other_sessions(conn: asyncpg.Connection, layout: Layout, runs: list[tuple[str, str]]) -> list[str]:
+    """Of these (run id, session id), the run ids the runs table holds under another session:
+    Agno's ``upsert_run`` would overwrite them (it matches on run_id alone)."""
+    if not layout.has(RUNS) or not runs:
+        return []
+    rows = await conn.fetch(
+        f"SELECT r.run_id FROM {layout.q(RUNS)} r"
+        " JOIN unnest($1::text[], $2::text[]) AS v(run_id, session_id) ON r.run_id = v.run_id"
+        " WHERE r.session_id IS DISTINCT FROM v.session_id",
+        [x[0] for x in runs],
+        [x[1] for x in runs],
+    )
+    return [r["run_id"] for r in rows]
+
+
 async def count_sessions_by_id(conn: asyncpg.Connection, layout: Layout, session_ids: list[str]) -> int:
     return int(
         await conn.fetchval(

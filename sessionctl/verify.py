@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sessionctl import store
+from sessionctl import access, store
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
-from sessionctl.errors import AgentNotFound, SessionctlError
+from sessionctl.errors import AgentNotFound, InsufficientPrivilege, SessionctlError
 from sessionctl.identifiers import validate_user_id
 from sessionctl.privacy import user_hmac
 
@@ -29,6 +29,16 @@ async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None 
                 schemas = [schema]
             else:
                 schemas = await store.discover_agent_schemas(conn)
+            needs = [access.Need(s, t, access.READ) for s in schemas for t in await store.user_keyed_tables(conn, s)]
+            needs.append(access.Need("fs", "agno_fs", access.READ))  # Agno's shared payloads, where it exists
+            found = [p for p in await access.problems(conn, needs) if p != "fs.agno_fs: does not exist"]
+            if found:
+                who = await access.role(conn)
+                raise InsufficientPrivilege(
+                    f"role {who} cannot count every row of the user ({'; '.join(found[:6])}): a count it cannot see"
+                    f" proves nothing — ALTER ROLE {who} BYPASSRLS where row-level security hides rows, and run"
+                    f" `sessionctl grants --role {who}`"
+                )
             for schema in schemas:
                 tables[schema] = {
                     t: await store.count_user_rows(conn, schema, t, user_id)

@@ -20,11 +20,11 @@ import asyncpg
 import hypothesis  # noqa: F401
 import pytest
 import redis.asyncio as aioredis
-from arq.worker import Worker, create_worker
+from arq.worker import Worker
 
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
-from worker.settings import build_worker_settings
+from worker.settings import create
 
 PG_ADMIN_URL = os.environ.get("SESSIONCTL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("SESSIONCTL_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -112,7 +112,7 @@ async def databases() -> AsyncIterator[Databases]:
 
 async def run_worker(settings: Settings, **overrides: Any) -> Worker:
     """A real arq worker, burst mode, poll_delay=0: runs every queued job (retries included), then returns."""
-    w = create_worker(build_worker_settings(settings), burst=True, poll_delay=0, **overrides)
+    w = create(settings, burst=True, poll_delay=0, **overrides)
     try:
         await w.main()
     finally:

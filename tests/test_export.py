@@ -142,7 +142,7 @@ async def test_export_then_erase_round_trip_through_import(
     assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id=$1', "stays") == 2
 
     handle = AgentHandle(agent_id, settings=xsettings, databases=databases)
-    res = await import_export(Path(state.result["path"]), handle)
+    res = await import_export(Path(state.result["path"]), handle, key=xsettings.hash_key_bytes)
     assert res.sessions == 12 and res.runs == 36 and res.verified
     for sid in ids:
         back = await db.get_session(sid)

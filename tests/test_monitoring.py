@@ -72,8 +72,12 @@ async def test_jobs_index_lists_and_filters_with_1000_jobs_present(settings: Set
         elif i % 4 == 3:
             await index.running(jid, attempt=2)
             await index.failed(jid, error_type="AgentNotFound", error="no storage", request={"agent_id": "a"})
-        elif i % 4 == 2:
+        elif i % 4 == 2:  # running: arq holds its job and its in-progress key
             await index.running(jid, attempt=1)
+            await r.set(f"arq:job:{jid}", b"{}")
+            await r.set(f"arq:in-progress:{jid}", b"1")
+        else:  # queued: arq holds its job
+            await r.set(f"arq:job:{jid}", b"{}")
     # and some real jobs, whose states the worker writes
     db = agno_db(settings.database_url, settings.schema_for(agent_id))
     await seed_sessions(db, agent_id, USER, 2)

@@ -190,14 +190,12 @@ async def test_ttl_cache_and_platform_outage(settings: Settings, pg: asyncpg.Con
             "max_tries": 3,
         }
     )
-    from arq.worker import create_worker
-
-    from worker.settings import build_worker_settings
+    from worker.settings import create as create_worker
 
     async with Producer(s) as producer:
         first = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, check_agent=False)
         second = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, memories=True, check_agent=False)
-        w = create_worker(build_worker_settings(s), burst=True, poll_delay=0, max_jobs=1)
+        w = create_worker(s, burst=True, poll_delay=0, max_jobs=1)
         await w.main()
         await w.close()
         assert (await producer.status(first.job_id)).status == "succeeded"

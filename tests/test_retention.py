@@ -142,11 +142,9 @@ async def test_the_cron_runs_once_per_tick_across_two_workers(
             "retention_schedule": "*/2 * *",  # every two seconds (second minute hour)
         }
     )
-    from arq.worker import create_worker
+    from worker.settings import create as create_worker
 
-    from worker.settings import build_worker_settings
-
-    workers = [create_worker(build_worker_settings(s), poll_delay=0.05, handle_signals=False) for _ in range(2)]
+    workers = [create_worker(s, poll_delay=0.05, handle_signals=False) for _ in range(2)]
     tasks = [asyncio.create_task(w.main()) for w in workers]
     await asyncio.sleep(5.5)
     for w in workers:

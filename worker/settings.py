@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from arq.worker import func
+from arq.worker import Worker, func, get_kwargs
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -40,8 +40,9 @@ from sessionctl.errors import (
     QueueUnavailable,
     SessionctlError,
     TransientError,
+    unexpected,
 )
-from sessionctl.jobindex import JobIndex
+from sessionctl.jobindex import JobIndex, record_end, request_without_user
 from sessionctl.logs import configure_logging, get_logger
 from sessionctl.redisconf import redis_settings
 from sessionctl.resolvers import ResolverChain, build_chain
@@ -123,6 +124,7 @@ def _job_context(ctx: dict[str, Any]) -> tuple[WorkerState, JobContext]:
         job_try=int(ctx.get("job_try", 1)),
         progress=RedisProgress(ctx["redis"], job_id, state.settings.keep_result, state.settings.progress_interval),
         resolvers=state.resolvers,
+        enqueued_at=ctx.get("enqueue_time"),
     )
 
 
@@ -130,14 +132,6 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     """What `sessionctl jobs` shows of a result: counts only."""
     keys = ("sessions_deleted", "runs_deleted", "remaining", "sessions", "bytes", "late_sessions", "users_count")
     return {k: result[k] for k in keys if k in result}
-
-
-def _request_without_user(payload: Any) -> dict[str, Any] | None:
-    """The request, kept for `sessionctl retry` — minus the raw user id (asked for again then)."""
-    if not isinstance(payload, dict):
-        return None
-    kept = {k: v for k, v in payload.items() if k not in ("user_id", "user_ids")}
-    return kept | {"has_user": payload.get("user_id") is not None, "bulk": "user_ids" in payload}
 
 
 async def _run(
@@ -161,7 +155,7 @@ async def _run(
             result = await procedure(jctx, request)
     except Exception as exc:
         if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-            err: SessionctlError = QueueUnavailable(f"lost Redis mid-job ({type(exc).__name__}); the job will retry")
+            err: SessionctlError = QueueUnavailable(f"lost Redis mid-job ({type(exc).__name__})")
         else:
             err = exc if isinstance(exc, SessionctlError) else _internal(exc, jctx.job_id, kind)
         outcome = to_arq(
@@ -171,6 +165,8 @@ async def _run(
             base_delay=state.settings.retry_base_delay,
         )
         retrying = outcome is not err
+        if not retrying and isinstance(err, TransientError):  # the last try: say so, not "will retry"
+            err = outcome = type(err)(f"{err}; gave up after {jctx.job_try} tries (SESSIONCTL_MAX_TRIES)")
         label = "retried" if retrying else "failed"
         metrics.JOBS.labels(kind, label).inc()
         metrics.JOB_SECONDS.labels(kind, label).observe(time.monotonic() - t0)
@@ -191,9 +187,9 @@ async def _run(
         else:
             payload = args[0] if len(args) == 1 else None
             await state.index.failed(
-                jctx.job_id, error_type=type(err).__name__, error=str(err), request=_request_without_user(payload)
+                jctx.job_id, error_type=type(err).__name__, error=str(err), request=request_without_user(payload)
             )
-        if err is exc:
+        if isinstance(exc, SessionctlError):
             raise outcome from exc
         raise outcome from None  # a foreign error's text stays out (see _internal)
     data = result.model_dump(mode="json")
@@ -209,8 +205,7 @@ def _internal(exc: BaseException, job_id: str, kind: str) -> InternalError:
     stays out of logs and results; the class and, for Postgres, the SQLSTATE say where to look."""
     sqlstate = getattr(exc, "sqlstate", None)
     log.error("job.unexpected", job_id=job_id, kind=kind, error_type=type(exc).__name__, sqlstate=sqlstate)
-    where = f" (SQLSTATE {sqlstate})" if sqlstate else ""
-    return InternalError(f"unexpected {type(exc).__name__}{where}; see the worker log")
+    return InternalError(unexpected(exc))
 
 
 async def purge_user_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -315,6 +310,42 @@ def build_worker_settings(settings: Settings | None = None) -> type:
 
     _Settings.__name__ = _Settings.__qualname__ = "WorkerSettings"
     return _Settings
+
+
+class SessionctlWorker(Worker):
+    """arq's worker, keeping our job index true however a job ends. arq ends some jobs without
+    calling the job's code — the try limit exceeded after a worker was killed on every try (an
+    OOM loop), a queue entry that expired, an abort before start — and ends others around it (a
+    timeout, an abort): the result it stores then is written into the index and the failed list
+    here. (A worker started as plain ``arq worker.settings.WorkerSettings`` lacks this hook:
+    ``sessionctl jobs`` and ``status`` settle such jobs from arq's results when they read them.)"""
+
+    async def finish_job(self, job_id: str, finish: bool, result_data: bytes | None, *args: Any) -> None:
+        await super().finish_job(job_id, finish, result_data, *args)
+        if finish and result_data:
+            await self._record_end(job_id, result_data)
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        await super().finish_failed_job(job_id, result_data)
+        if result_data:
+            await self._record_end(job_id, result_data)
+
+    async def _record_end(self, job_id: str, result_data: bytes) -> None:
+        settings: Settings = self.ctx["settings"]
+        try:
+            ended = await record_end(job_index(self.pool, settings), job_id, result_data)
+        except Exception as exc:  # bookkeeping never stops the worker; `sessionctl jobs` settles it later
+            log.warning("job.index_not_updated", job_id=job_id, error_type=type(exc).__name__)
+            return
+        if ended is not None and ended.get("state") == "failed":
+            kind = job_id.split(":", 1)[0]
+            metrics.JOBS.labels(kind, "failed").inc()
+            log.warning("job.ended_by_arq", job_id=job_id, error_type=ended["error_type"], error=ended["error"])
+
+
+def create(settings: Settings, **overrides: Any) -> SessionctlWorker:
+    """The worker ``sessionctl worker`` runs (``overrides``: arq ``Worker`` arguments)."""
+    return SessionctlWorker(**{**get_kwargs(build_worker_settings(settings)), **overrides})
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,194 @@
+"""What the database lets this role see and change — asked of the catalog before anything is deleted.
+
+A count only proves an erasure when the role sees every row. Row-level security filters rows out
+of a count without an error (and a policy may filter DELETE but not SELECT); a missing grant fails
+a statement halfway through a job, after other agents were already erased. So every job that
+deletes (or counts to prove) first asks Postgres, for each table it will touch: does the table
+exist, may this role use its schema, does it hold each privilege the job needs, and is
+row-level security active for it *now* (``row_security_active``: false for a superuser, a role
+with ``BYPASSRLS``, or the owner of a table without ``FORCE ROW LEVEL SECURITY``). Any problem
+fails the job permanently before the first delete, naming the table and the grant.
+
+The same list of needs prints the minimal grants (``sessionctl grants``), so what the preflight
+asks for and what the documentation tells an administrator to grant cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import asyncpg
+
+from sessionctl import store
+from sessionctl.identifiers import quote_ident
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """Privileges one job needs on one table (``schema.table`` as in the catalog)."""
+
+    schema: str
+    table: str
+    privileges: tuple[str, ...]  # of SELECT, INSERT, UPDATE, DELETE
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def qualified(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+
+
+READ = ("SELECT",)
+ERASE = ("SELECT", "DELETE")
+ANONYMIZE = ("SELECT", "UPDATE")
+RECEIPT_NEEDS = (
+    Need("sessionctl", "receipts", ("SELECT", "INSERT")),
+    Need("sessionctl", "schema_migrations", READ),
+)
+RECEIPT_SEQUENCE = "sessionctl.receipts_id_seq"
+
+
+def erasure_needs(
+    layout: store.Layout,
+    *,
+    memories: bool = False,
+    scope: str = "sessions",
+    user_tables: Iterable[str] = (),
+    shared_files: bool = False,
+    dry_run: bool = False,
+) -> list[Need]:
+    """The tables a purge of this schema touches, and what it must be allowed there. A dry run
+    only counts: it needs to see every row (SELECT, no row-level security), not to delete."""
+    s = layout.schema
+    erase = READ if dry_run else ERASE
+    needs = [Need(s, store.SESSIONS, erase)]
+    for table in (store.RUNS, store.TRANSCRIPTS, store.TOOL_RESULTS):
+        if layout.has(table):
+            needs.append(Need(s, table, erase))
+    if layout.payload_table and (layout.has(store.TOOL_RESULTS) or shared_files):
+        needs.append(Need("fs", "agno_fs", erase))
+    if (memories or scope == "all") and layout.has(store.MEMORIES):
+        needs.append(Need(s, store.MEMORIES, erase))
+    if scope == "all":
+        actions = {st.table: st.action for st in store.USER_STORES}
+        for table in user_tables:
+            if any(n.table == table and n.schema == s for n in needs):
+                continue
+            action = actions.get(table)  # an unknown table is only counted (UnknownUserData names it)
+            privs = READ if dry_run or action is None else (ANONYMIZE if action == "anonymize" else ERASE)
+            needs.append(Need(s, table, privs))
+        if layout.has(store.TRACES) and layout.has(store.SPANS):
+            needs.append(Need(s, store.SPANS, erase))
+    return needs
+
+
+def export_needs(layout: store.Layout, *, then_erase: bool) -> list[Need]:
+    """An export reads the sessions and their runs; export-then-erase also deletes like a purge."""
+    if then_erase:
+        return erasure_needs(layout)
+    return [Need(layout.schema, t, READ) for t in (store.SESSIONS, store.RUNS) if t == store.SESSIONS or layout.has(t)]
+
+
+async def problems(conn: asyncpg.Connection, needs: Iterable[Need]) -> list[str]:
+    """What stops this role from doing (and proving) the job on these tables; empty when nothing.
+
+    Tables are found by name in pg_class (no privilege is needed to read the catalog, and a schema
+    the role may not use is reported as such instead of raising)."""
+    wanted = [(n.schema, n.table, p) for n in needs for p in n.privileges]
+    if not wanted:
+        return []
+    rows = await conn.fetch(
+        """
+        SELECT w.schema, w.tbl, w.priv, c.oid IS NOT NULL AS present,
+               has_schema_privilege(n.oid, 'USAGE') AS usage,
+               CASE WHEN c.oid IS NOT NULL THEN has_table_privilege(c.oid, w.priv) END AS granted,
+               CASE WHEN c.oid IS NOT NULL THEN row_security_active(c.oid) END AS rls
+          FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS w(schema, tbl, priv, i)
+          LEFT JOIN pg_namespace n ON n.nspname = w.schema
+          LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.tbl AND c.relkind IN ('r', 'p')
+         ORDER BY w.i
+        """,
+        [w[0] for w in wanted],
+        [w[1] for w in wanted],
+        [w[2] for w in wanted],
+    )
+    found: dict[str, list[str]] = {}
+    for r in rows:
+        label = f"{r['schema']}.{r['tbl']}"
+        issues = found.setdefault(label, [])
+        if not r["present"]:
+            _add(issues, "does not exist")
+        elif not r["usage"]:
+            _add(issues, f"no USAGE on schema {r['schema']}")
+        else:
+            if not r["granted"]:
+                _add(issues, f"no {r['priv']}")
+            if r["rls"]:
+                _add(issues, "row-level security hides rows from this role")
+    return [f"{label}: {', '.join(issues)}" for label, issues in found.items() if issues]
+
+
+def _add(issues: list[str], issue: str) -> None:
+    if issue not in issues:
+        issues.append(issue)
+
+
+async def role(conn: asyncpg.Connection) -> str:
+    return str(await conn.fetchval("SELECT current_user"))
+
+
+async def read_only(conn: asyncpg.Connection) -> bool:
+    """A replica in recovery, or a session that may not write (``default_transaction_read_only``)."""
+    return bool(await conn.fetchval("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"))
+
+
+async def may_create_temp_tables(conn: asyncpg.Connection) -> bool:
+    """A purge without the user index notes a big user's session ids in a temporary table."""
+    return bool(await conn.fetchval("SELECT has_database_privilege(current_database(), 'TEMPORARY')"))
+
+
+async def receipt_problems(conn: asyncpg.Connection) -> list[str]:
+    """What stops this role from appending a receipt (the schema is assumed migrated)."""
+    found = await problems(conn, RECEIPT_NEEDS)
+    if not found:
+        usable = await conn.fetchval(
+            "SELECT has_sequence_privilege(c.oid, 'USAGE') FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'sessionctl'"
+            " AND c.relname = 'receipts_id_seq'"
+        )
+        if not usable:
+            found.append(f"{RECEIPT_SEQUENCE}: no USAGE")
+    return found
+
+
+async def rls_enabled(conn: asyncpg.Connection, needs: Iterable[Need]) -> list[str]:
+    """Which of these tables have row-level security enabled (whoever the role)."""
+    labels = sorted({n.label for n in needs})
+    rows = await conn.fetch(
+        "SELECT n.nspname || '.' || c.relname AS label FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname || '.' || c.relname = ANY($1::text[]) AND c.relrowsecurity ORDER BY 1",
+        labels,
+    )
+    return [r["label"] for r in rows]
+
+
+def grant_statements(role_name: str, database: str, needs: Iterable[Need], *, receipts: bool = True) -> list[str]:
+    """``GRANT`` statements that give ``role_name`` exactly these needs (and, once the receipts
+    schema exists, what writing a receipt needs)."""
+    r = quote_ident(role_name)
+    lines = [f"GRANT CONNECT, TEMPORARY ON DATABASE {quote_ident(database)} TO {r};"]
+    by_table: dict[str, list[str]] = {}
+    schemas: list[str] = []
+    for n in [*needs, *(RECEIPT_NEEDS if receipts else ())]:
+        if n.schema not in schemas:
+            schemas.append(n.schema)
+        privs = by_table.setdefault(n.qualified, [])
+        privs.extend(p for p in n.privileges if p not in privs)
+    lines += [f"GRANT USAGE ON SCHEMA {quote_ident(s)} TO {r};" for s in schemas]
+    lines += [f"GRANT {', '.join(p)} ON {t} TO {r};" for t, p in by_table.items()]
+    if receipts:
+        lines.append(f"GRANT USAGE ON SEQUENCE {RECEIPT_SEQUENCE} TO {r};")
+    return lines
