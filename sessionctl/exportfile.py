@@ -9,7 +9,9 @@ per agent::
      runs blob, in Agno's order>]}}
 
 Beside it, ``<name>.manifest.json``: format, counts per agent and in total, time window, byte size
-and sha256 of the file as written, the user as HMAC, job id, timestamps.
+and sha256 of the file as written, the user as HMAC, job id, timestamps, and ``mac``: an HMAC of
+all of that under the operator's key (:func:`sessionctl.privacy.manifest_mac`), checked by import
+and by export-then-erase — an edited file or manifest does not verify.
 
 A file is written to a hidden ``.<name>.<tag>.partial`` in the target directory (mode 0600),
 flushed and fsynced, then *linked* to its final name (which fails if the name exists: nothing is

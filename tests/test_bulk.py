@@ -57,7 +57,7 @@ async def test_bulk_erasure_of_1000_users_deletes_exactly_theirs(
     schema = await _seed_users(pg, settings, agent_id, users, 3)
     chosen, kept = users[:1000], users[1000:]
     listing = tmp_path / "users.txt"
-    listing.write_text("\n".join(chosen + chosen[:50] + ["", "  "]) + "\n")  # repeats and blank lines
+    listing.write_text("\n".join(chosen + chosen[:50] + ["", ""]) + "\n")  # repeats and empty lines
 
     res = subprocess.run(
         [*SESSIONCTL, "purge", "--agent", agent_id, "--users-file", str(listing), "--json"],
