@@ -463,6 +463,30 @@ async def test_a_job_killed_until_arq_gives_up_is_failed_in_the_index_and_can_be
     await redis.aclose()
 
 
+async def test_a_job_past_its_timeout_is_failed_in_the_index_saying_so(
+    settings: Settings, agent_id: str
+) -> None:
+    schema = settings.schema_for(agent_id)
+    await _seed(settings.database_url, agent_id, schema, {USER: 2})
+    short = settings.model_copy(update={"purge_timeout": 5})
+    async with Producer(short) as producer:
+        enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        blocker = await asyncpg.connect(settings.database_url)
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute(f'LOCK TABLE "{schema}".agno_sessions IN ACCESS EXCLUSIVE MODE')
+        try:
+            await run_worker(short)  # arq cancels the job at its timeout, around our code
+        finally:
+            await tx.rollback()
+            await blocker.close()
+        state = await producer.status(enq.job_id)
+        meta = await (await producer.redis()).hgetall(meta_key(enq.job_id))
+    assert state.status == "failed" and "past its timeout" in state.error["message"], state
+    assert meta[b"state"] == b"failed" and b"past its timeout" in meta[b"error"], meta
+    assert await _count(settings.database_url, schema, USER) == 2
+
+
 async def test_jobs_settles_what_the_index_missed_and_skips_unreadable_entries(
     settings: Settings, agent_id: str, worker_env: dict[str, str]
 ) -> None:
