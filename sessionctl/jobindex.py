@@ -225,17 +225,20 @@ def _decode(job_id: str, raw: dict[Any, Any]) -> dict[str, Any]:
     return row
 
 
-async def record_end(index: JobIndex, job_id: str, raw_result: bytes) -> dict[str, Any] | None:
+async def record_end(
+    index: JobIndex, job_id: str, raw_result: bytes, *, failures_only: bool = False
+) -> dict[str, Any] | None:
     """Write what arq's stored result of a job says into the index, if the index does not say it
     yet: the changed fields, or ``None``. A failure ends up in the failed list whoever ended the
-    job — our worker code, or arq itself (max tries exceeded, a timeout, an abort)."""
+    job — our worker code, or arq itself (max tries exceeded, a timeout, an abort).
+    ``failures_only``: a success is left alone (the worker's own code recorded it)."""
     from worker import serializer
 
     try:
         data = serializer.deserialize(raw_result)
     except (ValueError, TypeError):
         return None
-    if not isinstance(data, dict) or "s" not in data:
+    if not isinstance(data, dict) or "s" not in data or (failures_only and data["s"]):
         return None
     current = await index.get(job_id)
     if current is None:

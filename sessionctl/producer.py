@@ -372,9 +372,8 @@ class Producer:
         the list counts index entries that could not be read (skipped)."""
         await self.redis()
         index = self.index()
-        if failed_only:  # jobs that ended unseen are in the main index only until settled
-            await index.list(limit=self.settings.job_index_size, status="queued", settle=self.settle)
-            await index.list(limit=self.settings.job_index_size, status="running", settle=self.settle)
+        if failed_only:  # jobs that ended unseen are in the main index only, until settled: one pass over it
+            await index.list(limit=self.settings.job_index_size, settle=self.settle)
         return await index.list(status=status, kind=kind, limit=limit, failed_only=failed_only, settle=self.settle)
 
     async def settle(self, rows: list[dict[str, Any]]) -> None:

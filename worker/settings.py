@@ -333,7 +333,7 @@ class SessionctlWorker(Worker):
     async def _record_end(self, job_id: str, result_data: bytes) -> None:
         settings: Settings = self.ctx["settings"]
         try:
-            ended = await record_end(job_index(self.pool, settings), job_id, result_data)
+            ended = await record_end(job_index(self.pool, settings), job_id, result_data, failures_only=True)
         except Exception as exc:  # bookkeeping never stops the worker; `sessionctl jobs` settles it later
             log.warning("job.index_not_updated", job_id=job_id, error_type=type(exc).__name__)
             return
