@@ -31,11 +31,12 @@ from jobs.models import EXPORT_SESSIONS, AgentPurgeResult, ExportRequest, Export
 from jobs.purge import accumulate, write_receipt
 from jobs.readahead import PageReader
 from jobs.targets import Target, resolve_targets
-from sessionctl import access, exportfile, metrics, store
+from sessionctl import exportfile, metrics, store
 from sessionctl.agents import merge_runs
 from sessionctl.errors import ExportMismatch, InvalidRequest
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
+from sessionctl.store import access
 
 log = get_logger("sessionctl.export")
 

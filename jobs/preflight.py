@@ -2,7 +2,7 @@
 
 - every table it touches, in every target schema, exists, is usable by this role with the
   privileges the job needs, and has no row-level security active for the role (a count under RLS
-  proves nothing) — see :mod:`sessionctl.access`;
+  proves nothing) — see :mod:`sessionctl.store.access`;
 - every database it writes to takes writes (not a replica, not ``default_transaction_read_only``);
 - the receipt of an erasure can be written (schema up to date, INSERT granted).
 
@@ -19,9 +19,10 @@ import asyncpg
 
 from jobs.context import JobContext
 from jobs.targets import Target
-from sessionctl import access, receipts, store
+from sessionctl import store
 from sessionctl.errors import DatabaseReadOnly, InsufficientPrivilege
 from sessionctl.identifiers import Dsn
+from sessionctl.store import access, receipts
 
 NeedsOf = Callable[[store.Layout, list[str]], list[access.Need]]  # (layout, user-keyed tables) -> needs
 SHOWN = 6  # problems named in one error line; the rest are counted

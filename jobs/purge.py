@@ -40,10 +40,11 @@ from jobs.models import (
     PurgeResult,
 )
 from jobs.targets import Target, resolve_targets
-from sessionctl import access, metrics, receipts, store
+from sessionctl import metrics, store
 from sessionctl.errors import ErasureIncomplete, UnknownUserData
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
+from sessionctl.store import access, receipts
 
 log = get_logger("sessionctl.purge")
 

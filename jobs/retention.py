@@ -28,10 +28,11 @@ from jobs.context import JobContext
 from jobs.export import export_records
 from jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
 from jobs.targets import Target, resolve_targets
-from sessionctl import access, exportfile, metrics, store
+from sessionctl import exportfile, metrics, store
 from sessionctl.errors import InvalidRequest
 from sessionctl.logs import get_logger
 from sessionctl.retention import Bucket, buckets, load_policy
+from sessionctl.store import access
 
 log = get_logger("sessionctl.retention")
 

@@ -551,10 +551,10 @@ def receipts_(
     settings = _settings()
 
     async def go() -> int:
-        from sessionctl import receipts
         from sessionctl.databases import Databases
         from sessionctl.identifiers import validate_user_id
         from sessionctl.privacy import user_hmac
+        from sessionctl.store import receipts
 
         validate_user_id(user)
         hmac = user_hmac(settings.hash_key_bytes, user)
@@ -816,6 +816,7 @@ def agents(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     async def go() -> int:
         from jobs.context import JobContext
         from jobs.targets import resolve_targets
+        from sessionctl import store
         from sessionctl.databases import Databases
 
         dbs = Databases(pool_size=1)
@@ -825,7 +826,7 @@ def agents(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
             chain = ctx.chain()
             for t in await resolve_targets(ctx, None, True):
                 async with dbs.connect(t.dsn) as conn:
-                    n = await conn.fetchval(f"SELECT count(*) FROM {t.layout.q('agno_sessions')}")
+                    n = await store.count_sessions(conn, t.layout)
                 loc = chain.cached(t.label)
                 rows.append(
                     {

@@ -10,10 +10,11 @@ from typing import Any
 
 import asyncpg
 
-from sessionctl import access, receipts, store
+from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import AgentNotFound
+from sessionctl.store import access, receipts
 
 
 async def _schemas(conn: asyncpg.Connection, settings: Settings, agent_id: str | None) -> list[str]:

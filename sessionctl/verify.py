@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sessionctl import access, store
+from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import AgentNotFound, InsufficientPrivilege, SessionctlError
 from sessionctl.identifiers import validate_user_id
 from sessionctl.privacy import user_hmac
+from sessionctl.store import access
 
 
 async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None = None) -> dict[str, Any]:
@@ -88,7 +89,7 @@ async def check_health(settings: Settings) -> dict[str, Any]:
         dbs = Databases(pool_size=1)
         try:
             async with dbs.connect(settings.dsn) as conn:
-                version = await conn.fetchval("SHOW server_version")
+                version = await store.server_version(conn)
             checks["postgres"] = {"ok": True, "detail": f"{settings.dsn.redacted} (server {version})"}
         except SessionctlError as exc:
             checks["postgres"] = {"ok": False, "detail": str(exc)}

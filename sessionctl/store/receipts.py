@@ -8,7 +8,7 @@ TRUNCATE. The schema is created by small versioned migrations under an advisory 
 workers may start at once): by ``sessionctl migrate`` (an administrator), or by the first erasure
 of a role that may create it. An up-to-date schema is never touched by DDL.
 
-This module holds every statement on our own schema; ``store.py`` holds those on Agno's tables.
+This module holds every statement on our own schema; the rest of ``store`` those on Agno's tables.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from sessionctl import access
 from sessionctl.errors import InsufficientPrivilege, ReceiptConflict
+from sessionctl.store import access
 
 SCHEMA = "sessionctl"
 _LOCK_KEY = 0x5E55C7  # pg_advisory_xact_lock key for migrations

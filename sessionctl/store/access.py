@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sessionctl import store
 from sessionctl.identifiers import quote_ident
+from sessionctl.store import catalog, user_stores
+from sessionctl.store.tables import MEMORIES, RUNS, SESSIONS, SPANS, TOOL_RESULTS, TRACES, TRANSCRIPTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ RECEIPT_SEQUENCE = "sessionctl.receipts_id_seq"
 
 
 def erasure_needs(
-    layout: store.Layout,
+    layout: catalog.Layout,
     *,
     memories: bool = False,
     scope: str = "sessions",
@@ -64,32 +65,32 @@ def erasure_needs(
     only counts: it needs to see every row (SELECT, no row-level security), not to delete."""
     s = layout.schema
     erase = READ if dry_run else ERASE
-    needs = [Need(s, store.SESSIONS, erase)]
-    for table in (store.RUNS, store.TRANSCRIPTS, store.TOOL_RESULTS):
+    needs = [Need(s, SESSIONS, erase)]
+    for table in (RUNS, TRANSCRIPTS, TOOL_RESULTS):
         if layout.has(table):
             needs.append(Need(s, table, erase))
-    if layout.payload_table and (layout.has(store.TOOL_RESULTS) or shared_files):
+    if layout.payload_table and (layout.has(TOOL_RESULTS) or shared_files):
         needs.append(Need("fs", "agno_fs", erase))
-    if (memories or scope == "all") and layout.has(store.MEMORIES):
-        needs.append(Need(s, store.MEMORIES, erase))
+    if (memories or scope == "all") and layout.has(MEMORIES):
+        needs.append(Need(s, MEMORIES, erase))
     if scope == "all":
-        actions = {st.table: st.action for st in store.USER_STORES}
+        actions = {st.table: st.action for st in user_stores.USER_STORES}
         for table in user_tables:
             if any(n.table == table and n.schema == s for n in needs):
                 continue
             action = actions.get(table)  # an unknown table is only counted (UnknownUserData names it)
             privs = READ if dry_run or action is None else (ANONYMIZE if action == "anonymize" else ERASE)
             needs.append(Need(s, table, privs))
-        if layout.has(store.TRACES) and layout.has(store.SPANS):
-            needs.append(Need(s, store.SPANS, erase))
+        if layout.has(TRACES) and layout.has(SPANS):
+            needs.append(Need(s, SPANS, erase))
     return needs
 
 
-def export_needs(layout: store.Layout, *, then_erase: bool) -> list[Need]:
+def export_needs(layout: catalog.Layout, *, then_erase: bool) -> list[Need]:
     """An export reads the sessions and their runs; export-then-erase also deletes like a purge."""
     if then_erase:
         return erasure_needs(layout)
-    return [Need(layout.schema, t, READ) for t in (store.SESSIONS, store.RUNS) if t == store.SESSIONS or layout.has(t)]
+    return [Need(layout.schema, t, READ) for t in (SESSIONS, RUNS) if t == SESSIONS or layout.has(t)]
 
 
 async def problems(conn: asyncpg.Connection, needs: Iterable[Need]) -> list[str]:

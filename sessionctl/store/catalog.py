@@ -1,0 +1,200 @@
+"""What an agent schema holds, read from the catalog: its Agno tables and their layout, the
+schemas of a database that are Agno session stores, the tables keyed by user, their sizes.
+
+Which tables a schema has is read once per schema (:func:`read_layout`): Agno 3.x keeps runs in
+``agno_runs`` (foreign-keyed to the session, ``ON DELETE CASCADE``); Agno 2.x keeps them in the
+``runs`` jsonb column of the session row; a migrated schema may have both. pg_catalog, not
+information_schema, throughout: its views are slow with thousands of schemas and hide the tables a
+role may not read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import asyncpg
+
+from sessionctl.identifiers import quote_ident
+from sessionctl.store.tables import (
+    MEMORIES,
+    RUNS,
+    SESSIONS,
+    SPANS,
+    TOOL_RESULTS,
+    TRACES,
+    TRANSCRIPTS,
+)
+from sessionctl.store.user_stores import KNOWN_USER_TABLES
+
+# The tables a Layout knows about (what ``Layout.has`` is asked).
+LAYOUT_TABLES = KNOWN_USER_TABLES | {SESSIONS, RUNS, MEMORIES, TRANSCRIPTS, TOOL_RESULTS, SPANS, TRACES}
+
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The Agno tables (of :data:`LAYOUT_TABLES`) one agent schema holds, as read from the catalog."""
+
+    schema: str
+    tables: frozenset[str]
+    legacy_runs_column: bool  # agno 2.x: runs inside agno_sessions.runs
+    payload_table: bool  # fs.agno_fs exists in this database
+    # agno_runs.session_id references agno_sessions(session_id) ON DELETE CASCADE, agno_runs is a
+    # plain table: the enabled state (pg_trigger.tgenabled: O, A, R or D) of the cascade's trigger;
+    # "" when there is no such cascade.
+    runs_cascade: str = ""
+    # a valid index led by (user_id, created_at, session_id) on a plain agno_sessions (neither
+    # partitioned nor inherited from): the purge may walk it in ranges deleted by tuple id
+    user_index: bool = False
+    # agno_sessions.created_at may be NULL, in it or in a table inheriting from it (Agno declares
+    # it NOT NULL; a hand-altered table may not): an export walks such sessions apart, last
+    created_at_nullable: bool = False
+
+    def has(self, table: str) -> bool:
+        return table in self.tables
+
+    def q(self, table: str) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(table)}"
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Decode json/jsonb to Python objects, as Agno's SQLAlchemy engine does."""
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def schema_exists(conn: asyncpg.Connection, schema: str) -> bool:
+    row = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+    return row is not None
+
+
+# Agno's session table, as far as our SQL relies on it: these columns, of these types.
+REQUIRED_SESSION_COLUMNS: dict[str, frozenset[str]] = {
+    "session_id": frozenset({"character varying", "text"}),
+    "session_type": frozenset({"character varying", "text"}),
+    "user_id": frozenset({"character varying", "text"}),
+    "created_at": frozenset({"bigint", "integer"}),
+    "updated_at": frozenset({"bigint", "integer"}),
+}
+
+
+async def session_table_problems(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """Why ``schema.agno_sessions`` is not Agno's session table (empty when it is)."""
+    # pg_catalog, not information_schema: its views cost ~20 ms a call in a database of 2,000
+    # agent schemas (bench/connections.py), and hide the tables a role may not read.
+    rows = await conn.fetch(
+        "SELECT a.attname AS column_name, format_type(a.atttypid, NULL) AS data_type FROM pg_attribute a"
+        " WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+        f"{quote_ident(schema)}.{quote_ident(SESSIONS)}",
+    )
+    types = {r["column_name"]: r["data_type"] for r in rows}
+    problems = []
+    for column, allowed in REQUIRED_SESSION_COLUMNS.items():
+        if column not in types:
+            problems.append(f"no {column} column")
+        elif types[column] not in allowed:
+            problems.append(f"{column} is {types[column]}")
+    return problems
+
+
+async def read_layout(conn: asyncpg.Connection, schema: str) -> Layout | None:
+    """The schema's Agno tables, or ``None`` when it has no ``agno_sessions`` table.
+
+    The caller checks :func:`session_table_problems` (see ``AgentHandle.layout``).
+    """
+    # By name, through pg_class's (relname, relnamespace) index: listing a schema's tables
+    # otherwise scans every schema's (in a database of 2,000 agents, a join on pg_namespace made
+    # of it 25 ms and growing with the square of the schemas; this is well under 1 ms).
+    rows = await conn.fetch(
+        """
+        SELECT c.relname AS table_name,
+               EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = c.oid AND a.attname = 'runs' AND NOT a.attisdropped) AS has_runs
+          FROM pg_class c
+         WHERE c.relname = ANY($2::name[]) AND c.relkind IN ('r', 'p')
+           AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
+        """,
+        schema,
+        sorted(LAYOUT_TABLES),
+    )
+    tables = {r["table_name"]: r["has_runs"] for r in rows}
+    if SESSIONS not in tables:
+        return None
+    payload = await conn.fetchval("SELECT to_regclass('fs.agno_fs') IS NOT NULL")
+    sessions = f"{quote_ident(schema)}.{quote_ident(SESSIONS)}"
+    cascade = None
+    if RUNS in tables:
+        cascade = await conn.fetchval(
+            "SELECT t.tgenabled::text FROM pg_constraint c"
+            " JOIN pg_trigger t ON t.tgconstraint = c.oid AND t.tgrelid = c.confrelid"
+            "  AND t.tgfoid = 'pg_catalog.\"RI_FKey_cascade_del\"'::regproc"
+            " WHERE c.contype = 'f' AND c.confdeltype = 'c' AND c.conrelid = to_regclass($1)"
+            " AND c.confrelid = to_regclass($2) AND (SELECT relkind FROM pg_class WHERE oid = c.conrelid) = 'r'"
+            " AND c.conkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = c.conrelid"
+            "  AND attname = 'session_id')]"
+            " AND c.confkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = c.confrelid"
+            "  AND attname = 'session_id')] LIMIT 1",
+            f"{quote_ident(schema)}.{quote_ident(RUNS)}",
+            sessions,
+        )
+    # Led by (user_id, created_at, session_id), ascending, in the columns' own collations: the
+    # order a range walk asks for (any other index would make each range sort). On a plain table
+    # only: a range is deleted by tuple id, and tuple ids repeat across the parts of a partitioned
+    # table, and across a table and the tables that inherit from it.
+    user_index = await conn.fetchval(
+        "SELECT (SELECT relkind = 'r' AND NOT relhassubclass FROM pg_class WHERE oid = to_regclass($1))"
+        " AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisvalid"
+        " AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts >= 3"
+        " AND (SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(i.indkey[0:2]) WITH ORDINALITY k(attnum, n)"
+        "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)"
+        "     = ARRAY['user_id', 'created_at', 'session_id']"
+        " AND (SELECT bool_and(o = 0) FROM unnest(i.indoption[0:2]) o)"
+        " AND (SELECT bool_and(ic.c = a.attcollation) FROM unnest(i.indkey[0:2], i.indcollation[0:2]) ic(k, c)"
+        "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ic.k)"
+        " AND (SELECT amname FROM pg_am JOIN pg_class c ON c.relam = pg_am.oid WHERE c.oid = i.indexrelid) = 'btree')",
+        sessions,
+    )
+    # over the table and every table inheriting from it (a child may drop NOT NULL; a partition
+    # may not)
+    nullable = await conn.fetchval(
+        "WITH RECURSIVE t(oid) AS (SELECT to_regclass($1)::oid"
+        "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid)"
+        " SELECT bool_or(NOT a.attnotnull) FROM pg_attribute a JOIN t ON a.attrelid = t.oid"
+        " WHERE a.attname = 'created_at' AND NOT a.attisdropped",
+        sessions,
+    )
+    return Layout(
+        created_at_nullable=bool(nullable),
+        schema=schema,
+        tables=frozenset(tables),
+        legacy_runs_column=bool(tables[SESSIONS]),
+        payload_table=bool(payload),
+        runs_cascade=cascade or "",
+        user_index=bool(user_index),
+    )
+
+
+async def discover_agent_schemas(conn: asyncpg.Connection) -> list[str]:
+    """Schemas holding an Agno sessions table (the agents of this database), sorted."""
+    rows = await conn.fetch(
+        """
+        SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relname = 'agno_sessions' AND c.relkind IN ('r', 'p')
+         ORDER BY n.nspname
+        """
+    )
+    return [r["nspname"] for r in rows]
+
+
+async def table_sizes(conn: asyncpg.Connection, schema: str) -> dict[str, dict[str, int]]:
+    rows = await conn.fetch(
+        "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes, greatest(c.reltuples, 0)::bigint AS rows"
+        " FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)"
+        " AND c.relkind IN ('r', 'p') AND c.relname LIKE 'agno\\_%' ORDER BY 1",
+        schema,
+    )
+    return {r["relname"]: {"bytes": int(r["bytes"]), "rows_estimate": int(r["rows"])} for r in rows}
+
+
+async def server_version(conn: asyncpg.Connection) -> str:
+    return str(await conn.fetchval("SHOW server_version"))

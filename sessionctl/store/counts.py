@@ -1,0 +1,129 @@
+"""Counting a user's rows with our own SQL — the proof of an erasure, and a dry run's answer.
+Agno's client swallows errors (a read returns ``[]``); these raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from sessionctl.identifiers import quote_ident
+from sessionctl.store.params import USERS_1, Params, legacy_runs_expr
+from sessionctl.store.tables import (
+    MEMORIES,
+    PAYLOADS,
+    RUNS,
+    SESSIONS,
+    TOOL_RESULTS,
+    TRANSCRIPTS,
+)
+
+if TYPE_CHECKING:
+    from sessionctl.store.catalog import Layout
+
+
+
+@dataclass(slots=True)
+class Counts:
+    """Rows of one user in one agent schema (what a purge deletes or would delete)."""
+
+    sessions: int = 0
+    runs: int = 0
+    transcripts: int = 0
+    tool_results: int = 0
+    tool_result_payloads: int = 0
+    memories: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+async def count_user_sessions(conn: asyncpg.Connection, layout: Layout, users: str | list[str]) -> int:
+    owners = [users] if isinstance(users, str) else users
+    value = await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {USERS_1}", owners)
+    return int(value)
+
+
+async def count_sessions_per_user(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        f"SELECT user_id, count(*) AS n FROM {layout.q(SESSIONS)} WHERE {USERS_1} GROUP BY 1", users
+    )
+    return {r["user_id"]: int(r["n"]) for r in rows}
+
+
+async def count_user(conn: asyncpg.Connection, layout: Layout, users: list[str], *, memories: bool) -> Counts:
+    """Everything a purge of these users would delete in this schema (for dry runs)."""
+    s = layout.q(SESSIONS)
+    legacy = legacy_runs_expr("s") if layout.legacy_runs_column else "0"
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS sessions, coalesce(sum({legacy}), 0) AS legacy_runs"
+        f"  FROM {s} s WHERE s.user_id IN (SELECT unnest($1::text[]))",
+        users,
+    )
+    counts = Counts(sessions=int(row["sessions"]), runs=int(row["legacy_runs"]))
+    user_sessions = f"SELECT session_id FROM {s} WHERE {USERS_1}"
+    if layout.has(RUNS):
+        counts.runs += int(
+            await conn.fetchval(f"SELECT count(*) FROM {layout.q(RUNS)} WHERE session_id IN ({user_sessions})", users)
+        )
+    if layout.has(TRANSCRIPTS):
+        counts.transcripts = int(
+            await conn.fetchval(
+                f"SELECT count(*) FROM {layout.q(TRANSCRIPTS)} WHERE agno_session_id IN ({user_sessions})", users
+            )
+        )
+    if layout.has(TOOL_RESULTS):
+        tr = layout.q(TOOL_RESULTS)
+        counts.tool_results = int(
+            await conn.fetchval(f"SELECT count(*) FROM {tr} WHERE session_id IN ({user_sessions})", users)
+        )
+        if layout.payload_table and counts.tool_results:
+            counts.tool_result_payloads = int(
+                await conn.fetchval(
+                    f"SELECT count(*) FROM {PAYLOADS} f JOIN {tr} t"
+                    "  ON f.namespace = t.namespace AND f.path = t.path"
+                    f" WHERE t.session_id IN ({user_sessions})",
+                    users,
+                )
+            )
+    if memories and layout.has(MEMORIES):
+        counts.memories = int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(MEMORIES)} WHERE {USERS_1}", users))
+    return counts
+
+
+def expired_where(
+    p: Params, cutoff: int, types: list[str] | None, exclude: list[str] | None, *, alias: str = ""
+) -> str:
+    """Sessions last updated (or, never updated, created) before ``cutoff``; of ``types``, or not of ``exclude``."""
+    conds = [f"coalesce({alias}updated_at, {alias}created_at) < {p(cutoff)}"]
+    if types is not None:
+        conds.append(f"{alias}session_type = ANY({p(types)}::text[])")
+    if exclude:
+        conds.append(f"NOT ({alias}session_type = ANY({p(exclude)}::text[]))")
+    return " AND ".join(conds)
+
+
+async def count_expired(
+    conn: asyncpg.Connection, layout: Layout, cutoff: int, types: list[str] | None, exclude: list[str] | None
+) -> int:
+    p = Params()
+    where = expired_where(p, cutoff, types, exclude)
+    return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {where}", *p.values))
+
+
+async def count_user_rows(conn: asyncpg.Connection, schema: str, table: str, user_id: str) -> int:
+    q = f"{quote_ident(schema)}.{quote_ident(table)}"
+    return int(await conn.fetchval(f"SELECT count(*) FROM {q} WHERE user_id = $1", user_id))
+
+
+async def count_user_payloads(conn: asyncpg.Connection, user_id: str) -> int | None:
+    """The user's rows in Agno's shared payload table ``fs.agno_fs`` (``None`` if there is none)."""
+    if await conn.fetchval("SELECT to_regclass('fs.agno_fs')") is None:
+        return None
+    return int(await conn.fetchval(f"SELECT count(*) FROM {PAYLOADS} WHERE user_id = $1", user_id))
+
+
+async def count_sessions(conn: asyncpg.Connection, layout: Layout) -> int:
+    """Every session the schema holds (``sessionctl agents``)."""
+    return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)}"))
