@@ -21,14 +21,13 @@ import concurrent.futures
 import hashlib
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jobs import preflight
+from jobs.common import accumulate, now_iso, write_receipt
 from jobs.context import JobContext
 from jobs.models import EXPORT_SESSIONS, AgentPurgeResult, ExportRequest, ExportResult
-from jobs.purge import accumulate, write_receipt
 from jobs.readahead import PageReader
 from jobs.targets import Target, resolve_targets
 from sessionctl import exportfile, metrics, store
@@ -41,16 +40,12 @@ from sessionctl.store import access
 log = get_logger("sessionctl.export")
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 def _window(req: ExportRequest) -> store.Window:
     return store.Window(user_id=req.user_id, since=req.since, until=req.until, by=req.by)
 
 
 async def export_sessions(ctx: JobContext, req: ExportRequest) -> ExportResult:
-    started = _now()
+    started = now_iso()
     hmac = user_hmac(ctx.hash_key, req.user_id) if req.user_id is not None else None
     blog = log.bind(job_id=ctx.job_id, user_hmac=hmac, job_try=ctx.job_try)
     t0 = time.monotonic()
@@ -99,7 +94,7 @@ async def export_sessions(ctx: JobContext, req: ExportRequest) -> ExportResult:
         user_hmac=hmac,
         window=manifest["window"],
         started_at=started,
-        finished_at=_now(),
+        finished_at=now_iso(),
         requested_by=req.requested_by,
         purge=purge,
     )
@@ -194,7 +189,7 @@ async def _write(
             "schemas": schemas,
             "sessions": processed,
             "started_at": started,
-            "written_at": _now(),
+            "written_at": now_iso(),
             "requested_by": req.requested_by,
         }
         written = await asyncio.to_thread(writer.commit, manifest, ctx.hash_key)

@@ -29,6 +29,7 @@ from typing import Any
 import asyncpg
 
 from jobs import preflight
+from jobs.common import accumulate, now_iso, write_receipt
 from jobs.context import JobContext
 from jobs.models import (
     PURGE_USER_SESSIONS,
@@ -53,12 +54,8 @@ log = get_logger("sessionctl.purge")
 MAX_ROUNDS = 5
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeResult:
-    started = _now()
+    started = now_iso()
     hmac = user_hmac(ctx.hash_key, request.user_id)
     blog = log.bind(job_id=ctx.job_id, user_hmac=hmac, job_try=ctx.job_try)
     blog.info(
@@ -95,7 +92,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
         would_delete=would,
         agents=agents,
         started_at=started,
-        finished_at=_now(),
+        finished_at=now_iso(),
         requested_by=request.requested_by,
     )
     blog.info(
@@ -428,66 +425,10 @@ async def _receipt(
     )
 
 
-async def write_receipt(
-    ctx: JobContext,
-    *,
-    kind: str,
-    user_hmac: str,
-    target: str,
-    agents: dict[str, AgentPurgeResult],
-    started: str,
-    requested_by: str | None,
-) -> None:
-    totals: dict[str, int] = {}
-    per_agent: dict[str, Any] = {}
-    for label, a in agents.items():
-        counts = {
-            "sessions": a.sessions_deleted,
-            "runs": a.runs_deleted,
-            "transcripts": a.transcripts_deleted,
-            "tool_results": a.tool_results_deleted,
-            "tool_result_payloads": a.tool_result_payloads_deleted,
-            "memories": a.memories_deleted,
-        }
-        per_agent[label] = {"schema": a.schema_name, **counts, "late_sessions": a.late_sessions}
-        if a.tables:
-            per_agent[label]["tables"] = a.tables
-        for k, v in counts.items():
-            totals[k] = totals.get(k, 0) + v
-    dsn = ctx.settings.dsn
-    async with ctx.databases.connect(dsn) as conn:
-        await receipts.ensure(conn, dsn.redacted)
-        await receipts.record(
-            conn,
-            job_id=ctx.job_id,
-            kind=kind,
-            user_hmac=user_hmac,
-            target=target,
-            agents=per_agent,
-            counts=totals,
-            late_sessions=sum(a.late_sessions for a in agents.values()),
-            started_at=datetime.fromisoformat(started),
-            finished_at=datetime.now(UTC),
-            requested_by=requested_by,
-            enqueued_at=ctx.enqueued_at,
-        )
-
-
-def accumulate(res: AgentPurgeResult, outcome: store.BatchOutcome) -> None:
-    c = outcome.counts
-    res.batches += 1
-    res.sessions_deleted += c.sessions
-    res.runs_deleted += c.runs
-    res.transcripts_deleted += c.transcripts
-    res.tool_results_deleted += c.tool_results
-    res.tool_result_payloads_deleted += c.tool_result_payloads
-    res.tool_results_without_payload += outcome.tool_results_without_payload
-
-
 async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeResult:
     """Bulk erasure: every agent schema once, all the users' sessions in set-based batches
     (``user_id = ANY($users)``), per-user counts as HMACs, one receipt per user."""
-    started = _now()
+    started = now_iso()
     users = request.user_ids
     blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, users=len(users))
     blog.info("purge_users.start", target=request.target, dry_run=request.dry_run, scope=request.scope)
@@ -524,7 +465,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
         agents=agents,
         would_delete=would,
         started_at=started,
-        finished_at=_now(),
+        finished_at=now_iso(),
         requested_by=request.requested_by,
     )
     blog.info("purge_users.done", status=result.status, sessions_deleted=result.sessions_deleted, agents=len(agents))

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from jobs import preflight
+from jobs.common import now_iso
 from jobs.context import JobContext
 from jobs.export import export_records
 from jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
@@ -37,12 +37,8 @@ from sessionctl.store import access
 log = get_logger("sessionctl.retention")
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> RetentionResult:
-    started = _now()
+    started = now_iso()
     policy = load_policy(ctx.settings.retention_file)
     now = int(time.time())
     as_of = req.as_of if req.as_of is not None else now
@@ -96,7 +92,7 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
         remaining=remaining,
         agents=agents,
         started_at=started,
-        finished_at=_now(),
+        finished_at=now_iso(),
         requested_by=req.requested_by,
     )
 
@@ -181,7 +177,7 @@ async def _export_snapshot(
             "counts": {target.label: count},
             "schemas": {target.label: target.layout.schema},
             "sessions": count,
-            "written_at": _now(),
+            "written_at": now_iso(),
         }
         written = await asyncio.to_thread(writer.commit, manifest, ctx.hash_key)
     except BaseException as exc:

@@ -477,7 +477,7 @@ def jobs(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List recent jobs, newest first (from sessionctl's own index: no KEYS scan)."""
-    from sessionctl.jobindex import STATUS_GROUPS
+    from worker.jobindex import STATUS_GROUPS
 
     if status_filter is not None and status_filter not in STATUS_GROUPS:
         _fail(EXIT_BAD_INPUT, f"--status must be one of {', '.join(STATUS_GROUPS)}, not {status_filter!r}")
@@ -863,7 +863,7 @@ def health(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     settings = _settings()
 
     async def go() -> int:
-        from sessionctl.verify import check_health
+        from worker.health import check_health
 
         report = await check_health(settings)
         if as_json:

@@ -20,6 +20,8 @@
     └── TransientError                   retried with backoff (arq ``Retry``), bounded tries
         ├── DatabaseUnavailable                  Postgres refused, reset, restarting, timed out
         ├── QueueUnavailable                     Redis lost or timed out mid-job
+        ├── RedisUnavailable                     Redis unreachable from a producer or the CLI
+        ├── PlatformUnavailable                  the xpander platform unreachable (agent resolution)
         ├── StorageFull                          no space left where the export is written
         └── ErasureIncomplete                    rows remain after the purge loop (late writes)
 
@@ -107,6 +109,14 @@ class DatabaseUnavailable(TransientError):
 
 class QueueUnavailable(TransientError):
     """Redis could not be reached mid-job."""
+
+
+class RedisUnavailable(TransientError):
+    """Redis could not be reached: check REDIS_URL and that Redis is up."""
+
+
+class PlatformUnavailable(TransientError):
+    """The xpander platform could not be reached."""
 
 
 class StorageFull(TransientError):

@@ -22,15 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
-from arq.jobs import Job, JobStatus
 from redis.exceptions import RedisError, WatchError
 
 from jobs.models import (
@@ -44,24 +39,21 @@ from jobs.models import (
     RetentionRequest,
     parse_request,
 )
-from sessionctl import redisconf
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
-from sessionctl.errors import InvalidRequest, TransientError
+from sessionctl.errors import InvalidRequest, RedisUnavailable
 from sessionctl.identifiers import Ambiguous, clean_ids
-from sessionctl.jobindex import UNFINISHED, JobIndex, Listing, record_end, request_without_user
+from sessionctl.jobstate import Enqueued, JobState
 from sessionctl.privacy import request_digest, user_hmac
 from sessionctl.resolvers import ResolverChain, build_chain
-from worker import serializer
-from worker.progress import progress_key
+from worker.jobindex import UNFINISHED, JobIndex, Listing, record_end, request_without_user
+from worker.queue import Queue
 
 LOST = (
     "the job is gone from the queue without a result (Redis lost it, or its result expired before it was read):"
     " ask again"
 )
-State = Literal["queued", "deferred", "running", "succeeded", "dry_run", "partial", "failed", "not_found"]
-FINAL_STATES = frozenset({"succeeded", "dry_run", "partial", "failed", "not_found"})
 
 
 def new_generation() -> str:
@@ -71,7 +63,7 @@ def new_generation() -> str:
     return f"{time.time_ns() // 1_000_000:x}{secrets.token_hex(4)}"
 
 
-async def _advance(redis: ArqRedis, gen_key: str, seen: str | None, ttl_s: int) -> None:
+async def _advance(redis: Any, gen_key: str, seen: str | None, ttl_s: int) -> None:
     """Move the generation past ``seen`` to a new one, unless another producer already has
     (WATCH/MULTI compare-and-set)."""
     async with redis.pipeline(transaction=True) as pipe:
@@ -79,86 +71,45 @@ async def _advance(redis: ArqRedis, gen_key: str, seen: str | None, ttl_s: int) 
         current = await pipe.get(gen_key)
         if (current.decode() if current is not None else None) != seen:
             return
-        pipe.multi()  # type: ignore[no-untyped-call]
+        pipe.multi()
         pipe.set(gen_key, new_generation(), ex=ttl_s)
         with contextlib.suppress(WatchError):
             await pipe.execute()
 
 
-class RedisUnavailable(TransientError):
-    """Redis could not be reached: check REDIS_URL and that Redis is up."""
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueued:
-    job_id: str
-    collapsed: bool  # an identical request was already queued or running: this is that job
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(slots=True)
-class JobState:
-    job_id: str
-    status: State
-    attempt: int | None = None
-    result: dict[str, Any] | None = None
-    error: dict[str, str] | None = None
-    enqueued_at: str | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    progress: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def done(self) -> bool:
-        return self.status in FINAL_STATES
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("succeeded", "dry_run", "partial")
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("extra")
-        return d
-
-
 class Producer:
     """Enqueue and follow sessionctl jobs. Use as ``async with Producer() as p``."""
 
-    def __init__(self, settings: Settings | None = None, *, redis: ArqRedis | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, redis: Any = None) -> None:
         self.settings = settings or load_settings()
-        self._redis = redis
-        self._own_redis = redis is None
+        self._queue = None if redis is None else Queue(redis, self.settings.queue_name)
+        self._own_queue = redis is None
         self._databases: Databases | None = None
         self._chain: ResolverChain | None = None
 
     async def __aenter__(self) -> Producer:
-        await self.redis()
+        await self.queue()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def redis(self) -> ArqRedis:
-        if self._redis is None:
-            try:
-                self._redis = await redisconf.connect(self.settings)
-            except (RedisError, OSError) as exc:
-                raise RedisUnavailable(
-                    f"cannot connect to Redis ({type(exc).__name__}): check REDIS_URL and that Redis is up"
-                ) from exc
-        return self._redis
+    async def queue(self) -> Queue:
+        if self._queue is None:
+            self._queue = await Queue.connect(self.settings)
+        return self._queue
+
+    async def redis(self) -> Any:
+        """The Redis client under the queue (sessionctl's own keys: the job index, generations)."""
+        return (await self.queue()).redis
 
     async def close(self) -> None:
         if self._databases is not None:
             await self._databases.close()
             self._databases = None
-        if self._redis is not None and self._own_redis:
-            await self._redis.aclose()
-            self._redis = None
+        if self._queue is not None and self._own_queue:
+            await self._queue.close()
+            self._queue = None
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -355,10 +306,10 @@ class Producer:
         return enq
 
     def index(self) -> JobIndex:
-        if self._redis is None:
+        if self._queue is None:
             raise RuntimeError("Producer is not open: use `async with Producer() as p`")
         return JobIndex(
-            self._redis,
+            self._queue.redis,
             size=self.settings.job_index_size,
             keep_s=self.settings.keep_result,
             failed_ttl_s=self.settings.failed_ttl,
@@ -384,16 +335,9 @@ class Producer:
         in place, and in the index."""
         if not rows:
             return
-        redis = await self.redis()
-        async with redis.pipeline(transaction=False) as pipe:
-            for row in rows:
-                jid = row["job_id"]
-                pipe.exists(job_key_prefix + jid, in_progress_key_prefix + jid)
-                pipe.get(result_key_prefix + jid)
-            answers = await pipe.execute()
+        ends = await (await self.queue()).ends([row["job_id"] for row in rows])
         index = self.index()
-        for i, row in enumerate(rows):
-            alive, raw = answers[2 * i], answers[2 * i + 1]
+        for row, (alive, raw) in zip(rows, ends, strict=True):
             if raw is not None:
                 ended = await record_end(index, row["job_id"], raw)
                 if ended is not None:
@@ -438,7 +382,8 @@ class Producer:
         active; move to a new generation once it was used and is no longer active (finished,
         failed, or its result expired), so a job id is never run twice. Generations are unique by
         construction (:func:`new_generation`), so neither is a job id after Redis lost its keys."""
-        redis = await self.redis()
+        queue = await self.queue()
+        redis = queue.redis
         digest = request_digest(self.settings.hash_key_bytes, kind, *identity)
         gen_key = f"sessionctl:gen:{kind}:{digest}"
         used_key = gen_key + ":used"
@@ -453,16 +398,14 @@ class Producer:
                 gen = raw_gen.decode()
                 job_id = f"{kind}:{digest}:{gen}"
                 if raw_used is not None and raw_used.decode() == gen:
-                    active = await redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
-                    if active and not await redis.exists(result_key_prefix + job_id):
+                    if await queue.active(job_id):
                         return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
                     await _advance(redis, gen_key, gen, ttl)  # used and no longer active: a new generation
                     continue
-                job = await redis.enqueue_job(kind, payload, _job_id=job_id, _queue_name=self.settings.queue_name)
-                if job is not None:
+                if await queue.enqueue(kind, payload, job_id):
                     await redis.set(used_key, gen, ex=ttl)
                     return Enqueued(job_id, collapsed=False)
-                if not await redis.exists(result_key_prefix + job_id):
+                if not await queue.has_result(job_id):
                     return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
                 await _advance(redis, gen_key, gen, ttl)  # finished: a new generation
         except RedisError as exc:
@@ -472,52 +415,7 @@ class Producer:
     # -- following jobs ----------------------------------------------------------------------------
 
     async def status(self, job_id: str) -> JobState:
-        redis = await self.redis()
-        job = Job(job_id, redis, _queue_name=self.settings.queue_name, _deserializer=serializer.deserialize)
-        info, jdef = None, None
-        try:
-            st = await job.status()
-            attempt_raw = await redis.get(retry_key_prefix + job_id)
-            progress_raw = await redis.get(progress_key(job_id))
-            if st == JobStatus.complete:
-                info = await job.result_info()
-                if info is None:  # the result expired between the two reads
-                    st = JobStatus.not_found
-            else:
-                jdef = await job.info()
-        except RedisError as exc:
-            raise RedisUnavailable(f"Redis failed while reading job state ({type(exc).__name__})") from exc
-        attempt = int(attempt_raw) if attempt_raw else None
-        progress = json.loads(progress_raw) if progress_raw else None
-        if info is not None:
-            state = JobState(
-                job_id=job_id,
-                status="failed",
-                attempt=info.job_try,
-                enqueued_at=info.enqueue_time.isoformat(),
-                started_at=info.start_time.isoformat(),
-                finished_at=info.finish_time.isoformat(),
-                progress=progress,
-            )
-            if info.success and isinstance(info.result, dict):
-                state.result = info.result
-                st_ = info.result.get("status")
-                state.status = st_ if st_ in ("dry_run", "partial") else "succeeded"
-            elif isinstance(info.result, serializer.JobError):
-                state.error = {"type": info.result.error_type, "message": str(info.result)}
-            else:
-                state.error = {"type": "JobError", "message": str(info.result)}
-            return state
-        if st == JobStatus.not_found:
-            return JobState(job_id=job_id, status="not_found")
-        status: State = {JobStatus.in_progress: "running", JobStatus.deferred: "deferred"}.get(st, "queued")  # type: ignore[assignment]
-        return JobState(
-            job_id=job_id,
-            status=status,
-            attempt=attempt,
-            enqueued_at=jdef.enqueue_time.isoformat() if jdef is not None else None,
-            progress=progress,
-        )
+        return await (await self.queue()).state(job_id)
 
     async def watch(self, job_id: str, *, poll: float = 0.5) -> Any:
         """Yield the job's state every ``poll`` seconds until it is final (the last one included)."""

@@ -41,13 +41,9 @@ from sessionctl.errors import (
     InvalidConnectionURI,
     InvalidRequest,
     NotAgnoStorage,
-    TransientError,
+    PlatformUnavailable,
 )
 from sessionctl.identifiers import Dsn, schema_for_agent, validate_agent_id, validate_schema
-
-
-class PlatformUnavailable(TransientError):
-    """The xpander platform could not be reached."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from sessionctl.config import Settings
-from sessionctl.jobindex import JobIndex
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_memory, seed_sessions
 from tests.conftest import HASH_KEY, run_worker
+from worker.jobindex import JobIndex
 
 USER = "kim-91@example.com"
 SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]

@@ -30,12 +30,12 @@ from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import ExportMismatch, InvalidRequest
-from sessionctl.jobindex import meta_key
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from sessionctl.restore import import_export
 from tests.agno_seed import agno_db, seed_sessions
 from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker
+from worker.jobindex import meta_key
 
 USER = "trust-tess-5521@example.com"
 OTHER = "other-otto-8810@example.com"

@@ -42,14 +42,14 @@ from sessionctl.errors import (
     TransientError,
     unexpected,
 )
-from sessionctl.jobindex import JobIndex, record_end, request_without_user
 from sessionctl.logs import configure_logging, get_logger
-from sessionctl.redisconf import redis_settings
 from sessionctl.resolvers import ResolverChain, build_chain
 from sessionctl.retention import parse_schedule
 from worker import serializer
+from worker.jobindex import JobIndex, record_end, request_without_user
 from worker.lease import lease
 from worker.progress import RedisProgress
+from worker.redisconf import redis_settings
 from worker.retry import to_arq
 
 log = get_logger("sessionctl.worker")

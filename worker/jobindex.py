@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from worker import serializer
+
 INDEX = "sessionctl:jobs"
 SEQ = "sessionctl:jobs:seq"
 FAILED = "sessionctl:failed"
@@ -232,8 +234,6 @@ async def record_end(
     yet: the changed fields, or ``None``. A failure ends up in the failed list whoever ended the
     job — our worker code, or arq itself (max tries exceeded, a timeout, an abort).
     ``failures_only``: a success is left alone (the worker's own code recorded it)."""
-    from worker import serializer
-
     try:
         data = serializer.deserialize(raw_result)
     except (ValueError, TypeError):

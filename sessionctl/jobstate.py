@@ -1,0 +1,45 @@
+"""What a producer hands back and reads: an enqueued job, and a job's state (no queue types)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+State = Literal["queued", "deferred", "running", "succeeded", "dry_run", "partial", "failed", "not_found"]
+FINAL_STATES = frozenset({"succeeded", "dry_run", "partial", "failed", "not_found"})
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    job_id: str
+    collapsed: bool  # an identical request was already queued or running: this is that job
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class JobState:
+    job_id: str
+    status: State
+    attempt: int | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    enqueued_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    progress: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATES
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("succeeded", "dry_run", "partial")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        return d

@@ -1,0 +1,114 @@
+"""arq behind one interface: what a producer asks of the queue — enqueue a job under an id, is a
+job still active, did it leave a result, what state is it in — and nothing else of arq leaks out.
+
+``sessionctl.producer`` keeps validation and job identity; ``jobs`` never sees arq; a queue other
+than arq would replace this module (and ``worker/settings.py``), not the producer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+from arq.jobs import Job, JobStatus
+from redis.exceptions import RedisError
+
+from sessionctl.errors import RedisUnavailable
+from sessionctl.jobstate import JobState, State
+from worker import redisconf, serializer
+from worker.progress import progress_key
+
+
+class Queue:
+    """One queue (``SESSIONCTL_QUEUE``) on one Redis. ``redis`` is the plain client, for the keys
+    of sessionctl's own (job index, request generations)."""
+
+    def __init__(self, redis: ArqRedis, queue_name: str) -> None:
+        self.redis = redis
+        self.name = queue_name
+
+    @classmethod
+    async def connect(cls, settings: Any) -> Queue:
+        try:
+            redis = await redisconf.connect(settings)
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable(
+                f"cannot connect to Redis ({type(exc).__name__}): check REDIS_URL and that Redis is up"
+            ) from exc
+        return cls(redis, settings.queue_name)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def enqueue(self, kind: str, payload: dict[str, Any], job_id: str) -> bool:
+        """Put the job in the queue under ``job_id``; ``False`` if arq still holds that id (queued,
+        running, or finished with a result it keeps)."""
+        job = await self.redis.enqueue_job(kind, payload, _job_id=job_id, _queue_name=self.name)
+        return job is not None
+
+    async def active(self, job_id: str) -> bool:
+        """Queued, running or waiting to retry (not finished)."""
+        alive = await self.redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
+        return bool(alive) and not await self.has_result(job_id)
+
+    async def has_result(self, job_id: str) -> bool:
+        return bool(await self.redis.exists(result_key_prefix + job_id))
+
+    async def ends(self, job_ids: list[str]) -> list[tuple[bool, bytes | None]]:
+        """For each job: is arq still holding it (queued or running), and its stored result if any."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for jid in job_ids:
+                pipe.exists(job_key_prefix + jid, in_progress_key_prefix + jid)
+                pipe.get(result_key_prefix + jid)
+            answers = await pipe.execute()
+        return [(bool(answers[2 * i]), answers[2 * i + 1]) for i in range(len(job_ids))]
+
+    async def state(self, job_id: str) -> JobState:
+        """The job's state, attempt, progress, and result or error, as arq and the worker left them."""
+        job = Job(job_id, self.redis, _queue_name=self.name, _deserializer=serializer.deserialize)
+        info, jdef = None, None
+        try:
+            st = await job.status()
+            attempt_raw = await self.redis.get(retry_key_prefix + job_id)
+            progress_raw = await self.redis.get(progress_key(job_id))
+            if st == JobStatus.complete:
+                info = await job.result_info()
+                if info is None:  # the result expired between the two reads
+                    st = JobStatus.not_found
+            else:
+                jdef = await job.info()
+        except RedisError as exc:
+            raise RedisUnavailable(f"Redis failed while reading job state ({type(exc).__name__})") from exc
+        attempt = int(attempt_raw) if attempt_raw else None
+        progress = json.loads(progress_raw) if progress_raw else None
+        if info is not None:
+            state = JobState(
+                job_id=job_id,
+                status="failed",
+                attempt=info.job_try,
+                enqueued_at=info.enqueue_time.isoformat(),
+                started_at=info.start_time.isoformat(),
+                finished_at=info.finish_time.isoformat(),
+                progress=progress,
+            )
+            if info.success and isinstance(info.result, dict):
+                state.result = info.result
+                st_ = info.result.get("status")
+                state.status = st_ if st_ in ("dry_run", "partial") else "succeeded"
+            elif isinstance(info.result, serializer.JobError):
+                state.error = {"type": info.result.error_type, "message": str(info.result)}
+            else:
+                state.error = {"type": "JobError", "message": str(info.result)}
+            return state
+        if st == JobStatus.not_found:
+            return JobState(job_id=job_id, status="not_found")
+        status: State = {JobStatus.in_progress: "running", JobStatus.deferred: "deferred"}.get(st, "queued")  # type: ignore[assignment]
+        return JobState(
+            job_id=job_id,
+            status=status,
+            attempt=attempt,
+            enqueued_at=jdef.enqueue_time.isoformat() if jdef is not None else None,
+            progress=progress,
+        )
