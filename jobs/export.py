@@ -242,14 +242,15 @@ async def _lines(conn: Any, target: Target, rows: list[Any]) -> list[bytes]:
     return lines
 
 
-def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str, int]]]:
-    """(agent label, session id, last-change stamp) of the export's lines, ``size`` at a time."""
+def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str, int | None]]]:
+    """(agent label, session id, last-change stamp) of the export's lines, ``size`` at a time (the
+    stamp is ``None`` for a session with neither an update nor a creation time)."""
     with exportfile.open_records(path) as records:
-        chunk: list[tuple[str, str, int]] = []
+        chunk: list[tuple[str, str, int | None]] = []
         for rec in records:
             sess = rec["session"]
             stamp = sess.get("updated_at") if sess.get("updated_at") is not None else sess.get("created_at")
-            chunk.append((rec["agent"], sess["session_id"], int(stamp)))
+            chunk.append((rec["agent"], sess["session_id"], None if stamp is None else int(stamp)))
             if len(chunk) >= size:
                 yield chunk
                 chunk = []
@@ -307,7 +308,7 @@ async def _erase_exported(
     assert req.user_id is not None
     by_label = {t.label: t for t in targets}
     results = {t.label: AgentPurgeResult(agent_id=t.label, schema_name=t.layout.schema) for t in targets}
-    batch: dict[str, list[tuple[str, int]]] = {}
+    batch: dict[str, list[tuple[str, int | None]]] = {}
 
     async def flush(label: str) -> None:
         pairs = batch.pop(label, [])
@@ -343,6 +344,7 @@ async def _erase_exported(
         requested_by=req.requested_by,
     )
     metrics.SESSIONS_DELETED.labels(EXPORT_SESSIONS).inc(total)
+    metrics.RUNS_DELETED.labels(EXPORT_SESSIONS).inc(sum(r.runs_deleted for r in results.values()))
     blog.info("export.erased", sessions_deleted=total)
     return {
         "sessions_deleted": total,

@@ -1,17 +1,28 @@
-"""``purge_user_sessions``: erase one user's sessions from one agent or from every agent.
+"""Erasure jobs: ``purge_user_sessions`` (one user, one agent or every agent) and ``purge_users``
+(a bulk erasure of up to 10,000 users in set-based batches).
 
-The procedure, per agent schema:
+Before anything is deleted, the preflight (``jobs/preflight.py``) checks every target: the role
+sees every row it will count and may delete what it must, the database takes writes, the receipt
+can be written. Then, per agent schema (its layout read once: 3.x runs table, 2.x runs in the row,
+transcripts, tool results), rounds of "delete, then recount":
 
-1. read the schema's layout (3.x runs table, 2.x runs-in-row, transcripts, tool results);
-2. note the ids of the user's sessions (one scan: Agno has no index on ``user_id``), then delete
-   them in batches walked by primary key (keyset, never offset), each batch one transaction that
-   also removes the sessions' runs, transcripts, tool-result index rows and payloads (what Agno's
-   ``delete_sessions`` removes);
-3. count what is left with our own SQL. Sessions that arrived meanwhile (late writes) are caught
-   here and purged in another round; success only when the count is 0. A database error raises
-   (retried by the worker), so a success is never reported while rows remain.
+- **with the doctor's** ``(user_id, created_at, session_id)`` **index**, in the first round: the
+  users' sessions are counted per user; users whose sessions fit a batch go together, all of theirs
+  in one statement; a user with more is walked through the index in ranges of a batch, each range
+  deleted by tuple id, by up to ``SESSIONCTL_PURGE_WALKERS`` walkers at once on spare pooled
+  connections (given back as soon as another job waits);
+- **without it** (and in later rounds): up to a batch + 1 of the users' session ids are read; if
+  they fit a batch they are deleted in one statement, else the ids are noted in a temporary table
+  (one scan: Agno has no index on ``user_id``) and deleted in batches walked by primary key.
 
-A dry run counts what would be deleted and deletes nothing.
+Each batch is one transaction that removes what Agno's ``delete_sessions`` removes (runs —
+by the cascade where it fires —, transcripts, tool-result rows and their payloads), re-checking the
+owner in the delete itself. The recount is our own SQL: sessions that arrived meanwhile (late
+writes) are purged by the next round, up to ``MAX_ROUNDS``; success only when the count is 0, and
+only after the receipt is written. Scope ``all`` then erases (or anonymizes) the users' rows in every
+other user-keyed table and recounts every table with a ``user_id`` column; ``--memories`` only
+``agno_memories``. A database error raises (retried), so a success is never reported while rows
+remain. A dry run counts what would be deleted and deletes nothing.
 """
 
 from __future__ import annotations
@@ -116,6 +127,7 @@ class Spec:
     memories: bool = False
     scope: str = "sessions"  # "all": every user-keyed table (store.USER_STORES)
     shared_files: bool = False  # all agents: also the user's files in the database-wide fs.agno_fs
+    kind: str = PURGE_USER_SESSIONS  # the job kind its metrics are labelled with
 
 
 async def check_access(ctx: JobContext, spec: Spec, targets: list[Target]) -> None:
@@ -165,7 +177,7 @@ async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> 
 
         initial: int | None = None
         for round_ in range(MAX_ROUNDS):
-            batches = _Batches(ctx, res, per_user, bl)
+            batches = _Batches(ctx, res, per_user, bl, spec.kind)
             if layout.user_index and round_ == 0:
                 per_user_counted = await store.count_sessions_per_user(conn, layout, users)
                 initial = sum(per_user_counted.values())
@@ -238,8 +250,10 @@ async def _erase_everything_else(
 class _Batches:
     """Bookkeeping of one round's delete batches: totals, per-user counts, metrics, progress, log."""
 
-    def __init__(self, ctx: JobContext, res: AgentPurgeResult, per_user: dict[str, int], bl: Any) -> None:
-        self.ctx, self.res, self.per_user, self.bl = ctx, res, per_user, bl
+    def __init__(
+        self, ctx: JobContext, res: AgentPurgeResult, per_user: dict[str, int], bl: Any, kind: str
+    ) -> None:
+        self.ctx, self.res, self.per_user, self.bl, self.kind = ctx, res, per_user, bl, kind
         self.total = 0
 
     async def start(self, *, total: int) -> None:
@@ -251,7 +265,7 @@ class _Batches:
     async def done(self, outcome: store.BatchOutcome, started: float) -> None:
         for u, n in outcome.per_user.items():
             self.per_user[u] = self.per_user.get(u, 0) + n
-        metrics.BATCH_SECONDS.labels(PURGE_USER_SESSIONS).observe(time.monotonic() - started)
+        metrics.BATCH_SECONDS.labels(self.kind).observe(time.monotonic() - started)
         accumulate(self.res, outcome)
         # Late writes can make a batch bigger than counted: the total never falls behind.
         self.total = max(self.total, self.res.sessions_deleted)
@@ -432,7 +446,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
     users = request.user_ids
     blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, users=len(users))
     blog.info("purge_users.start", target=request.target, dry_run=request.dry_run, scope=request.scope)
-    spec = Spec(users, request.dry_run, request.memories, request.scope, request.all_agents)
+    spec = Spec(users, request.dry_run, request.memories, request.scope, request.all_agents, kind=PURGE_USERS)
     targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
     await check_access(ctx, spec, targets)
     agents: dict[str, AgentPurgeResult] = {}
@@ -451,6 +465,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
             raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
         await _bulk_receipts(ctx, request, hmacs, deleted, agents, started)
         metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
+        metrics.RUNS_DELETED.labels(PURGE_USERS).inc(sum(a.runs_deleted for a in agents.values()))
     would = _sum_would(agents) if request.dry_run else None
     result = BulkPurgeResult(
         job_id=ctx.job_id,

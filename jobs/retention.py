@@ -31,7 +31,7 @@ from jobs.targets import Target, resolve_targets
 from sessionctl import exportfile, metrics, store
 from sessionctl.errors import InvalidRequest
 from sessionctl.logs import get_logger
-from sessionctl.retention import Bucket, buckets, load_policy
+from sessionctl.retention_policy import Bucket, buckets, load_policy
 from sessionctl.store import access
 
 log = get_logger("sessionctl.retention")
@@ -133,6 +133,7 @@ async def _clean_bucket(
             t = time.monotonic()
             outcome = await store.delete_expired_sessions(conn, layout, ids, bucket.cutoff, types, exclude)
             metrics.BATCH_SECONDS.labels(PURGE_EXPIRED_SESSIONS).observe(time.monotonic() - t)
+            metrics.RUNS_DELETED.labels(PURGE_EXPIRED_SESSIONS).inc(outcome.counts.runs)
             deleted += outcome.counts.sessions
             await ctx.progress.update(processed=deleted, total=found, agent=target.label)
             if pause:

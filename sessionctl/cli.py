@@ -731,7 +731,7 @@ def retention_show(
 
         from sessionctl import store
         from sessionctl.databases import Databases
-        from sessionctl.retention import buckets, load_policy
+        from sessionctl.retention_policy import buckets, load_policy
 
         policy = load_policy(settings.retention_file)
         now = int(_time.time())
@@ -798,7 +798,7 @@ def retention_run(
 
     async def go() -> int:
         from sessionctl.producer import Producer
-        from sessionctl.retention import load_policy
+        from sessionctl.retention_policy import load_policy
 
         load_policy(settings.retention_file)  # a missing or broken policy is bad input, said now
         async with Producer(settings) as producer:

@@ -403,3 +403,21 @@ async def test_a_session_gone_between_a_page_and_agnos_merge_is_left_out_not_a_c
     await pg.execute(f'DELETE FROM "{schema}".agno_sessions WHERE session_id = $1', ids[1])
     lines = [json.loads(x) for x in await _lines(pg, target, page)]  # type: ignore[arg-type]
     assert [x["session"]["session_id"] for x in lines] == [ids[0], ids[2]]
+
+
+async def test_export_then_erase_takes_a_session_without_any_timestamp(
+    xsettings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    schema = xsettings.schema_for(agent_id)
+    db = agno_db(xsettings.database_url, schema)
+    ids = await seed_sessions(db, agent_id, USER, 3)
+    await db.close()
+    # a hand-altered table (Agno declares created_at NOT NULL): one session with neither time
+    await pg.execute(f'ALTER TABLE "{schema}".agno_sessions ALTER COLUMN created_at DROP NOT NULL')
+    await pg.execute(
+        f'UPDATE "{schema}".agno_sessions SET created_at = NULL, updated_at = NULL WHERE session_id = $1', ids[0]
+    )
+    state = await _export(xsettings, agent_id=agent_id, user_id=USER, out="undated.jsonl", then_purge=True)
+    assert state.status == "succeeded", state
+    assert state.result["sessions"] == 3 and state.result["purge"]["sessions_deleted"] == 3
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', USER) == 0

@@ -44,7 +44,7 @@ from sessionctl.errors import (
 )
 from sessionctl.logs import configure_logging, get_logger
 from sessionctl.resolvers import ResolverChain, build_chain
-from sessionctl.retention import parse_schedule
+from sessionctl.retention_policy import parse_schedule
 from worker import serializer
 from worker.jobindex import JobIndex, record_end, request_without_user
 from worker.lease import lease

@@ -186,16 +186,18 @@ async def delete_user_range(
 
 
 async def delete_unchanged_sessions(
-    conn: asyncpg.Connection, layout: Layout, user_id: str, sessions: list[tuple[str, int]]
+    conn: asyncpg.Connection, layout: Layout, user_id: str, sessions: list[tuple[str, int | None]]
 ) -> BatchOutcome:
     """Delete the user's sessions whose last-change stamp (``coalesce(updated_at, created_at)``) is
-    still the given one — export-then-erase erases exactly what it handed over."""
+    still the given one (``None``: still neither) — export-then-erase erases exactly what it handed
+    over."""
     p = Params()
     ids = p([sid for sid, _ in sessions])
     where = (
         f"d.session_id = ANY({ids}::text[]) AND d.user_id = {p(user_id)}"
-        " AND (d.session_id, coalesce(d.updated_at, d.created_at))"
-        f" IN (SELECT * FROM unnest({ids}::text[], {p([stamp for _, stamp in sessions])}::bigint[]))"
+        f" AND EXISTS (SELECT 1 FROM unnest({ids}::text[], {p([stamp for _, stamp in sessions])}::bigint[])"
+        " AS v(session_id, stamp) WHERE v.session_id = d.session_id"
+        " AND v.stamp IS NOT DISTINCT FROM coalesce(d.updated_at, d.created_at))"
     )
     outcome, _ = await _delete_sessions(conn, layout, p, where)
     return outcome
