@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from jobs.context import JobContext
 from sessionctl import store
 from sessionctl.agents import AgentHandle
+from sessionctl.config import Settings
+from sessionctl.databases import Databases
 from sessionctl.errors import AgentNotFound, NotAgnoStorage
 from sessionctl.identifiers import Dsn
 from sessionctl.logs import get_logger
@@ -70,3 +73,30 @@ async def resolve_targets(ctx: JobContext, agent_id: str | None, all_agents: boo
         labels.add(label)
         out.append(Target(label, dsn, layout))
     return out
+
+
+async def overview(settings: Settings) -> list[dict[str, Any]]:
+    """Every agent sessionctl can see (``sessionctl agents``): where it resolves to (password
+    hidden), team or not, how many sessions it holds, and which resolver said so."""
+    dbs = Databases(pool_size=1)
+    rows = []
+    try:
+        ctx = JobContext(settings=settings, databases=dbs, hash_key=b"", job_id="agents")
+        chain = ctx.chain()
+        for t in await resolve_targets(ctx, None, True):
+            async with dbs.connect(t.dsn) as conn:
+                n = await store.count_sessions(conn, t.layout)
+            loc = chain.cached(t.label)
+            rows.append(
+                {
+                    "agent": t.label,
+                    "database": t.dsn.redacted,
+                    "schema": t.layout.schema,
+                    "team": loc.team if loc else None,
+                    "source": loc.source if loc else "discovered",
+                    "sessions": n,
+                }
+            )
+    finally:
+        await dbs.close()
+    return rows

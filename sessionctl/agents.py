@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sessionctl import store
@@ -208,3 +208,26 @@ def _bridge(settings: Settings) -> _SyncBridge:
         if _bridge_instance is None:
             _bridge_instance = _SyncBridge(settings)
         return _bridge_instance
+
+
+async def stream_user_sessions(
+    settings: Settings, agent_id: str, user_id: str, limit: int | None, emit: Callable[[dict[str, Any]], None]
+) -> int:
+    """Hand each of a user's session rows, newest first, to ``emit`` (at most ``limit``); how many
+    (``sessionctl sessions``)."""
+    from sessionctl.resolvers import build_chain
+
+    validate_user_id(user_id)
+    dbs = Databases(pool_size=1)
+    shown = 0
+    try:
+        handle = await AgentHandle.resolve(agent_id, settings=settings, databases=dbs, chain=build_chain(settings))
+        async for page in handle.aiter_user_session_rows(user_id):
+            for row in page:
+                if limit is not None and shown >= limit:
+                    return shown
+                emit(row)
+                shown += 1
+    finally:
+        await dbs.close()
+    return shown

@@ -31,6 +31,7 @@ from typing import Any
 
 from sessionctl import exportfile, store
 from sessionctl.agents import AgentHandle
+from sessionctl.config import Settings
 from sessionctl.errors import ExportMismatch, InvalidRequest, unexpected
 
 CHUNK = 200
@@ -197,3 +198,16 @@ async def import_export(path: Path, handle: AgentHandle, *, verify: bool = True,
                 f"only {present} of {len(stamps)} sessions of a chunk are in the database after writing"
             )
     return result
+
+
+async def import_file(settings: Settings, path: Path, agent_id: str, *, verify: bool = True) -> ImportResult:
+    """``sessionctl import``: :func:`import_export` into the agent where ``DATABASE_URL`` and the
+    naming rule put it."""
+    from sessionctl.databases import Databases
+
+    dbs = Databases(pool_size=2)
+    try:
+        handle = AgentHandle(agent_id, settings=settings, databases=dbs)
+        return await import_export(path, handle, verify=verify, key=settings.hash_key_bytes)
+    finally:
+        await dbs.close()

@@ -153,3 +153,45 @@ def _field(field: str, limit: int, name: str) -> set[int] | None:
             raise InvalidRequest(f"retention schedule: {name} values must be within 0-{limit - 1}")
         values.update(range(lo, hi + 1, step))
     return values
+
+
+async def preview(settings: Any) -> tuple[int, list[dict[str, Any]]]:
+    """The effective policy per agent schema of ``DATABASE_URL``'s database, and what it would
+    delete now (``sessionctl retention show``): the time it was computed for, one row a schema."""
+    import time
+
+    from sessionctl import store
+    from sessionctl.databases import Databases
+
+    policy = load_policy(settings.retention_file)
+    now = int(time.time())
+    rows: list[dict[str, Any]] = []
+    dbs = Databases(pool_size=1)
+    try:
+        async with dbs.connect(settings.dsn) as conn:
+            for schema in await store.discover_agent_schemas(conn):
+                layout = await store.read_layout(conn, schema)
+                match = policy.rule_for(schema, schema, settings.schema_template)
+                if layout is None or match is None or await store.session_table_problems(conn, schema):
+                    rows.append({"schema": schema, "policy": None, "would_delete": 0, "buckets": []})
+                    continue
+                entry, rule = match
+                bs = []
+                for b in buckets(rule, now):
+                    types, exclude = list(b.types) if b.types else None, list(b.exclude or ()) or None
+                    n = await store.count_expired(conn, layout, b.cutoff, types, exclude)
+                    bs.append({**b.describe(), "would_delete": n})
+                rows.append(
+                    {
+                        "schema": schema,
+                        "policy": entry,
+                        "max_age_days": rule.max_age_days,
+                        "session_types": rule.session_types,
+                        "export_before_delete": rule.export_before_delete,
+                        "would_delete": sum(x["would_delete"] for x in bs),
+                        "buckets": bs,
+                    }
+                )
+    finally:
+        await dbs.close()
+    return now, rows

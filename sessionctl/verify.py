@@ -1,4 +1,5 @@
-"""``sessionctl verify``: an independent recount of a user's rows — is the user really gone?"""
+"""``sessionctl verify`` and ``receipts``: an independent recount of a user's rows — is the user
+really gone? — and the receipts that say so."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sessionctl.databases import Databases
 from sessionctl.errors import AgentNotFound, InsufficientPrivilege
 from sessionctl.identifiers import validate_user_id
 from sessionctl.privacy import user_hmac
-from sessionctl.store import access
+from sessionctl.store import access, receipts
 
 
 async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None = None) -> dict[str, Any]:
@@ -54,3 +55,15 @@ async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None 
         "tables": tables,
         "total": sum(n for t in tables.values() for n in t.values()),
     }
+
+
+async def find_receipts(settings: Settings, user_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """The user's durable erasure receipts (``sessionctl receipts``), found by HMAC: (hmac, rows)."""
+    validate_user_id(user_id)
+    hmac = user_hmac(settings.hash_key_bytes, user_id)
+    dbs = Databases(pool_size=1)
+    try:
+        async with dbs.connect(settings.dsn) as conn:
+            return hmac, await receipts.find(conn, hmac)
+    finally:
+        await dbs.close()

@@ -1,0 +1,107 @@
+"""Commands that run or look after a deployment: worker, health, doctor, grants, migrate."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sessionctl.cli import render
+from sessionctl.cli.app import app
+from sessionctl.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_UNAVAILABLE,
+    JsonOpt,
+    OneAgentOpt,
+    fail,
+    out,
+    print_json,
+    run,
+    settings,
+)
+from sessionctl.errors import PermanentError, SessionctlError
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
+) -> None:
+    """Run a worker (`arq worker.settings.WorkerSettings` runs arq's plain one)."""
+    from redis.exceptions import RedisError
+
+    from sessionctl.logs import configure_logging
+    from worker.settings import create
+
+    config = settings()
+    configure_logging(config.log_format, config.log_level)
+    try:
+        _ = config.dsn  # a bad DATABASE_URL or REDIS_URL is bad input, said before anything starts
+        w = create(config, burst=burst)
+    except PermanentError as exc:
+        fail(EXIT_BAD_INPUT, str(exc))
+    try:
+        w.run()
+    except (RedisError, OSError) as exc:
+        fail(EXIT_UNAVAILABLE, f"cannot connect to Redis ({type(exc).__name__}): check REDIS_URL and that Redis is up")
+    except SessionctlError as exc:
+        fail(EXIT_BAD_INPUT if isinstance(exc, PermanentError) else EXIT_UNAVAILABLE, str(exc))
+    if burst and w.jobs_failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def health(as_json: JsonOpt = False) -> None:
+    """Check Redis, Postgres and the worker's health-check key; exit 0 only if all are fine."""
+    from worker.health import check_health
+
+    report = run(check_health(settings()))
+    print_json(report) if as_json else render.health(report)
+    raise typer.Exit(0 if report["ok"] else EXIT_FAILED)
+
+
+@app.command()
+def doctor(
+    agent: OneAgentOpt = None,
+    create_indexes: Annotated[
+        bool, typer.Option("--create-indexes", help="Build missing indexes (CREATE INDEX CONCURRENTLY).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check indexes, grants, row-level security and the receipts schema per agent; exit 1 while one is missing.
+
+    Per agent schema: the indexes sessionctl's queries need, table sizes, and whether this role can
+    do and prove an erasure there; whether the database takes writes and the receipts schema is
+    ready."""
+    from sessionctl.doctor import diagnose
+
+    report = run(diagnose(settings(), agent_id=agent, create=create_indexes))
+    print_json(report) if as_json else render.doctor(report)
+    raise typer.Exit(0 if report["ok"] else EXIT_FAILED)
+
+
+@app.command()
+def grants(
+    role: Annotated[str, typer.Option("--role", help="The worker's database role.")],
+    agent: OneAgentOpt = None,
+    scope: Annotated[
+        str, typer.Option("--scope", help="all (default: every user-keyed table) or sessions (sessions and memories).")
+    ] = "all",
+) -> None:
+    """Print the minimal SQL grants for a worker role, from the agent schemas as they are now."""
+    from sessionctl.doctor import grants as grant_lines
+
+    if scope not in ("all", "sessions"):
+        fail(EXIT_BAD_INPUT, f"--scope must be all or sessions, not {scope!r}")
+    for line in run(grant_lines(settings(), role, agent_id=agent, scope=scope)):
+        out.print(line, markup=False, highlight=False)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade sessionctl's receipts schema (run once per database as an administrator)."""
+    from sessionctl.doctor import migrate as run_migrations
+
+    config = settings()
+    version = run(run_migrations(config))
+    out.print(f"receipts schema sessionctl at version {version} in {config.dsn.redacted}", markup=False)

@@ -1,0 +1,233 @@
+"""How each kind of result reads on a terminal (``--json`` prints the data as it is)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from sessionctl.cli.common import err, out
+
+
+def job_state(state: Any) -> None:
+    p = out.print
+    r = state.result
+    if r and r.get("kind") == "export_sessions":
+        export(state)
+        return
+    if r and r.get("kind") == "purge_expired_sessions":
+        p(f"job       {state.job_id}", markup=False, highlight=False)
+        p(f"status    {state.status}  (as of {r['as_of']})", markup=False)
+        p(f"deleted   sessions={r['sessions_deleted']}  remaining past cutoff {r['remaining']}", markup=False)
+        for name, a in sorted(r["agents"].items()):
+            what = f"policy {a['policy']}: deleted {a['deleted']}" if a.get("policy") else "kept (no policy)"
+            p(f"  {name}: {what}", markup=False, highlight=False)
+        return
+    if r and r.get("kind") == "purge_users":
+        p(f"job       {state.job_id}", markup=False, highlight=False)
+        p(f"status    {state.status}", markup=False)
+        p(f"users     {r['users_count']}  target {r['target']}", markup=False, highlight=False)
+        p(
+            f"deleted   sessions={r['sessions_deleted']} runs={r['runs_deleted']}  remaining {r['remaining']}",
+            markup=False,
+        )
+        return
+    p(f"job       {state.job_id}", markup=False, highlight=False)
+    p(f"status    {state.status}" + (f" (attempt {state.attempt})" if state.attempt else ""), markup=False)
+    if state.error:
+        p(f"error     {state.error['type']}: {state.error['message']}", markup=False, highlight=False)
+    if r:
+        p(f"user      hmac:{r['user_hmac']}", markup=False, highlight=False)
+        p(f"target    {r['target']}", markup=False, highlight=False)
+        if r.get("dry_run"):
+            would = r.get("would_delete") or {}
+            p("would delete  " + ", ".join(f"{k}={v}" for k, v in would.items()), markup=False)
+        else:
+            p(
+                f"deleted   sessions={r['sessions_deleted']} runs={r['runs_deleted']} "
+                f"memories={r['memories_deleted']} late={r.get('late_sessions', 0)}",
+                markup=False,
+            )
+            p(f"remaining {r['remaining']}", markup=False)
+        for name, a in sorted(r.get("agents", {}).items()):
+            counts = a.get("would_delete") or {"sessions": a["sessions_deleted"], "runs": a["runs_deleted"]}
+            p(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()), markup=False, highlight=False)
+        p(f"finished  {r['finished_at']}", markup=False)
+    elif state.status == "not_found":
+        p("no such job: it was never enqueued, or its result has expired (SESSIONCTL_KEEP_RESULT)", markup=False)
+    elif not state.done:
+        p("the job is not finished yet; check again with: sessionctl status " + state.job_id, markup=False)
+
+
+def export(state: Any) -> None:
+    p, r = out.print, state.result
+    p(f"job       {state.job_id}", markup=False, highlight=False)
+    p(f"status    {state.status}", markup=False)
+    p(f"file      {r['path']}  ({r['bytes']} bytes, {r['compress']})", markup=False, highlight=False)
+    p(f"manifest  {r['manifest_path']}", markup=False, highlight=False)
+    p(f"sha256    {r['sha256']}", markup=False)
+    p(f"sessions  {r['sessions']}  " + ", ".join(f"{k}={v}" for k, v in sorted(r["agents"].items())), markup=False)
+    if r.get("user_hmac"):
+        p(f"user      hmac:{r['user_hmac']}", markup=False)
+    if r.get("purge"):
+        p(
+            f"erased    sessions={r['purge']['sessions_deleted']} runs={r['purge']['runs_deleted']} remaining=0",
+            markup=False,
+        )
+
+
+def progress_line(state: Any) -> str:
+    p = state.progress or {}
+    done = f" {p.get('processed', 0)}/{p.get('total') if p.get('total') is not None else '?'}" if p else ""
+    where = f" agent={p['agent']}" if p.get("agent") else ""
+    rate = f" rate={p['rate']}/s" if p.get("rate") else ""
+    attempt = f" attempt={state.attempt}" if state.attempt else ""
+    return f"{state.job_id} {state.status}{done}{where}{rate}{attempt}"
+
+
+def doctor(report: dict[str, Any]) -> None:
+    p = out.print
+    if report["read_only"]:
+        p("FAIL database: read-only (a replica?): point DATABASE_URL at the primary", markup=False)
+    mark = "ok  " if report["receipts"]["ok"] else "FAIL"
+    p(f"{mark} receipts: {report['receipts']['detail']}", markup=False, highlight=False)
+    for schema, info in report["schemas"].items():
+        sessions = info["tables"].get("agno_sessions", {})
+        p(
+            f"{schema}: agno_sessions ~{sessions.get('rows_estimate', 0)} rows, {sessions.get('bytes', 0) // 1024} KiB",
+            markup=False,
+            highlight=False,
+        )
+        for ix in info["indexes"]:
+            if ix.get("created"):
+                state = "created"
+            elif ix["present"]:
+                state = "ok" + (f" (covered by {ix['covered_by']})" if ix["covered_by"] else "")
+            else:
+                state = "MISSING" + (" (an invalid leftover exists)" if ix["invalid"] else "")
+            p(f"  {ix['index']:<26} {state:<12} {ix['purpose']}", markup=False, highlight=False)
+        for problem in info["access"]:
+            p(f"  ACCESS  {problem}", markup=False, highlight=False)
+        for problem in info["access_scope_all"]:
+            p(f"  access for --scope all: {problem}", markup=False, highlight=False)
+    if report["missing"]:
+        p(f"{report['missing']} index(es) missing: run sessionctl doctor --create-indexes", markup=False)
+    if report["access_problems"]:
+        p(
+            f"role {report['role']} cannot do and prove an erasure in {report['access_problems']} table(s):"
+            f" run sessionctl grants --role {report['role']} (and BYPASSRLS where row-level security hides rows)",
+            markup=False,
+            highlight=False,
+        )
+
+
+def session(row: dict[str, Any], as_json: bool) -> None:
+    name = (row.get("session_data") or {}).get("session_name") if isinstance(row.get("session_data"), dict) else None
+    summary = {
+        "session_id": row["session_id"],
+        "session_type": row["session_type"],
+        "created_at": row["created_at"],
+        "updated_at": row.get("updated_at"),
+        "session_name": name,
+        "runs": len(row.get("runs") or []),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        out.print(
+            f"{summary['session_id']}  {summary['session_type']:<8} created={summary['created_at']} "
+            f"runs={summary['runs']}" + (f"  {name!r}" if name else ""),
+            markup=False,
+            highlight=False,
+        )
+
+
+def jobs(rows: list[dict[str, Any]], malformed: int) -> None:
+    for r in rows:
+        when = datetime.fromtimestamp((r["enqueued_at"] or r["finished_at"] or 0) / 1000, UTC)
+        counts = " ".join(f"{k}={v}" for k, v in (r["summary"] or {}).items())
+        error = f" {r['error_type']}: {r['error']}" if r["error_type"] else ""
+        out.print(
+            f"{when:%Y-%m-%d %H:%M:%S}  {r['state']:<9} {r['kind']:<20} {r['job_id']}  target={r['target']}"
+            + (f" attempt={r['attempt']}" if r["attempt"] else "")
+            + (f"  {counts}" if counts else "")
+            + error,
+            markup=False,
+            highlight=False,
+        )
+    err.print(f"{len(rows)} job(s){skipped(malformed)}", markup=False)
+
+
+def skipped(malformed: int) -> str:
+    return f"; {malformed} unreadable index entries skipped" if malformed else ""
+
+
+def receipts(hmac: str, rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        c = r["counts"]
+        out.print(
+            f"{r['finished_at']}  {r['kind']:<22} {r['job_id']}  target={r['target']} "
+            f"sessions={c.get('sessions', 0)} runs={c.get('runs', 0)} memories={c.get('memories', 0)} "
+            f"late={r['late_sessions']} remaining={r['remaining']}"
+            + (f"  requested_by={r['requested_by']}" if r["requested_by"] else ""),
+            markup=False,
+            highlight=False,
+        )
+    err.print(f"{len(rows)} receipt(s) for hmac:{hmac}", markup=False)
+
+
+def verify(report: dict[str, Any]) -> None:
+    for schema, tables in sorted(report["tables"].items()):
+        for table, n in sorted(tables.items()):
+            mark = "ok " if n == 0 else "LEFT"
+            out.print(f"{mark} {schema}.{table}: {n}", markup=False, highlight=False)
+    out.print(
+        f"user hmac:{report['user_hmac']}: {report['total']} row(s) left in {len(report['tables'])} schema(s)",
+        markup=False,
+    )
+
+
+def agents(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        team = " team" if r["team"] else ""
+        out.print(
+            f"{r['agent']}  {r['database']}  schema={r['schema']}{team}  sessions={r['sessions']}  ({r['source']})",
+            markup=False,
+            highlight=False,
+        )
+    err.print(f"{len(rows)} agent(s)", markup=False)
+
+
+def retention(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        if r["policy"] is None:
+            out.print(f"{r['schema']}: kept (no policy applies)", markup=False, highlight=False)
+            continue
+        ages = f"max {r['max_age_days']} days" if r["max_age_days"] else "no default age"
+        types = "".join(f", {t} {d} days" for t, d in r["session_types"].items())
+        export_first = ", export first" if r["export_before_delete"] else ""
+        out.print(
+            f"{r['schema']}: {r['policy']}: {ages}{types}{export_first} — would delete {r['would_delete']} now",
+            markup=False,
+            highlight=False,
+        )
+
+
+def health(report: dict[str, Any]) -> None:
+    for name, r in report["checks"].items():
+        out.print(f"{'ok  ' if r['ok'] else 'FAIL'} {name}: {r['detail']}", markup=False, highlight=False)
+
+
+def enqueued(enq: Any) -> None:
+    note = " (an identical request was already queued or running: joined it)" if enq.collapsed else ""
+    out.print(f"job {enq.job_id} queued{note}", markup=False, highlight=False)
+
+
+def imported(res: Any) -> None:
+    out.print(
+        f"imported {res.sessions} sessions ({res.runs} runs) into {res.agent_id} ({res.schema_name})"
+        + (", manifest verified" if res.verified else ""),
+        markup=False,
+        highlight=False,
+    )
