@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     """
     resolvers: str | None = Field(None, validation_alias="SESSIONCTL_RESOLVERS")
     """where agents live, tried in order: `static`, `map`, `xpander`, or `module:Class` of your own (see [Where
-    agents live](operations.md#where-agents-live))
+    agents live](../operations.md#where-agents-live))
     """
     resolver_ttl: float = Field(60, ge=0, validation_alias="SESSIONCTL_RESOLVER_TTL")
     """seconds a worker keeps an agent's resolved location"""
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     failed_ttl: int = Field(30 * 24 * 3600, ge=60, validation_alias="SESSIONCTL_FAILED_TTL")
     """seconds failed jobs stay in the failed-job list (30 days)"""
     retention_file: str | None = Field(None, validation_alias="SESSIONCTL_RETENTION_FILE")
-    """the retention policy (TOML, see [Retention](retention.md)) (unset: no retention, no cron)"""
+    """the retention policy (TOML, see [Retention](../retention.md)) (unset: no retention, no cron)"""
     retention_schedule: str = Field("17 3", validation_alias="SESSIONCTL_RETENTION_SCHEDULE")
     """when the cron runs: `minute hour` (or `second minute hour`), with `*`, `*/n`, lists and ranges"""
     retention_budget: int = Field(600, ge=1, validation_alias="SESSIONCTL_RETENTION_BUDGET")

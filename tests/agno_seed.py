@@ -3,7 +3,6 @@ SQL from those Agno-written rows when a test needs volume."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,9 @@ from agno.run.agent import RunOutput
 from agno.run.base import RunStatus
 from agno.session import AgentSession
 
-SHARED = Path(os.environ.get("SESSIONCTL_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-FIXTURE_2X = SHARED / "fixtures" / "agno-2.5.14-xpander-schema.sql"
+# A pg_dump of one agent schema as xpander writes it (agno 2.5.14), carried by the repo;
+# tests/fixtures/regenerate.sh writes it again.
+FIXTURE_2X = Path(__file__).resolve().parent / "fixtures" / "agno-2.5.14-xpander-schema.sql"
 FIXTURE_2X_SCHEMA = "ag_fixture_legacy"
 
 

@@ -1,6 +1,9 @@
 """Fixtures: a fresh Postgres database per test session, a fresh schema (agent) per test, a
 dedicated Redis database flushed per test, and a real arq worker in burst mode.
 
+Tests come in layers, marked by their directory: ``unit`` (no services: ``pytest -m unit`` runs
+them alone, in seconds), ``integration`` (real Postgres and Redis, a real worker), ``acceptance``
+(the real CLI in a subprocess, as a user runs it), ``faults`` (restarts, kills, hostile input).
 When ``CI`` is set, a missing service fails the run; it never skips.
 """
 
@@ -12,6 +15,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -31,6 +35,17 @@ REDIS_TEST_URL = os.environ.get("SESSIONCTL_TEST_REDIS", "redis://127.0.0.1:6379
 HASH_KEY = "test-hash-key-0123456789abcdef"
 
 
+LAYERS = ("unit", "integration", "acceptance", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.parts
+        for layer in LAYERS:
+            if layer in parts:
+                item.add_marker(getattr(pytest.mark, layer))
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):
@@ -39,7 +54,9 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def _require(name: str, host: str, port: int) -> None:
+def _require(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or (6379 if parts.scheme.startswith("redis") else 5432)
     if _reachable(host, port):
         return
     message = f"{name} is not reachable at {host}:{port}"
@@ -51,7 +68,7 @@ def _require(name: str, host: str, port: int) -> None:
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh database for this test session; its URL."""
-    _require("PostgreSQL", "127.0.0.1", 5432)
+    _require("PostgreSQL", PG_ADMIN_URL)
     name = f"sessionctl_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
     async def admin(sql: str) -> None:
@@ -69,7 +86,7 @@ def pg_database() -> Iterator[str]:
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    _require("Redis", "127.0.0.1", 6379)
+    _require("Redis", REDIS_TEST_URL)
     r = aioredis.from_url(REDIS_TEST_URL)
     await r.flushdb()
     await r.aclose()

@@ -1,4 +1,4 @@
-"""Commands that run or look after a deployment: worker, health, doctor, grants, migrate."""
+"""Commands that run or look after a deployment: worker, health, doctor, grants, migrate, demo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from sessionctl.cli import render
-from sessionctl.cli.app import app
+from sessionctl.cli.app import app, demo_app
 from sessionctl.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -105,3 +105,29 @@ def migrate() -> None:
     config = settings()
     version = run(run_migrations(config))
     out.print(f"receipts schema sessionctl at version {version} in {config.dsn.redacted}", markup=False)
+
+
+@demo_app.command("seed")
+def demo_seed(
+    agent: Annotated[str, typer.Option("--agent", help="The agent id to write the demo sessions for.")] = "demo-agent",
+    users: Annotated[int, typer.Option("--users", min=1, max=1000, help="How many users (demo-user-1 …).")] = 3,
+    sessions: Annotated[int, typer.Option("--sessions", min=1, max=10_000, help="Sessions per user.")] = 20,
+) -> None:
+    """Write demo sessions, runs and memories for a few users, through Agno itself."""
+    from sessionctl.demo import seed
+
+    config = settings()
+    done = run(seed(config, agent, users=users, sessions=sessions))
+    where = f"{done.schema} in {config.dsn.redacted}"
+    out.print(
+        f"wrote {done.sessions} sessions ({done.runs} runs) and {done.memories} memories of"
+        f" {', '.join(done.users[:3])}{' …' if len(done.users) > 3 else ''} into {where}, through Agno",
+        markup=False,
+        highlight=False,
+    )
+    out.print(
+        f"next: printf '{done.users[0]}\\n' | sessionctl purge --agent {agent} --user - --wait"
+        "   (a worker must be running: sessionctl worker)",
+        markup=False,
+        highlight=False,
+    )

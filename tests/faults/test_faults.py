@@ -13,7 +13,7 @@ from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_indexed_user, seed_sessions
 from tests.conftest import run_worker
-from tests.faults import CuttableProxy
+from tests.proxy import CuttableProxy
 
 USER = "carol-5d1f@example.com"
 

@@ -13,7 +13,7 @@ from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, seed_sessions
 from tests.conftest import HASH_KEY, run_worker
-from tests.faults import CuttableProxy
+from tests.proxy import CuttableProxy
 
 USER = "ivy.sensitive+1@example.com"
 

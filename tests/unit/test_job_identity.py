@@ -1,21 +1,19 @@
-"""Deterministic job ids: duplicates collapse while a job is queued or running; a finished job
-(succeeded or failed) runs again when asked again."""
+"""Job identity on fakeredis (no services): deterministic ids that hide the user, duplicates that
+collapse while a job is active, a new generation once it finished, never an id used twice."""
 
 from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import fakeredis
 import pytest
 from arq.connections import ArqRedis
 from arq.jobs import JobStatus
 
 from sessionctl.config import Settings
-from sessionctl.errors import AgentNotFound, InvalidRequest
+from sessionctl.errors import InvalidRequest
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, seed_sessions
-from tests.conftest import HASH_KEY, run_worker
+from tests.conftest import HASH_KEY
 from worker import serializer
 
 USER = "dave-91c2@example.com"
@@ -36,9 +34,6 @@ async def fake_producer():  # type: ignore[no-untyped-def]
     p = Producer(_unit_settings(), redis=redis)
     yield p
     await redis.aclose()
-
-
-# -- fast unit tests on fakeredis ---------------------------------------------------------------
 
 
 async def test_job_id_is_deterministic_and_hides_the_user(fake_producer: Producer) -> None:
@@ -106,69 +101,6 @@ async def test_bad_input_is_refused_before_anything_is_enqueued(
     assert "\n" not in str(info.value)
     redis = await fake_producer.redis()
     assert await redis.zcard("unit:queue") == 0
-
-
-# -- against real Redis and a real worker -----------------------------------------------------------
-
-
-async def test_concurrent_duplicates_collapse_into_one_execution(
-    settings: Settings, pg: asyncpg.Connection, agent_id: str
-) -> None:
-    db = agno_db(settings.database_url, settings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 5)
-    await db.close()
-    producers = [Producer(settings) for _ in range(4)]
-    try:
-        results = await asyncio.gather(
-            *[producers[i % 4].purge_user_sessions(agent_id=agent_id, user_id=USER) for i in range(100)]
-        )
-        assert len({r.job_id for r in results}) == 1
-        assert sum(not r.collapsed for r in results) == 1
-        worker = await run_worker(settings)
-        assert worker.jobs_complete == 1  # exactly one execution
-        state = await producers[0].status(results[0].job_id)
-        assert state.status == "succeeded" and state.result is not None
-        assert state.result["sessions_deleted"] == 5
-
-        # finished: asking again runs again (new sessions may have arrived)
-        db = agno_db(settings.database_url, settings.schema_for(agent_id))
-        await seed_sessions(db, agent_id, USER, 2, prefix="late")
-        await db.close()
-        again = await producers[1].purge_user_sessions(agent_id=agent_id, user_id=USER)
-        assert not again.collapsed and again.job_id != results[0].job_id
-        await run_worker(settings)
-        state = await producers[1].status(again.job_id)
-        assert state.status == "succeeded" and state.result is not None
-        assert state.result["sessions_deleted"] == 2
-    finally:
-        for p in producers:
-            await p.close()
-
-
-async def test_a_failed_erasure_is_retried_by_asking_again(
-    settings: Settings, pg: asyncpg.Connection, agent_id: str
-) -> None:
-    async with Producer(settings) as producer:
-        first = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, check_agent=False)
-        await run_worker(settings)
-        assert (await producer.status(first.job_id)).status == "failed"  # no storage yet
-        db = agno_db(settings.database_url, settings.schema_for(agent_id))
-        await seed_sessions(db, agent_id, USER, 3)
-        await db.close()
-        second = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
-        assert not second.collapsed and second.job_id != first.job_id
-        await run_worker(settings)
-        state = await producer.status(second.job_id)
-    assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 3
-
-
-async def test_unknown_agent_is_refused_by_the_producer(settings: Settings) -> None:
-    async with Producer(settings) as producer:
-        with pytest.raises(AgentNotFound) as info:
-            await producer.purge_user_sessions(agent_id="nobody-here", user_id=USER)
-        assert isinstance(info.value, LookupError)
-        redis = await producer.redis()
-        assert await redis.zcard(settings.queue_name) == 0
 
 
 async def test_a_used_job_id_is_never_reused_even_after_its_result_expired(fake_producer: Producer) -> None:

@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import asyncpg
-import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
@@ -107,20 +106,6 @@ async def test_jobs_index_lists_and_filters_with_1000_jobs_present(settings: Set
     for key in await r.keys("sessionctl:*"):  # the index holds no raw user id either
         assert USER.encode() not in (await r.dump(key) or b""), key
     await r.aclose()
-
-
-async def test_listing_never_uses_keys() -> None:
-    fake = fakeredis.FakeAsyncRedis()
-
-    async def no_keys(*a: object, **k: object) -> None:
-        raise AssertionError("KEYS must not be used")
-
-    fake.keys = no_keys  # type: ignore[method-assign]
-    index = JobIndex(fake)
-    for i in range(30):
-        await index.queued(f"j{i}", kind="purge_user_sessions", target="t", user_hmac=None, requested_by=None)
-    assert [j["job_id"] for j in await index.list(limit=3)] == ["j29", "j28", "j27"]
-    await fake.aclose()
 
 
 async def test_failed_job_is_kept_and_retried_with_the_user_given_again(

@@ -1,0 +1,80 @@
+"""Demo data for a first try: sessions, runs and memories of a few users, written through Agno's own
+``AsyncPostgresDb`` (so they are exactly what an agent writes), at the agent's schema."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sessionctl.config import Settings
+from sessionctl.errors import AgnoNotInstalled, InvalidRequest
+from sessionctl.identifiers import validate_agent_id
+
+MAX_USERS, MAX_SESSIONS = 1000, 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    agent_id: str
+    schema: str
+    users: list[str]
+    sessions: int
+    runs: int
+    memories: int
+
+
+def user_name(i: int) -> str:
+    return f"demo-user-{i}"
+
+
+async def seed(settings: Settings, agent_id: str, *, users: int = 3, sessions: int = 20, runs: int = 2) -> Seeded:
+    """Write ``sessions`` sessions of ``runs`` runs and one memory for each of ``users`` users
+    (``demo-user-1`` …). Ids are fixed, so seeding again rewrites the same rows."""
+    validate_agent_id(agent_id)
+    if not 1 <= users <= MAX_USERS or not 1 <= sessions <= MAX_SESSIONS or not 0 <= runs <= 20:
+        raise InvalidRequest(f"demo data: 1–{MAX_USERS} users, 1–{MAX_SESSIONS} sessions each, 0–20 runs each")
+    try:
+        from agno.db.postgres import AsyncPostgresDb
+        from agno.db.schemas.memory import UserMemory
+        from agno.run.agent import RunOutput
+        from agno.run.base import RunStatus
+        from agno.session import AgentSession
+    except ImportError as exc:
+        raise AgnoNotInstalled() from exc
+
+    schema = settings.schema_for(agent_id)
+    db = AsyncPostgresDb(db_url=settings.dsn.sqlalchemy_async, db_schema=schema)
+    names = [user_name(i) for i in range(1, users + 1)]
+    start = int(time.time()) - 86_400
+    try:
+        for user in names:
+            for i in range(sessions):
+                sid = f"demo-{agent_id}-{user}-s{i}"
+                at = start + i * 60
+                session: Any = AgentSession(
+                    session_id=sid,
+                    agent_id=agent_id,
+                    user_id=user,
+                    session_data={"session_name": f"chat {i + 1} of {user}"},
+                    created_at=at,
+                    updated_at=at,
+                )
+                if await db.upsert_session(session) is None:
+                    raise InvalidRequest(f"Agno could not write a demo session into {schema}: see the Postgres log")
+                for r in range(runs):
+                    run = RunOutput(
+                        run_id=f"{sid}-r{r}",
+                        agent_id=agent_id,
+                        session_id=sid,
+                        user_id=user,
+                        content=f"answer {r + 1} in chat {i + 1}",
+                        status=RunStatus.completed,
+                        created_at=at,
+                    )
+                    await db.upsert_run(run, session_id=sid, user_id=user, run_index=r)
+            memory = UserMemory(memory=f"{user} prefers short answers", user_id=user, memory_id=f"demo-{user}-m0")
+            await db.upsert_user_memory(memory)
+    finally:
+        await db.close()
+    return Seeded(agent_id, schema, names, users * sessions, users * sessions * runs, users)

@@ -1,0 +1,44 @@
+"""The quick start, followed literally as a user would (README and docs/quickstart.md): demo data
+written by Agno, a worker, a purge of one demo user read from stdin, its receipt."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import asyncpg
+
+from sessionctl.config import Settings
+
+SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
+
+
+def _sessionctl(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SESSIONCTL, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+async def test_the_quick_start_reaches_a_purge_of_demo_data_and_its_receipt(
+    settings: Settings, pg: asyncpg.Connection, worker_env: dict[str, str]
+) -> None:
+    agent = f"demo-{int(time.time() * 1000) % 10**9}"
+    seeded = _sessionctl(worker_env, "demo", "seed", "--agent", agent, "--users", "3")
+    assert seeded.returncode == 0 and "wrote 60 sessions (120 runs) and 3 memories" in seeded.stdout, seeded
+    assert "through Agno" in seeded.stdout and "next: printf 'demo-user-1\\n' | sessionctl purge" in seeded.stdout
+
+    worker = subprocess.Popen([*SESSIONCTL, "worker"], env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        purged = _sessionctl(worker_env, "purge", "--agent", agent, "--user", "-", "--wait", stdin="demo-user-1\n")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert purged.returncode == 0, purged
+    assert "status    succeeded" in purged.stdout and "deleted   sessions=20 runs=40" in purged.stdout
+    assert "remaining 0" in purged.stdout and "demo-user-1" not in purged.stdout
+
+    receipts = _sessionctl(worker_env, "receipts", "--user", "-", "--json", stdin="demo-user-1\n")
+    assert receipts.returncode == 0 and len(json.loads(receipts.stdout)["receipts"]) == 1, receipts
+    schema = settings.schema_for(agent)
+    left = await pg.fetch(f'SELECT user_id, count(*) AS n FROM "{schema}".agno_sessions GROUP BY 1 ORDER BY 1')
+    assert [(r["user_id"], r["n"]) for r in left] == [("demo-user-2", 20), ("demo-user-3", 20)]

@@ -1,0 +1,83 @@
+"""Deterministic job ids: duplicates collapse while a job is queued or running; a finished job
+(succeeded or failed) runs again when asked again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from sessionctl.config import Settings
+from sessionctl.errors import AgentNotFound
+from sessionctl.producer import Producer
+from tests.agno_seed import agno_db, seed_sessions
+from tests.conftest import run_worker
+
+USER = "dave-91c2@example.com"
+
+
+
+
+
+
+async def test_concurrent_duplicates_collapse_into_one_execution(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    db = agno_db(settings.database_url, settings.schema_for(agent_id))
+    await seed_sessions(db, agent_id, USER, 5)
+    await db.close()
+    producers = [Producer(settings) for _ in range(4)]
+    try:
+        results = await asyncio.gather(
+            *[producers[i % 4].purge_user_sessions(agent_id=agent_id, user_id=USER) for i in range(100)]
+        )
+        assert len({r.job_id for r in results}) == 1
+        assert sum(not r.collapsed for r in results) == 1
+        worker = await run_worker(settings)
+        assert worker.jobs_complete == 1  # exactly one execution
+        state = await producers[0].status(results[0].job_id)
+        assert state.status == "succeeded" and state.result is not None
+        assert state.result["sessions_deleted"] == 5
+
+        # finished: asking again runs again (new sessions may have arrived)
+        db = agno_db(settings.database_url, settings.schema_for(agent_id))
+        await seed_sessions(db, agent_id, USER, 2, prefix="late")
+        await db.close()
+        again = await producers[1].purge_user_sessions(agent_id=agent_id, user_id=USER)
+        assert not again.collapsed and again.job_id != results[0].job_id
+        await run_worker(settings)
+        state = await producers[1].status(again.job_id)
+        assert state.status == "succeeded" and state.result is not None
+        assert state.result["sessions_deleted"] == 2
+    finally:
+        for p in producers:
+            await p.close()
+
+
+async def test_a_failed_erasure_is_retried_by_asking_again(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    async with Producer(settings) as producer:
+        first = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, check_agent=False)
+        await run_worker(settings)
+        assert (await producer.status(first.job_id)).status == "failed"  # no storage yet
+        db = agno_db(settings.database_url, settings.schema_for(agent_id))
+        await seed_sessions(db, agent_id, USER, 3)
+        await db.close()
+        second = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        assert not second.collapsed and second.job_id != first.job_id
+        await run_worker(settings)
+        state = await producer.status(second.job_id)
+    assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 3
+
+
+async def test_unknown_agent_is_refused_by_the_producer(settings: Settings) -> None:
+    async with Producer(settings) as producer:
+        with pytest.raises(AgentNotFound) as info:
+            await producer.purge_user_sessions(agent_id="nobody-here", user_id=USER)
+        assert isinstance(info.value, LookupError)
+        redis = await producer.redis()
+        assert await redis.zcard(settings.queue_name) == 0
+
+
