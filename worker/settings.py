@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+import jobs.bulk
 import jobs.export
 import jobs.purge
 import jobs.retention
@@ -214,8 +215,8 @@ async def purge_user_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) ->
 
 
 async def purge_users(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """arq entry point of ``jobs.purge.purge_users`` (bulk erasure)."""
-    return await _run(ctx, PURGE_USERS, BulkPurgeRequest, jobs.purge.purge_users, args, kwargs)
+    """arq entry point of ``jobs.bulk.purge_users`` (bulk erasure)."""
+    return await _run(ctx, PURGE_USERS, BulkPurgeRequest, jobs.bulk.purge_users, args, kwargs)
 
 
 async def purge_expired_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""``purge_users``: a bulk erasure — every agent schema once, all the users' sessions in
+set-based batches (``user_id IN (…)``), per-user counts as HMACs, one receipt per user."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from jobs.common import now_iso
+from jobs.context import JobContext
+from jobs.models import PURGE_USERS, AgentPurgeResult, BulkPurgeRequest, BulkPurgeResult
+from jobs.purge import Spec, check_access, purge_schema, sum_would
+from jobs.targets import resolve_targets
+from sessionctl import metrics, store
+from sessionctl.errors import ErasureIncomplete
+from sessionctl.logs import get_logger
+from sessionctl.privacy import user_hmac
+from sessionctl.store import receipts
+
+log = get_logger("sessionctl.purge")
+
+
+async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeResult:
+    """Bulk erasure: every agent schema once, all the users' sessions in set-based batches
+    (``user_id = ANY($users)``), per-user counts as HMACs, one receipt per user."""
+    started = now_iso()
+    users = request.user_ids
+    blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, users=len(users))
+    blog.info("purge_users.start", target=request.target, dry_run=request.dry_run, scope=request.scope)
+    spec = Spec(users, request.dry_run, request.memories, request.scope, request.all_agents, kind=PURGE_USERS)
+    targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
+    await check_access(ctx, spec, targets)
+    agents: dict[str, AgentPurgeResult] = {}
+    deleted: dict[str, int] = dict.fromkeys(users, 0)
+    remaining: dict[str, int] = dict.fromkeys(users, 0)
+    for target in targets:
+        agents[target.label], per_user = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
+        async with ctx.databases.connect(target.dsn) as conn:
+            left = await store.count_sessions_per_user(conn, target.layout, users)
+        for u in users:
+            deleted[u] += per_user.get(u, 0)
+            remaining[u] += left.get(u, 0)
+    hmacs = {u: user_hmac(ctx.hash_key, u) for u in users}
+    if not request.dry_run:
+        if any(remaining.values()):  # unreachable: purge_schema proves zero per schema first
+            raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
+        await _bulk_receipts(ctx, request, hmacs, deleted, agents, started)
+        metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
+        metrics.RUNS_DELETED.labels(PURGE_USERS).inc(sum(a.runs_deleted for a in agents.values()))
+    would = sum_would(agents) if request.dry_run else None
+    result = BulkPurgeResult(
+        job_id=ctx.job_id,
+        status="dry_run" if request.dry_run else "succeeded",
+        dry_run=request.dry_run,
+        target=request.target,
+        users_count=len(users),
+        sessions_deleted=sum(deleted.values()),
+        runs_deleted=sum(a.runs_deleted for a in agents.values()),
+        remaining=sum(remaining.values()),
+        users={hmacs[u]: {"sessions_deleted": deleted[u], "remaining": remaining[u]} for u in users},
+        agents=agents,
+        would_delete=would,
+        started_at=started,
+        finished_at=now_iso(),
+        requested_by=request.requested_by,
+    )
+    blog.info("purge_users.done", status=result.status, sessions_deleted=result.sessions_deleted, agents=len(agents))
+    return result
+
+
+async def _bulk_receipts(
+    ctx: JobContext,
+    request: BulkPurgeRequest,
+    hmacs: dict[str, str],
+    deleted: dict[str, int],
+    agents: dict[str, AgentPurgeResult],
+    started: str,
+) -> None:
+    dsn = ctx.settings.dsn
+    schemas = json.dumps({label: a.schema_name for label, a in agents.items()})  # the same for every user
+    started_at, finished_at = datetime.fromisoformat(started), datetime.now(UTC)
+    rows = [
+        {
+            "job_id": ctx.job_id,
+            "kind": PURGE_USERS,
+            "user_hmac": hmacs[u],
+            "target": request.target,
+            "agents": schemas,
+            "counts": json.dumps({"sessions": deleted[u]}),
+            "late_sessions": 0,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "requested_by": request.requested_by,
+        }
+        for u in request.user_ids
+    ]
+    async with ctx.databases.connect(dsn) as conn:
+        await receipts.ensure(conn, dsn.redacted)
+        await receipts.record_many(conn, rows, enqueued_at=ctx.enqueued_at)
