@@ -11,7 +11,7 @@ from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import AgentNotFound, NotAgnoStorage
-from sessionctl.identifiers import Dsn
+from sessionctl.identifiers import Dsn, agent_for_schema
 from sessionctl.logs import get_logger
 
 log = get_logger("sessionctl.targets")
@@ -87,9 +87,13 @@ async def overview(settings: Settings) -> list[dict[str, Any]]:
             async with dbs.connect(t.dsn) as conn:
                 n = await store.count_sessions(conn, t.layout)
             loc = chain.cached(t.label)
+            known = loc is not None
             rows.append(
                 {
-                    "agent": t.label,
+                    # what --agent takes: the id the resolvers know it by, or one the naming rule
+                    # maps to its schema (None: reachable with --all-agents only)
+                    "agent": t.label if known else agent_for_schema(t.layout.schema, settings.schema_template),
+                    "label": t.label,
                     "database": t.dsn.redacted,
                     "schema": t.layout.schema,
                     "team": loc.team if loc else None,

@@ -71,7 +71,7 @@ class AgentHandle:
             layout = await store.read_layout(conn, self.schema)
             if layout is None:
                 exists = await store.schema_exists(conn, self.schema)
-                where = f"schema {self.schema} in database {self.dsn.database!r}"
+                where = f"schema {self.schema} in {self.dsn.where}"
                 raise AgentNotFound(
                     f"agent {self.agent_id} has no session storage: "
                     + (f"{where} has no agno_sessions table" if exists else f"{where} does not exist")

@@ -5,7 +5,7 @@ Every setting is listed, with its default, in the README's configuration table.
 
 from __future__ import annotations
 
-import warnings
+import sys
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -160,14 +160,23 @@ class Settings(BaseSettings):
     @property
     def hash_key_bytes(self) -> bytes:
         if self.hash_key is None or not self.hash_key.get_secret_value():
-            warnings.warn(
-                "SESSIONCTL_HASH_KEY is not set: user ids are hashed with a development key. "
-                "Set a long random secret in production (and keep it: receipts are found by it).",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            _warn_dev_key()
             return DEV_HASH_KEY.encode()
         return self.hash_key.get_secret_value().encode()
+
+
+_warned: list[bool] = []
+
+
+def _warn_dev_key() -> None:
+    """One plain line on stderr, once per process (no Python warning: its file, line and source
+    line would stand before every command's output)."""
+    if not _warned:
+        _warned.append(True)
+        sys.stderr.write(
+            "warning: SESSIONCTL_HASH_KEY is not set: user ids are hashed with a public development key;"
+            " set it to a long random secret, and keep it (receipts are found by it)\n"
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -42,6 +42,7 @@ async def diagnose(settings: Settings, *, agent_id: str | None = None, create: b
     try:
         async with dbs.connect(settings.dsn) as conn:
             report["role"] = await access.role(conn)
+            report["database"] = settings.dsn.where
             report["read_only"] = await access.read_only(conn)
             report["receipts"] = await _receipts(conn)
             for schema in await _schemas(conn, settings, agent_id):
@@ -68,7 +69,11 @@ async def diagnose(settings: Settings, *, agent_id: str | None = None, create: b
     finally:
         await dbs.close()
     report["ok"] = (
-        not report["missing"] and not report["access_problems"] and not report["read_only"] and report["receipts"]["ok"]
+        bool(report["schemas"])
+        and not report["missing"]
+        and not report["access_problems"]
+        and not report["read_only"]
+        and report["receipts"]["ok"]
     )
     return report
 

@@ -142,6 +142,20 @@ def schema_for_agent(agent_id: str, template: str = DEFAULT_SCHEMA_TEMPLATE) -> 
     return validate_schema(template.format(agent=agent_id.replace("-", "_"), agent_id=agent_id))
 
 
+def agent_for_schema(schema: str, template: str = DEFAULT_SCHEMA_TEMPLATE) -> str | None:
+    """An agent id that names ``schema`` under the naming rule (``ag_demo_agent`` → ``demo_agent``:
+    ``--agent demo_agent`` reaches it), or ``None`` when no agent id does."""
+    field = "{agent}" if "{agent}" in template else "{agent_id}"
+    prefix, _, suffix = template.partition(field)
+    if "{" in prefix + suffix or not schema.startswith(prefix) or not schema.endswith(suffix):
+        return None
+    candidate = schema[len(prefix) : len(schema) - len(suffix)]
+    try:
+        return candidate if schema_for_agent(candidate, template) == schema else None
+    except (InvalidRequest, KeyError, IndexError):
+        return None
+
+
 def quote_ident(name: str) -> str:
     """Quote an identifier for SQL (the ``psycopg.sql.Identifier`` rule: double every ``"``).
 

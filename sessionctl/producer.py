@@ -412,6 +412,40 @@ class Producer:
             raise RedisUnavailable(f"Redis failed while enqueueing ({type(exc).__name__})") from exc
         raise RedisUnavailable("could not enqueue: the job id kept changing under contention; try again")
 
+    async def check_worker(self) -> str | None:
+        """One line if no worker serves this queue, or if the one that does is configured for
+        another deployment (then its jobs act elsewhere than this producer checked); ``None``
+        when a worker like this producer serves it."""
+        from worker.queue import deployment
+
+        queue = await self.queue()
+        about = await queue.served_by()
+        if about is None:
+            return (
+                f"no worker has reported for queue {self.settings.queue_name} in the last 30 s: the job waits until"
+                " one runs — start one with `sessionctl worker` (same DATABASE_URL, REDIS_URL, SESSIONCTL_QUEUE)"
+            )
+        mine = deployment(self.settings)
+        names = {
+            "database": "DATABASE_URL",
+            "schema_template": "SESSIONCTL_SCHEMA_TEMPLATE",
+            "hash_key": "SESSIONCTL_HASH_KEY",
+            "export_dir": "SESSIONCTL_EXPORT_DIR",
+        }
+        differ = []
+        for k, var in names.items():
+            if about.get(k) == mine[k]:
+                continue
+            # the key only as "differs": its fingerprint means nothing to a reader
+            shown = "keys differ" if k == "hash_key" else f"{about.get(k)} there, {mine[k]} here"
+            differ.append(f"{var} ({shown})")
+        if not differ:
+            return None
+        return (
+            f"the worker serving queue {self.settings.queue_name} is configured differently: {'; '.join(differ)}"
+            " — its jobs act on its own settings; give both the same"
+        )
+
     # -- following jobs ----------------------------------------------------------------------------
 
     async def status(self, job_id: str) -> JobState:

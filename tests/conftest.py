@@ -54,9 +54,13 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def _require(name: str, url: str) -> None:
+def _host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or (6379 if parts.scheme.startswith("redis") else 5432)
+    return parts.hostname or "127.0.0.1", parts.port or (6379 if parts.scheme.startswith("redis") else 5432)
+
+
+def _require(name: str, url: str) -> None:
+    host, port = _host_port(url)
     if _reachable(host, port):
         return
     message = f"{name} is not reachable at {host}:{port}"
@@ -93,9 +97,65 @@ async def redis_url() -> AsyncIterator[str]:
     yield REDIS_TEST_URL
 
 
+@pytest.fixture(scope="session", autouse=True)
+def redis_left_alone() -> Iterator[None]:
+    """The suite touches only what it owns (its database 13, its own redis-server processes): a key
+    planted in another database of the shared Redis must survive the whole run."""
+    if not _reachable(*_host_port(REDIS_TEST_URL)):
+        yield
+        return
+    other = REDIS_TEST_URL.rsplit("/", 1)[0] + "/14"
+    key = f"sessionctl:test:canary:{uuid.uuid4().hex}"
+
+    async def plant() -> None:
+        r = aioredis.from_url(other)
+        await r.set(key, "1", ex=86_400)
+        await r.aclose()
+
+    async def survived() -> bool:
+        r = aioredis.from_url(other)
+        try:
+            return bool(await r.delete(key))
+        finally:
+            await r.aclose()
+
+    asyncio.run(plant())
+    yield
+    assert asyncio.run(survived()), "a test emptied a Redis database it does not own (FLUSHALL?)"
+
+
 @pytest.fixture
-def settings(pg_database: str, redis_url: str) -> Settings:
+def private_redis(tmp_path: Any) -> Iterator[str]:
+    """A redis-server of this test's own, on a free port, without persistence: for tests that
+    flush, restart or kill Redis. Its URL."""
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed: CI requires it", pytrace=False)
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen([*args, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not _reachable("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("redis-server did not start", pytrace=False)
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def settings(pg_database: str, redis_url: str, tmp_path: Any) -> Settings:
     return Settings(
+        export_dir=str(tmp_path / "exports"),  # never the working directory of the run
         database_url=pg_database,
         redis_url=redis_url,
         hash_key=HASH_KEY,
@@ -149,5 +209,6 @@ def worker_env(pg_database: str, redis_url: str, settings: Settings) -> dict[str
         SESSIONCTL_BATCH_SIZE="500",
         SESSIONCTL_LOG_FORMAT="json",
         SESSIONCTL_METRICS_PORT="0",
+        SESSIONCTL_EXPORT_DIR=settings.export_dir,
     )
     return env

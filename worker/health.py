@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import time
 from typing import Any
 
 from sessionctl import store
@@ -10,6 +13,7 @@ from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import SessionctlError
 from worker import redisconf
+from worker.queue import deployment_key
 
 
 async def check_health(settings: Settings) -> dict[str, Any]:
@@ -21,16 +25,7 @@ async def check_health(settings: Settings) -> dict[str, Any]:
             r = await asyncio.wait_for(redisconf.connect(settings), 10)
             await r.ping()
             checks["redis"] = {"ok": True, "detail": "ping ok"}
-            beat = await r.get(settings.queue_name + ":health-check")
-            checks["worker"] = (
-                {"ok": True, "detail": beat.decode(errors="replace")}
-                if beat
-                else {
-                    "ok": False,
-                    "detail": f"no worker health-check key for queue {settings.queue_name} "
-                    "(no worker running, or none for a minute)",
-                }
-            )
+            checks["worker"] = await worker_check(r, settings)
         except Exception as exc:
             checks["redis"] = {"ok": False, "detail": f"cannot reach Redis ({type(exc).__name__}): check REDIS_URL"}
             checks["worker"] = {"ok": False, "detail": "unknown: Redis is unreachable"}
@@ -54,3 +49,28 @@ async def check_health(settings: Settings) -> dict[str, Any]:
     await asyncio.wait_for(asyncio.gather(redis_check(), postgres_check()), timeout=30)
     ordered = {k: checks[k] for k in ("redis", "postgres", "worker") if k in checks}
     return {"ok": all(c["ok"] for c in ordered.values()), "checks": ordered}
+
+
+async def worker_check(redis: Any, settings: Settings) -> dict[str, Any]:
+    """Has a worker reported for this queue lately, for which database, and its job counters
+    (arq's own health line, refreshed every minute, read into words)."""
+    raw = await redis.get(deployment_key(settings.queue_name))
+    try:
+        about = json.loads(raw) if raw else None
+    except ValueError:
+        about = None
+    if not isinstance(about, dict):
+        return {
+            "ok": False,
+            "detail": f"no worker has reported for queue {settings.queue_name} in the last 30 s: start one with"
+            " `sessionctl worker`",
+        }
+    ago = max(0.0, time.time() - float(about.get("at", 0)))
+    detail = f"a worker reported {ago:.0f} s ago, serving {about.get('database')} (sessionctl {about.get('version')})"
+    beat = await redis.get(settings.queue_name + ":health-check")
+    line = beat.decode(errors="replace") if beat else ""
+    counters = dict(re.findall(r"(j_complete|j_failed|j_retried|j_ongoing|queued)=(\d+)", line))
+    if counters:
+        names = {"j_complete": "done", "j_failed": "failed", "j_retried": "retried", "j_ongoing": "running"}
+        detail += "; jobs " + ", ".join(f"{names.get(k, k)} {v}" for k, v in counters.items())
+    return {"ok": True, "detail": detail}

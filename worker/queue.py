@@ -21,6 +21,27 @@ from worker import redisconf, serializer
 from worker.progress import progress_key
 
 
+def deployment_key(queue_name: str) -> str:
+    return f"sessionctl:worker:{queue_name}"
+
+
+def deployment(settings: Any) -> dict[str, Any]:
+    """What a worker serves, as it publishes it and as a producer compares it (nothing secret: the
+    hash key only as a keyed fingerprint, the DSN without user or password)."""
+    from pathlib import Path
+
+    from sessionctl import __version__
+    from sessionctl.privacy import request_digest
+
+    return {
+        "database": settings.dsn.where,
+        "schema_template": settings.schema_template,
+        "hash_key": request_digest(settings.hash_key_bytes, "fingerprint")[:12],
+        "export_dir": str(Path(settings.export_dir).resolve()),
+        "version": __version__,
+    }
+
+
 class Queue:
     """One queue (``SESSIONCTL_QUEUE``) on one Redis. ``redis`` is the plain client, for the keys
     of sessionctl's own (job index, request generations)."""
@@ -41,6 +62,16 @@ class Queue:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+    async def served_by(self) -> dict[str, Any] | None:
+        """What the workers of this queue said they serve, within the last half minute (``None``:
+        no worker has)."""
+        raw = await self.redis.get(deployment_key(self.name))
+        try:
+            about = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return about if isinstance(about, dict) else None
 
     async def enqueue(self, kind: str, payload: dict[str, Any], job_id: str) -> bool:
         """Put the job in the queue under ``job_id``; ``False`` if arq still holds that id (queued,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from worker import serializer
 from worker.jobindex import JobIndex, record_end, request_without_user
 from worker.lease import lease
 from worker.progress import RedisProgress
+from worker.queue import deployment, deployment_key
 from worker.redisconf import redis_settings
 from worker.retry import to_arq
 
@@ -88,7 +90,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx["state"] = state
     serving = metrics.serve(settings.metrics_port)
-    state.depth_task = asyncio.create_task(_watch_queue_depth(ctx["redis"], settings.queue_name))
+    state.depth_task = asyncio.create_task(_keep_alive(ctx["redis"], settings))
     log.info(
         "worker.start",
         database=settings.dsn.redacted,
@@ -98,10 +100,16 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
 
 
-async def _watch_queue_depth(redis: Any, queue: str) -> None:
+async def _keep_alive(redis: Any, settings: Settings) -> None:
+    """Every few seconds: the queue's depth for the metrics, and which deployment this worker serves
+    (``sessionctl:worker:<queue>``: database, naming rule, a fingerprint of the hash key, export
+    directory), so a CLI configured differently can say so before its job fails."""
+    key, about = deployment_key(settings.queue_name), deployment(settings)
     while True:
         with contextlib.suppress(Exception):
-            metrics.QUEUE_DEPTH.labels(queue).set(await redis.zcard(queue))
+            metrics.QUEUE_DEPTH.labels(settings.queue_name).set(await redis.zcard(settings.queue_name))
+        with contextlib.suppress(Exception):
+            await redis.set(key, json.dumps({**about, "at": time.time()}), ex=30)
         await asyncio.sleep(5)
 
 
@@ -130,7 +138,10 @@ def _job_context(ctx: dict[str, Any]) -> tuple[WorkerState, JobContext]:
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    """What `sessionctl jobs` shows of a result: counts only."""
+    """What `sessionctl jobs` shows of a result: counts only (a dry run: what it would delete)."""
+    if result.get("dry_run"):
+        would = result.get("would_delete") or {}
+        return {f"would_delete_{k}": v for k, v in would.items() if k in ("sessions", "runs", "memories")}
     keys = ("sessions_deleted", "runs_deleted", "remaining", "sessions", "bytes", "late_sessions", "users_count")
     return {k: result[k] for k in keys if k in result}
 

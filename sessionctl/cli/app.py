@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Annotated
 
 import typer
@@ -37,7 +36,6 @@ def _root(
 
 
 def main() -> None:
-    warnings.filterwarnings("once", category=RuntimeWarning, module="sessionctl")
     try:
         app()
     except KeyboardInterrupt:

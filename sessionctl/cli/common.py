@@ -32,7 +32,10 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
 USER_HELP = "The user id; `-` reads it from stdin (keeps it out of the process list)."
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the job and print its result.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait with --wait; then exit 1 (the job goes on).")
+]
+WAIT_DEFAULT = 600.0
 AgentOpt = Annotated[str | None, typer.Option("--agent", help="The agent id.")]
 OneAgentOpt = Annotated[str | None, typer.Option("--agent", help="One agent (default: every agent schema).")]
 AllAgentsOpt = Annotated[bool, typer.Option("--all-agents", help="Every agent schema in the database.")]

@@ -13,6 +13,7 @@ from sessionctl.cli.app import app, retention_app
 from sessionctl.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    WAIT_DEFAULT,
     AgentOpt,
     AllAgentsOpt,
     DryRunOpt,
@@ -61,7 +62,7 @@ def purge(
     ] = "sessions",
     requested_by: RequestedByOpt = None,
     wait: WaitOpt = False,
-    timeout: TimeoutOpt = 3600.0,
+    timeout: TimeoutOpt = WAIT_DEFAULT,
     as_json: JsonOpt = False,
 ) -> None:
     """Enqueue the erasure of a user's sessions (or of many users', --users-file) from one agent or all agents."""
@@ -103,7 +104,7 @@ def export(
     ] = False,
     requested_by: RequestedByOpt = None,
     wait: WaitOpt = False,
-    timeout: TimeoutOpt = 3600.0,
+    timeout: TimeoutOpt = WAIT_DEFAULT,
     as_json: JsonOpt = False,
 ) -> None:
     """Enqueue an export of sessions to EXPORT_DIR (JSON Lines, optionally gz/zst), with a manifest."""
@@ -139,7 +140,7 @@ def retention_run(
     agent: OneAgentOpt = None,
     dry_run: DryRunOpt = False,
     wait: WaitOpt = False,
-    timeout: TimeoutOpt = 3600.0,
+    timeout: TimeoutOpt = WAIT_DEFAULT,
     as_json: JsonOpt = False,
 ) -> None:
     """Enqueue a retention run now (the cron does the same on SESSIONCTL_RETENTION_SCHEDULE)."""
@@ -155,13 +156,20 @@ def retention_run(
     _report(*with_producer(config, call), as_json)
 
 
-async def _follow(producer: Producer, enq: Enqueued, wait: bool, timeout: float, quiet: bool) -> JobState | None:
-    """With ``--wait``: the job's final state (or its last, at the timeout); on a terminal, a
+async def _follow(
+    producer: Producer, enq: Enqueued, wait: bool, timeout: float, quiet: bool, *, announce: bool = True
+) -> JobState | None:
+    """Say at once (on stderr) which job this is and whether a worker like this CLI serves the
+    queue; with ``--wait``, the job's final state (or its last, at the timeout) — on a terminal, a
     progress bar fed by the job's progress in Redis meanwhile."""
+    if announce and wait:
+        joined = " (an identical request was already queued or running: joined it)" if enq.collapsed else ""
+        err.print(f"job {enq.job_id} queued{joined}; waiting up to {timeout:g} s", markup=False, highlight=False)
+    note = await producer.check_worker() if announce else None
+    if note is not None:
+        err.print(f"warning: {note}", markup=False, highlight=False)
     if not wait:
         return None
-    if not quiet and enq.collapsed:
-        err.print("an identical request was already queued or running: waiting for it", markup=False)
     if quiet or not err.is_terminal:
         return await producer.wait(enq.job_id, timeout=timeout)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -210,7 +218,9 @@ def status(
         if watch and not as_json and err.is_terminal:
             from sessionctl.jobstate import Enqueued
 
-            final = await _follow(producer, Enqueued(job_id, collapsed=False), True, float("inf"), quiet=False)
+            final = await _follow(
+                producer, Enqueued(job_id, collapsed=False), True, float("inf"), quiet=False, announce=False
+            )
             assert final is not None
             return final
         if watch:

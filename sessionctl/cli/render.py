@@ -64,7 +64,10 @@ def export(state: Any) -> None:
     p, r = out.print, state.result
     p(f"job       {state.job_id}", markup=False, highlight=False)
     p(f"status    {state.status}", markup=False)
-    p(f"file      {r['path']}  ({r['bytes']} bytes, {r['compress']})", markup=False, highlight=False)
+    size = f"{r['bytes']} bytes, {r['compress']}; on the worker's disk"
+    p(f"file      {r['path']}  ({size})", markup=False, highlight=False)
+    if r["sessions"] == 0:
+        p("note      no session matched (this user, this window): the file holds no line", markup=False)
     p(f"manifest  {r['manifest_path']}", markup=False, highlight=False)
     p(f"sha256    {r['sha256']}", markup=False)
     p(f"sessions  {r['sessions']}  " + ", ".join(f"{k}={v}" for k, v in sorted(r["agents"].items())), markup=False)
@@ -92,13 +95,18 @@ def doctor(report: dict[str, Any]) -> None:
         p("FAIL database: read-only (a replica?): point DATABASE_URL at the primary", markup=False)
     mark = "ok  " if report["receipts"]["ok"] else "FAIL"
     p(f"{mark} receipts: {report['receipts']['detail']}", markup=False, highlight=False)
-    for schema, info in report["schemas"].items():
-        sessions = info["tables"].get("agno_sessions", {})
+    if not report["schemas"]:
         p(
-            f"{schema}: agno_sessions ~{sessions.get('rows_estimate', 0)} rows, {sessions.get('bytes', 0) // 1024} KiB",
+            f"no Agno agent schema in {report['database']} (no schema holds an agno_sessions table):"
+            " check DATABASE_URL, or write demo data with `sessionctl demo seed`",
             markup=False,
             highlight=False,
         )
+    for schema, info in report["schemas"].items():
+        sessions = info["tables"].get("agno_sessions", {})
+        n = sessions.get("rows", 0)
+        rows = f"{n:,} rows" if sessions.get("exact", True) else f"~{n:,} rows (estimate)"
+        p(f"{schema}: agno_sessions {rows}, {sessions.get('bytes', 0) // 1024:,} KiB", markup=False, highlight=False)
         for ix in info["indexes"]:
             if ix.get("created"):
                 state = "created"
@@ -122,6 +130,13 @@ def doctor(report: dict[str, Any]) -> None:
         )
 
 
+def when(epoch: Any) -> str:
+    """Epoch seconds as a UTC time a person reads (JSON output keeps the number)."""
+    if not isinstance(epoch, int | float):
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def session(row: dict[str, Any], as_json: bool) -> None:
     name = (row.get("session_data") or {}).get("session_name") if isinstance(row.get("session_data"), dict) else None
     summary = {
@@ -136,7 +151,7 @@ def session(row: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
         out.print(
-            f"{summary['session_id']}  {summary['session_type']:<8} created={summary['created_at']} "
+            f"{summary['session_id']}  {summary['session_type']:<8} created {when(summary['created_at'])} "
             f"runs={summary['runs']}" + (f"  {name!r}" if name else ""),
             markup=False,
             highlight=False,
@@ -189,14 +204,16 @@ def verify(report: dict[str, Any]) -> None:
 
 
 def agents(rows: list[dict[str, Any]]) -> None:
+    """One line an agent, led by what ``--agent`` takes."""
     for r in rows:
         team = " team" if r["team"] else ""
+        name = r["agent"] or f"(no agent id names {r['schema']}: use --all-agents)"
         out.print(
-            f"{r['agent']}  {r['database']}  schema={r['schema']}{team}  sessions={r['sessions']}  ({r['source']})",
+            f"{name}  {r['database']}  schema={r['schema']}{team}  sessions={r['sessions']}  ({r['source']})",
             markup=False,
             highlight=False,
         )
-    err.print(f"{len(rows)} agent(s)", markup=False)
+    err.print(f"{len(rows)} agent(s); the first column is what --agent takes", markup=False)
 
 
 def retention(rows: list[dict[str, Any]]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -186,14 +187,28 @@ async def discover_agent_schemas(conn: asyncpg.Connection) -> list[str]:
     return [r["nspname"] for r in rows]
 
 
-async def table_sizes(conn: asyncpg.Connection, schema: str) -> dict[str, dict[str, int]]:
+EXACT_COUNT_BYTES = 8 << 20  # tables up to this size are counted; bigger ones estimated by the planner
+
+
+async def table_sizes(conn: asyncpg.Connection, schema: str) -> dict[str, dict[str, Any]]:
+    """Size and rows of each Agno table: counted exactly up to 8 MiB where this role may read it
+    (the planner's estimate is 0 or -1 before the first ANALYZE), else the planner's estimate
+    (``"exact": False``)."""
     rows = await conn.fetch(
-        "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes, greatest(c.reltuples, 0)::bigint AS rows"
+        "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes, greatest(c.reltuples, 0)::bigint AS rows,"
+        " has_schema_privilege(c.relnamespace, 'USAGE') AND has_table_privilege(c.oid, 'SELECT') AS readable"
         " FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)"
         " AND c.relkind IN ('r', 'p') AND c.relname LIKE 'agno\\_%' ORDER BY 1",
         schema,
     )
-    return {r["relname"]: {"bytes": int(r["bytes"]), "rows_estimate": int(r["rows"])} for r in rows}
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        exact = r["readable"] and int(r["bytes"]) <= EXACT_COUNT_BYTES
+        n = int(r["rows"])
+        if exact:
+            n = int(await conn.fetchval(f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(r['relname'])}"))
+        out[r["relname"]] = {"bytes": int(r["bytes"]), "rows": n, "exact": exact}
+    return out
 
 
 async def server_version(conn: asyncpg.Connection) -> str:

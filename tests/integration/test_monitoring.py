@@ -142,8 +142,10 @@ async def test_failed_job_is_kept_and_retried_with_the_user_given_again(
 
 
 async def test_receipts_survive_flushall_are_append_only_and_verify_catches_a_planted_row(
-    settings: Settings, pg: asyncpg.Connection, agent_id: str, worker_env: dict[str, str]
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, worker_env: dict[str, str], private_redis: str
 ) -> None:
+    settings = settings.model_copy(update={"redis_url": private_redis})  # FLUSHALL empties a Redis of its own
+    worker_env = {**worker_env, "REDIS_URL": private_redis}
     schema = settings.schema_for(agent_id)
     db = agno_db(settings.database_url, schema)
     await seed_sessions(db, agent_id, USER, 4, extras=True)

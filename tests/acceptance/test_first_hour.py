@@ -1,0 +1,113 @@
+"""The first hour of a new user, run as they would run it (the real CLI in a subprocess) and read
+as they would read it: no silent waits, names that can be used as printed, plain output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from sessionctl.config import Settings
+from tests.conftest import PG_ADMIN_URL
+
+SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
+
+
+def _cli(env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SESSIONCTL, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def _wait_for_worker(env: dict[str, str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if "a worker reported" in _cli(env, "health").stdout:
+            return
+        time.sleep(0.3)
+    raise AssertionError("the worker never reported")
+
+
+def test_purge_wait_without_a_worker_says_so_at_once_and_times_out(worker_env: dict[str, str]) -> None:
+    agent = f"lonely-{uuid.uuid4().hex[:8]}"
+    assert _cli(worker_env, "demo", "seed", "--agent", agent, "--users", "1", "--sessions", "2").returncode == 0
+    started = time.monotonic()
+    done = _cli(worker_env, "purge", "--agent", agent, "--user", "-", "--wait", "--timeout", "2", stdin="demo-user-1\n")
+    assert time.monotonic() - started < 30
+    assert done.returncode == 1, done
+    first = done.stderr.splitlines()[0]
+    assert first.startswith("job purge_user_sessions:") and "waiting up to 2 s" in first, done.stderr
+    assert "no worker has reported for queue" in done.stderr and "sessionctl worker" in done.stderr
+    assert "not finished yet" in done.stdout
+
+
+def test_a_worker_configured_for_another_database_is_named_before_the_job_fails(
+    settings: Settings, worker_env: dict[str, str]
+) -> None:
+    elsewhere = {**worker_env, "DATABASE_URL": PG_ADMIN_URL}  # the worker started "on defaults"
+    worker = subprocess.Popen([*SESSIONCTL, "worker"], env=elsewhere, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_worker(worker_env)
+        agent = f"mismatch-{uuid.uuid4().hex[:8]}"
+        assert _cli(worker_env, "demo", "seed", "--agent", agent, "--users", "1", "--sessions", "1").returncode == 0
+        done = _cli(worker_env, "purge", "--agent", agent, "--user", "-", "--wait", "--timeout", "30", stdin="demo-user-1\n")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert "the worker serving queue" in done.stderr and "DATABASE_URL (" in done.stderr, done.stderr
+    assert settings.dsn.database in done.stderr
+    assert done.returncode == 1 and "AgentNotFound" in done.stdout and "127.0.0.1/postgres" in done.stdout, done.stdout
+
+
+async def test_what_agents_lists_is_what_agent_takes_and_the_output_reads_plainly(
+    settings: Settings, pg: asyncpg.Connection, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    worker_env = {**worker_env, "SESSIONCTL_EXPORT_DIR": str(tmp_path)}
+    agent = f"plain-{uuid.uuid4().hex[:8]}"
+    assert _cli(worker_env, "demo", "seed", "--agent", agent, "--users", "2", "--sessions", "3").returncode == 0
+    listed = _cli(worker_env, "agents")
+    assert listed.returncode == 0 and "the first column is what --agent takes" in listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    name = next(n for n in names if n.replace("_", "-") == agent)  # discovered: named by the naming rule
+    sessions = _cli(worker_env, "sessions", "--agent", name, "--user", "-", stdin="demo-user-1\n")
+    assert sessions.returncode == 0 and "3 session(s)" in sessions.stderr, sessions
+    assert " created 20" in sessions.stdout and "Z " in sessions.stdout  # a time, not epoch seconds
+
+    doctor = _cli(worker_env, "doctor", "--agent", name)
+    assert f"{settings.schema_for(agent)}: agno_sessions 6 rows" in doctor.stdout, doctor.stdout
+
+    worker = subprocess.Popen([*SESSIONCTL, "worker"], env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_worker(worker_env)
+        health = _cli(worker_env, "health")
+        dry = _cli(worker_env, "purge", "--agent", name, "--user", "-", "--dry-run", "--wait", stdin="demo-user-1\n")
+        jobs = _cli(worker_env, "jobs", "--limit", "1")
+        empty = _cli(worker_env, "export", "--agent", name, "--user", "-", "--out", "nobody.jsonl", "--wait", stdin="nobody\n")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert "ok   worker: a worker reported" in health.stdout and "serving 127.0.0.1/" in health.stdout, health.stdout
+    assert dry.returncode == 0 and "would delete" in dry.stdout
+    assert "would_delete_sessions=3" in jobs.stdout and "sessions_deleted" not in jobs.stdout, jobs.stdout
+    assert empty.returncode == 0 and "no session matched" in empty.stdout, empty.stdout
+
+
+def test_an_unset_hash_key_is_one_plain_line_once(worker_env: dict[str, str]) -> None:
+    env = {k: v for k, v in worker_env.items() if k != "SESSIONCTL_HASH_KEY"}
+    done = _cli(env, "receipts", "--user", "-", stdin="someone\n")
+    warnings = [line for line in done.stderr.splitlines() if "SESSIONCTL_HASH_KEY" in line]
+    assert done.returncode == 0 and len(warnings) == 1, done.stderr
+    assert warnings[0].startswith("warning: SESSIONCTL_HASH_KEY is not set") and ".py" not in done.stderr
+
+
+def test_doctor_on_a_database_without_agents_says_so(worker_env: dict[str, str]) -> None:
+    name = f"sessionctl_empty_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["psql", PG_ADMIN_URL, "-qc", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+    try:
+        env = {**worker_env, "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name}
+        done = _cli(env, "doctor")
+    finally:
+        subprocess.run(["psql", PG_ADMIN_URL, "-qc", f'DROP DATABASE "{name}"'], check=False, capture_output=True)
+    assert done.returncode == 1 and "no Agno agent schema in" in done.stdout, done
