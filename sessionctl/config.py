@@ -180,4 +180,8 @@ def _warn_dev_key() -> None:
 
 
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """The settings: the environment, then ``.env``, then the embedded services' file while
+    ``sessionctl demo start`` keeps them running (sessionctl.embedded)."""
+    from sessionctl.embedded import services_file
+
+    return Settings(_env_file=(str(services_file()), ".env"), **overrides)  # type: ignore[arg-type,call-arg]

