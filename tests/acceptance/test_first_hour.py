@@ -3,6 +3,7 @@ as they would read it: no silent waits, names that can be used as printed, plain
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -19,6 +20,14 @@ SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
 
 def _cli(env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SESSIONCTL, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 def _wait_for_worker(env: dict[str, str]) -> None:
@@ -104,10 +113,10 @@ def test_an_unset_hash_key_is_one_plain_line_once(worker_env: dict[str, str]) ->
 
 def test_doctor_on_a_database_without_agents_says_so(worker_env: dict[str, str]) -> None:
     name = f"sessionctl_empty_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["psql", PG_ADMIN_URL, "-qc", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
         env = {**worker_env, "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name}
         done = _cli(env, "doctor")
     finally:
-        subprocess.run(["psql", PG_ADMIN_URL, "-qc", f'DROP DATABASE "{name}"'], check=False, capture_output=True)
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     assert done.returncode == 1 and "no Agno agent schema in" in done.stdout, done

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +34,7 @@ from sessionctl.producer import Producer
 from sessionctl.restore import import_export
 from tests.agno_seed import agno_db, seed_sessions
 from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker
+from tests.embedded_services import redis_server_binary
 from worker.jobindex import meta_key
 
 USER = "trust-tess-5521@example.com"
@@ -323,7 +323,7 @@ def _free_port() -> int:
 
 def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [redis_server_binary() or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -338,7 +338,7 @@ def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError("redis-server did not start")
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None and not os.environ.get("CI"), reason="needs redis-server")
+@pytest.mark.skipif(redis_server_binary() is None and not os.environ.get("CI"), reason="needs a redis-server")
 async def test_redis_flushed_and_restarted_never_reuses_a_job_id_nor_drops_a_receipt(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, tmp_path: Path
 ) -> None:

@@ -12,7 +12,7 @@ from asyncpg.transaction import Transaction
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_indexed_user, seed_sessions
-from tests.conftest import run_worker
+from tests.conftest import PG_ADMIN_URL, _host_port, run_worker
 from tests.proxy import CuttableProxy
 
 USER = "carol-5d1f@example.com"
@@ -29,7 +29,7 @@ async def test_postgres_lost_mid_purge_is_retried_and_never_reported_as_success(
     await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 4000, "c")
     total = 4001
 
-    proxy = await CuttableProxy().start()
+    proxy = await CuttableProxy(*_host_port(PG_ADMIN_URL)).start()
     job_settings = settings.model_copy(
         update={
             "database_url": proxy.url(pg_database.rsplit("/", 1)[1]),
@@ -82,7 +82,7 @@ async def test_postgres_down_for_good_fails_the_job_after_bounded_tries(
     db = agno_db(settings.database_url, schema)
     await seed_sessions(db, agent_id, USER, 3)
     await db.close()
-    proxy = await CuttableProxy().start()
+    proxy = await CuttableProxy(*_host_port(PG_ADMIN_URL)).start()
     proxy.cut()
     down = settings.model_copy(
         update={

@@ -22,7 +22,8 @@ import redis.asyncio as aioredis
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions, table_rows
-from tests.conftest import run_worker
+from tests.conftest import EMBEDDED_POSTGRES, run_worker
+from tests.embedded_services import redis_server_binary
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +171,8 @@ def _restart_postgres() -> None:
 
 
 @pytest.mark.skipif(
-    shutil.which("pg_ctlcluster") is None and not os.environ.get("CI"), reason="needs a local Postgres cluster"
+    (shutil.which("pg_ctlcluster") is None or EMBEDDED_POSTGRES) and not os.environ.get("CI"),
+    reason="restarts the machine's Postgres cluster, which this run does not use (an embedded one, or none)",
 )
 @pytest.mark.parametrize("kind", ["purge", "export"])
 def test_postgres_restarted_mid_job_is_retried_and_never_a_false_success(
@@ -226,7 +228,7 @@ def _free_port() -> int:
 def _redis(port: int, data: Path, *extra: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
-            "redis-server",
+            redis_server_binary() or "redis-server",
             "--port",
             str(port),
             "--bind",
@@ -371,7 +373,7 @@ async def test_rediss_tls_with_a_private_ca(settings: Settings, agent_id: str, t
     port = _free_port()
     proc = subprocess.Popen(
         [
-            "redis-server",
+            redis_server_binary() or "redis-server",
             "--port",
             "0",
             "--tls-port",
@@ -417,7 +419,7 @@ async def test_redis_sentinel(settings: Settings, agent_id: str, tmp_path: Path)
     conf = tmp_path / "sentinel.conf"
     conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n")
     sentinel = subprocess.Popen(
-        ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [redis_server_binary() or "redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         await asyncio.sleep(1.0)

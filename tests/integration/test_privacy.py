@@ -12,7 +12,7 @@ from sessionctl.config import Settings
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, seed_sessions
-from tests.conftest import HASH_KEY, run_worker
+from tests.conftest import HASH_KEY, PG_ADMIN_URL, _host_port, run_worker
 from tests.proxy import CuttableProxy
 
 USER = "ivy.sensitive+1@example.com"
@@ -25,7 +25,7 @@ async def test_logs_of_full_runs_hold_no_personal_data_or_secrets(
     db = agno_db(settings.database_url, settings.schema_for(agent_id))
     await seed_sessions(db, agent_id, USER, 4, extras=True)  # content: "answer 0 for <user>"
     await db.close()
-    proxy = await CuttableProxy().start()
+    proxy = await CuttableProxy(*_host_port(PG_ADMIN_URL)).start()
     proxy.cut()
     down = settings.model_copy(
         update={

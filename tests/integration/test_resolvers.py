@@ -90,7 +90,7 @@ async def test_map_file_over_two_databases_a_purge_of_all_agents_reaches_both(
     monkeypatch.setenv("TEST_DB_B_NAME", second_database.rsplit("/", 1)[1])
     amap = tmp_path / "agents.toml"
     amap.write_text(
-        f'[agents."{there}"]\ndsn = "postgresql://postgres@127.0.0.1:5432/${{TEST_DB_B_NAME}}"\nteam = true\n'
+        f'[agents."{there}"]\ndsn = "{second_database.rsplit("/", 1)[0]}/${{TEST_DB_B_NAME}}"\nteam = true\n'
         f'[agents."{agent_id}-gone"]\nsession_storage = false\n'
     )
     s = settings.model_copy(update={"agent_map": str(amap)})

