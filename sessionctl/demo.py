@@ -1,10 +1,13 @@
-"""Demo data for a first try: sessions, runs and memories of a few users, written through Agno's own
-``AsyncPostgresDb`` (so they are exactly what an agent writes), at the agent's schema."""
+"""Demo data for a first try: sessions, runs and memories of a few users at the agent's schema,
+exactly as Agno writes them — agno 3.x through Agno's own ``AsyncPostgresDb``, or the agno 2.x
+layout (runs inside the session row, what xpander pins) from a dump that agno 2.5.14 itself wrote
+(``sessionctl/data/``; ``tests/fixtures/regenerate.sh`` writes it again)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sessionctl.config import Settings
@@ -12,6 +15,8 @@ from sessionctl.errors import AgnoNotInstalled, InvalidRequest
 from sessionctl.identifiers import validate_agent_id
 
 MAX_USERS, MAX_SESSIONS = 1000, 10_000
+DUMP_2X = Path(__file__).resolve().parent / "data" / "agno-2.5.14-xpander-schema.sql"
+DUMP_SCHEMA, DUMP_AGENT, DUMP_USERS = "ag_fixture_legacy", "fixture-legacy", ("alice", "bob")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +83,28 @@ async def seed(settings: Settings, agent_id: str, *, users: int = 3, sessions: i
     finally:
         await db.close()
     return Seeded(agent_id, schema, names, users * sessions, users * sessions * runs, users)
+
+
+async def seed_2x(settings: Settings, agent_id: str) -> Seeded:
+    """The agno 2.x layout at a new agent schema: demo-user-1 (3 sessions) and demo-user-2 (2),
+    2 runs inside each session row, a memory each — rows agno 2.5.14 wrote, renamed."""
+    from sessionctl.databases import Databases
+
+    validate_agent_id(agent_id)
+    schema = settings.schema_for(agent_id)
+    names = [user_name(i) for i in range(1, len(DUMP_USERS) + 1)]
+    sql = DUMP_2X.read_text(encoding="utf-8").replace(DUMP_SCHEMA, schema).replace(DUMP_AGENT, agent_id)
+    for old, new in zip(DUMP_USERS, names, strict=True):
+        sql = sql.replace(f"'{old}'", f"'{new}'").replace(f"-{old}-", f"-{new}-").replace(f" {old}", f" {new}")
+    dbs = Databases(pool_size=1)
+    try:
+        async with dbs.connect(settings.dsn) as conn:
+            if await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+                raise InvalidRequest(
+                    f"schema {schema} exists already: the 2.x demo writes a new agent, pick another --agent"
+                )
+            await conn.execute(sql)
+            sessions = await conn.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions')
+    finally:
+        await dbs.close()
+    return Seeded(agent_id, schema, names, int(sessions), int(sessions) * 2, len(names))

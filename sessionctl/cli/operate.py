@@ -113,12 +113,18 @@ def demo_seed(
     agent: Annotated[str, typer.Option("--agent", help="The agent id to write the demo sessions for.")] = "demo-agent",
     users: Annotated[int, typer.Option("--users", min=1, max=1000, help="How many users (demo-user-1 …).")] = 3,
     sessions: Annotated[int, typer.Option("--sessions", min=1, max=10_000, help="Sessions per user.")] = 20,
+    layout: Annotated[
+        str,
+        typer.Option("--layout", help="3x (default: written by Agno 3.x now) or 2x (runs in the row, agno 2.5.14's)."),
+    ] = "3x",
 ) -> None:
-    """Write demo sessions, runs and memories for a few users, through Agno itself."""
-    from sessionctl.demo import seed
+    """Write demo sessions, runs and memories for a few users, as Agno writes them."""
+    from sessionctl.demo import seed, seed_2x
 
+    if layout not in ("3x", "2x"):
+        fail(EXIT_BAD_INPUT, f"--layout must be 3x or 2x, not {layout!r}")
     config = settings()
-    done = run(seed(config, agent, users=users, sessions=sessions))
+    done = run(seed_2x(config, agent) if layout == "2x" else seed(config, agent, users=users, sessions=sessions))
     where = f"{done.schema} in {config.dsn.redacted}"
     out.print(
         f"wrote {done.sessions} sessions ({done.runs} runs) and {done.memories} memories of"

@@ -76,3 +76,24 @@ def test_with_no_services_configured_demo_start_runs_it_all_embedded(
     assert "stopped the demo worker and the embedded services" in stopped.stdout, stopped
     assert not (tmp_path / "state" / "services.env").exists()
     assert not (tmp_path / "state" / "postgres" / "postmaster.pid").exists()
+
+
+async def test_demo_data_in_the_2x_layout_is_purged_with_the_runs_inside_its_rows(
+    settings: Settings, pg: asyncpg.Connection, worker_env: dict[str, str]
+) -> None:
+    agent = f"legacy-{int(time.time() * 1000) % 10**9}"
+    seeded = _sessionctl(worker_env, "demo", "seed", "--agent", agent, "--layout", "2x")
+    assert seeded.returncode == 0 and "wrote 5 sessions (10 runs) and 2 memories" in seeded.stdout, seeded
+    schema = settings.schema_for(agent)
+    assert await pg.fetchval(f"SELECT to_regclass('\"{schema}\".agno_runs')") is None  # runs live in the rows
+    worker = subprocess.Popen([*SESSIONCTL, "worker"], env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        purged = _sessionctl(worker_env, "purge", "--agent", agent, "--user", "-", "--wait", stdin="demo-user-1\n")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert purged.returncode == 0 and "deleted   sessions=3 runs=6" in purged.stdout, purged
+    left = await pg.fetch(f'SELECT user_id, count(*) AS n FROM "{schema}".agno_sessions GROUP BY 1')
+    assert [(r["user_id"], r["n"]) for r in left] == [("demo-user-2", 2)]
+    again = _sessionctl(worker_env, "demo", "seed", "--agent", agent, "--layout", "2x")
+    assert again.returncode == 2 and "exists already" in again.stderr

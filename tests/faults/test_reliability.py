@@ -374,34 +374,26 @@ async def test_rediss_tls_with_a_private_ca(settings: Settings, agent_id: str, t
         capture_output=True,
         timeout=60,
     )
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            system_redis_server() or "redis-server",
-            "--port",
-            "0",
-            "--tls-port",
-            str(port),
-            "--tls-cert-file",
-            str(cert),
-            "--tls-key-file",
-            str(key),
-            "--tls-ca-cert-file",
-            str(cert),
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15  # until the TLS port answers (a fixed wait raced a loaded machine)
-        while not answers("127.0.0.1", port) and time.monotonic() < deadline:
+    log = tmp_path / "redis-tls.log"
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        args = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+        args += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)]
+        with log.open("ab") as out:
+            return subprocess.Popen([system_redis_server() or "redis-server", *args], stdout=out, stderr=out)
+
+    for _ in range(3):  # a port taken between picking and binding: another one
+        port = _free_port()
+        proc = start(port)
+        deadline = time.monotonic() + 10
+        while not answers("127.0.0.1", port) and proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if answers("127.0.0.1", port):
+            break
+        proc.kill()
+        proc.wait(10)
+    assert answers("127.0.0.1", port), "the TLS redis-server did not start: " + log.read_text()[-2000:]
+    try:
         tls = settings.model_copy(update={"redis_url": f"rediss://127.0.0.1:{port}/0", "redis_ssl_ca_certs": str(cert)})
         db = agno_db(settings.database_url, settings.schema_for(agent_id))
         await seed_sessions(db, agent_id, USER, 2)
