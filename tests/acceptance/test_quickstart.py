@@ -16,8 +16,12 @@ from sessionctl.config import Settings
 SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
 
 
-def _sessionctl(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SESSIONCTL, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120)
+def _sessionctl(
+    env: dict[str, str], *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SESSIONCTL, *args], env=env, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=180
+    )
 
 
 async def test_the_quick_start_reaches_a_purge_of_demo_data_and_its_receipt(
@@ -57,9 +61,7 @@ def test_with_no_services_configured_demo_start_runs_it_all_embedded(
     work.mkdir()
 
     def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*SESSIONCTL, *args], env=env, cwd=work, input=stdin, capture_output=True, text=True, timeout=180
-        )
+        return _sessionctl(env, *args, stdin=stdin, cwd=work)
 
     try:
         started = cli("demo", "start")
