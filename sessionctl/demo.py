@@ -42,9 +42,6 @@ async def seed(settings: Settings, agent_id: str, *, users: int = 3, sessions: i
     try:
         from agno.db.postgres import AsyncPostgresDb
         from agno.db.schemas.memory import UserMemory
-        from agno.run.agent import RunOutput
-        from agno.run.base import RunStatus
-        from agno.session import AgentSession
     except ImportError as exc:
         raise AgnoNotInstalled() from exc
 
@@ -55,34 +52,61 @@ async def seed(settings: Settings, agent_id: str, *, users: int = 3, sessions: i
     try:
         for user in names:
             for i in range(sessions):
-                sid = f"demo-{agent_id}-{user}-s{i}"
-                at = start + i * 60
-                session: Any = AgentSession(
-                    session_id=sid,
+                await write_session(
+                    db,
                     agent_id=agent_id,
                     user_id=user,
-                    session_data={"session_name": f"chat {i + 1} of {user}"},
-                    created_at=at,
-                    updated_at=at,
+                    session_id=f"demo-{agent_id}-{user}-s{i}",
+                    at=start + i * 60,
+                    name=f"chat {i + 1} of {user}",
+                    answers=[f"answer {r + 1} in chat {i + 1}" for r in range(runs)],
                 )
-                if await db.upsert_session(session) is None:
-                    raise InvalidRequest(f"Agno could not write a demo session into {schema}: see the Postgres log")
-                for r in range(runs):
-                    run = RunOutput(
-                        run_id=f"{sid}-r{r}",
-                        agent_id=agent_id,
-                        session_id=sid,
-                        user_id=user,
-                        content=f"answer {r + 1} in chat {i + 1}",
-                        status=RunStatus.completed,
-                        created_at=at,
-                    )
-                    await db.upsert_run(run, session_id=sid, user_id=user, run_index=r)
             memory = UserMemory(memory=f"{user} prefers short answers", user_id=user, memory_id=f"demo-{user}-m0")
             await db.upsert_user_memory(memory)
     finally:
         await db.close()
     return Seeded(agent_id, schema, names, users * sessions, users * sessions * runs, users)
+
+
+async def write_session(
+    db: Any,
+    *,
+    agent_id: str,
+    user_id: str,
+    session_id: str,
+    at: int,
+    name: str,
+    answers: list[str],
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """One agent session and a completed run per answer, through Agno's own upserts (``db``: an
+    agno ``AsyncPostgresDb``), as an agent writes them. The tests' seed data is written the same way."""
+    from agno.run.agent import RunOutput
+    from agno.run.base import RunStatus
+    from agno.session import AgentSession
+
+    session = AgentSession(
+        session_id=session_id,
+        agent_id=agent_id,
+        user_id=user_id,
+        session_data={"session_name": name},
+        metadata=metadata,
+        created_at=at,
+        updated_at=at,
+    )
+    if await db.upsert_session(session) is None:
+        raise InvalidRequest(f"Agno could not write a session into {db.db_schema}: see the Postgres log")
+    for r, answer in enumerate(answers):
+        run = RunOutput(
+            run_id=f"{session_id}-r{r}",
+            agent_id=agent_id,
+            session_id=session_id,
+            user_id=user_id,
+            content=answer,
+            status=RunStatus.completed,
+            created_at=at,
+        )
+        await db.upsert_run(run, session_id=session_id, user_id=user_id, run_index=r)
 
 
 async def seed_2x(settings: Settings, agent_id: str) -> Seeded:

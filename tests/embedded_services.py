@@ -113,17 +113,26 @@ def start_postgres() -> str | None:
     return f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
 
 
+def redis_server(port: int, workdir: Path | str, *extra: str) -> subprocess.Popen[bytes]:
+    """A redis-server of the test's own on ``127.0.0.1:port``, its files in ``workdir``, answering
+    before this returns (``extra``: more arguments, e.g. ``--appendonly yes``)."""
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir), *extra]
+    binary = redis_server_binary() or "redis-server"
+    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not answers("127.0.0.1", port):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+    return proc
+
+
 def start_redis() -> str | None:
     """An embedded Redis for this run, database 13; its URL (``None``: no redis-server to run)."""
-    binary = redis_server_binary()
-    if binary is None:
+    if redis_server_binary() is None:
         return None
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="sessionctl-test-redis-")
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
-    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = redis_server(port, tempfile.mkdtemp(prefix="sessionctl-test-redis-"), "--appendonly", "no")
     atexit.register(proc.kill)
-    deadline = time.monotonic() + 10
-    while not answers("127.0.0.1", port) and time.monotonic() < deadline:
-        time.sleep(0.05)
     return f"redis://127.0.0.1:{port}/13"

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from sessionctl.producer import Producer
 from sessionctl.restore import import_export
 from tests.agno_seed import agno_db, seed_sessions
 from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker
-from tests.embedded_services import redis_server_binary
+from tests.embedded_services import free_port, redis_server, redis_server_binary
 from worker.jobindex import meta_key
 
 USER = "trust-tess-5521@example.com"
@@ -315,35 +314,12 @@ async def test_a_users_file_is_read_exactly_as_written(
 # -- 3. job identity and proof survive Redis losing its state ----------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [redis_server_binary() or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
-
-
 @pytest.mark.skipif(redis_server_binary() is None and not os.environ.get("CI"), reason="needs a redis-server")
 async def test_redis_flushed_and_restarted_never_reuses_a_job_id_nor_drops_a_receipt(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
-    proc = _start_redis(port, tmp_path)
+    port = free_port()
+    proc = redis_server(port, tmp_path, "--appendonly", "no")
     own = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
     schema = settings.schema_for(agent_id)
     jobs: list[str] = []
@@ -363,7 +339,7 @@ async def test_redis_flushed_and_restarted_never_reuses_a_job_id_nor_drops_a_rec
             elif round_ == 1:  # ...and then restarts empty (no persistence)
                 proc.kill()
                 proc.wait()
-                proc = _start_redis(port, tmp_path)
+                proc = redis_server(port, tmp_path, "--appendonly", "no")
     finally:
         proc.kill()
         proc.wait()

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions, table_rows
 from tests.conftest import EMBEDDED_POSTGRES, run_worker
-from tests.embedded_services import answers, redis_server_binary, system_redis_server
+from tests.embedded_services import answers, free_port, redis_server, redis_server_binary, system_redis_server
 
 pytestmark = pytest.mark.slow
 
@@ -219,49 +218,15 @@ def test_postgres_restarted_mid_job_is_retried_and_never_a_false_success(
         assert state["result"]["purge"]["sessions_deleted"] == 40_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _redis(port: int, data: Path, *extra: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            redis_server_binary() or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("redis-server did not start")
+    return redis_server(port, data, "--appendonly", "yes", "--appendfsync", "everysec", *extra)
 
 
 async def test_queued_jobs_survive_a_redis_restart_with_aof(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, tmp_path: Path
 ) -> None:
     """The docker-compose settings: appendonly yes, appendfsync everysec."""
-    port = _free_port()
+    port = free_port()
     proc = _redis(port, tmp_path)
     aof = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
     db = agno_db(settings.database_url, settings.schema_for(agent_id))
@@ -323,7 +288,7 @@ async def test_two_workers_racing_on_one_user_finish_with_zero_left(
 async def test_redis_with_a_password_works_and_the_password_stays_out_of_logs(
     settings: Settings, agent_id: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _redis(port, tmp_path, "--requirepass", "s3cr3t-redis-pw")
     locked = settings.model_copy(update={"redis_url": f"redis://:s3cr3t-redis-pw@127.0.0.1:{port}/2"})
     db = agno_db(settings.database_url, settings.schema_for(agent_id))
@@ -383,7 +348,7 @@ async def test_rediss_tls_with_a_private_ca(settings: Settings, agent_id: str, t
             return subprocess.Popen([system_redis_server() or "redis-server", *args], stdout=out, stderr=out)
 
     for _ in range(3):  # a port taken between picking and binding: another one
-        port = _free_port()
+        port = free_port()
         proc = start(port)
         deadline = time.monotonic() + 10
         while not answers("127.0.0.1", port) and proc.poll() is None and time.monotonic() < deadline:
@@ -412,7 +377,7 @@ async def test_rediss_tls_with_a_private_ca(settings: Settings, agent_id: str, t
 
 
 async def test_redis_sentinel(settings: Settings, agent_id: str, tmp_path: Path) -> None:
-    master_port, sentinel_port = _free_port(), _free_port()
+    master_port, sentinel_port = free_port(), free_port()
     master = _redis(master_port, tmp_path)
     conf = tmp_path / "sentinel.conf"
     conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n")

@@ -1,20 +1,21 @@
-"""The 2.x demo dump is the tests' fixture, byte for byte; a logged exception leaves only its class."""
+"""The shipped 2.x dump is the layout xpander writes; a logged exception leaves only its class."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
-from pathlib import Path
 
 from sessionctl import demo
 from sessionctl.logs import configure_logging
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "agno-2.5.14-xpander-schema.sql"
 
-
-def test_the_packaged_2x_demo_is_the_tests_fixture() -> None:
-    assert demo.DUMP_2X.read_bytes() == FIXTURE.read_bytes()  # regenerate.sh writes both: they never drift apart
+def test_the_shipped_2x_dump_keeps_runs_inside_the_session_rows() -> None:
+    sql = demo.DUMP_2X.read_text(encoding="utf-8")
+    assert f"CREATE TABLE {demo.DUMP_SCHEMA}.agno_sessions" in sql and "agno_runs" not in sql  # runs in the row
+    sessions = [line for line in sql.splitlines() if line.startswith(f"INSERT INTO {demo.DUMP_SCHEMA}.agno_sessions")]
+    assert len(sessions) == 5 and all('"run_id"' in line for line in sessions)
+    assert {u for u in demo.DUMP_USERS if any(f"'{u}'" in line for line in sessions)} == set(demo.DUMP_USERS)
 
 
 def test_a_logged_exception_is_its_class_never_its_text_or_traceback() -> None:
