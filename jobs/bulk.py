@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from jobs.common import now_iso
+from jobs.common import now_iso, settle_media
 from jobs.context import JobContext
 from jobs.models import PURGE_USERS, AgentPurgeResult, BulkPurgeRequest, BulkPurgeResult
-from jobs.purge import Spec, check_access, purge_schema, sum_would
+from jobs.purge import Spec, check_access, purge_schema, shared_stores, sum_would
 from jobs.targets import resolve_targets
 from sessionctl import metrics, store
 from sessionctl.errors import ErasureIncomplete
@@ -40,11 +40,14 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
         for u in users:
             deleted[u] += per_user.get(u, 0)
             remaining[u] += left.get(u, 0)
+    stores = await shared_stores(ctx, spec, targets, blog)
     hmacs = {u: user_hmac(ctx.hash_key, u) for u in users}
     if not request.dry_run:
         if any(remaining.values()):  # unreachable: purge_schema proves zero per schema first
             raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
-        await _bulk_receipts(ctx, request, hmacs, deleted, agents, started)
+        if media := await settle_media(ctx, [t.dsn for t in targets], hmacs.values()):
+            stores["media objects"] = media
+        await _bulk_receipts(ctx, request, hmacs, deleted, agents, started, stores)
         metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
         metrics.RUNS_DELETED.labels(PURGE_USERS).inc(sum(a.runs_deleted for a in agents.values()))
     would = sum_would(agents) if request.dry_run else None
@@ -60,6 +63,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
         users={hmacs[u]: {"sessions_deleted": deleted[u], "remaining": remaining[u]} for u in users},
         agents=agents,
         would_delete=would,
+        stores=stores or None,
         started_at=started,
         finished_at=now_iso(),
         requested_by=request.requested_by,
@@ -75,6 +79,7 @@ async def _bulk_receipts(
     deleted: dict[str, int],
     agents: dict[str, AgentPurgeResult],
     started: str,
+    stores: dict[str, int],
 ) -> None:
     dsn = ctx.settings.dsn
     schemas = json.dumps({label: a.schema_name for label, a in agents.items()})  # the same for every user
@@ -91,6 +96,9 @@ async def _bulk_receipts(
             "started_at": started_at,
             "finished_at": finished_at,
             "requested_by": request.requested_by,
+            "scope": request.scope,
+            "stores": json.dumps(stores),  # for all the users of the job together
+            "origin": "request",
         }
         for u in request.user_ids
     ]

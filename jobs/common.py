@@ -3,13 +3,19 @@ the durable receipt of an erasure."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from jobs.context import JobContext
 from jobs.models import AgentPurgeResult
 from sessionctl import store
+from sessionctl.errors import MediaDeleteFailed
+from sessionctl.identifiers import Dsn
 from sessionctl.store import receipts
+
+MEDIA_ATTEMPTS = 3  # in-job attempts at the keys a storage refused, before the job is retried
 
 
 def now_iso() -> str:
@@ -26,6 +32,9 @@ async def write_receipt(
     agents: dict[str, AgentPurgeResult],
     started: str,
     requested_by: str | None,
+    scope: str = "sessions",
+    stores: dict[str, int] | None = None,
+    origin: str = "request",
 ) -> None:
     totals: dict[str, int] = {}
     per_agent: dict[str, Any] = {}
@@ -59,7 +68,35 @@ async def write_receipt(
             finished_at=datetime.now(UTC),
             requested_by=requested_by,
             enqueued_at=ctx.enqueued_at,
+            scope=scope,
+            stores=stores or {},
+            origin=origin,
         )
+
+
+async def settle_media(ctx: JobContext, dsns: Iterable[Dsn], hmacs: Iterable[str] = ()) -> int:
+    """Before an erasure reports success (and writes its receipt): every media object its batches
+    noted — in this try or an earlier one — and every one still noted for its users (``hmacs``)
+    is gone. Objects deleted by this try; raises the retryable :class:`MediaDeleteFailed` while a
+    storage keeps refusing (the keys stay noted)."""
+    sink = ctx.media
+    if sink is None:
+        return 0
+    unique = {d.target: d for d in dsns}
+    users = list(hmacs)
+    left = 0
+    for attempt in range(MEDIA_ATTEMPTS):
+        left = 0
+        for dsn in unique.values():
+            async with ctx.databases.connect(dsn) as conn:
+                left += await sink.retry_pending(conn, users)
+        if not left:
+            return sink.deleted
+        await asyncio.sleep(0.2 * 2**attempt)
+    raise MediaDeleteFailed(
+        f"{left} media objects of the erased sessions could not be deleted (the storage refused or is"
+        " unreachable); they stay noted in sessionctl.media_pending and are retried — the erasure is not done"
+    )
 
 
 def accumulate(res: AgentPurgeResult, outcome: store.BatchOutcome) -> None:
@@ -71,5 +108,3 @@ def accumulate(res: AgentPurgeResult, outcome: store.BatchOutcome) -> None:
     res.tool_results_deleted += c.tool_results
     res.tool_result_payloads_deleted += c.tool_result_payloads
     res.tool_results_without_payload += outcome.tool_results_without_payload
-
-

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
+from sessionctl.media import MediaSink
 from sessionctl.resolvers import ResolverChain, build_chain
 
 
@@ -32,6 +33,7 @@ class JobContext:
     progress: Progress = field(default_factory=NoProgress)
     resolvers: ResolverChain | None = None  # None: the static resolver (DATABASE_URL + naming rule)
     enqueued_at: datetime | None = None  # when the producer enqueued this job (arq's enqueue_time)
+    media: MediaSink | None = None  # the job's offloaded media (sessionctl.media); None: no references expected
 
     def chain(self) -> ResolverChain:
         if self.resolvers is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs import preflight
-from jobs.common import accumulate, now_iso, write_receipt
+from jobs.common import accumulate, now_iso, settle_media, write_receipt
 from jobs.context import JobContext
 from jobs.models import EXPORT_SESSIONS, AgentPurgeResult, ExportRequest, ExportResult
 from jobs.readahead import PageReader
@@ -334,6 +334,7 @@ async def _erase_exported(
                 "were not erased (they were not handed over); request export-then-erase again with a new --out"
             )
     total = sum(r.sessions_deleted for r in results.values())
+    media = await settle_media(ctx, [t.dsn for t in targets], [user_hmac(ctx.hash_key, req.user_id)])
     await write_receipt(
         ctx,
         kind=EXPORT_SESSIONS + "+erase",
@@ -342,6 +343,7 @@ async def _erase_exported(
         agents=results,
         started=started,
         requested_by=req.requested_by,
+        stores={"media objects": media} if media else None,
     )
     metrics.SESSIONS_DELETED.labels(EXPORT_SESSIONS).inc(total)
     metrics.RUNS_DELETED.labels(EXPORT_SESSIONS).inc(sum(r.runs_deleted for r in results.values()))

@@ -38,6 +38,8 @@ class PurgeRequest(BaseModel):
     memories: bool = False
     scope: Literal["sessions", "all"] = "sessions"
     requested_by: Label | None = None
+    # "resweep": enqueued by a re-sweep for a user erased before who has data again
+    origin: Literal["request", "resweep"] = "request"
 
     @model_validator(mode="after")
     def _target(self) -> PurgeRequest:
@@ -147,9 +149,12 @@ class PurgeResult(BaseModel):
     late_sessions: int = 0
     would_delete: dict[str, int] | None = None
     agents: dict[str, AgentPurgeResult]
+    # outside the agent schemas (all agents, scope "all"): rows per vector/authz table; media objects
+    stores: dict[str, int] | None = None
     started_at: str
     finished_at: str
     requested_by: str | None = None
+    origin: str = "request"
 
 
 EXPORT_SESSIONS: Literal["export_sessions"] = "export_sessions"
@@ -228,6 +233,7 @@ class BulkPurgeResult(BaseModel):
     users: dict[str, dict[str, int]]
     agents: dict[str, AgentPurgeResult]
     would_delete: dict[str, int] | None = None
+    stores: dict[str, int] | None = None  # as in PurgeResult, for all the users together
     started_at: str
     finished_at: str
     requested_by: str | None = None
@@ -260,7 +266,9 @@ class RetentionResult(BaseModel):
     as_of: int
     target: str
     sessions_deleted: int
-    remaining: int  # past the cutoff, counted after the run (0 unless the time budget ran out)
+    remaining: int
+    media_deleted: int = 0  # offloaded media objects of the deleted sessions
+ # past the cutoff, counted after the run (0 unless the time budget ran out)
     agents: dict[str, dict[str, Any]]
     started_at: str
     finished_at: str

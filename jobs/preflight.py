@@ -36,11 +36,14 @@ async def check(
     writes: bool,
     receipt: bool,
     user_tables: bool = False,
+    shared: bool = False,
     what: str = "this erasure",
     nothing: str = "Nothing was deleted",
 ) -> None:
     """Raise before anything is deleted if the role cannot do (and prove) the job on ``targets``.
-    ``user_tables``: the needs depend on every user-keyed table of the schema (scope "all")."""
+    ``user_tables``: the needs depend on every user-keyed table of the schema (scope "all"), vector
+    tables inside a target schema included; ``shared``: also every vector and authz table of each
+    database (an all-agents erasure of scope "all")."""
     found: list[str] = []
     role = ""
     by_db: dict[tuple[str, str, int, str], list[Target]] = {}
@@ -53,10 +56,17 @@ async def check(
             if writes:
                 await _writable(conn, dsn)
             needs: list[access.Need] = []
+            everywhere = await store.find_shared_tables(conn) if user_tables else []
             for t in group:
                 tables = await store.user_keyed_tables(conn, t.layout.schema) if user_tables else []
                 needs += needs_of(t.layout, tables)
+                inside = [s for s in everywhere if s.schema == t.layout.schema and s.kind == store.VECTOR]
+                needs += access.shared_needs(inside, dry_run=not writes)
+            if shared:
+                needs += access.shared_needs(everywhere, dry_run=not writes)
             found += await access.problems(conn, needs)
+            if writes and ctx.media is not None and ctx.media.storages:
+                found += await _media_table(conn, dsn)
             snapshots = writes and not all(t.layout.user_index for t in group)
             if snapshots and not await access.may_create_temp_tables(conn):
                 found.append(f"database {dsn.database}: no TEMPORARY (a purge without the user index needs it)")
@@ -66,6 +76,15 @@ async def check(
         async with ctx.databases.connect(ctx.settings.dsn) as conn:
             await _writable(conn, ctx.settings.dsn)
             await receipts.preflight(conn, ctx.settings.dsn.redacted)
+
+
+async def _media_table(conn: asyncpg.Connection, dsn: Dsn) -> list[str]:
+    """Media keys are noted beside the sessions, in that database's ``sessionctl.media_pending``."""
+    try:
+        await receipts.ensure(conn, dsn.redacted)
+    except InsufficientPrivilege:
+        return [f"database {dsn.database}: sessionctl.media_pending is missing (run `sessionctl migrate` there)"]
+    return await access.problems(conn, access.MEDIA_NEEDS)
 
 
 async def _writable(conn: asyncpg.Connection, dsn: Dsn) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 
 from jobs import preflight
-from jobs.common import now_iso, write_receipt
+from jobs.common import now_iso, settle_media, write_receipt
 from jobs.context import JobContext
 from jobs.models import (
     PURGE_USER_SESSIONS,
@@ -43,6 +43,7 @@ from jobs.models import (
     PurgeRequest,
     PurgeResult,
 )
+from jobs.shared import erase_shared_stores
 from jobs.targets import Target, resolve_targets
 from jobs.walk import Batches, delete_by_index
 from sessionctl import metrics, store
@@ -73,13 +74,16 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     agents: dict[str, AgentPurgeResult] = {}
     for target in targets:
         agents[target.label], _ = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
+    stores = await shared_stores(ctx, spec, targets, blog)
 
     total_remaining = sum(a.remaining for a in agents.values())
     if total_remaining and not request.dry_run:  # unreachable: purge_schema raises first
         raise ErasureIncomplete(f"{total_remaining} sessions of the user remain")
     would = sum_would(agents) if request.dry_run else None
     if not request.dry_run:
-        await _receipt(ctx, request, hmac, agents, started)
+        if media := await settle_media(ctx, [t.dsn for t in targets], [hmac]):
+            stores["media objects"] = media
+        await _receipt(ctx, request, hmac, agents, started, stores)
         metrics.SESSIONS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.sessions_deleted for a in agents.values()))
         metrics.RUNS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.runs_deleted for a in agents.values()))
     result = PurgeResult(
@@ -95,9 +99,11 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
         late_sessions=sum(a.late_sessions for a in agents.values()),
         would_delete=would,
         agents=agents,
+        stores=stores or None,
         started_at=started,
         finished_at=now_iso(),
         requested_by=request.requested_by,
+        origin=request.origin,
     )
     blog.info(
         "purge.done",
@@ -123,6 +129,14 @@ class Spec:
     kind: str = PURGE_USER_SESSIONS  # the job kind its metrics are labelled with
 
 
+async def shared_stores(ctx: JobContext, spec: Spec, targets: list[Target], bl: Any) -> dict[str, int]:
+    """An all-agents erasure of scope "all": the users' knowledge vectors and login records in every
+    database (jobs/shared.py); nothing for any other purge."""
+    if spec.scope != "all" or not spec.shared_files:
+        return {}
+    return await erase_shared_stores(ctx, spec.users, targets, dry_run=spec.dry_run, bl=bl)
+
+
 async def check_access(ctx: JobContext, spec: Spec, targets: list[Target]) -> None:
     """Before the first delete, in every target: the role sees every row it will count and may
     delete what it must; the receipt can be written (jobs/preflight.py)."""
@@ -144,6 +158,7 @@ async def check_access(ctx: JobContext, spec: Spec, targets: list[Target]) -> No
         writes=not spec.dry_run,
         receipt=not spec.dry_run,
         user_tables=spec.scope == "all",
+        shared=spec.scope == "all" and spec.shared_files,
         what="a dry run" if spec.dry_run else "this erasure",
         nothing="Nothing was counted" if spec.dry_run else "Nothing was deleted",
     )
@@ -229,8 +244,12 @@ async def _erase_everything_else(
     """Scope "all": every other user-keyed table, then a recount of every table with a user_id column."""
     res.tables = await store.erase_user_stores(conn, layout, users, shared_files=shared_files)
     res.memories_deleted = res.tables.get(store.MEMORIES, 0)
+    vectors = [t for t in await store.find_shared_tables(conn, [layout.schema]) if t.kind == store.VECTOR]
+    for t in vectors:  # PgVector tables the app keeps in the agent's own schema
+        res.tables[t.table] = (await store.erase_shared(conn, [t], users))[t.label]
+    known = store.KNOWN_USER_TABLES | {t.table for t in vectors}
     left = {t: n for t, n in (await store.remaining_user_rows(conn, layout.schema, users)).items() if n}
-    unknown = sorted(t for t in left if t not in store.KNOWN_USER_TABLES)
+    unknown = sorted(t for t in left if t not in known)
     if unknown:
         raise UnknownUserData(
             f"agent {label}: {', '.join(unknown)} hold rows of the user in a user_id column sessionctl does not "
@@ -255,7 +274,12 @@ async def _delete_snapshot(
 
 
 async def _receipt(
-    ctx: JobContext, request: PurgeRequest, hmac: str, agents: dict[str, AgentPurgeResult], started: str
+    ctx: JobContext,
+    request: PurgeRequest,
+    hmac: str,
+    agents: dict[str, AgentPurgeResult],
+    started: str,
+    stores: dict[str, int],
 ) -> None:
     """Append the durable receipt of this erasure (before the job reports success)."""
     await write_receipt(
@@ -266,6 +290,9 @@ async def _receipt(
         agents=agents,
         started=started,
         requested_by=request.requested_by,
+        scope=request.scope,
+        stores=stores,
+        origin=request.origin,
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 
 from jobs import preflight
-from jobs.common import now_iso
+from jobs.common import now_iso, settle_media
 from jobs.context import JobContext
 from jobs.export import export_records
 from jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
@@ -79,6 +79,7 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
         agents[target.label] = report
     deleted = sum(a["deleted"] for a in agents.values())
     remaining = sum(a["remaining"] for a in agents.values())
+    media = 0 if req.dry_run else await settle_media(ctx, [t.dsn for t in governed])
     status = "dry_run" if req.dry_run else ("partial" if partial or remaining else "succeeded")
     metrics.SESSIONS_DELETED.labels(PURGE_EXPIRED_SESSIONS).inc(deleted)
     blog.info("retention.done", status=status, sessions_deleted=deleted, remaining=remaining)
@@ -90,6 +91,7 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
         target=req.target,
         sessions_deleted=deleted,
         remaining=remaining,
+        media_deleted=media,
         agents=agents,
         started_at=started,
         finished_at=now_iso(),

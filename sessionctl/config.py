@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     """jobs kept in the index that `sessionctl jobs` reads"""
     failed_ttl: int = Field(30 * 24 * 3600, ge=60, validation_alias="SESSIONCTL_FAILED_TTL")
     """seconds failed jobs stay in the failed-job list (30 days)"""
+    media_storages: str = Field("", validation_alias="SESSIONCTL_MEDIA_STORAGES")
+    """where the agents offload media (Agno's `media_storage`), comma-separated: `local:///abs/dir`,
+    `s3://bucket?region=eu-west-1&endpoint_url=https://…` (credentials: boto3's usual chain),
+    `gcs://bucket?project=…`; objects the erased sessions point at are deleted there"""
+    resweep_schedule: str | None = Field(None, validation_alias="SESSIONCTL_RESWEEP_SCHEDULE")
+    """when the re-sweep cron runs (`minute hour`, as the retention schedule) (unset: no cron)"""
+    resweep_erase: bool = Field(False, validation_alias="SESSIONCTL_RESWEEP_ERASE")
+    """a re-sweep enqueues a new erasure (`origin: resweep`) for each erased user it finds back"""
     retention_file: str | None = Field(None, validation_alias="SESSIONCTL_RETENTION_FILE")
     """the retention policy (TOML, see [Retention](../retention.md)) (unset: no retention, no cron)"""
     retention_schedule: str = Field("17 3", validation_alias="SESSIONCTL_RETENTION_SCHEDULE")

@@ -99,6 +99,10 @@ class UnknownUserData(PermanentError):
     """A table holds the user's rows in a user_id column sessionctl does not know."""
 
 
+class MediaStorageNotConfigured(PermanentError):
+    """Sessions being erased point at offloaded media in a storage sessionctl was not given."""
+
+
 class TransientError(SessionctlError):
     """A temporary failure: retried with backoff up to SESSIONCTL_MAX_TRIES."""
 
@@ -125,6 +129,10 @@ class StorageFull(TransientError):
 
 class ErasureIncomplete(TransientError):
     """Sessions of the user remain after the purge loop."""
+
+
+class MediaDeleteFailed(TransientError):
+    """Media objects of erased sessions could not be deleted yet (kept, retried)."""
 
 
 def describe(exc: BaseException) -> dict[str, str]:

@@ -124,9 +124,11 @@ class Producer:
         scope: str = "sessions",
         requested_by: str | None = None,
         check_agent: bool = True,
+        origin: str = "request",
     ) -> Enqueued:
         """Enqueue the erasure of a user's sessions (``agent_id`` or ``all_agents=True``);
-        ``scope="all"`` erases the user's rows in every user-keyed Agno table.
+        ``scope="all"`` erases the user's rows in every user-keyed Agno table. ``origin="resweep"``
+        marks an erasure a re-sweep asked for (in its result and receipt).
 
         Raises :class:`~sessionctl.errors.InvalidRequest` (a ``ValueError``) on bad input and,
         with ``check_agent``, :class:`~sessionctl.errors.AgentNotFound` (a ``LookupError``) for an
@@ -140,6 +142,7 @@ class Producer:
             "memories": memories,
             "scope": scope,
             "requested_by": requested_by,
+            "origin": origin,
         }
         request = parse_request(PurgeRequest, payload)
         if check_agent:

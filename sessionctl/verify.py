@@ -12,12 +12,14 @@ from sessionctl.errors import AgentNotFound, InsufficientPrivilege
 from sessionctl.identifiers import validate_user_id
 from sessionctl.privacy import user_hmac
 from sessionctl.store import access, receipts
+from sessionctl.store import media as media_sql
 
 
 async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None = None) -> dict[str, Any]:
     """Count the user's rows in every table with a ``user_id`` column of the agent schema(s) —
     sessions, runs, memories, learnings, traces, evals, approvals, … — and in Agno's shared
-    tool-result payloads. Our own SQL, independent of receipts and of Agno's client."""
+    tool-result payloads; across all agents also in every PgVector table and AgentOS login table of
+    the database. Our own SQL, independent of receipts and of Agno's client."""
     validate_user_id(user_id)
     tables: dict[str, dict[str, int]] = {}
     dbs = Databases(pool_size=1)
@@ -30,7 +32,15 @@ async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None 
                 schemas = [schema]
             else:
                 schemas = await store.discover_agent_schemas(conn)
+            shared = []
+            if agent_id is None:  # the deployment's knowledge vectors and login records too
+                shared = [
+                    t
+                    for t in await store.find_shared_tables(conn)
+                    if not (t.kind == store.VECTOR and t.schema in schemas)  # counted with their agent
+                ]
             needs = [access.Need(s, t, access.READ) for s in schemas for t in await store.user_keyed_tables(conn, s)]
+            needs += access.shared_needs(shared, dry_run=True)
             needs.append(access.Need("fs", "agno_fs", access.READ))  # Agno's shared payloads, where it exists
             found = [p for p in await access.problems(conn, needs) if p != "fs.agno_fs: does not exist"]
             if found:
@@ -45,6 +55,12 @@ async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None 
                     t: await store.count_user_rows(conn, schema, t, user_id)
                     for t in await store.user_keyed_tables(conn, schema)
                 }
+            left = await store.count_shared(conn, shared, [user_id])
+            for t in shared:
+                tables.setdefault(t.schema, {})[t.table] = left[t.label]
+            pending = await media_sql.count_of_user(conn, user_hmac(settings.hash_key_bytes, user_id))
+            if pending:  # objects of erased sessions a storage has not deleted yet
+                tables["sessionctl"] = {"media_pending": pending}
             payloads = await store.count_user_payloads(conn, user_id)
             if payloads is not None:
                 tables["fs"] = {"agno_fs": payloads}

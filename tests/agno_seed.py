@@ -197,3 +197,91 @@ async def seed_indexed_user(
         f'SELECT session_id FROM "{schema}".agno_sessions WHERE user_id = $1 ORDER BY created_at, session_id', user
     )
     return [r["session_id"] for r in rows]
+
+
+async def seed_media_session(
+    db: AsyncPostgresDb, storage: Any, *, agent_id: str, user_id: str, session_id: str, images: int = 2
+) -> list[str]:
+    """A session whose run carries ``images`` images offloaded by Agno's own path
+    (``offload_run_media``) to ``storage`` (an Agno ``MediaStorage``); the storage keys."""
+    from agno.media import Image
+    from agno.run.agent import RunOutput
+    from agno.run.base import RunStatus
+    from agno.utils.media_offload import offload_run_media
+
+    await write_session(
+        db, agent_id=agent_id, user_id=user_id, session_id=session_id, at=int(time.time()), name="pics", answers=[]
+    )
+    run = RunOutput(
+        run_id=f"{session_id}-r-media",
+        agent_id=agent_id,
+        session_id=session_id,
+        user_id=user_id,
+        content="here are your pictures",
+        status=RunStatus.completed,
+        created_at=int(time.time()),
+        images=[Image(content=f"{session_id} picture {i}".encode(), mime_type="image/png") for i in range(images)],
+    )
+    offload_run_media(run, storage, session_id)
+    await db.upsert_run(run, session_id=session_id, user_id=user_id, run_index=0)
+    return [img.media_reference.storage_key for img in run.images or []]
+
+
+def seed_vectors(sa_url: str, schema: str, table: str, chunks: dict[str | None, int]) -> None:
+    """Chunks written by Agno's own ``PgVector`` (the table created by it): ``{user_id: n}``, None
+    for shared chunks."""
+    from dataclasses import dataclass
+
+    from agno.knowledge.document import Document
+    from agno.knowledge.embedder.base import Embedder
+    from agno.vectordb.pgvector import PgVector
+
+    @dataclass
+    class Tiny(Embedder):  # a deterministic 3-dimensional embedding: no model, no network
+        dimensions: int | None = 3
+
+        def get_embedding(self, text: str) -> list[float]:
+            return [float(len(text)), 1.0, 0.5]
+
+        def get_embedding_and_usage(self, text: str) -> tuple[list[float], dict[str, Any] | None]:
+            return self.get_embedding(text), None
+
+    vectors = PgVector(table_name=table, schema=schema, db_url=sa_url, embedder=Tiny())
+    vectors.create()
+    for user, n in chunks.items():
+        docs = [Document(content=f"chunk {i} of {user or 'everyone'}") for i in range(n)]
+        vectors.insert(f"hash-{user}", docs, user_id=user)
+
+
+def seed_authz(sa_url: str, schema: str, users: list[str]) -> None:
+    """AgentOS login records through Agno's own authz API: a user record and a role each, a change
+    event naming the user (as target; an admin as actor) and an access decision (the user as actor)."""
+    from agno.db.postgres import PostgresDb
+
+    db = PostgresDb(db_url=sa_url, db_schema=schema)
+    now = int(time.time())
+    for u in users:
+        db.upsert_authz_user(
+            u, {"email": f"{u}@example.com", "name": u.title(), "disabled": False, "created_at": now, "updated_at": now}
+        )
+        db.assign_authz_role(u, "viewer")
+        db.record_authz_audit_event(
+            {
+                "event_id": f"audit-{u}",
+                "created_at": now,
+                "actor": "admin",
+                "action": "user.created",
+                "target": u,
+                "after": f'[{{"id": "{u}", "email": "{u}@example.com"}}]',
+            }
+        )
+        db.record_authz_decision(
+            {
+                "event_id": f"decision-{u}",
+                "created_at": now,
+                "actor": u,
+                "action": "access.allowed",
+                "target": "GET /sessions",
+                "token_ref": f"jti-{u}",
+            }
+        )

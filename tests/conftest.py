@@ -222,3 +222,34 @@ def worker_env(pg_database: str, redis_url: str, settings: Settings) -> dict[str
         SESSIONCTL_EXPORT_DIR=settings.export_dir,
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def vector_pg_admin() -> Iterator[str]:
+    """A Postgres with the pgvector extension (the machine's may have none): pgserver's, started
+    for this run in a temporary directory. Its admin URL."""
+    from tests import embedded_services
+
+    url = embedded_services.start_postgres()
+    if url is None:
+        pytest.fail("pgserver is not installed (it is a dependency of sessionctl): pip install -e .", pytrace=False)
+    yield url
+
+
+@pytest.fixture
+def vector_database(vector_pg_admin: str) -> Iterator[str]:
+    """A fresh database with ``CREATE EXTENSION vector`` on the pgvector server; its URL."""
+    name = f"sessionctl_vec_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str, db: str | None = None) -> None:
+        url = vector_pg_admin if db is None else vector_pg_admin.rsplit("/", 1)[0] + f"/{db}"
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin("CREATE EXTENSION vector", name))
+    yield vector_pg_admin.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -32,7 +32,7 @@ from jobs.models import (
     RetentionRequest,
     parse_request,
 )
-from sessionctl import metrics
+from sessionctl import media, metrics
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
 from sessionctl.errors import (
@@ -47,6 +47,7 @@ from sessionctl.errors import (
 from sessionctl.logs import configure_logging, get_logger
 from sessionctl.resolvers import ResolverChain, build_chain
 from sessionctl.retention_policy import parse_schedule
+from sessionctl.store import media as media_sql
 from worker import serializer
 from worker.jobindex import JobIndex, record_end, request_without_user
 from worker.lease import lease
@@ -67,6 +68,7 @@ class WorkerState:
     hash_key: bytes
     index: JobIndex
     resolvers: ResolverChain
+    storages: list[media.Storage] = field(default_factory=list)  # SESSIONCTL_MEDIA_STORAGES
     depth_task: asyncio.Task[None] | None = None
 
 
@@ -87,6 +89,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         hash_key=settings.hash_key_bytes,
         index=job_index(ctx["redis"], settings),
         resolvers=build_chain(settings),  # one per worker: its TTL cache spans jobs
+        storages=media.parse_storages(settings.media_storages),
     )
     ctx["state"] = state
     serving = metrics.serve(settings.metrics_port)
@@ -134,6 +137,7 @@ def _job_context(ctx: dict[str, Any]) -> tuple[WorkerState, JobContext]:
         progress=RedisProgress(ctx["redis"], job_id, state.settings.keep_result, state.settings.progress_interval),
         resolvers=state.resolvers,
         enqueued_at=ctx.get("enqueue_time"),
+        media=media.MediaSink(state.storages, state.hash_key, job_id),
     )
 
 
@@ -163,8 +167,12 @@ async def _run(
         if kwargs or len(args) != 1:
             raise InvalidRequest("job payload must be exactly one JSON object (the request)")
         request = parse_request(model, args[0])
-        async with lease(ctx["redis"], jctx.job_id, state.settings.lease_ttl):
-            result = await procedure(jctx, request)
+        token = media_sql.CURRENT.set(jctx.media)  # the store's deletes hand their media references over
+        try:
+            async with lease(ctx["redis"], jctx.job_id, state.settings.lease_ttl):
+                result = await procedure(jctx, request)
+        finally:
+            media_sql.CURRENT.reset(token)
     except Exception as exc:
         if isinstance(exc, RedisConnectionError | RedisTimeoutError):
             err: SessionctlError = QueueUnavailable(f"lost Redis mid-job ({type(exc).__name__})")

@@ -9,7 +9,8 @@ a user has left — is read here, with errors raised, never swallowed.
 - :mod:`.catalog`: an agent schema's layout, discovery of agent schemas, user-keyed tables, sizes;
 - :mod:`.counts`: a user's rows, counted (the proof); :mod:`.delete`: batches of deletes;
 - :mod:`.export`, :mod:`.listing`, :mod:`.restore`: reading sessions out, writing them back;
-- :mod:`.user_stores`: every user-keyed Agno table and how scope "all" erases it;
+- :mod:`.user_stores`: every store Agno keeps about a user and how scope "all" erases it;
+  :mod:`.shared_stores`: the vector and authz tables among them, found by layout anywhere;
 - :mod:`.indexes`: what ``doctor`` checks and builds; :mod:`.access`: privileges, row-level
   security, read-only databases and the grants they imply;
 - :mod:`.receipts`: our own schema (receipts and its migrations).
@@ -75,6 +76,13 @@ from sessionctl.store.restore import (
     runs_of_other_sessions,
     sessions_owned_elsewhere,
 )
+from sessionctl.store.shared_stores import (
+    VECTOR,
+    SharedTable,
+    count_shared,
+    erase_shared,
+    find_shared_tables,
+)
 from sessionctl.store.tables import (
     MEMORIES,
     PAYLOADS,
@@ -112,6 +120,7 @@ __all__ = [
     "TRANSCRIPTS",
     "USERS_1",
     "USER_STORES",
+    "VECTOR",
     "BatchOutcome",
     "Counts",
     "ExportKey",
@@ -119,12 +128,14 @@ __all__ = [
     "Layout",
     "Params",
     "SessionKey",
+    "SharedTable",
     "UserStore",
     "Window",
     "count_expired",
     "count_sessions",
     "count_sessions_by_id",
     "count_sessions_per_user",
+    "count_shared",
     "count_user",
     "count_user_files",
     "count_user_payloads",
@@ -140,11 +151,13 @@ __all__ = [
     "delete_user_range",
     "delete_user_sessions",
     "discover_agent_schemas",
+    "erase_shared",
     "erase_user_stores",
     "expired_where",
     "export_key",
     "export_lines",
     "export_page_end",
+    "find_shared_tables",
     "get_session_row",
     "index_status",
     "init_connection",

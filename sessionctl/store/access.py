@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from sessionctl.identifiers import quote_ident
-from sessionctl.store import catalog, user_stores
+from sessionctl.store import catalog, shared_stores, user_stores
 from sessionctl.store.tables import MEMORIES, RUNS, SESSIONS, SPANS, TOOL_RESULTS, TRACES, TRANSCRIPTS
 
 
@@ -50,6 +50,9 @@ RECEIPT_NEEDS = (
     Need("sessionctl", "schema_migrations", READ),
 )
 RECEIPT_SEQUENCE = "sessionctl.receipts_id_seq"
+# Media keys pending deletion, noted in the database the sessions were in (sessionctl.media).
+MEDIA_NEEDS = (Need("sessionctl", "media_pending", ("SELECT", "INSERT", "UPDATE", "DELETE")),)
+MEDIA_SEQUENCE = "sessionctl.media_pending_id_seq"
 
 
 def erasure_needs(
@@ -84,6 +87,11 @@ def erasure_needs(
         if layout.has(TRACES) and layout.has(SPANS):
             needs.append(Need(s, SPANS, erase))
     return needs
+
+
+def shared_needs(tables: Iterable[shared_stores.SharedTable], *, dry_run: bool = False) -> list[Need]:
+    """Vector and authz tables an erasure of scope "all" clears (or, in a dry run, counts)."""
+    return [Need(t.schema, t.table, READ if dry_run else (ANONYMIZE if t.anonymizes else ERASE)) for t in tables]
 
 
 def export_needs(layout: catalog.Layout, *, then_erase: bool) -> list[Need]:
@@ -183,7 +191,7 @@ def grant_statements(role_name: str, database: str, needs: Iterable[Need], *, re
     lines = [f"GRANT CONNECT, TEMPORARY ON DATABASE {quote_ident(database)} TO {r};"]
     by_table: dict[str, list[str]] = {}
     schemas: list[str] = []
-    for n in [*needs, *(RECEIPT_NEEDS if receipts else ())]:
+    for n in [*needs, *((*RECEIPT_NEEDS, *MEDIA_NEEDS) if receipts else ())]:
         if n.schema not in schemas:
             schemas.append(n.schema)
         privs = by_table.setdefault(n.qualified, [])
@@ -191,5 +199,5 @@ def grant_statements(role_name: str, database: str, needs: Iterable[Need], *, re
     lines += [f"GRANT USAGE ON SCHEMA {quote_ident(s)} TO {r};" for s in schemas]
     lines += [f"GRANT {', '.join(p)} ON {t} TO {r};" for t, p in by_table.items()]
     if receipts:
-        lines.append(f"GRANT USAGE ON SEQUENCE {RECEIPT_SEQUENCE} TO {r};")
+        lines.append(f"GRANT USAGE ON SEQUENCE {RECEIPT_SEQUENCE}, {MEDIA_SEQUENCE} TO {r};")
     return lines

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from sessionctl.store import media
 from sessionctl.store.counts import Counts, expired_where
 from sessionctl.store.params import USERS_1, Params, legacy_runs_expr, rowcount
 from sessionctl.store.tables import (
@@ -241,12 +242,13 @@ async def _delete_sessions(
     """Run the delete of the sessions ``where`` selects (CTEs ``before`` may feed it; ``extra``
     columns are returned beside the counts) in its own transaction. ``one_user``: ``where``
     admits only this user's sessions, so they need no counting per user."""
-    legacy = [f"{legacy_runs_expr('d')} AS legacy_runs"] if layout.legacy_runs_column else []
+    legacy = [f"{legacy_runs_expr('d')} AS legacy_runs", media.refs_in_row("d")] if layout.legacy_runs_column else []
     parts = [
         *before,
         f"gone AS (DELETE FROM {layout.q(SESSIONS)} AS d WHERE {where}"
         f" RETURNING {', '.join(['d.session_id', 'd.user_id', *legacy])})",
     ]
+    refs = [media.REFS_OF_LEGACY_ROWS] if legacy else []
     picks = ["(SELECT count(*) FROM gone) AS sessions", *extra]
     if legacy:
         picks.append("(SELECT sum(legacy_runs) FROM gone) AS legacy")
@@ -257,49 +259,66 @@ async def _delete_sessions(
         )
     deleted = "= ANY(ARRAY(SELECT session_id FROM gone))"  # exactly the sessions deleted, probed by index
     runs = layout.q(RUNS)
-    async with conn.transaction():
-        # Every lookup here is by key. After a bulk load, stale statistics can make the planner
-        # scan a whole runs table per batch (seen: 21 ms instead of 0.4 ms per 200 sessions).
-        await conn.execute("SET LOCAL enable_seqscan = off")
-        by_cascade = None
-        if layout.has(RUNS) and layout.runs_cascade:
-            # Runs go by Agno's foreign key (ON DELETE CASCADE), as in a plain DELETE of the sessions;
-            # how many it removed is this transaction's own delete counter of the runs table, read
-            # before and after (the same count a RETURNING would give, without a second delete
-            # probing every run: measured 0.62x -> 0.81x of a raw DELETE). When the cascade would
-            # not fire (its trigger disabled, or not firing in this session_replication_role) or
-            # there are no statistics counters (track_counts off), the runs are deleted and
-            # counted by the statement below instead.
-            stat = await conn.fetchrow(
-                "SELECT current_setting('track_counts')::bool AS on,"
-                " current_setting('session_replication_role') AS role,"
-                " pg_stat_get_xact_tuples_deleted(to_regclass($1)) AS n",
-                runs,
-            )
-            if stat["on"] and _cascade_fires(layout.runs_cascade, stat["role"]):
-                by_cascade = int(stat["n"])
-        if layout.has(RUNS) and by_cascade is None:
-            parts.append(f"r AS (DELETE FROM {runs} WHERE session_id {deleted} RETURNING 1)")
-            picks.append("(SELECT count(*) FROM r) AS runs")
-        if layout.has(TRANSCRIPTS):
-            parts.append(f"t AS (DELETE FROM {layout.q(TRANSCRIPTS)} WHERE agno_session_id {deleted} RETURNING 1)")
-            picks.append("(SELECT count(*) FROM t) AS transcripts")
-        if layout.has(TOOL_RESULTS):
-            parts.append(
-                f"tr AS (DELETE FROM {layout.q(TOOL_RESULTS)} WHERE session_id {deleted} RETURNING namespace, path)"
-            )
-            picks.append("(SELECT count(*) FROM tr) AS tool_results")
-            if layout.payload_table:
-                parts.append(
-                    f"p AS (DELETE FROM {PAYLOADS} f USING tr WHERE f.namespace = tr.namespace AND f.path = tr.path"
-                    " RETURNING 1)"
+    if layout.has(RUNS):
+        refs.append(media.refs_of_runs_table(runs, deleted))
+    if refs:  # the media these sessions uploaded: noted in this transaction (sessionctl.media)
+        picks.append(
+            "(SELECT jsonb_agg(jsonb_build_object('s', s, 'u', u, 'ref', ref)) FROM ("
+            + " UNION ALL ".join(refs)
+            + ") x) AS media"
+        )
+    sink: media.MediaCollector | None = None
+    try:
+        async with conn.transaction():
+            # Every lookup here is by key. After a bulk load, stale statistics can make the planner
+            # scan a whole runs table per batch (seen: 21 ms instead of 0.4 ms per 200 sessions).
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            by_cascade = None
+            if layout.has(RUNS) and layout.runs_cascade:
+                # Runs go by Agno's foreign key (ON DELETE CASCADE), as in a plain DELETE of the sessions;
+                # how many it removed is this transaction's own delete counter of the runs table, read
+                # before and after (the same count a RETURNING would give, without a second delete
+                # probing every run: measured 0.62x -> 0.81x of a raw DELETE). When the cascade would
+                # not fire (its trigger disabled, or not firing in this session_replication_role) or
+                # there are no statistics counters (track_counts off), the runs are deleted and
+                # counted by the statement below instead.
+                stat = await conn.fetchrow(
+                    "SELECT current_setting('track_counts')::bool AS on,"
+                    " current_setting('session_replication_role') AS role,"
+                    " pg_stat_get_xact_tuples_deleted(to_regclass($1)) AS n",
+                    runs,
                 )
-                picks.append("(SELECT count(*) FROM p) AS payloads")
-        row = await conn.fetchrow("WITH " + ",\n".join(parts) + "\nSELECT " + ", ".join(picks), *p.values)
-        cascaded = 0
-        if by_cascade is not None:
-            cascaded = int(await conn.fetchval("SELECT pg_stat_get_xact_tuples_deleted(to_regclass($1))", runs))
-            cascaded -= by_cascade
+                if stat["on"] and _cascade_fires(layout.runs_cascade, stat["role"]):
+                    by_cascade = int(stat["n"])
+            if layout.has(RUNS) and by_cascade is None:
+                parts.append(f"r AS (DELETE FROM {runs} WHERE session_id {deleted} RETURNING 1)")
+                picks.append("(SELECT count(*) FROM r) AS runs")
+            if layout.has(TRANSCRIPTS):
+                parts.append(f"t AS (DELETE FROM {layout.q(TRANSCRIPTS)} WHERE agno_session_id {deleted} RETURNING 1)")
+                picks.append("(SELECT count(*) FROM t) AS transcripts")
+            if layout.has(TOOL_RESULTS):
+                parts.append(
+                    f"tr AS (DELETE FROM {layout.q(TOOL_RESULTS)} WHERE session_id {deleted} RETURNING namespace, path)"
+                )
+                picks.append("(SELECT count(*) FROM tr) AS tool_results")
+                if layout.payload_table:
+                    parts.append(
+                        f"p AS (DELETE FROM {PAYLOADS} f USING tr WHERE f.namespace = tr.namespace AND f.path = tr.path"
+                        " RETURNING 1)"
+                    )
+                    picks.append("(SELECT count(*) FROM p) AS payloads")
+            row = await conn.fetchrow("WITH " + ",\n".join(parts) + "\nSELECT " + ", ".join(picks), *p.values)
+            cascaded = 0
+            if by_cascade is not None:
+                cascaded = int(await conn.fetchval("SELECT pg_stat_get_xact_tuples_deleted(to_regclass($1))", runs))
+                cascaded -= by_cascade
+            sink = await media.hand_over(conn, row.get("media"))
+    except BaseException:
+        if (current := media.CURRENT.get()) is not None:
+            current.rolled_back(conn)  # keys noted in a transaction that did not commit
+        raise
+    if sink is not None:  # committed: now the objects may go
+        await sink.committed(conn)
     out = BatchOutcome()
     c = out.counts
     c.sessions = int(row["sessions"])

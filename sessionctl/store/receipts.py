@@ -63,6 +63,36 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE sessionctl.receipts ADD CONSTRAINT receipts_job_user UNIQUE (job_id, user_hmac);
         """,
     ),
+    (
+        3,
+        """
+        -- what was erased (scope), rows outside the agent schemas (vector and authz tables, media
+        -- objects), and why (a request, or a re-sweep that found the user's data back)
+        ALTER TABLE sessionctl.receipts ADD COLUMN scope text NOT NULL DEFAULT 'sessions',
+            ADD COLUMN stores jsonb NOT NULL DEFAULT '{}', ADD COLUMN origin text NOT NULL DEFAULT 'request';
+        """,
+    ),
+    (
+        4,
+        """
+        -- keys of offloaded media whose sessions were deleted, noted in the delete's transaction and
+        -- forgotten once the object is gone (sessionctl.media); user HMAC, never the id
+        CREATE TABLE sessionctl.media_pending (
+            id              bigserial   PRIMARY KEY,
+            job_id          text        NOT NULL,
+            storage         text        NOT NULL,
+            storage_key     text        NOT NULL,
+            user_hmac       text        NOT NULL,
+            session_id      text        NOT NULL,
+            noted_at        timestamptz NOT NULL DEFAULT now(),
+            attempts        integer     NOT NULL DEFAULT 0,
+            last_attempt_at timestamptz,
+            UNIQUE (storage, storage_key)
+        );
+        CREATE INDEX media_pending_job ON sessionctl.media_pending (job_id);
+        CREATE INDEX media_pending_user ON sessionctl.media_pending (user_hmac);
+        """,
+    ),
 ]
 
 
@@ -162,15 +192,18 @@ async def record(
     finished_at: datetime,
     requested_by: str | None,
     enqueued_at: datetime | None = None,
+    scope: str = "sessions",
+    stores: dict[str, int] | None = None,
+    origin: str = "request",
 ) -> bool:
     """Append the receipt; ``False`` if an earlier try of this same job already wrote it (a retry
     after a crash). A receipt under this job id that records another erasure raises
     :class:`ReceiptConflict`: a receipt is never silently skipped."""
     row = await conn.fetchrow(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
-        " late_sessions, started_at, finished_at, requested_by)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10) ON CONFLICT (job_id, user_hmac) DO NOTHING"
-        " RETURNING id",
+        " late_sessions, started_at, finished_at, requested_by, scope, stores, origin)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10, $11, $12::jsonb, $13)"
+        " ON CONFLICT (job_id, user_hmac) DO NOTHING RETURNING id",
         job_id,
         kind,
         user_hmac,
@@ -181,6 +214,9 @@ async def record(
         started_at,
         finished_at,
         requested_by,
+        scope,
+        stores or {},
+        origin,
     )
     if row is not None:
         return True
@@ -234,17 +270,22 @@ async def record_many(
         "started_at",
         "finished_at",
         "requested_by",
+        "scope",
+        "stores",
+        "origin",
     ]
     values = {c: [r[c] for r in rows] for c in cols}
-    for c in ("agents", "counts"):  # as JSON text: an array of jsonb would need a codec per element
+    for c in ("agents", "counts", "stores"):  # as JSON text: an array of jsonb would need a codec per element
         values[c] = [v if isinstance(v, str) else json.dumps(v) for v in values[c]]
     written = await conn.fetch(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
-        " late_sessions, started_at, finished_at, requested_by)"
+        " late_sessions, started_at, finished_at, requested_by, scope, stores, origin)"
         " SELECT job_id, kind, user_hmac, target, agents::jsonb, counts::jsonb, 0, late_sessions, started_at,"
-        " finished_at, requested_by FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::text[], $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[])"
-        " AS x(job_id, kind, user_hmac, target, agents, counts, late_sessions, started_at, finished_at, requested_by)"
+        " finished_at, requested_by, scope, stores::jsonb, origin FROM unnest($1::text[], $2::text[], $3::text[],"
+        " $4::text[], $5::text[], $6::text[], $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[],"
+        " $11::text[], $12::text[], $13::text[])"
+        " AS x(job_id, kind, user_hmac, target, agents, counts, late_sessions, started_at, finished_at, requested_by,"
+        " scope, stores, origin)"
         " ON CONFLICT (job_id, user_hmac) DO NOTHING RETURNING user_hmac",
         *(values[c] for c in cols),
     )
@@ -261,7 +302,8 @@ async def find(conn: asyncpg.Connection, user_hmac: str) -> list[dict[str, Any]]
         return []
     rows = await conn.fetch(
         "SELECT job_id, kind, user_hmac, target, agents, counts, remaining, late_sessions, started_at,"
-        " finished_at, requested_by, recorded_at FROM sessionctl.receipts WHERE user_hmac = $1 ORDER BY finished_at",
+        " finished_at, requested_by, recorded_at, scope, stores, origin FROM sessionctl.receipts"
+        " WHERE user_hmac = $1 ORDER BY finished_at",
         user_hmac,
     )
     out = []

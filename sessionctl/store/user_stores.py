@@ -21,14 +21,18 @@ if TYPE_CHECKING:
     from sessionctl.store.catalog import Layout
 
 
-
 @dataclass(frozen=True, slots=True)
 class UserStore:
     """One Agno table that holds a user's data, and how an erasure treats it."""
 
     table: str
-    action: str  # "delete" the user's rows, or "anonymize" them (user_id set to NULL)
+    action: str  # "delete" the user's rows, or "anonymize" them (the person's columns set to NULL)
     note: str
+    # "agent": a table of each agent schema, keyed by user_id, erased with scope "all";
+    # "database": found by layout anywhere in a database (store.shared_stores), erased with scope
+    # "all" across all agents (or, for a vector table inside an agent schema, with that agent);
+    # "media": objects of a MediaStorage that the erased sessions' runs point at (sessionctl.media)
+    place: str = "agent"
 
 
 # Every Agno table with a user_id column, in the order an erasure visits them (children first).
@@ -56,8 +60,14 @@ USER_STORES: tuple[UserStore, ...] = (
     UserStore("agno_company_sources", "anonymize", "shared business records the user created"),
     UserStore("agno_company_tasks", "anonymize", "shared business records the user created"),
     UserStore("agno_service_accounts", "anonymize", "service accounts the user created: still in use"),
+    UserStore("PgVector tables (any name; ai by default)", "delete", "the user's knowledge chunks", "database"),
+    UserStore("agno_authz_users", "delete", "the AgentOS login record: email, name, metadata", "database"),
+    UserStore("agno_authz_grouping", "delete", "the user's role assignments", "database"),
+    UserStore("agno_authz_audit", "anonymize", "change events keep what happened, not who (actor, target)", "database"),
+    UserStore("agno_authz_decisions", "anonymize", "access events keep the route, not who (actor, token)", "database"),
+    UserStore("offloaded media", "delete", "images, audio, video, files of the user's runs", "media"),
 )
-KNOWN_USER_TABLES = frozenset(s.table for s in USER_STORES)
+KNOWN_USER_TABLES = frozenset(s.table for s in USER_STORES if s.place == "agent")
 
 
 async def user_keyed_tables(conn: asyncpg.Connection, schema: str) -> list[str]:
@@ -87,7 +97,7 @@ async def erase_user_stores(
     counts: dict[str, int] = {}
     async with conn.transaction():
         for st in USER_STORES:
-            if st.table == SESSIONS or not layout.has(st.table):
+            if st.place != "agent" or st.table == SESSIONS or not layout.has(st.table):
                 continue
             q = layout.q(st.table)
             if st.table == TRACES and layout.has(SPANS):

@@ -1,0 +1,169 @@
+"""Offloaded media: the objects (images, audio, video, files) Agno's ``MediaStorage`` keeps for runs,
+deleted when the sessions that uploaded them are erased.
+
+Agno keeps only a reference in the run (``media_reference``: storage key, backend, bucket, region,
+and the session that uploaded it). Once the session rows are gone nothing points at the object any
+more, so sessionctl reads the references in the same statement that deletes the rows and, in the
+same transaction, notes each key in ``sessionctl.media_pending`` of that database. After the
+commit the objects are deleted through Agno's own storage classes (built from
+``SESSIONCTL_MEDIA_STORAGES``) and their pending rows removed; a key that could not be deleted
+stays pending and is retried — by this job before it reports success (its receipt is written only
+once its keys are gone), and by its next try. References to a storage sessionctl was not given
+roll the batch back (:class:`~sessionctl.errors.MediaStorageNotConfigured`): the rows stay, so the
+keys are never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import asyncpg
+
+from sessionctl.errors import InvalidRequest, MediaStorageNotConfigured
+from sessionctl.logs import get_logger
+from sessionctl.privacy import user_hmac
+from sessionctl.store import media as media_sql
+
+log = get_logger("sessionctl.media")
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """One configured storage: its label (the spec without credentials) and Agno's object."""
+
+    label: str
+    agno: Any  # agno.media.storage.MediaStorage (sync) or AsyncMediaStorage
+
+    def owns(self, ref: dict[str, Any]) -> bool:
+        """Agno's own rule: the backend that minted this reference (backend, bucket, region)."""
+        from agno.media.reference import MediaReference
+        from agno.utils.media_offload import reference_matches_storage
+
+        try:
+            reference = MediaReference.from_dict(ref)
+        except Exception:  # not a reference Agno wrote
+            return False
+        return bool(reference_matches_storage(reference, self.agno))
+
+    async def delete(self, key: str) -> bool:
+        """True when the object is gone (Agno's ``delete`` contract: idempotent)."""
+        from agno.media.storage.base import AsyncMediaStorage
+
+        try:
+            if isinstance(self.agno, AsyncMediaStorage):
+                return bool(await self.agno.delete(key))
+            return bool(await asyncio.to_thread(self.agno.delete, key))
+        except Exception as exc:  # a storage error is a failed delete: the key stays pending
+            log.warning("media.delete_failed", storage=self.label, error_type=type(exc).__name__)
+            return False
+
+
+def parse_storages(spec: str) -> list[Storage]:
+    """``SESSIONCTL_MEDIA_STORAGES``: comma-separated ``local:///dir``, ``s3://bucket?region=…&endpoint_url=…``,
+    ``gcs://bucket?project=…`` — each built with Agno's own class."""
+    out = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item:
+            out.append(_storage(item))
+    return out
+
+
+def _storage(item: str) -> Storage:
+    parts = urlsplit(item)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    scheme = parts.scheme.lower()
+    try:
+        if scheme == "local":
+            from agno.media.storage import LocalMediaStorage
+
+            path = unquote(parts.path)
+            if not path.startswith("/"):
+                raise InvalidRequest(f"media storage {item!r}: a local storage needs an absolute path (local:///dir)")
+            return Storage(f"local://{path}", LocalMediaStorage(base_path=path))
+        if scheme == "s3":
+            from agno.media.storage import S3MediaStorage
+
+            bucket = parts.netloc
+            storage = S3MediaStorage(bucket, region=query.get("region"), endpoint_url=query.get("endpoint_url"))
+            return Storage(f"s3://{bucket}", storage)
+        if scheme == "gcs":
+            from agno.media.storage import GCSMediaStorage
+
+            bucket = parts.netloc
+            return Storage(f"gcs://{bucket}", GCSMediaStorage(bucket, project=query.get("project")))
+    except ImportError as exc:
+        raise InvalidRequest(f"media storage {scheme}://: {exc.name} is not installed (pip install it)") from None
+    raise InvalidRequest(f"media storage {item!r}: expected local:///dir, s3://bucket or gcs://bucket")
+
+
+@dataclass(slots=True)
+class MediaSink:
+    """One job's media: keys noted inside each delete's transaction, deleted after its commit."""
+
+    storages: list[Storage]
+    hash_key: bytes
+    job_id: str
+    deleted: int = 0
+    # (pending id, storage, key) noted by the open transaction of each connection (walkers delete
+    # on several connections at once: one's commit must never release another's keys)
+    _noted: dict[int, list[tuple[int, str, str]]] = field(default_factory=dict)
+
+    def storage(self, label: str) -> Storage | None:
+        return next((s for s in self.storages if s.label == label), None)
+
+    async def collect(self, conn: asyncpg.Connection, refs: list[dict[str, Any]]) -> None:
+        """Inside the delete's transaction: note every key the deleted sessions uploaded, or raise
+        (rolling the batch back) when one is in a storage sessionctl was not given."""
+        rows: list[tuple[str, str, str, str]] = []
+        unknown: set[str] = set()
+        for r in refs:
+            ref = r["ref"]
+            owner = next((s for s in self.storages if s.owns(ref)), None)
+            if owner is None:
+                unknown.add(f"{ref.get('storage_backend')}://{ref.get('bucket') or ''}")
+                continue
+            rows.append((owner.label, str(ref["storage_key"]), user_hmac(self.hash_key, str(r["u"] or "")), r["s"]))
+        if unknown:
+            raise MediaStorageNotConfigured(
+                f"the sessions to erase point at offloaded media in {', '.join(sorted(unknown))}, which sessionctl was"
+                " not given: add it to SESSIONCTL_MEDIA_STORAGES; this batch was rolled back, nothing of it deleted"
+            )
+        self._noted.setdefault(id(conn), []).extend(await media_sql.add_pending(conn, self.job_id, rows))
+
+    async def committed(self, conn: asyncpg.Connection) -> None:
+        """After the commit: delete the objects this connection's transaction noted; what fails
+        stays pending."""
+        noted = self._noted.pop(id(conn), [])
+        if noted:
+            await self._delete(conn, noted)
+
+    def rolled_back(self, conn: asyncpg.Connection) -> None:
+        self._noted.pop(id(conn), None)
+
+    async def retry_pending(self, conn: asyncpg.Connection, hmacs: list[str]) -> int:
+        """The keys still pending in this database that this job noted (in this try or an earlier
+        one) or that any job noted for these users (a failed erasure asked again): try them again;
+        how many remain."""
+        if not await media_sql.exists(conn):
+            return 0
+        pending = await media_sql.pending_of(conn, self.job_id, hmacs)
+        if pending:
+            await self._delete(conn, pending)
+        return await media_sql.count_of(conn, self.job_id, hmacs)
+
+    async def _delete(self, conn: asyncpg.Connection, items: list[tuple[int, str, str]]) -> None:
+        gone: list[int] = []
+        failed: list[int] = []
+        for pid, label, key in items:
+            storage = self.storage(label)
+            if storage is not None and await storage.delete(key):
+                gone.append(pid)
+            else:
+                failed.append(pid)
+        await media_sql.settle(conn, gone, failed)
+        self.deleted += len(gone)
+        if failed:
+            log.warning("media.pending", job_id=self.job_id, failed=len(failed), deleted=len(gone))
