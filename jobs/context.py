@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
@@ -34,6 +35,8 @@ class JobContext:
     resolvers: ResolverChain | None = None  # None: the static resolver (DATABASE_URL + naming rule)
     enqueued_at: datetime | None = None  # when the producer enqueued this job (arq's enqueue_time)
     media: MediaSink | None = None  # the job's offloaded media (sessionctl.media); None: no references expected
+    # enqueue an erasure (a PurgeRequest payload, origin "resweep"); its job id (the worker's producer)
+    enqueue_erasure: Callable[[dict[str, Any]], Awaitable[str]] | None = None
 
     def chain(self) -> ResolverChain:
         if self.resolvers is None:

@@ -266,10 +266,48 @@ class RetentionResult(BaseModel):
     as_of: int
     target: str
     sessions_deleted: int
-    remaining: int
+    remaining: int  # past the cutoff, counted after the run (0 unless the time budget ran out)
     media_deleted: int = 0  # offloaded media objects of the deleted sessions
- # past the cutoff, counted after the run (0 unless the time budget ran out)
     agents: dict[str, dict[str, Any]]
+    started_at: str
+    finished_at: str
+    requested_by: str | None = None
+
+
+RESWEEP: Literal["resweep"] = "resweep"
+
+
+class ResweepRequest(BaseModel):
+    """Find users erased before who have data again (by HMAC); with ``erase``, erase them again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    erase: bool = False
+    tick: str | None = Field(None, max_length=40, pattern=r"^[0-9T:-]+$")
+    requested_by: Label | None = None
+
+
+class ResweepMatch(BaseModel):
+    """One store where a user erased before has rows again. No raw user id."""
+
+    user_hmac: str
+    where: str  # schema.table (database/schema.table when the deployment spans several databases)
+    rows: int
+    first_seen: str | None  # the oldest of those rows (created_at), when the table dates its rows
+    erased_at: str  # the latest erasure receipt that covers this store
+
+
+class ResweepResult(BaseModel):
+    job_id: str
+    kind: Literal["resweep"] = RESWEEP
+    status: Literal["succeeded"] = "succeeded"
+    users_matched: int
+    rows: int
+    stores_swept: int
+    distinct_users_seen: int
+    matches: list[ResweepMatch]
+    erasures: dict[str, str]  # user HMAC -> the job id of the erasure enqueued for them (erase)
+    media_retried: int  # keys left pending by lost jobs whose objects are now gone
     started_at: str
     finished_at: str
     requested_by: str | None = None

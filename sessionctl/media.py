@@ -154,6 +154,14 @@ class MediaSink:
             await self._delete(conn, pending)
         return await media_sql.count_of(conn, self.job_id, hmacs)
 
+    async def retry_stale(self, conn: asyncpg.Connection, older_than_s: int, limit: int = 10_000) -> int:
+        """Keys any job left pending this long (a job lost with Redis, say): how many are gone now."""
+        before = self.deleted
+        stale = await media_sql.stale_pending(conn, older_than_s, limit)
+        if stale:
+            await self._delete(conn, stale)
+        return self.deleted - before
+
     async def _delete(self, conn: asyncpg.Connection, items: list[tuple[int, str, str]]) -> None:
         gone: list[int] = []
         failed: list[int] = []

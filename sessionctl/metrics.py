@@ -8,6 +8,9 @@ Names (all prefixed ``sessionctl_``):
 - ``job_duration_seconds{kind, outcome}`` — one try of a job (histogram)
 - ``job_retries_total{kind}``
 - ``queue_depth{queue}`` — jobs waiting in the queue (refreshed every few seconds)
+- ``resweep_users_found``, ``resweep_rows_found`` — erased users with data again, and their rows,
+  found by the latest re-sweep; ``resweep_erasures_total`` — erasures a re-sweep enqueued
+- ``media_objects_deleted_total{kind}`` — offloaded media objects of erased sessions deleted
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ JOB_SECONDS = Histogram(
 )
 RETRIES = Counter("sessionctl_job_retries_total", "Tries that ended in a retry", ["kind"])
 QUEUE_DEPTH = Gauge("sessionctl_queue_depth", "Jobs waiting in the queue", ["queue"])
+RESWEEP_USERS = Gauge("sessionctl_resweep_users_found", "Erased users found with data again by the latest re-sweep")
+RESWEEP_ROWS = Gauge("sessionctl_resweep_rows_found", "Rows of erased users found by the latest re-sweep")
+RESWEEP_ERASURES = Counter("sessionctl_resweep_erasures_total", "Erasures enqueued by re-sweeps")
+MEDIA_DELETED = Counter("sessionctl_media_objects_deleted_total", "Offloaded media objects deleted", ["kind"])
 
 _started: set[int] = set()
 _lock = threading.Lock()

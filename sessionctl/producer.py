@@ -33,9 +33,11 @@ from jobs.models import (
     PURGE_EXPIRED_SESSIONS,
     PURGE_USER_SESSIONS,
     PURGE_USERS,
+    RESWEEP,
     BulkPurgeRequest,
     ExportRequest,
     PurgeRequest,
+    ResweepRequest,
     RetentionRequest,
     parse_request,
 )
@@ -227,6 +229,15 @@ class Producer:
             f"tick={request.tick}",
         )
         return await self._enqueue(PURGE_EXPIRED_SESSIONS, request.model_dump(mode="json"), identity=identity)
+
+    async def resweep(
+        self, *, erase: bool = False, tick: str | None = None, requested_by: str | None = None
+    ) -> Enqueued:
+        """Enqueue a re-sweep: find users erased before who have data again; with ``erase``, erase
+        each again (a new job per user, marked ``origin: resweep``)."""
+        request = parse_request(ResweepRequest, {"erase": erase, "tick": tick, "requested_by": requested_by})
+        identity = (f"erase={request.erase}", f"tick={request.tick}")
+        return await self._enqueue(RESWEEP, request.model_dump(mode="json"), identity=identity)
 
     async def export_sessions(
         self,

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 import jobs.bulk
 import jobs.export
 import jobs.purge
+import jobs.resweep
 import jobs.retention
 from jobs.context import JobContext
 from jobs.models import (
@@ -26,9 +27,11 @@ from jobs.models import (
     PURGE_EXPIRED_SESSIONS,
     PURGE_USER_SESSIONS,
     PURGE_USERS,
+    RESWEEP,
     BulkPurgeRequest,
     ExportRequest,
     PurgeRequest,
+    ResweepRequest,
     RetentionRequest,
     parse_request,
 )
@@ -138,7 +141,19 @@ def _job_context(ctx: dict[str, Any]) -> tuple[WorkerState, JobContext]:
         resolvers=state.resolvers,
         enqueued_at=ctx.get("enqueue_time"),
         media=media.MediaSink(state.storages, state.hash_key, job_id),
+        enqueue_erasure=lambda payload: _enqueue_erasure(ctx, payload),
     )
+
+
+async def _enqueue_erasure(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
+    """What a re-sweep asks for: a regular erasure job, marked ``origin: resweep``."""
+    from sessionctl.producer import Producer
+
+    state: WorkerState = ctx["state"]
+    enq = await Producer(state.settings, redis=ctx["redis"]).purge_user_sessions(
+        **payload, origin="resweep", requested_by="resweep", check_agent=False
+    )
+    return enq.job_id
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +161,16 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     if result.get("dry_run"):
         would = result.get("would_delete") or {}
         return {f"would_delete_{k}": v for k, v in would.items() if k in ("sessions", "runs", "memories")}
-    keys = ("sessions_deleted", "runs_deleted", "remaining", "sessions", "bytes", "late_sessions", "users_count")
+    keys = (
+        "sessions_deleted",
+        "runs_deleted",
+        "remaining",
+        "sessions",
+        "bytes",
+        "late_sessions",
+        "users_count",
+        "users_matched",
+    )
     return {k: result[k] for k in keys if k in result}
 
 
@@ -254,10 +278,8 @@ async def retention_tick(ctx: dict[str, Any]) -> str | None:
     from sessionctl.producer import Producer
 
     state: WorkerState = ctx["state"]
-    scheduled = str(ctx.get("job_id", "")).rsplit(":", 1)[-1]
-    ms = int(scheduled) if scheduled.isdigit() else int(time.time() * 1000)
-    when = datetime.fromtimestamp(ms / 1000, UTC).replace(microsecond=0)
-    tick = when.strftime("%Y-%m-%dT%H:%M:%S")
+    tick = _tick(ctx)
+    when = datetime.strptime(tick, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     if not await ctx["redis"].set(f"sessionctl:retention:tick:{tick}", "1", nx=True, ex=7 * 86400):
         log.info("retention.tick_taken", tick=tick)
         return None
@@ -268,31 +290,63 @@ async def retention_tick(ctx: dict[str, Any]) -> str | None:
     return enq.job_id
 
 
+async def resweep(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """arq entry point of ``jobs.resweep.resweep``."""
+    return await _run(ctx, RESWEEP, ResweepRequest, jobs.resweep.resweep, args, kwargs)
+
+
+async def resweep_tick(ctx: dict[str, Any]) -> str | None:
+    """The re-sweep cron: enqueues a regular re-sweep job, once per scheduled tick (as retention's)."""
+    from sessionctl.producer import Producer
+
+    state: WorkerState = ctx["state"]
+    tick = _tick(ctx)
+    if not await ctx["redis"].set(f"sessionctl:resweep:tick:{tick}", "1", nx=True, ex=7 * 86400):
+        log.info("resweep.tick_taken", tick=tick)
+        return None
+    enq = await Producer(state.settings, redis=ctx["redis"]).resweep(tick=tick, requested_by="cron")
+    log.info("resweep.tick", tick=tick, job_id=enq.job_id, collapsed=enq.collapsed)
+    return enq.job_id
+
+
+def _tick(ctx: dict[str, Any]) -> str:
+    """The scheduled time of a cron run (from arq's cron job id ``<name>:<ms>``), to the second."""
+    scheduled = str(ctx.get("job_id", "")).rsplit(":", 1)[-1]
+    ms = int(scheduled) if scheduled.isdigit() else int(time.time() * 1000)
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 async def export_sessions(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
     """arq entry point of ``jobs.export.export_sessions``."""
     return await _run(ctx, EXPORT_SESSIONS, ExportRequest, jobs.export.export_sessions, args, kwargs)
 
 
 def _crons(s: Settings) -> list[Any]:
-    """The retention cron, when a policy file is configured."""
-    if not s.retention_file:
-        return []
+    """The retention cron, when a policy file is configured; the re-sweep cron, when scheduled."""
     from arq.cron import cron
 
-    when = parse_schedule(s.retention_schedule)
-    return [
-        cron(
-            retention_tick,
-            name="retention",
-            second=when["second"],
-            minute=when["minute"],
-            hour=when["hour"],
-            unique=True,
-            run_at_startup=False,
-            max_tries=3,
-            timeout=60,
+    planned = []
+    if s.retention_file:
+        planned.append((retention_tick, "retention", s.retention_schedule))
+    if s.resweep_schedule:
+        planned.append((resweep_tick, "resweep", s.resweep_schedule))
+    out = []
+    for tick, name, schedule in planned:
+        when = parse_schedule(schedule)
+        out.append(
+            cron(
+                tick,
+                name=name,
+                second=when["second"],
+                minute=when["minute"],
+                hour=when["hour"],
+                unique=True,
+                run_at_startup=False,
+                max_tries=3,
+                timeout=60,
+            )
         )
-    ]
+    return out
 
 
 def build_worker_settings(settings: Settings | None = None) -> type:
@@ -305,6 +359,7 @@ def build_worker_settings(settings: Settings | None = None) -> type:
             func(export_sessions, name=EXPORT_SESSIONS, timeout=s.export_timeout, max_tries=s.max_tries),
             func(purge_users, name=PURGE_USERS, timeout=s.purge_timeout, max_tries=s.max_tries),
             func(purge_expired_sessions, name=PURGE_EXPIRED_SESSIONS, timeout=s.purge_timeout, max_tries=s.max_tries),
+            func(resweep, name=RESWEEP, timeout=s.purge_timeout, max_tries=s.max_tries),
         ]
         cron_jobs: ClassVar[list[Any]] = _crons(s)
         redis_settings = redis_settings(s)

@@ -156,6 +156,30 @@ def retention_run(
     _report(*with_producer(config, call), as_json)
 
 
+@app.command()
+def resweep(
+    erase: Annotated[
+        bool,
+        typer.Option(
+            "--erase",
+            help="Enqueue a new erasure (origin: resweep, with its own receipt) for each erased user found back.",
+        ),
+    ] = False,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = WAIT_DEFAULT,
+    as_json: JsonOpt = False,
+    requested_by: RequestedByOpt = None,
+) -> None:
+    """Find users erased before who have data again (by HMAC: no raw id is kept); the cron does the same
+    on SESSIONCTL_RESWEEP_SCHEDULE."""
+
+    async def call(producer: Producer) -> tuple[Enqueued, JobState | None]:
+        enq = await producer.resweep(erase=erase, requested_by=requested_by)
+        return enq, await _follow(producer, enq, wait, timeout, as_json)
+
+    _report(*with_producer(settings(), call), as_json)
+
+
 async def _follow(
     producer: Producer, enq: Enqueued, wait: bool, timeout: float, quiet: bool, *, announce: bool = True
 ) -> JobState | None:

@@ -24,6 +24,9 @@ def job_state(state: Any) -> None:
             what = f"policy {a['policy']}: deleted {a['deleted']}" if a.get("policy") else "kept (no policy)"
             p(f"  {name}: {what}", markup=False, highlight=False)
         return
+    if r and r.get("kind") == "resweep":
+        resweep(state.job_id, r)
+        return
     if r and r.get("kind") == "purge_users":
         p(f"job       {state.job_id}", markup=False, highlight=False)
         p(f"status    {state.status}", markup=False)
@@ -50,6 +53,10 @@ def job_state(state: Any) -> None:
                 markup=False,
             )
             p(f"remaining {r['remaining']}", markup=False)
+        if r.get("stores"):
+            p("outside   " + ", ".join(f"{k}={v}" for k, v in r["stores"].items()), markup=False, highlight=False)
+        if r.get("origin") == "resweep":
+            p("origin    resweep (the user was found back after an earlier erasure)", markup=False)
         for name, a in sorted(r.get("agents", {}).items()):
             counts = a.get("would_delete") or {"sessions": a["sessions_deleted"], "runs": a["runs_deleted"]}
             p(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()), markup=False, highlight=False)
@@ -58,6 +65,31 @@ def job_state(state: Any) -> None:
         p("no such job: it was never enqueued, or its result has expired (SESSIONCTL_KEEP_RESULT)", markup=False)
     elif not state.done:
         p("the job is not finished yet; check again with: sessionctl status " + state.job_id, markup=False)
+
+
+def resweep(job_id: str, r: dict[str, Any]) -> None:
+    p = out.print
+    p(f"job       {job_id}", markup=False, highlight=False)
+    p(f"status    {r['status']}", markup=False)
+    p(
+        f"swept     {r['stores_swept']} stores, {r['distinct_users_seen']} distinct users",
+        markup=False,
+        highlight=False,
+    )
+    p(f"found     {r['users_matched']} erased users with data again ({r['rows']} rows)", markup=False)
+    for m in r["matches"]:
+        since = f", oldest row {m['first_seen']}" if m.get("first_seen") else ""
+        p(
+            f"  hmac:{m['user_hmac']}  {m['where']}: {m['rows']} rows{since} (erased {m['erased_at']})",
+            markup=False,
+            highlight=False,
+        )
+    for h, job in r.get("erasures", {}).items():
+        p(f"  erasing hmac:{h} again: job {job}", markup=False, highlight=False)
+    if r["users_matched"] and not r.get("erasures"):
+        p("erase them again with: sessionctl resweep --erase (or SESSIONCTL_RESWEEP_ERASE=true)", markup=False)
+    if r.get("media_retried"):
+        p(f"media     {r['media_retried']} objects left pending by lost jobs deleted", markup=False)
 
 
 def export(state: Any) -> None:

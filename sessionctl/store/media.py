@@ -123,9 +123,15 @@ async def count_of_user(conn: asyncpg.Connection, user_hmac: str) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM sessionctl.media_pending WHERE user_hmac = $1", user_hmac))
 
 
-async def all_pending(conn: asyncpg.Connection, limit: int) -> list[tuple[int, str, str]]:
-    """Any job's pending keys, oldest first (the re-sweep retries those a lost job left)."""
+async def stale_pending(conn: asyncpg.Connection, older_than_s: int, limit: int) -> list[tuple[int, str, str]]:
+    """Any job's keys pending for longer than this, oldest first (the re-sweep retries those a lost
+    job left)."""
     if not await exists(conn):
         return []
-    rows = await conn.fetch("SELECT id, storage, storage_key FROM sessionctl.media_pending ORDER BY id LIMIT $1", limit)
+    rows = await conn.fetch(
+        "SELECT id, storage, storage_key FROM sessionctl.media_pending"
+        " WHERE noted_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2",
+        older_than_s,
+        limit,
+    )
     return [(int(r["id"]), str(r["storage"]), str(r["storage_key"])) for r in rows]

@@ -31,6 +31,7 @@ from sessionctl.errors import ExportMismatch, InvalidRequest
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from sessionctl.restore import import_export
+from sessionctl.store import receipts
 from tests.agno_seed import agno_db, seed_sessions
 from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker
 from tests.embedded_services import free_port, redis_server, redis_server_binary
@@ -222,7 +223,7 @@ async def test_a_worker_with_exactly_the_documented_grants_erases_exports_and_pr
     # the administrator's two commands, as the README gives them
     admin_env = {**worker_env, "DATABASE_URL": url}
     done = subprocess.run([*SESSIONCTL, "migrate"], env=admin_env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "version 2" in done.stdout, done.stderr
+    assert done.returncode == 0 and f"version {receipts.LATEST}" in done.stdout, done.stderr
     printed = subprocess.run(
         [*SESSIONCTL, "grants", "--role", role], env=admin_env, capture_output=True, text=True, timeout=60
     )
