@@ -304,7 +304,7 @@ class ResweepResult(BaseModel):
     users_matched: int
     rows: int
     stores_swept: int
-    distinct_users_seen: int
+    keys_seen: int  # distinct (store, person key) pairs read
     matches: list[ResweepMatch]
     erasures: dict[str, str]  # user HMAC -> the job id of the erasure enqueued for them (erase)
     media_retried: int  # keys left pending by lost jobs whose objects are now gone

@@ -96,7 +96,7 @@ async def resweep(ctx: JobContext, req: ResweepRequest) -> ResweepResult:
         users_matched=len(users),
         rows=sum(m.rows for m in matches),
         stores_swept=swept_count,
-        distinct_users_seen=seen,
+        keys_seen=seen,
         matches=matches,
         erasures=erasures,
         media_retried=media_retried,

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from sessionctl import metrics
 from sessionctl.errors import InvalidRequest, MediaStorageNotConfigured
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
@@ -173,5 +174,7 @@ class MediaSink:
                 failed.append(pid)
         await media_sql.settle(conn, gone, failed)
         self.deleted += len(gone)
+        metrics.MEDIA_DELETED.inc(len(gone))
+        metrics.MEDIA_PENDING.inc(len(failed))
         if failed:
             log.warning("media.pending", job_id=self.job_id, failed=len(failed), deleted=len(gone))

@@ -10,7 +10,8 @@ Names (all prefixed ``sessionctl_``):
 - ``queue_depth{queue}`` — jobs waiting in the queue (refreshed every few seconds)
 - ``resweep_users_found``, ``resweep_rows_found`` — erased users with data again, and their rows,
   found by the latest re-sweep; ``resweep_erasures_total`` — erasures a re-sweep enqueued
-- ``media_objects_deleted_total{kind}`` — offloaded media objects of erased sessions deleted
+- ``media_objects_deleted_total``, ``media_delete_failures_total`` — offloaded media objects of
+  erased sessions deleted, and tries a storage refused
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ QUEUE_DEPTH = Gauge("sessionctl_queue_depth", "Jobs waiting in the queue", ["que
 RESWEEP_USERS = Gauge("sessionctl_resweep_users_found", "Erased users found with data again by the latest re-sweep")
 RESWEEP_ROWS = Gauge("sessionctl_resweep_rows_found", "Rows of erased users found by the latest re-sweep")
 RESWEEP_ERASURES = Counter("sessionctl_resweep_erasures_total", "Erasures enqueued by re-sweeps")
-MEDIA_DELETED = Counter("sessionctl_media_objects_deleted_total", "Offloaded media objects deleted", ["kind"])
+MEDIA_DELETED = Counter("sessionctl_media_objects_deleted_total", "Offloaded media objects of erased sessions deleted")
+MEDIA_PENDING = Counter(
+    "sessionctl_media_delete_failures_total", "Media deletes a storage refused (the key stays noted, retried)"
+)
 
 _started: set[int] = set()
 _lock = threading.Lock()

