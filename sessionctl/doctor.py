@@ -33,7 +33,17 @@ async def _needs(conn: asyncpg.Connection, schema: str, scope: str) -> list[acce
     if layout is None:
         return []
     tables = await store.user_keyed_tables(conn, schema) if scope == "all" else []
-    return access.erasure_needs(layout, memories=True, scope=scope, user_tables=tables, shared_files=scope == "all")
+    needs = access.erasure_needs(layout, memories=True, scope=scope, user_tables=tables, shared_files=scope == "all")
+    if scope == "all":  # PgVector tables kept in the agent's own schema
+        vectors = [t for t in await store.find_shared_tables(conn, [schema]) if t.kind == store.VECTOR]
+        needs += access.shared_needs(vectors)
+    return needs
+
+
+async def _shared_needs(conn: asyncpg.Connection, schemas: list[str]) -> list[access.Need]:
+    """An all-agents erasure of scope "all": the vector and authz tables outside the agent schemas."""
+    found = await store.find_shared_tables(conn)
+    return access.shared_needs([t for t in found if not (t.kind == store.VECTOR and t.schema in schemas)])
 
 
 async def diagnose(settings: Settings, *, agent_id: str | None = None, create: bool = False) -> dict[str, Any]:
@@ -45,7 +55,10 @@ async def diagnose(settings: Settings, *, agent_id: str | None = None, create: b
             report["database"] = settings.dsn.where
             report["read_only"] = await access.read_only(conn)
             report["receipts"] = await _receipts(conn)
-            for schema in await _schemas(conn, settings, agent_id):
+            schemas = await _schemas(conn, settings, agent_id)
+            if agent_id is None:  # what `purge --all-agents --scope all` also needs
+                report["stores_access_scope_all"] = await access.problems(conn, await _shared_needs(conn, schemas))
+            for schema in schemas:
                 indexes = []
                 for spec in store.NEEDED_INDEXES:
                     status = await store.index_status(conn, schema, spec)
@@ -98,8 +111,11 @@ async def grants(settings: Settings, role: str, *, agent_id: str | None = None, 
     try:
         async with dbs.connect(settings.dsn) as conn:
             needs: list[access.Need] = []
-            for schema in await _schemas(conn, settings, agent_id):
+            schemas = await _schemas(conn, settings, agent_id)
+            for schema in schemas:
                 needs += await _needs(conn, schema, scope)
+            if scope == "all" and agent_id is None:
+                needs += await _shared_needs(conn, schemas)
             version = await receipts.version(conn)
             ready = version is not None and version > 0
             lines = access.grant_statements(role, settings.dsn.database, needs, receipts=ready)

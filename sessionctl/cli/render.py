@@ -151,6 +151,8 @@ def doctor(report: dict[str, Any]) -> None:
             p(f"  ACCESS  {problem}", markup=False, highlight=False)
         for problem in info["access_scope_all"]:
             p(f"  access for --scope all: {problem}", markup=False, highlight=False)
+    for problem in report.get("stores_access_scope_all", []):
+        p(f"access for --all-agents --scope all (vector, login tables): {problem}", markup=False, highlight=False)
     if report["missing"]:
         p(f"{report['missing']} index(es) missing: run sessionctl doctor --create-indexes", markup=False)
     if report["access_problems"]:

@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from sessionctl.verify import verify_user
@@ -118,39 +117,41 @@ async def test_knowledge_vectors_and_login_records_are_erased_everywhere(
         await conn.close()
 
 
-async def test_an_unreadable_vector_table_fails_before_anything_is_deleted(
+async def test_the_printed_grants_cover_vectors_and_login_records_and_without_them_nothing_is_deleted(
     settings: Settings, vector_database: str, agent_id: str
 ) -> None:
+    from sessionctl import doctor
+    from sessionctl.store import receipts
+
     s = _on(settings, vector_database)
-    db = agno_db(vector_database, s.schema_for(agent_id))
+    schema = s.schema_for(agent_id)
+    db = agno_db(vector_database, schema)
     await seed_sessions(db, agent_id, USER, 2)
     await db.close()
     seed_vectors(_sa(vector_database), "ai", "kb", {USER: 1})
-    conn = await asyncpg.connect(vector_database)
+    seed_authz(_sa(vector_database), "ai", [USER])
     role = f"worker_{uuid.uuid4().hex[:6]}"
+    conn = await asyncpg.connect(vector_database)
     try:
+        await receipts.migrate(conn)
         await conn.execute(f"CREATE ROLE {role} LOGIN")
-        for stmt in await _grants_without(conn, s, role, "ai.kb"):
+        printed = [line for line in await doctor.grants(s, role) if not line.startswith("--")]
+        assert any('"ai"."kb"' in g for g in printed) and any("agno_authz_audit" in g for g in printed), printed
+        for stmt in printed:
+            if '"ai"."kb"' not in stmt:  # all but the vector table's grant
+                await conn.execute(stmt)
+        limited = _on(s, vector_database.replace("postgres@", f"{role}@"))
+        state = await _purge(limited, all_agents=True, scope="all")
+        assert state.status == "failed" and state.error["type"] == "InsufficientPrivilege", state
+        assert "ai.kb" in state.error["message"]
+        assert (await verify_user(s, USER))["tables"][schema]["agno_sessions"] == 2  # nothing was deleted
+        for stmt in printed:  # exactly what `sessionctl grants` prints
             await conn.execute(stmt)
+        state = await _purge(limited, all_agents=True, scope="all")
+        assert state.status == "succeeded", state
+        assert (await verify_user(s, USER))["total"] == 0
     finally:
         await conn.close()
-    limited = _on(s, vector_database.replace("postgres@", f"{role}@"))
-    state = await _purge(limited, all_agents=True, scope="all")
-    assert state.status == "failed" and state.error["type"] == "InsufficientPrivilege", state
-    assert "ai.kb" in state.error["message"]
-    assert (await verify_user(s, USER))["tables"][s.schema_for(agent_id)]["agno_sessions"] == 2
-
-
-async def _grants_without(conn: asyncpg.Connection, s: Settings, role: str, table: str) -> list[str]:
-    from sessionctl.store import access, receipts
-
-    await receipts.migrate(conn)
-    needs: list[access.Need] = []
-    for schema in await store.discover_agent_schemas(conn):
-        layout = await store.read_layout(conn, schema)
-        needs += access.erasure_needs(layout, scope="all", user_tables=await store.user_keyed_tables(conn, schema))
-    db = await conn.fetchval("SELECT current_database()")
-    return [g for g in access.grant_statements(role, db, needs) if table not in g]
 
 
 # ---- offloaded media ---------------------------------------------------------------------------
