@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from jobs.common import now_iso, settle_media
 from jobs.context import JobContext
 from jobs.models import PURGE_USERS, AgentPurgeResult, BulkPurgeRequest, BulkPurgeResult
-from jobs.purge import Spec, check_access, purge_schema, shared_stores, sum_would
+from jobs.purge import Spec, check_access, purge_schema, receipt_scope, shared_stores, sum_would
 from jobs.targets import resolve_targets
 from sessionctl import metrics, store
 from sessionctl.errors import ErasureIncomplete
@@ -96,7 +96,7 @@ async def _bulk_receipts(
             "started_at": started_at,
             "finished_at": finished_at,
             "requested_by": request.requested_by,
-            "scope": request.scope,
+            "scope": receipt_scope(request.scope, request.memories),
             "stores": json.dumps(stores),  # for all the users of the job together
             "origin": "request",
         }

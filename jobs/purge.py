@@ -290,10 +290,16 @@ async def _receipt(
         agents=agents,
         started=started,
         requested_by=request.requested_by,
-        scope=request.scope,
+        scope=receipt_scope(request.scope, request.memories),
         stores=stores,
         origin=request.origin,
     )
+
+
+def receipt_scope(scope: str, memories: bool) -> str:
+    """What a receipt says was erased at each agent: ``sessions``, ``memories`` (sessions and
+    memories) or ``all``."""
+    return "memories" if scope == "sessions" and memories else scope
 
 
 def sum_would(agents: dict[str, AgentPurgeResult]) -> dict[str, int]:

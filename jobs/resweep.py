@@ -33,7 +33,7 @@ from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
 from sessionctl.store import access
 from sessionctl.store import resweep as sweep_sql
-from sessionctl.store.tables import SESSIONS
+from sessionctl.store.tables import MEMORIES, SESSIONS
 
 log = get_logger("sessionctl.resweep")
 
@@ -48,14 +48,16 @@ SHARED_KEYS = {
 STALE_MEDIA_S = 600  # keys pending this long belong to a job that is gone (its own tries retry sooner)
 
 
+SCOPES = ("sessions", "memories", "all")  # how much of an agent an erasure took, narrowest first
+
+
 @dataclass(slots=True)
 class _Found:
-    """A matched user, raw id kept in memory only to ask for their erasure again."""
+    """A matched user, raw id kept in memory only to ask for their erasure again, and the (target,
+    scope) of each erasure that covered a store they are back in."""
 
     user_id: str
-    every_agent: bool = False
-    agents: set[str] = field(default_factory=set)
-    scope_all: bool = False
+    covered_by: set[tuple[str, str]] = field(default_factory=set)
 
 
 async def resweep(ctx: JobContext, req: ResweepRequest) -> ResweepResult:
@@ -73,16 +75,27 @@ async def resweep(ctx: JobContext, req: ResweepRequest) -> ResweepResult:
     found: dict[str, _Found] = {}
     seen = swept_count = media_retried = 0
     multi = len(by_db) > 1
+    async with ctx.databases.connect(ctx.settings.dsn) as rconn:
+        erased = await sweep_sql.erased_hmacs(rconn)
     for group in by_db.values():
         dsn = group[0].dsn if group else ctx.settings.dsn
         swept = await _stores(ctx, dsn, group)
         swept_count += len(swept)
         prefix = f"{dsn.database}/" if multi else ""
+        same = dsn.target == ctx.settings.dsn.target
         for st in swept:
+            # Both connections are held before the cursor opens (never one waiting for another);
+            # in the receipts' own database the cursor's connection answers the lookups too.
             async with ctx.databases.connect(dsn) as conn:
-                async for batch in sweep_sql.person_counts(conn, st):
-                    seen += len(batch)
-                    await _match(ctx, st, batch, prefix, matches, found)
+                if same:
+                    async for batch in sweep_sql.person_counts(conn, st):
+                        seen += len(batch)
+                        await _match(ctx, conn, erased, st, batch, prefix, matches, found)
+                    continue
+                async with ctx.databases.connect(ctx.settings.dsn) as rconn:
+                    async for batch in sweep_sql.person_counts(conn, st):
+                        seen += len(batch)
+                        await _match(ctx, rconn, erased, st, batch, prefix, matches, found)
         media_retried += await _stale_media(ctx, dsn)
     erasures = await _erase_again(ctx, found) if erase and found else {}
     users = {m.user_hmac for m in matches}
@@ -134,6 +147,8 @@ async def _stores(ctx: JobContext, dsn: Dsn, group: list[Target]) -> list[sweep_
 
 async def _match(
     ctx: JobContext,
+    rconn: Any,
+    erased: set[str] | None,
     st: sweep_sql.Swept,
     batch: list[tuple[str, int, Any]],
     prefix: str,
@@ -141,8 +156,10 @@ async def _match(
     found: dict[str, _Found],
 ) -> None:
     by_hmac = {user_hmac(ctx.hash_key, key): (key, n, first) for key, n, first in batch}
-    async with ctx.databases.connect(ctx.settings.dsn) as conn:
-        receipts = await sweep_sql.erasures_of(conn, list(by_hmac))
+    candidates = list(by_hmac) if erased is None else [h for h in by_hmac if h in erased]
+    if not candidates:
+        return
+    receipts = await sweep_sql.erasures_of(rconn, candidates)
     for h, rows in receipts.items():
         covering = [r for r in rows if _covers(r, st)]
         if not covering:
@@ -159,39 +176,48 @@ async def _match(
             )
         )
         f = found.setdefault(h, _Found(key))
-        for r in covering:
-            f.every_agent = f.every_agent or r["target"] == "*"
-            if r["target"] != "*":
-                f.agents.add(r["target"])
-            f.scope_all = f.scope_all or r["scope"] == "all"
+        f.covered_by.update((r["target"], r["scope"]) for r in covering)
 
 
 def _covers(receipt: dict[str, Any], st: sweep_sql.Swept) -> bool:
     """Did this erasure erase this store?"""
-    every, scope_all = receipt["target"] == "*", receipt["scope"] == "all"
+    every, scope = receipt["target"] == "*", receipt["scope"]
     if st.place == "database":
-        return bool(every and scope_all)
+        return bool(every and scope == "all")
     if not (every or st.schema in receipt["schemas"]):
         return False
-    return bool(st.table == SESSIONS or scope_all)
+    if st.table == SESSIONS:
+        return True
+    return bool(scope == "all" or (scope == "memories" and st.table == MEMORIES))
+
+
+def plan_again(covered_by: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The erasures to ask for again: one per (target, scope) that covered a store the user is back
+    in — the widest scope per target, and none at an agent that an all-agents erasure of at least
+    that scope already covers. Never wider than what was asked for before."""
+    widest: dict[str, str] = {}
+    for target, scope in covered_by:
+        if target not in widest or SCOPES.index(scope) > SCOPES.index(widest[target]):
+            widest[target] = scope
+    everywhere = SCOPES.index(widest["*"]) if "*" in widest else -1
+    return sorted((t, s) for t, s in widest.items() if t == "*" or SCOPES.index(s) > everywhere)
+
+
+def _payload(user_id: str, target: str, scope: str) -> dict[str, Any]:
+    where: dict[str, Any] = {"all_agents": True} if target == "*" else {"agent_id": target}
+    how = {"scope": "all"} if scope == "all" else {"scope": "sessions", "memories": scope == "memories"}
+    return {"user_id": user_id, **where, **how}
 
 
 async def _erase_again(ctx: JobContext, found: dict[str, _Found]) -> dict[str, str]:
-    """A new erasure job per matched user (per agent when only agent erasures covered them)."""
+    """New erasure jobs for each matched user (:func:`plan_again`); their job ids, by HMAC."""
     if ctx.enqueue_erasure is None:  # outside a worker: nothing to enqueue with
         return {}
     out: dict[str, str] = {}
     for h, f in found.items():
-        scope = "all" if f.scope_all else "sessions"
-        if f.every_agent:
-            out[h] = await ctx.enqueue_erasure({"user_id": f.user_id, "all_agents": True, "scope": scope})
-        else:
-            ids = [
-                await ctx.enqueue_erasure({"user_id": f.user_id, "agent_id": a, "scope": scope})
-                for a in sorted(f.agents)
-            ]
-            out[h] = ",".join(ids)
-        metrics.RESWEEP_ERASURES.inc()
+        ids = [await ctx.enqueue_erasure(_payload(f.user_id, t, s)) for t, s in plan_again(f.covered_by)]
+        out[h] = ",".join(ids)
+        metrics.RESWEEP_ERASURES.inc(len(ids))
     return out
 
 

@@ -29,6 +29,7 @@ from sessionctl.privacy import user_hmac
 from sessionctl.store import media as media_sql
 
 log = get_logger("sessionctl.media")
+DELETES_AT_ONCE = 8  # object deletes in flight per batch (each its own request to the storage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,7 @@ class MediaSink:
     async def collect(self, conn: asyncpg.Connection, refs: list[dict[str, Any]]) -> None:
         """Inside the delete's transaction: note every key the deleted sessions uploaded, or raise
         (rolling the batch back) when one is in a storage sessionctl was not given."""
-        rows: list[tuple[str, str, str, str]] = []
+        rows: dict[tuple[str, str], tuple[str, str, str, str]] = {}
         unknown: set[str] = set()
         for r in refs:
             ref = r["ref"]
@@ -126,13 +127,16 @@ class MediaSink:
             if owner is None:
                 unknown.add(f"{ref.get('storage_backend')}://{ref.get('bucket') or ''}")
                 continue
-            rows.append((owner.label, str(ref["storage_key"]), user_hmac(self.hash_key, str(r["u"] or "")), r["s"]))
+            key = str(ref["storage_key"])
+            # one object is often referenced several times (the input image and the message carrying it)
+            rows[(owner.label, key)] = (owner.label, key, user_hmac(self.hash_key, str(r["u"] or "")), r["s"])
         if unknown:
             raise MediaStorageNotConfigured(
                 f"the sessions to erase point at offloaded media in {', '.join(sorted(unknown))}, which sessionctl was"
                 " not given: add it to SESSIONCTL_MEDIA_STORAGES; this batch was rolled back, nothing of it deleted"
             )
-        self._noted.setdefault(id(conn), []).extend(await media_sql.add_pending(conn, self.job_id, rows))
+        noted = await media_sql.add_pending(conn, self.job_id, list(rows.values()))
+        self._noted.setdefault(id(conn), []).extend(noted)
 
     async def committed(self, conn: asyncpg.Connection) -> None:
         """After the commit: delete the objects this connection's transaction noted; what fails
@@ -164,14 +168,20 @@ class MediaSink:
         return self.deleted - before
 
     async def _delete(self, conn: asyncpg.Connection, items: list[tuple[int, str, str]]) -> None:
-        gone: list[int] = []
-        failed: list[int] = []
-        for pid, label, key in items:
+        """Delete the objects (up to ``DELETES_AT_ONCE`` requests in flight); forget the keys of
+        those gone, count an attempt on the others."""
+        limit = asyncio.Semaphore(DELETES_AT_ONCE)
+
+        async def one(label: str, key: str) -> bool:
             storage = self.storage(label)
-            if storage is not None and await storage.delete(key):
-                gone.append(pid)
-            else:
-                failed.append(pid)
+            if storage is None:  # noted under a storage this worker is no longer given
+                return False
+            async with limit:
+                return await storage.delete(key)
+
+        done = await asyncio.gather(*(one(label, key) for _, label, key in items))
+        gone = [pid for (pid, _, _), ok in zip(items, done, strict=True) if ok]
+        failed = [pid for (pid, _, _), ok in zip(items, done, strict=True) if not ok]
         await media_sql.settle(conn, gone, failed)
         self.deleted += len(gone)
         metrics.MEDIA_DELETED.inc(len(gone))

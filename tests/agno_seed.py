@@ -222,9 +222,11 @@ async def seed_media_session(
         created_at=int(time.time()),
         images=[Image(content=f"{session_id} picture {i}".encode(), mime_type="image/png") for i in range(images)],
     )
+    if run.images:  # one object referenced twice, as Agno does for an input image the message carries too
+        run.images.append(run.images[0])
     offload_run_media(run, storage, session_id)
     await db.upsert_run(run, session_id=session_id, user_id=user_id, run_index=0)
-    return [img.media_reference.storage_key for img in run.images or []]
+    return list(dict.fromkeys(img.media_reference.storage_key for img in run.images or []))
 
 
 def seed_vectors(sa_url: str, schema: str, table: str, chunks: dict[str | None, int]) -> None:

@@ -12,8 +12,11 @@ import asyncpg
 
 from sessionctl.identifiers import quote_ident
 
-# Receipts of these kinds prove an erasure (a re-sweep looks for users they name).
-ERASURE_KINDS = ["purge_user_sessions", "purge_users", "export_sessions+erase"]
+# Receipts of these kinds erased all of a user's sessions at their target (a re-sweep looks for
+# users they name). Export-then-erase erases a window of them, which its receipt does not record:
+# sessions outside it were never asked to go, so it is not one of them.
+ERASURE_KINDS = ["purge_user_sessions", "purge_users"]
+ERASED_IN_MEMORY = 500_000  # up to this many erased HMACs are held in a set; more: looked up by batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,18 @@ async def person_counts(
                 out = []
         if out:
             yield out
+
+
+async def erased_hmacs(conn: asyncpg.Connection, cap: int = ERASED_IN_MEMORY) -> set[str] | None:
+    """Every HMAC an erasure receipt names, when there are at most ``cap`` (``None``: more)."""
+    if await conn.fetchval("SELECT to_regclass('sessionctl.receipts')") is None:
+        return set()
+    rows = await conn.fetch(
+        "SELECT DISTINCT user_hmac FROM sessionctl.receipts WHERE kind = ANY($1::text[]) LIMIT $2",
+        ERASURE_KINDS,
+        cap + 1,
+    )
+    return None if len(rows) > cap else {r["user_hmac"] for r in rows}
 
 
 async def erasures_of(conn: asyncpg.Connection, hmacs: list[str]) -> dict[str, list[dict[str, Any]]]:

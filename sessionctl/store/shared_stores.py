@@ -38,7 +38,20 @@ SHARED_LAYOUTS: tuple[SharedLayout, ...] = (
     # agno.vectordb.pgvector.PgVector: a user's chunks (per-user knowledge isolation, agno >= 3.0)
     SharedLayout(
         VECTOR,
-        frozenset({"id", "content", "embedding", "content_hash", "meta_data", "user_id"}),
+        frozenset(
+            {
+                "id",
+                "name",
+                "meta_data",
+                "filters",
+                "content",
+                "embedding",
+                "usage",
+                "content_hash",
+                "content_id",
+                "user_id",
+            }
+        ),
         f"user_id {_ANY}",
         "DELETE FROM {t}",
     ),
@@ -98,10 +111,18 @@ class SharedTable:
         return self.layout.erase.startswith("UPDATE")
 
 
-def classify(columns: set[str], vector_typed: bool) -> str | None:
-    """The kind of a table with these columns (``vector_typed``: its ``embedding`` is a pgvector type)."""
+def classify(columns: set[str], vector_typed: bool, name: str = "agno_authz") -> str | None:
+    """The kind of a table with these columns (``vector_typed``: its ``embedding`` is a pgvector
+    type). Authz layouts are generic (``subject, role``), so an authz table must also keep
+    ``authz`` in its name (Agno's defaults are ``agno_authz_*``): another application's table of
+    the same shape is never taken for Agno's."""
     for layout in SHARED_LAYOUTS:
-        if layout.columns <= columns and (layout.kind != VECTOR or vector_typed):
+        if not layout.columns <= columns:
+            continue
+        if layout.kind == VECTOR:
+            if vector_typed:
+                return VECTOR
+        elif "authz" in name:
             return layout.kind
     return None
 
@@ -118,7 +139,7 @@ async def find_shared_tables(conn: asyncpg.Connection, schemas: list[str] | None
           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
           JOIN pg_type t ON t.oid = a.atttypid
          WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sessionctl') AND n.nspname NOT LIKE 'pg\\_%'
            AND ($2::text[] IS NULL OR n.nspname = ANY($2::text[]))
            AND EXISTS (SELECT 1 FROM pg_attribute m WHERE m.attrelid = c.oid AND m.attname = ANY($1::name[])
                         AND NOT m.attisdropped)
@@ -129,7 +150,7 @@ async def find_shared_tables(conn: asyncpg.Connection, schemas: list[str] | None
     )
     found = []
     for r in rows:
-        kind = classify(set(r["cols"]), bool(r["vector_typed"]))
+        kind = classify(set(r["cols"]), bool(r["vector_typed"]), r["tbl"])
         if kind is not None:
             found.append(SharedTable(kind, r["schema"], r["tbl"]))
     return found
