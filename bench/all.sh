@@ -13,3 +13,5 @@ run bench/bulk.py --users 10000 --each 10 --repeat 3
 run bench/listing.py --rows 1000000 --samples 200
 run bench/queue_overhead.py --jobs 1000 --repeat 3
 run bench/connections.py --agents 2000 --sdk 300
+run bench/resweep.py --sessions 1000000 --users 100000 --repeat 3
+run bench/resweep.py --sessions 1000000 --users 1000000 --repeat 3

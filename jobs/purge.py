@@ -18,7 +18,9 @@ transcripts, tool results), rounds of "delete, then recount":
 
 Each batch is one transaction that removes what Agno's ``delete_sessions`` removes (runs —
 by the cascade where it fires —, transcripts, tool-result rows and their payloads), re-checking the
-owner in the delete itself. The recount is our own SQL: sessions that arrived meanwhile (late
+owner in the delete itself, and notes the keys of the media those sessions uploaded
+(``sessionctl/media.py``: the objects go after the commit, and must all be gone before the
+receipt). The recount is our own SQL: sessions that arrived meanwhile (late
 writes) are purged by the next round, up to ``MAX_ROUNDS``; success only when the count is 0, and
 only after the receipt is written. Scope ``all`` then erases (or anonymizes) the users' rows in every
 other user-keyed table and recounts every table with a ``user_id`` column; ``--memories`` only

@@ -30,7 +30,7 @@ from sessionctl import metrics, store
 from sessionctl.errors import InsufficientPrivilege
 from sessionctl.identifiers import Dsn
 from sessionctl.logs import get_logger
-from sessionctl.privacy import user_hmac
+from sessionctl.privacy import user_hasher
 from sessionctl.store import access
 from sessionctl.store import resweep as sweep_sql
 from sessionctl.store.tables import MEMORIES, SESSIONS
@@ -155,7 +155,8 @@ async def _match(
     matches: list[ResweepMatch],
     found: dict[str, _Found],
 ) -> None:
-    by_hmac = {user_hmac(ctx.hash_key, key): (key, n, first) for key, n, first in batch}
+    digest = user_hasher(ctx.hash_key)
+    by_hmac = {digest(key): (key, n, first) for key, n, first in batch}
     candidates = list(by_hmac) if erased is None else [h for h in by_hmac if h in erased]
     if not candidates:
         return

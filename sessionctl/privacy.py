@@ -5,11 +5,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 
 
 def user_hmac(key: bytes, user_id: str) -> str:
     """A keyed, stable pseudonym of a user id (hex, 128 bits): safe for logs, results and receipts."""
     return hmac.new(key, b"user\x00" + user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def user_hasher(key: bytes) -> Callable[[str], str]:
+    """:func:`user_hmac` under one key, for many ids: the keyed state is prepared once and copied
+    per id (a re-sweep hashes every distinct key of a store)."""
+    base = hmac.new(key, b"user\x00", hashlib.sha256)
+
+    def digest(user_id: str) -> str:
+        h = base.copy()
+        h.update(user_id.encode())
+        return h.hexdigest()[:32]
+
+    return digest
 
 
 def request_digest(key: bytes, *parts: str) -> str:

@@ -2,10 +2,13 @@
 
 Redis results expire; receipts do not. Every successful purge (and export-then-erase) appends one
 row: job id, kind, the user's HMAC, the agents and per-table counts, ``remaining = 0`` (a CHECK
-constraint: a receipt cannot claim less), late sessions, start and finish, and who asked (a free
-label). No content, no raw user id. The table is append-only: a trigger refuses UPDATE, DELETE and
-TRUNCATE. The schema is created by small versioned migrations under an advisory lock (several
-workers may start at once): by ``sessionctl migrate`` (an administrator), or by the first erasure
+constraint: a receipt cannot claim less), late sessions, start and finish, who asked (a free
+label), the scope, the rows outside the agent schemas (``stores``: vector and authz tables, media
+objects) and the origin (a request, or a re-sweep). No content, no raw user id. The table is
+append-only: a trigger refuses UPDATE, DELETE and TRUNCATE. The schema also holds
+``media_pending``: keys of offloaded media whose sessions were deleted, until the objects go.
+The schema is created by small versioned migrations under an advisory lock (several workers may
+start at once): by ``sessionctl migrate`` (an administrator), or by the first erasure
 of a role that may create it. An up-to-date schema is never touched by DDL.
 
 This module holds every statement on our own schema; the rest of ``store`` those on Agno's tables.

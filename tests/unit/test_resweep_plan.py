@@ -28,3 +28,11 @@ def test_a_resweep_asks_again_for_what_was_asked_before_never_more() -> None:
     assert plan_again({("*", "sessions"), ("a", "all")}) == [("*", "sessions"), ("a", "all")]
     # the all-agents erasure already takes what the agent's took
     assert plan_again({("*", "all"), ("a", "memories")}) == [("*", "all")]
+
+
+def test_the_resweeps_hasher_gives_the_receipts_hmac() -> None:
+    from sessionctl.privacy import user_hasher, user_hmac
+
+    digest = user_hasher(b"k" * 32)
+    for uid in ("alice", "", "ünïcode", "x" * 1000):
+        assert digest(uid) == user_hmac(b"k" * 32, uid)
