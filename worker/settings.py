@@ -329,7 +329,7 @@ def _crons(s: Settings) -> list[Any]:
     if s.retention_file:
         planned.append((retention_tick, "retention", s.retention_schedule))
     if s.resweep_schedule:
-        planned.append((resweep_tick, "resweep", s.resweep_schedule))
+        planned.append((resweep_tick, "resweep_cron", s.resweep_schedule))  # not the job function's name
     out = []
     for tick, name, schedule in planned:
         when = parse_schedule(schedule)

@@ -101,3 +101,41 @@ async def test_an_erased_user_written_back_is_found_and_erased_again(
     after = await _done(settings, ("resweep", {}))
     assert after["users_matched"] == 0, after["matches"]
     assert REGISTRY.get_sample_value("sessionctl_resweep_users_found") == 0
+
+
+async def test_the_cron_with_the_erase_policy_erases_a_returning_user_again_once_per_tick(
+    own: tuple[Settings, asyncpg.Connection], agent_id: str
+) -> None:
+    import asyncio
+
+    from worker.settings import create as create_worker
+
+    settings, pg = own
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 2, prefix=f"{agent_id}-old")
+    await seed_sessions(db, agent_id, OTHER, 2)
+    await db.close()
+    await _done(settings, ("purge_user_sessions", {"user_id": USER, "agent_id": agent_id}))
+    db = agno_db(settings.database_url, schema)
+    await seed_sessions(db, agent_id, USER, 2, prefix=f"{agent_id}-back")  # written back
+    await db.close()
+
+    s = settings.model_copy(update={"resweep_schedule": "*/2 * *", "resweep_erase": True})  # every 2 s
+    workers = [create_worker(s, poll_delay=0.05, handle_signals=False) for _ in range(2)]
+    tasks = [asyncio.create_task(w.main()) for w in workers]
+    await asyncio.sleep(5.5)
+    for w in workers:
+        await w.close()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+    async with Producer(s) as producer:
+        sweeps = await producer.jobs(kind="resweep", limit=100)
+    assert len(sweeps) >= 2 and all(j["requested_by"] == "cron" for j in sweeps), sweeps
+    assert len({j["job_id"].rsplit(":", 1)[0] for j in sweeps}) == len(sweeps)  # one job per tick
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', USER) == 0
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', OTHER) == 2
+    origins = [r["origin"] for r in await pg.fetch("SELECT origin FROM sessionctl.receipts ORDER BY id")]
+    assert origins[0] == "request" and origins[1:] == ["resweep"], origins  # erased again once, not per tick
