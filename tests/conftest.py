@@ -95,18 +95,23 @@ def pg_database() -> Iterator[str]:
     """A fresh database for this test session; its URL."""
     _require("PostgreSQL", PG_ADMIN_URL)
     name = f"sessionctl_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(run_sql(PG_ADMIN_URL, f'CREATE DATABASE "{name}"'))
+    yield _sibling(PG_ADMIN_URL, name)
+    asyncio.run(run_sql(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+async def run_sql(url: str, sql: str) -> None:
+    """One statement on a connection of its own."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _sibling(url: str, database: str) -> str:
+    """The URL of another database on the same server."""
+    return url.rsplit("/", 1)[0] + f"/{database}"
 
 
 @pytest.fixture
@@ -240,16 +245,19 @@ def vector_pg_admin() -> Iterator[str]:
 def vector_database(vector_pg_admin: str) -> Iterator[str]:
     """A fresh database with ``CREATE EXTENSION vector`` on the pgvector server; its URL."""
     name = f"sessionctl_vec_{uuid.uuid4().hex[:8]}"
+    asyncio.run(run_sql(vector_pg_admin, f'CREATE DATABASE "{name}"'))
+    asyncio.run(run_sql(_sibling(vector_pg_admin, name), "CREATE EXTENSION vector"))
+    yield _sibling(vector_pg_admin, name)
+    asyncio.run(run_sql(vector_pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-    async def admin(sql: str, db: str | None = None) -> None:
-        url = vector_pg_admin if db is None else vector_pg_admin.rsplit("/", 1)[0] + f"/{db}"
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    asyncio.run(admin("CREATE EXTENSION vector", name))
-    yield vector_pg_admin.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+async def run_workers_for(settings: Settings, seconds: float, count: int = 2) -> None:
+    """``count`` real workers side by side (crons included) for ``seconds``, then stopped."""
+    workers = [create(settings, poll_delay=0.05, handle_signals=False) for _ in range(count)]
+    tasks = [asyncio.create_task(w.main()) for w in workers]
+    await asyncio.sleep(seconds)
+    for w in workers:
+        await w.close()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -14,7 +14,7 @@ from sessionctl.config import Settings
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, seed_memory, seed_sessions
-from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker
+from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker, run_workers_for
 
 USER, THIRD, OTHER = "back-bea-1@example.com", "third-tom-2@example.com", "stays-sam-3@example.com"
 
@@ -106,10 +106,6 @@ async def test_an_erased_user_written_back_is_found_and_erased_again(
 async def test_the_cron_with_the_erase_policy_erases_a_returning_user_again_once_per_tick(
     own: tuple[Settings, asyncpg.Connection], agent_id: str
 ) -> None:
-    import asyncio
-
-    from worker.settings import create as create_worker
-
     settings, pg = own
     schema = settings.schema_for(agent_id)
     db = agno_db(settings.database_url, schema)
@@ -122,14 +118,7 @@ async def test_the_cron_with_the_erase_policy_erases_a_returning_user_again_once
     await db.close()
 
     s = settings.model_copy(update={"resweep_schedule": "*/2 * *", "resweep_erase": True})  # every 2 s
-    workers = [create_worker(s, poll_delay=0.05, handle_signals=False) for _ in range(2)]
-    tasks = [asyncio.create_task(w.main()) for w in workers]
-    await asyncio.sleep(5.5)
-    for w in workers:
-        await w.close()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await run_workers_for(s, 5.5)
 
     async with Producer(s) as producer:
         sweeps = await producer.jobs(kind="resweep", limit=100)

@@ -19,7 +19,7 @@ import pytest
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
-from tests.conftest import run_worker
+from tests.conftest import run_worker, run_workers_for
 
 DAY = 86_400
 AS_OF = 1_760_000_000  # in the past: a future as_of is refused
@@ -145,16 +145,7 @@ async def test_the_cron_runs_once_per_tick_across_two_workers(
             "retention_schedule": "*/2 * *",  # every two seconds (second minute hour)
         }
     )
-    from worker.settings import create as create_worker
-
-    workers = [create_worker(s, poll_delay=0.05, handle_signals=False) for _ in range(2)]
-    tasks = [asyncio.create_task(w.main()) for w in workers]
-    await asyncio.sleep(5.5)
-    for w in workers:
-        await w.close()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await run_workers_for(s, 5.5)
     async with Producer(s) as producer:
         jobs = await producer.jobs(kind="purge_expired_sessions", limit=100)
     ticks = [j["requested_by"] for j in jobs]
