@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from jobs.common import now_iso, settle_media
 from jobs.context import JobContext
 from jobs.models import PURGE_USERS, AgentPurgeResult, BulkPurgeRequest, BulkPurgeResult
-from jobs.purge import Spec, check_access, purge_schema, receipt_scope, shared_stores, sum_would
+from jobs.purge import Spec, check_access, purge_targets, receipt_scope, shared_stores, sum_would
 from jobs.targets import resolve_targets
 from sessionctl import metrics, store
 from sessionctl.errors import ErasureIncomplete
@@ -30,15 +30,17 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
     spec = Spec(users, request.dry_run, request.memories, request.scope, request.all_agents, kind=PURGE_USERS)
     targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
     await check_access(ctx, spec, targets)
-    agents: dict[str, AgentPurgeResult] = {}
     deleted: dict[str, int] = dict.fromkeys(users, 0)
     remaining: dict[str, int] = dict.fromkeys(users, 0)
-    for target in targets:
-        agents[target.label], per_user = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
+    agents, per_agent, checked = await purge_targets(ctx, spec, targets, blog)
+    for per_user in per_agent.values():
+        for u, n in per_user.items():
+            deleted[u] += n
+    # per user, where the users were (every other schema was proved to hold none of them)
+    for target in (t for t in targets if t.label in agents):
         async with ctx.databases.connect(target.dsn) as conn:
             left = await store.count_sessions_per_user(conn, target.layout, users)
         for u in users:
-            deleted[u] += per_user.get(u, 0)
             remaining[u] += left.get(u, 0)
     stores = await shared_stores(ctx, spec, targets, blog)
     hmacs = {u: user_hmac(ctx.hash_key, u) for u in users}
@@ -47,7 +49,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
             raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
         if media := await settle_media(ctx, [t.dsn for t in targets], hmacs.values()):
             stores["media objects"] = media
-        await _bulk_receipts(ctx, request, hmacs, deleted, agents, started, stores)
+        await _bulk_receipts(ctx, request, hmacs, deleted, agents, started, stores, checked)
         metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
         metrics.RUNS_DELETED.labels(PURGE_USERS).inc(sum(a.runs_deleted for a in agents.values()))
     would = sum_would(agents) if request.dry_run else None
@@ -64,6 +66,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
         agents=agents,
         would_delete=would,
         stores=stores or None,
+        schemas_checked=checked,
         started_at=started,
         finished_at=now_iso(),
         requested_by=request.requested_by,
@@ -80,6 +83,7 @@ async def _bulk_receipts(
     agents: dict[str, AgentPurgeResult],
     started: str,
     stores: dict[str, int],
+    checked: int,
 ) -> None:
     dsn = ctx.settings.dsn
     schemas = json.dumps({label: a.schema_name for label, a in agents.items()})  # the same for every user
@@ -91,7 +95,7 @@ async def _bulk_receipts(
             "user_hmac": hmacs[u],
             "target": request.target,
             "agents": schemas,
-            "counts": json.dumps({"sessions": deleted[u]}),
+            "counts": json.dumps({"sessions": deleted[u], "schemas_checked": checked}),
             "late_sessions": 0,
             "started_at": started_at,
             "finished_at": finished_at,

@@ -35,6 +35,7 @@ async def write_receipt(
     scope: str = "sessions",
     stores: dict[str, int] | None = None,
     origin: str = "request",
+    schemas_checked: int | None = None,
 ) -> None:
     totals: dict[str, int] = {}
     per_agent: dict[str, Any] = {}
@@ -52,6 +53,8 @@ async def write_receipt(
             per_agent[label]["tables"] = a.tables
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v
+    if schemas_checked is not None:
+        totals["schemas_checked"] = schemas_checked
     dsn = ctx.settings.dsn
     async with ctx.databases.connect(dsn) as conn:
         await receipts.ensure(conn, dsn.redacted)

@@ -151,6 +151,8 @@ class PurgeResult(BaseModel):
     agents: dict[str, AgentPurgeResult]
     # outside the agent schemas (all agents, scope "all"): rows per vector/authz table; media objects
     stores: dict[str, int] | None = None
+    # agent schemas checked (an all-agents erasure lists in ``agents`` only those that held the user)
+    schemas_checked: int | None = None
     started_at: str
     finished_at: str
     requested_by: str | None = None
@@ -234,6 +236,7 @@ class BulkPurgeResult(BaseModel):
     agents: dict[str, AgentPurgeResult]
     would_delete: dict[str, int] | None = None
     stores: dict[str, int] | None = None  # as in PurgeResult, for all the users together
+    schemas_checked: int | None = None
     started_at: str
     finished_at: str
     requested_by: str | None = None

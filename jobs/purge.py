@@ -73,9 +73,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     spec = Spec([request.user_id], request.dry_run, request.memories, request.scope, request.all_agents)
     targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
     await check_access(ctx, spec, targets)
-    agents: dict[str, AgentPurgeResult] = {}
-    for target in targets:
-        agents[target.label], _ = await purge_schema(ctx, spec, target, blog.bind(agent=target.label))
+    agents, _, checked = await purge_targets(ctx, spec, targets, blog)
     stores = await shared_stores(ctx, spec, targets, blog)
 
     total_remaining = sum(a.remaining for a in agents.values())
@@ -85,7 +83,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     if not request.dry_run:
         if media := await settle_media(ctx, [t.dsn for t in targets], [hmac]):
             stores["media objects"] = media
-        await _receipt(ctx, request, hmac, agents, started, stores)
+        await _receipt(ctx, request, hmac, agents, started, stores, checked)
         metrics.SESSIONS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.sessions_deleted for a in agents.values()))
         metrics.RUNS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.runs_deleted for a in agents.values()))
     result = PurgeResult(
@@ -102,6 +100,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
         would_delete=would,
         agents=agents,
         stores=stores or None,
+        schemas_checked=checked,
         started_at=started,
         finished_at=now_iso(),
         requested_by=request.requested_by,
@@ -164,6 +163,126 @@ async def check_access(ctx: JobContext, spec: Spec, targets: list[Target]) -> No
         what="a dry run" if spec.dry_run else "this erasure",
         nothing="Nothing was counted" if spec.dry_run else "Nothing was deleted",
     )
+
+
+async def purge_targets(
+    ctx: JobContext, spec: Spec, targets: list[Target], bl: Any
+) -> tuple[dict[str, AgentPurgeResult], dict[str, dict[str, int]], int]:
+    """Purge the users from every target: the results by agent label, the sessions deleted per
+    (raw) user id by agent label, and how many agent schemas were checked.
+
+    An erasure at every agent (scope ``sessions``, with or without memories) first counts the users'
+    rows in all schemas of a database with a few statements (:func:`store.count_users_per_schema`)
+    and purges only the schemas that hold them; then recounts every schema the same way — the
+    proof — and purges again where late writes landed, up to ``MAX_ROUNDS``. Its result lists the
+    agents that held the users (``schemas_checked`` says how many were checked). Scope ``all`` (a
+    user's rows may be in any of a schema's tables) and a single agent take every schema in turn."""
+    agents: dict[str, AgentPurgeResult] = {}
+    per_user: dict[str, dict[str, int]] = {}
+    if not spec.shared_files or spec.scope == "all":
+        for t in targets:
+            agents[t.label], per_user[t.label] = await purge_schema(ctx, spec, t, bl.bind(agent=t.label))
+        return agents, per_user, len(targets)
+    pending = targets
+    for round_ in range(MAX_ROUNDS):
+        held = await _holding(ctx, spec, pending)
+        for t in (t for t in pending if held.get(t.label)):
+            try:
+                res, users = await purge_schema(ctx, spec, t, bl.bind(agent=t.label))
+            except asyncpg.UndefinedTableError:
+                if await _exists(ctx, t):
+                    raise
+                bl.warning("purge.schema_dropped", schema=t.layout.schema)  # its rows went with it
+                continue
+            agents[t.label] = _merged(agents.get(t.label), res)
+            for u, n in users.items():
+                per_user.setdefault(t.label, {})[u] = per_user.get(t.label, {}).get(u, 0) + n
+        if spec.dry_run:
+            break
+        targets = await _still_there(ctx, targets, bl)  # an agent may be created or dropped meanwhile
+        left = await _holding(ctx, spec, targets)  # every schema, recounted: the proof
+        pending = [t for t in targets if left.get(t.label)]
+        if not pending:
+            break
+        bl.warning("purge.late_writes", schemas=len(pending), round=round_ + 1)
+    else:
+        raise ErasureIncomplete(
+            f"{len(pending)} agents still hold rows of the user after {MAX_ROUNDS} rounds (something keeps writing)"
+        )
+    await ctx.progress.update(
+        processed=sum(a.sessions_deleted for a in agents.values()),
+        total=sum(a.sessions_deleted for a in agents.values()),
+        agent=f"{len(targets)} agents checked",
+        force=True,
+    )
+    return agents, per_user, len(targets)
+
+
+async def _exists(ctx: JobContext, t: Target) -> bool:
+    async with ctx.databases.connect(t.dsn) as conn:
+        return await store.read_layout(conn, t.layout.schema) is not None
+
+
+async def _still_there(ctx: JobContext, targets: list[Target], bl: Any) -> list[Target]:
+    """The agents now: those dropped since the job began are gone (with the user's rows); those
+    created since are added, so the recount covers them too."""
+    before = {(t.dsn.target, t.layout.schema) for t in targets}
+    dsns = {t.dsn.target: t.dsn for t in targets} or {ctx.settings.dsn.target: ctx.settings.dsn}
+    seen: set[tuple[tuple[str, str, int, str], str]] = set()
+    for dsn in dsns.values():
+        async with ctx.databases.connect(dsn) as conn:
+            seen |= {(dsn.target, s) for s in await store.discover_agent_schemas(conn)}
+    if seen == before:  # one catalog query per database; the full resolution only on a change
+        return targets
+    now = await resolve_targets(ctx, None, True)
+    after = {(t.dsn.target, t.layout.schema) for t in now}
+    if before != after:
+        bl.info("purge.agents_changed", dropped=len(before - after), created=len(after - before))
+    return now
+
+
+async def _holding(ctx: JobContext, spec: Spec, targets: list[Target]) -> dict[str, int]:
+    """The users' rows per agent label (sessions; memories too with ``--memories``), counted with
+    a few statements per database."""
+    by_db: dict[tuple[str, str, int, str], list[Target]] = {}
+    for t in targets:
+        by_db.setdefault(t.dsn.target, []).append(t)
+    out: dict[str, int] = {}
+    for group in by_db.values():
+        async with ctx.databases.connect(group[0].dsn) as conn:
+            try:
+                counted = await store.count_users_per_schema(
+                    conn, [t.layout for t in group], spec.users, memories=spec.memories
+                )
+            except asyncpg.UndefinedTableError:  # an agent dropped meanwhile: its rows went with it
+                live = await store.read_layouts(conn, [t.layout.schema for t in group])
+                counted = await store.count_users_per_schema(
+                    conn,
+                    [live[t.layout.schema] for t in group if t.layout.schema in live],
+                    spec.users,
+                    memories=spec.memories,
+                )
+        out.update({t.label: counted.get(t.layout.schema, 0) for t in group})
+    return out
+
+
+def _merged(before: AgentPurgeResult | None, now: AgentPurgeResult) -> AgentPurgeResult:
+    """One agent's result over several rounds: counts added, the last round's remaining."""
+    if before is None:
+        return now
+    for name in (
+        "sessions_deleted",
+        "runs_deleted",
+        "transcripts_deleted",
+        "tool_results_deleted",
+        "tool_result_payloads_deleted",
+        "tool_results_without_payload",
+        "memories_deleted",
+        "batches",
+        "late_sessions",
+    ):
+        setattr(now, name, getattr(before, name) + getattr(now, name))
+    return now
 
 
 async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> tuple[AgentPurgeResult, dict[str, int]]:
@@ -282,6 +401,7 @@ async def _receipt(
     agents: dict[str, AgentPurgeResult],
     started: str,
     stores: dict[str, int],
+    checked: int,
 ) -> None:
     """Append the durable receipt of this erasure (before the job reports success)."""
     await write_receipt(
@@ -295,6 +415,7 @@ async def _receipt(
         scope=receipt_scope(request.scope, request.memories),
         stores=stores,
         origin=request.origin,
+        schemas_checked=checked,
     )
 
 

@@ -51,11 +51,12 @@ async def resolve_targets(ctx: JobContext, agent_id: str | None, all_agents: boo
     databases = {d.target: d for d in chain.databases()}
     for dsn in databases.values():
         async with ctx.databases.connect(dsn) as conn:
-            for schema in await store.discover_agent_schemas(conn):
-                if (dsn.target, schema) in seen:
-                    continue
-                found = await store.read_layout(conn, schema)
-                if found is None or await store.session_table_problems(conn, schema):
+            schemas = [s for s in await store.discover_agent_schemas(conn) if (dsn.target, s) not in seen]
+            layouts = await store.read_layouts(conn, schemas)  # every schema at once
+            problems = await store.session_tables_problems(conn, schemas)
+            for schema in schemas:
+                found = layouts.get(schema)
+                if found is None or problems[schema]:
                     # a table that merely shares the name cannot hold Agno sessions
                     log.warning("job.skip_schema", schema=schema, reason="not an Agno session table")
                     continue

@@ -27,9 +27,11 @@ from sessionctl.store.catalog import (
     discover_agent_schemas,
     init_connection,
     read_layout,
+    read_layouts,
     schema_exists,
     server_version,
     session_table_problems,
+    session_tables_problems,
     table_sizes,
 )
 from sessionctl.store.counts import (
@@ -41,6 +43,7 @@ from sessionctl.store.counts import (
     count_user_payloads,
     count_user_rows,
     count_user_sessions,
+    count_users_per_schema,
     expired_where,
 )
 from sessionctl.store.delete import (
@@ -141,6 +144,7 @@ __all__ = [
     "count_user_payloads",
     "count_user_rows",
     "count_user_sessions",
+    "count_users_per_schema",
     "count_window",
     "create_index",
     "delete_all_of_users",
@@ -165,6 +169,7 @@ __all__ = [
     "list_user_sessions_page",
     "next_snapshot_ids",
     "read_layout",
+    "read_layouts",
     "remaining_user_rows",
     "restore_updated_at",
     "rowcount",
@@ -173,6 +178,7 @@ __all__ = [
     "schema_exists",
     "server_version",
     "session_table_problems",
+    "session_tables_problems",
     "sessions_by_ids",
     "sessions_owned_elsewhere",
     "snapshot_expired",

@@ -1,0 +1,207 @@
+"""Benchmark: erase one user from every agent of a large fleet (``purge --all-agents``), side by
+side with the floor — one PL/pgSQL block that runs ``DELETE FROM <schema>.agno_sessions WHERE
+user_id = …`` in every schema (runs by Agno's cascade).
+
+    python bench/fleet.py [--agents 2000] [--bystanders 20] [--holding 20] [--each 50] [--repeat 3]
+
+Data: ``--agents`` agent schemas as Agno 3.x creates them (one made by Agno, the others cloned from
+its DDL: same tables, indexes, foreign keys), each with ``--bystanders`` sessions of other users;
+the user holds ``--each`` sessions in ``--holding`` of them (2 runs per session, Agno-written and
+cloned in SQL). sessionctl is timed end to end (enqueue → Redis → a running worker → verified
+result, receipt written), minus a one-agent purge of nobody (the fixed cost of one job, measured
+in the same run). Prints schemas/s of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import bench_settings, checkpoint, drop_database, fresh_database, running_worker, url
+from sessionctl.config import Settings
+from sessionctl.producer import Producer
+from tests.agno_seed import agno_db, seed_sessions
+
+DB = "sessionctl_bench_fleet"
+URL = url(DB)
+USER = "fleet-user"
+
+
+def schema_of(i: int) -> str:
+    return f"ag_fleet_{i:05d}"
+
+
+async def prepare(n: int, bystanders: int) -> None:
+    template = schema_of(0)
+    db = agno_db(URL, template)
+    await seed_sessions(db, "fleet-0", "template", 1, runs=2)
+    await db.close()
+    conn = await asyncpg.connect(URL)
+    await conn.execute(
+        f'CREATE TABLE public.seed_sessions AS SELECT * FROM "{template}".agno_sessions;'
+        f' CREATE TABLE public.seed_runs AS SELECT * FROM "{template}".agno_runs;'
+        f' DELETE FROM "{template}".agno_sessions'
+    )
+    for i in range(1, n):
+        s = schema_of(i)
+        await conn.execute(
+            f'CREATE SCHEMA "{s}";'
+            f' CREATE TABLE "{s}".agno_sessions (LIKE "{template}".agno_sessions INCLUDING ALL);'
+            f' CREATE TABLE "{s}".agno_runs (LIKE "{template}".agno_runs INCLUDING ALL);'
+            f' ALTER TABLE "{s}".agno_runs ADD FOREIGN KEY (session_id)'
+            f'  REFERENCES "{s}".agno_sessions (session_id) ON DELETE CASCADE;'
+            f' CREATE TABLE "{s}".agno_schema_versions (LIKE "{template}".agno_schema_versions INCLUDING ALL);'
+            f' INSERT INTO "{s}".agno_schema_versions SELECT * FROM "{template}".agno_schema_versions'
+        )
+    for i in range(n):
+        await insert(conn, schema_of(i), "bystander", bystanders, per_schema_users=True)
+    await conn.execute("ANALYZE")
+    await conn.close()
+
+
+async def insert(conn: asyncpg.Connection, schema: str, who: str, count: int, per_schema_users: bool = False) -> None:
+    """``count`` sessions (2 runs each) cloned from the Agno-written one."""
+    user = f"'{who}-' || g" if per_schema_users else f"'{who}'"
+    cols = [
+        r["attname"]
+        for r in await conn.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped"
+            " ORDER BY attnum",
+            f'"{schema}".agno_sessions',
+        )
+    ]
+    pick = ", ".join(
+        f"{'s.session_id || ' + repr('-' + who + '-') + ' || g' if c == 'session_id' else (user if c == 'user_id' else 's.' + c)}"
+        for c in cols
+    )
+    await conn.execute(
+        f'INSERT INTO "{schema}".agno_sessions ({", ".join(cols)})'
+        f" SELECT {pick} FROM public.seed_sessions s, generate_series(1, {count}) g"
+    )
+    rcols = [
+        r["attname"]
+        for r in await conn.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped"
+            " ORDER BY attnum",
+            f'"{schema}".agno_runs',
+        )
+    ]
+    rpick = ", ".join(
+        "r.run_id || " + repr("-" + who + "-") + " || g"
+        if c == "run_id"
+        else (
+            "r.session_id || " + repr("-" + who + "-") + " || g"
+            if c == "session_id"
+            else (user if c == "user_id" else "r." + c)
+        )
+        for c in rcols
+    )
+    await conn.execute(
+        f'INSERT INTO "{schema}".agno_runs ({", ".join(rcols)})'
+        f" SELECT {rpick} FROM public.seed_runs r, generate_series(1, {count}) g"
+    )
+
+
+async def seed_user(holding: int, each: int, agents: int) -> None:
+    conn = await asyncpg.connect(URL)
+    step = max(1, agents // holding)
+    for i in range(0, step * holding, step):
+        await insert(conn, schema_of(i), USER, each)
+    await conn.close()
+
+
+async def left(agents: int) -> int:
+    conn = await asyncpg.connect(URL)
+    n = await conn.fetchval(
+        "SELECT sum(n) FROM ("
+        + " UNION ALL ".join(
+            f'SELECT count(*) AS n FROM "{schema_of(i)}".agno_sessions WHERE user_id = $1' for i in range(agents)
+        )
+        + ") x",
+        USER,
+    )
+    await conn.close()
+    return int(n or 0)
+
+
+async def m_raw() -> None:
+    conn = await asyncpg.connect(URL)
+    await conn.execute(
+        f"""DO $$ DECLARE s text; BEGIN
+              FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 'ag\\_fleet\\_%' LOOP
+                EXECUTE format('DELETE FROM %I.agno_sessions WHERE user_id = %L', s, '{USER}');
+              END LOOP; END $$"""
+    )
+    await conn.close()
+
+
+async def m_sessionctl(settings: Settings, **kw: object) -> dict[str, object]:
+    async with Producer(settings) as p:
+        enq = await p.purge_user_sessions(**kw)  # type: ignore[arg-type]
+        state = await p.wait(enq.job_id, poll=0.01)
+    assert state.status == "succeeded" and state.result and state.result["remaining"] == 0, state
+    return state.result
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=2000)
+    ap.add_argument("--bystanders", type=int, default=20)
+    ap.add_argument("--holding", type=int, default=20)
+    ap.add_argument("--each", type=int, default=50)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the database (and --reuse it next time)")
+    ap.add_argument("--reuse", action="store_true", help="the database a --keep run left")
+    a = ap.parse_args()
+    if not a.reuse:
+        await fresh_database(DB)
+        t0 = time.perf_counter()
+        await prepare(a.agents, a.bystanders)
+        print(f"prepared {a.agents} schemas in {time.perf_counter() - t0:.1f}s", flush=True)
+    settings = bench_settings(DB, "sessionctl:bench:fleet")
+    raw: list[float] = []
+    ours: list[float] = []
+    async with running_worker(settings):
+        for rep in range(a.repeat):
+            for method in ("raw", "sessionctl"):
+                await seed_user(a.holding, a.each, a.agents)
+                await checkpoint(DB)
+                t = time.perf_counter()
+                if method == "raw":
+                    await m_raw()
+                    dt = time.perf_counter() - t
+                    raw.append(dt)
+                else:
+                    result = await m_sessionctl(settings, all_agents=True, user_id=USER)
+                    dt = time.perf_counter() - t
+                    t1 = time.perf_counter()
+                    await m_sessionctl(settings, agent_id="fleet-00001", user_id=f"nobody-{rep}")
+                    fixed = time.perf_counter() - t1
+                    ours.append(dt - fixed)
+                    held = [k for k, v in result["agents"].items() if v["sessions_deleted"]]  # type: ignore[union-attr]
+                    print(f"    (one job's fixed cost {fixed:.3f}s; {len(held)} agents held the user)", flush=True)
+                assert await left(a.agents) == 0
+                print(f"  run {rep + 1} {method:<10} {dt:7.3f}s", flush=True)
+    r, s = statistics.median(raw), statistics.median(ours)
+    print(
+        f"\nerase one user from {a.agents:,} agent schemas ({a.bystanders} bystander sessions each; the user in"
+        f" {a.holding} of them, {a.each} sessions each); median of {a.repeat}"
+    )
+    print("| method | time | schemas/s |\n|---|---:|---:|")
+    print(f"| raw PL/pgSQL loop | {r:.2f} s | {a.agents / r:,.0f} |")
+    print(f"| sessionctl purge --all-agents (minus one job's fixed cost) | {s:.2f} s | {a.agents / s:,.0f} |")
+    print(f"sessionctl ÷ raw = {r / s:.2f}x")
+    if not a.keep:
+        await drop_database(DB)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
