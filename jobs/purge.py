@@ -47,7 +47,7 @@ from jobs.models import (
 )
 from jobs.shared import erase_shared_stores
 from jobs.targets import Target, resolve_targets
-from jobs.walk import Batches, delete_by_index
+from jobs.walk import Batches, delete_by_index, delete_by_tids
 from sessionctl import metrics, store
 from sessionctl.errors import ErasureIncomplete, UnknownUserData
 from sessionctl.logs import get_logger
@@ -312,6 +312,12 @@ async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> 
                 initial = sum(per_user_counted.values())
                 await batches.start(total=initial)
                 await delete_by_index(conn, ctx, target, per_user_counted, batches, bl)
+            elif layout.plain:  # one scan for the tuple ids, batches by tuple id (no per-id probe)
+                tids = await store.user_session_tids(conn, layout, users)
+                initial = len(tids) if initial is None else initial
+                await batches.start(total=res.sessions_deleted + len(tids))
+                if tids:
+                    await delete_by_tids(conn, ctx, target, users, tids, batches, bl)
             else:
                 size = ctx.settings.batch_size
                 few = await store.some_user_session_ids(conn, layout, users, size + 1)

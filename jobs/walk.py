@@ -86,6 +86,53 @@ async def delete_by_index(
     await flush()
 
 
+async def delete_by_tids(
+    conn: asyncpg.Connection,
+    ctx: JobContext,
+    target: Target,
+    users: list[str],
+    tids: list[tuple[int, int]],
+    batches: Batches,
+    bl: Any,
+) -> None:
+    """Without the index, on a plain table: the tuple ids of the users' sessions (read in one scan,
+    as a plain ``DELETE`` reads them) deleted a batch at a time — each batch a TID scan that checks
+    the owner again — by up to ``SESSIONCTL_PURGE_WALKERS`` connections at once (spare ones given
+    back between two batches as soon as another job waits, as :func:`walk_user` does)."""
+    size, dbs = ctx.settings.batch_size, ctx.databases
+    chunks = iter([tids[i : i + size] for i in range(0, len(tids), size)])
+    parts = min(ctx.settings.purge_walkers, -(-len(tids) // size))
+
+    async def walker(c: asyncpg.Connection, give_back: Callable[[], bool] | None = None) -> None:
+        while give_back is None or not give_back():
+            chunk = next(chunks, None)  # one iterator for every walker: each batch is taken once
+            if chunk is None:
+                return
+            t = time.monotonic()
+            await batches.done(await store.delete_sessions_by_tids(c, target.layout, users, chunk), t)
+
+    spares: list[tuple[contextlib.AsyncExitStack, asyncpg.Connection]] = []
+    try:
+        while 1 + len(spares) < parts:
+            stack = contextlib.AsyncExitStack()
+            spare = await stack.enter_async_context(dbs.spare(target.dsn))
+            if spare is None:
+                await stack.aclose()
+                break
+            spares.append((stack, spare))
+        bl.info("purge.tids", sessions=len(tids), walkers=1 + len(spares))
+
+        async def helper(stack: contextlib.AsyncExitStack, spare: asyncpg.Connection) -> None:
+            async with stack:
+                await walker(spare, give_back=lambda: dbs.wanted(target.dsn))
+
+        await _all_or_none([walker(conn), *(helper(st, c) for st, c in spares)])
+        await walker(conn)  # what a walker that gave its connection back left
+    finally:
+        for stack, _ in spares:
+            await stack.aclose()
+
+
 @dataclass(slots=True)
 class _Slice:
     """A part ``[start, stop)`` of a user's index range, and how far its walk got."""

@@ -51,6 +51,7 @@ from sessionctl.store.delete import (
     delete_all_of_users,
     delete_expired_sessions,
     delete_session_by_id,
+    delete_sessions_by_tids,
     delete_unchanged_sessions,
     delete_user_memories,
     delete_user_range,
@@ -60,6 +61,7 @@ from sessionctl.store.delete import (
     snapshot_user_session_ids,
     some_user_session_ids,
     split_keys,
+    user_session_tids,
 )
 from sessionctl.store.export import (
     Window,
@@ -150,6 +152,7 @@ __all__ = [
     "delete_all_of_users",
     "delete_expired_sessions",
     "delete_session_by_id",
+    "delete_sessions_by_tids",
     "delete_unchanged_sessions",
     "delete_user_memories",
     "delete_user_range",
@@ -187,4 +190,5 @@ __all__ = [
     "split_keys",
     "table_sizes",
     "user_keyed_tables",
+    "user_session_tids",
 ]

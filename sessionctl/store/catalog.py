@@ -50,6 +50,9 @@ class Layout:
     # agno_sessions.created_at may be NULL, in it or in a table inheriting from it (Agno declares
     # it NOT NULL; a hand-altered table may not): an export walks such sessions apart, last
     created_at_nullable: bool = False
+    # agno_sessions is a plain table (neither partitioned nor inherited from): a tuple id names one
+    # row of it, so a purge may delete by tuple ids read in one scan
+    plain: bool = False
 
     def has(self, table: str) -> bool:
         return table in self.tables
@@ -151,6 +154,7 @@ _DETAILS = """
                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ic.k)
                AND (SELECT amname FROM pg_am JOIN pg_class c ON c.relam = pg_am.oid
                      WHERE c.oid = i.indexrelid) = 'btree')) AS user_index,
+          (SELECT relkind = 'r' AND NOT relhassubclass FROM pg_class WHERE oid = r.sessions) AS plain,
           (WITH RECURSIVE t(oid) AS (SELECT r.sessions::oid
              UNION SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid)
            SELECT bool_or(NOT a.attnotnull) FROM pg_attribute a JOIN t ON a.attrelid = t.oid
@@ -201,6 +205,7 @@ async def read_layouts(conn: asyncpg.Connection, schemas: list[str]) -> dict[str
             payload_table=bool(payload),
             runs_cascade=(d["cascade"] or "") if RUNS in t else "",
             user_index=bool(d["user_index"]),
+            plain=bool(d["plain"]),
         )
     return out
 

@@ -61,6 +61,12 @@ async def snapshot_user_session_ids(conn: asyncpg.Connection, layout: Layout, us
     return await _snapshot(conn, layout, USERS_1, [users])
 
 
+async def user_session_tids(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> list[tuple[int, int]]:
+    """The tuple ids of these users' sessions, in one scan (a plain table: ``layout.plain``)."""
+    rows = await conn.fetch(f"SELECT ctid FROM {layout.q(SESSIONS)} WHERE {USERS_1}", users)
+    return [r["ctid"] for r in rows]
+
+
 async def snapshot_expired(
     conn: asyncpg.Connection, layout: Layout, cutoff: int, types: list[str] | None, exclude: list[str] | None
 ) -> int:
@@ -97,6 +103,18 @@ async def delete_user_sessions(
     p = Params()
     where = f"d.session_id = ANY({p(session_ids)}::text[]) AND d.user_id IN (SELECT unnest({p(owners)}::text[]))"
     outcome, _ = await _delete_sessions(conn, layout, p, where)
+    return outcome
+
+
+async def delete_sessions_by_tids(
+    conn: asyncpg.Connection, layout: Layout, users: list[str], tids: list[tuple[int, int]]
+) -> BatchOutcome:
+    """Delete the sessions at these tuple ids that (still) belong to the users: a tuple id read
+    earlier may since hold another row (the owner is checked again in the delete) or none (a row
+    updated meanwhile moved: it is left for the recount)."""
+    p = Params()
+    where = f"d.ctid = ANY({p(tids)}::tid[]) AND d.user_id IN (SELECT unnest({p(users)}::text[]))"
+    outcome, _ = await _delete_sessions(conn, layout, p, where, one_user=users[0] if len(users) == 1 else None)
     return outcome
 
 
