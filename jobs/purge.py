@@ -317,7 +317,7 @@ async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> 
                 initial = len(tids) if initial is None else initial
                 await batches.start(total=res.sessions_deleted + len(tids))
                 if tids:
-                    await delete_by_tids(conn, ctx, target, users, tids, batches, bl)
+                    await delete_by_tids(conn, ctx, target, tids, batches, bl)
             else:
                 size = ctx.settings.batch_size
                 few = await store.some_user_session_ids(conn, layout, users, size + 1)

@@ -90,8 +90,7 @@ async def delete_by_tids(
     conn: asyncpg.Connection,
     ctx: JobContext,
     target: Target,
-    users: list[str],
-    tids: list[tuple[int, int]],
+    tids: list[store.Owned],
     batches: Batches,
     bl: Any,
 ) -> None:
@@ -109,7 +108,7 @@ async def delete_by_tids(
             if chunk is None:
                 return
             t = time.monotonic()
-            await batches.done(await store.delete_sessions_by_tids(c, target.layout, users, chunk), t)
+            await batches.done(await store.delete_sessions_by_tids(c, target.layout, chunk), t)
 
     spares: list[tuple[contextlib.AsyncExitStack, asyncpg.Connection]] = []
     try:

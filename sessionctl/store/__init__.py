@@ -48,6 +48,7 @@ from sessionctl.store.counts import (
 )
 from sessionctl.store.delete import (
     BatchOutcome,
+    Owned,
     delete_all_of_users,
     delete_expired_sessions,
     delete_session_by_id,
@@ -131,6 +132,7 @@ __all__ = [
     "ExportKey",
     "IndexSpec",
     "Layout",
+    "Owned",
     "Params",
     "SessionKey",
     "SharedTable",
