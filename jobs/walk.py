@@ -112,13 +112,7 @@ async def delete_by_tids(
 
     spares: list[tuple[contextlib.AsyncExitStack, asyncpg.Connection]] = []
     try:
-        while 1 + len(spares) < parts:
-            stack = contextlib.AsyncExitStack()
-            spare = await stack.enter_async_context(dbs.spare(target.dsn))
-            if spare is None:
-                await stack.aclose()
-                break
-            spares.append((stack, spare))
+        spares += await _spares(ctx, target, parts - 1)
         bl.info("purge.tids", sessions=len(tids), walkers=1 + len(spares))
 
         async def helper(stack: contextlib.AsyncExitStack, spare: asyncpg.Connection) -> None:
@@ -156,13 +150,7 @@ async def walk_user(
     parts = min(ctx.settings.purge_walkers, -(-n // size))  # never more walkers than batches
     spares: list[tuple[contextlib.AsyncExitStack, asyncpg.Connection]] = []
     try:
-        while 1 + len(spares) < parts:
-            stack = contextlib.AsyncExitStack()
-            spare = await stack.enter_async_context(dbs.spare(target.dsn))
-            if spare is None:
-                await stack.aclose()
-                break
-            spares.append((stack, spare))
+        spares += await _spares(ctx, target, parts - 1)
         cuts: list[store.SessionKey | None] = [None]
         if spares:
             cuts += await store.split_keys(conn, layout, user, n, 1 + len(spares))
@@ -213,6 +201,22 @@ class _SliceWalk:
                 await self.batches.done(outcome, t)
             part.walked += outcome.counts.sessions
             part.over = part.after is None or part.walked > self.bound
+
+
+async def _spares(
+    ctx: JobContext, target: Target, wanted: int
+) -> list[tuple[contextlib.AsyncExitStack, asyncpg.Connection]]:
+    """Up to ``wanted`` spare connections to the target's database (ones the pool has free now,
+    while no job waits for one), each with the stack that gives it back."""
+    got: list[tuple[contextlib.AsyncExitStack, asyncpg.Connection]] = []
+    while len(got) < wanted:
+        stack = contextlib.AsyncExitStack()
+        spare = await stack.enter_async_context(ctx.databases.spare(target.dsn))
+        if spare is None:
+            await stack.aclose()
+            break
+        got.append((stack, spare))
+    return got
 
 
 async def _all_or_none(coros: list[Coroutine[Any, Any, None]]) -> None:

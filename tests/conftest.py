@@ -261,3 +261,19 @@ async def run_workers_for(settings: Settings, seconds: float, count: int = 2) ->
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def own_database(settings: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Connection]]:
+    """A database of this test's own (settings pointing at it, and a connection): for jobs that
+    read a whole deployment — an erasure at every agent, a re-sweep — where the suite's shared
+    database holds other tests' agents, users and receipts."""
+    name = f"sessionctl_own_{uuid.uuid4().hex[:8]}"
+    await run_sql(PG_ADMIN_URL, f'CREATE DATABASE "{name}"')
+    url = _sibling(PG_ADMIN_URL, name)
+    conn = await asyncpg.connect(url)
+    try:
+        yield settings.model_copy(update={"database_url": url}), conn
+    finally:
+        await conn.close()
+        await run_sql(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

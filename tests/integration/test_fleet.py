@@ -5,12 +5,9 @@ late writes into a schema already passed caught by the recount and purged in the
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 import structlog
 
 from jobs.context import JobContext
@@ -21,25 +18,9 @@ from sessionctl.databases import Databases
 from sessionctl.demo import seed_2x
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, seed_sessions
-from tests.conftest import PG_ADMIN_URL, run_worker
+from tests.conftest import run_worker
 
 USER, OTHER = "demo-user-1", "demo-user-2"  # the names the 2.x dump holds too
-
-
-@pytest.fixture
-async def fleet(settings: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Connection]]:
-    """A database of this test's own (an all-agents erasure discovers every schema there)."""
-    name = f"sessionctl_fleet_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    conn = await asyncpg.connect(url)
-    try:
-        yield settings.model_copy(update={"database_url": url}), conn
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _agents(s: Settings, conn: asyncpg.Connection, n: int, holders: set[int]) -> list[str]:
@@ -81,9 +62,9 @@ async def _per_schema(conn: asyncpg.Connection, who: str) -> dict[str, int]:
 
 
 async def test_all_agents_purges_only_the_schemas_holding_the_user_and_recounts_every_one(
-    fleet: tuple[Settings, asyncpg.Connection],
+    own_database: tuple[Settings, asyncpg.Connection],
 ) -> None:
-    s, conn = fleet
+    s, conn = own_database
     names = await _agents(s, conn, 24, holders={2, 9, 17})
     await seed_2x(s, "fleet-legacy")  # agno 2.x: runs inside the row; USER 3 sessions, OTHER 2
     bare = await _no_runs_table(s, conn, s.schema_for(names[2]), "fleet-bare")
@@ -125,9 +106,9 @@ class _LateWriter:
 
 
 async def test_agents_dropped_or_created_meanwhile_and_late_writes_are_all_handled(
-    fleet: tuple[Settings, asyncpg.Connection],
+    own_database: tuple[Settings, asyncpg.Connection],
 ) -> None:
-    s, conn = fleet
+    s, conn = own_database
     names = await _agents(s, conn, 8, holders={1, 4})
     dbs = Databases(pool_size=2)
     late_agent = names[6]

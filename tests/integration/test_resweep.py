@@ -3,18 +3,14 @@ by HMAC, only where an erasure covered; ``--erase`` erases them again with a rec
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest
 from prometheus_client import REGISTRY
 
 from sessionctl.config import Settings
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, seed_memory, seed_sessions
-from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker, run_workers_for
+from tests.conftest import HASH_KEY, run_worker, run_workers_for
 
 USER, THIRD, OTHER = "back-bea-1@example.com", "third-tom-2@example.com", "stays-sam-3@example.com"
 
@@ -28,27 +24,10 @@ async def _done(settings: Settings, enq_coro: object) -> dict[str, object]:
     return state.result  # type: ignore[return-value]
 
 
-@pytest.fixture
-async def own(settings: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Connection]]:
-    """A database of this test's own: a re-sweep reads the whole deployment, and the suite's shared
-    database holds other tests' users and receipts."""
-    name = f"sessionctl_resweep_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    conn = await asyncpg.connect(url)
-    try:
-        yield settings.model_copy(update={"database_url": url}), conn
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 async def test_an_erased_user_written_back_is_found_and_erased_again(
-    own: tuple[Settings, asyncpg.Connection], agent_id: str
+    own_database: tuple[Settings, asyncpg.Connection], agent_id: str
 ) -> None:
-    settings, pg = own
+    settings, pg = own_database
     a, b = agent_id, agent_id + "-b"
     sa, sb = settings.schema_for(a), settings.schema_for(b)
     for agent in (a, b):
@@ -104,9 +83,9 @@ async def test_an_erased_user_written_back_is_found_and_erased_again(
 
 
 async def test_the_cron_with_the_erase_policy_erases_a_returning_user_again_once_per_tick(
-    own: tuple[Settings, asyncpg.Connection], agent_id: str
+    own_database: tuple[Settings, asyncpg.Connection], agent_id: str
 ) -> None:
-    settings, pg = own
+    settings, pg = own_database
     schema = settings.schema_for(agent_id)
     db = agno_db(settings.database_url, schema)
     await seed_sessions(db, agent_id, USER, 2, prefix=f"{agent_id}-old")
