@@ -199,7 +199,11 @@ async def purge_targets(
                 per_user.setdefault(t.label, {})[u] = per_user.get(t.label, {}).get(u, 0) + n
         if spec.dry_run:
             break
+        known = {(t.dsn.target, t.layout.schema) for t in targets}
         targets = await _still_there(ctx, targets, bl)  # an agent may be created or dropped meanwhile
+        created = [t for t in targets if (t.dsn.target, t.layout.schema) not in known]
+        if created:  # checked as every target was, before anything of it is counted or deleted
+            await check_access(ctx, spec, created)
         left = await _holding(ctx, spec, targets)  # every schema, recounted: the proof
         pending = [t for t in targets if left.get(t.label)]
         if not pending:
