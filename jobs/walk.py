@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -18,6 +18,8 @@ from jobs.context import JobContext
 from jobs.models import AgentPurgeResult
 from jobs.targets import Target
 from sessionctl import metrics, store
+
+T = TypeVar("T")
 
 
 class Batches:
@@ -61,29 +63,29 @@ async def delete_by_index(
     bl: Any,
 ) -> None:
     """With the ``(user_id, created_at, session_id)`` index: users whose counted sessions fit a
-    batch go together, all their sessions in one statement; a user with more is walked through
-    the index in ranges of a batch. No snapshot, no per-session key probe (see bench/purge.py)."""
+    batch go together, all their sessions in one statement — these groups by up to
+    ``SESSIONCTL_PURGE_WALKERS`` connections at once; a user with more is walked through the
+    index in ranges of a batch. No snapshot, no per-session key probe (see bench/purge.py)."""
     size = ctx.settings.batch_size
+    groups: list[list[str]] = []
     group: list[str] = []
     grouped = 0
-
-    async def flush() -> None:
-        nonlocal group, grouped
-        if group:
-            t = time.monotonic()
-            await batches.done(await store.delete_all_of_users(conn, target.layout, group), t)
-        group, grouped = [], 0
-
     for user in sorted(counts):
         n = counts[user]
         if n > size:
             await walk_user(conn, ctx, target, user, n, batches, bl)
             continue
-        if grouped + n > size:
-            await flush()
+        if grouped + n > size and group:
+            groups.append(group)
+            group, grouped = [], 0
         group.append(user)
         grouped += n
-    await flush()
+    if group:
+        groups.append(group)
+    layout = target.layout
+    await _in_parallel(
+        conn, ctx, target, groups, lambda c, users: store.delete_all_of_users(c, layout, users), batches, bl
+    )
 
 
 async def delete_by_tids(
@@ -96,24 +98,44 @@ async def delete_by_tids(
 ) -> None:
     """Without the index, on a plain table: the tuple ids of the users' sessions (read in one scan,
     as a plain ``DELETE`` reads them) deleted a batch at a time — each batch a TID scan that checks
-    the owner again — by up to ``SESSIONCTL_PURGE_WALKERS`` connections at once (spare ones given
-    back between two batches as soon as another job waits, as :func:`walk_user` does)."""
-    size, dbs = ctx.settings.batch_size, ctx.databases
-    chunks = iter([tids[i : i + size] for i in range(0, len(tids), size)])
-    parts = min(ctx.settings.purge_walkers, -(-len(tids) // size))
+    the owner again — by up to ``SESSIONCTL_PURGE_WALKERS`` connections at once."""
+    size, layout = ctx.settings.batch_size, target.layout
+    chunks = [tids[i : i + size] for i in range(0, len(tids), size)]
+    await _in_parallel(
+        conn, ctx, target, chunks, lambda c, chunk: store.delete_sessions_by_tids(c, layout, chunk), batches, bl
+    )
+
+
+async def _in_parallel(
+    conn: asyncpg.Connection,
+    ctx: JobContext,
+    target: Target,
+    items: list[T],
+    delete: Callable[[asyncpg.Connection, T], Awaitable[store.BatchOutcome]],
+    batches: Batches,
+    bl: Any,
+) -> None:
+    """Delete a batch per item, by this job's connection and up to ``SESSIONCTL_PURGE_WALKERS`` - 1
+    spare ones at once (each batch taken once; a spare connection given back between two batches
+    as soon as another job waits for one, as :func:`walk_user` does). The cascade to the runs is
+    CPU in Postgres: one connection keeps one backend busy."""
+    if not items:
+        return
+    dbs = ctx.databases
+    queue = iter(items)
 
     async def walker(c: asyncpg.Connection, give_back: Callable[[], bool] | None = None) -> None:
         while give_back is None or not give_back():
-            chunk = next(chunks, None)  # one iterator for every walker: each batch is taken once
-            if chunk is None:
+            item = next(queue, None)  # one iterator for every walker: each batch is taken once
+            if item is None:
                 return
             t = time.monotonic()
-            await batches.done(await store.delete_sessions_by_tids(c, target.layout, chunk), t)
+            await batches.done(await delete(c, item), t)
 
     spares: list[tuple[contextlib.AsyncExitStack, asyncpg.Connection]] = []
     try:
-        spares += await _spares(ctx, target, parts - 1)
-        bl.info("purge.tids", sessions=len(tids), walkers=1 + len(spares))
+        spares += await _spares(ctx, target, min(ctx.settings.purge_walkers, len(items)) - 1)
+        bl.info("purge.parallel", batches=len(items), walkers=1 + len(spares))
 
         async def helper(stack: contextlib.AsyncExitStack, spare: asyncpg.Connection) -> None:
             async with stack:
