@@ -15,4 +15,4 @@ run bench/queue_overhead.py --jobs 1000 --repeat 3
 run bench/connections.py --agents 2000 --sdk 300
 run bench/resweep.py --sessions 1000000 --users 100000 --repeat 3
 run bench/resweep.py --sessions 1000000 --users 1000000 --repeat 3
-run bench/fleet.py --agents 2000 --repeat 3
+run bench/fleet.py --agents 2000 --repeat 3 --bulk-users 10000

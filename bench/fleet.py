@@ -3,13 +3,16 @@ side with the floor — one PL/pgSQL block that runs ``DELETE FROM <schema>.agno
 user_id = …`` in every schema (runs by Agno's cascade).
 
     python bench/fleet.py [--agents 2000] [--bystanders 20] [--holding 20] [--each 50] [--repeat 3]
+                          [--bulk-users 10000]
 
 Data: ``--agents`` agent schemas as Agno 3.x creates them (one made by Agno, the others cloned from
 its DDL: same tables, indexes, foreign keys), each with ``--bystanders`` sessions of other users;
 the user holds ``--each`` sessions in ``--holding`` of them (2 runs per session, Agno-written and
 cloned in SQL). sessionctl is timed end to end (enqueue → Redis → a running worker → verified
 result, receipt written), minus a one-agent purge of nobody (the fixed cost of one job, measured
-in the same run). Prints schemas/s of each and their ratio.
+in the same run). Prints schemas/s of each and their ratio. With ``--bulk-users N``, also one
+bulk request for N users at every agent (the user above and N - 1 who hold nothing), end to end,
+with the worker's peak memory (its ``VmHWM``).
 """
 
 from __future__ import annotations
@@ -158,6 +161,7 @@ async def main() -> None:
     ap.add_argument("--holding", type=int, default=20)
     ap.add_argument("--each", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--bulk-users", type=int, default=0, help="also time one bulk request for this many users")
     ap.add_argument("--keep", action="store_true", help="keep the database (and --reuse it next time)")
     ap.add_argument("--reuse", action="store_true", help="the database a --keep run left")
     a = ap.parse_args()
@@ -169,7 +173,7 @@ async def main() -> None:
     settings = bench_settings(DB, "sessionctl:bench:fleet")
     raw: list[float] = []
     ours: list[float] = []
-    async with running_worker(settings):
+    async with running_worker(settings) as worker:
         for rep in range(a.repeat):
             for method in ("raw", "sessionctl"):
                 await seed_user(a.holding, a.each, a.agents)
@@ -190,6 +194,18 @@ async def main() -> None:
                     print(f"    (one job's fixed cost {fixed:.3f}s; {len(held)} agents held the user)", flush=True)
                 assert await left(a.agents) == 0
                 print(f"  run {rep + 1} {method:<10} {dt:7.3f}s", flush=True)
+        bulk = None
+        if a.bulk_users:
+            await seed_user(a.holding, a.each, a.agents)
+            users = [USER] + [f"absent-{i}" for i in range(a.bulk_users - 1)]
+            t = time.perf_counter()
+            async with Producer(settings) as p:
+                enq = await p.purge_users(user_ids=users, all_agents=True)
+                state = await p.wait(enq.job_id, poll=0.05)
+            bulk = time.perf_counter() - t
+            assert state.status == "succeeded" and state.result and state.result["remaining"] == 0, state
+            assert await left(a.agents) == 0
+            peak = Path(f"/proc/{worker.pid}/status").read_text().split("VmHWM:")[1].split("\n")[0].strip()
     r, s = statistics.median(raw), statistics.median(ours)
     print(
         f"\nerase one user from {a.agents:,} agent schemas ({a.bystanders} bystander sessions each; the user in"
@@ -199,6 +215,12 @@ async def main() -> None:
     print(f"| raw PL/pgSQL loop | {r:.2f} s | {a.agents / r:,.0f} |")
     print(f"| sessionctl purge --all-agents (minus one job's fixed cost) | {s:.2f} s | {a.agents / s:,.0f} |")
     print(f"sessionctl ÷ raw = {r / s:.2f}x")
+    if bulk is not None:
+        pairs = a.bulk_users * a.agents
+        print(
+            f"bulk: {a.bulk_users:,} users at every one of {a.agents:,} agents in one request: {bulk:.2f} s"
+            f" ({pairs / bulk:,.0f} (user, agent) pairs/s); worker peak memory {peak}"
+        )
     if not a.keep:
         await drop_database(DB)
 

@@ -83,7 +83,9 @@ async def settle_media(ctx: JobContext, dsns: Iterable[Dsn], hmacs: Iterable[str
     is gone. Objects deleted by this try; raises the retryable :class:`MediaDeleteFailed` while a
     storage keeps refusing (the keys stay noted)."""
     sink = ctx.media
-    if sink is None:
+    if sink is None or not sink.storages:
+        # Keys are only ever noted by a worker given media storages (without one, a reference
+        # rolls its batch back): nothing to settle, and no round trip per job to find that out.
         return 0
     unique = {d.target: d for d in dsns}
     users = list(hmacs)
