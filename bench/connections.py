@@ -37,7 +37,7 @@ from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import seed
 
 DB = "sessionctl_bench_conns"
 URL = url(DB)
@@ -46,9 +46,7 @@ USER = "many-agents-user"
 
 async def prepare(settings: Settings, agents: list[str]) -> None:
     template = settings.schema_for(agents[0])
-    db = agno_db(URL, template)
-    await seed_sessions(db, agents[0], USER, 1)
-    await db.close()
+    await seed(URL, template, agents[0], USER, 1)
     conn = await asyncpg.connect(URL)
     for agent in agents[1:]:
         schema = settings.schema_for(agent)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import bench_settings, checkpoint, drop_database, fresh_database, running_worker, url
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import seed
 
 DB = "sessionctl_bench_fleet"
 URL = url(DB)
@@ -44,9 +44,7 @@ def schema_of(i: int) -> str:
 
 async def prepare(n: int, bystanders: int) -> None:
     template = schema_of(0)
-    db = agno_db(URL, template)
-    await seed_sessions(db, "fleet-0", "template", 1, runs=2)
-    await db.close()
+    await seed(URL, template, "fleet-0", "template", 1, runs=2)
     conn = await asyncpg.connect(URL)
     await conn.execute(
         f'CREATE TABLE public.seed_sessions AS SELECT * FROM "{template}".agno_sessions;'

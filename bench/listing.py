@@ -23,7 +23,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sessionctl import store
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import seed
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "sessionctl_bench_listing"
@@ -40,9 +40,7 @@ async def main() -> None:
     admin = await asyncpg.connect(ADMIN)
     await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
     await admin.execute(f"CREATE DATABASE {DB}")
-    db = agno_db(URL, SCHEMA)
-    await seed_sessions(db, "bench", "template", 1)
-    await db.close()
+    await seed(URL, SCHEMA, "bench", "template", 1)
     c = await asyncpg.connect(URL)
     await store.init_connection(c)
     await c.execute(

@@ -32,7 +32,7 @@ from sessionctl.databases import Databases
 from sessionctl.logs import configure_logging
 from sessionctl.privacy import user_hmac
 from sessionctl.store import receipts
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import seed
 
 DB = "sessionctl_bench_resweep"
 SCHEMA = "ag_bench_resweep"
@@ -49,9 +49,7 @@ async def main() -> None:
     configure_logging("json", "ERROR")  # one log line per match is the product's; not the bench's output
     await fresh_database(DB)
     try:
-        db = agno_db(url(DB), SCHEMA)
-        await seed_sessions(db, "bench", "template", 1, runs=0)
-        await db.close()
+        await seed(url(DB), SCHEMA, "bench", "template", 1, runs=0)
         c = await asyncpg.connect(url(DB))
         await c.execute(
             f"""INSERT INTO {SCHEMA}.agno_sessions (session_id, session_type, agent_id, user_id, session_data,

@@ -85,6 +85,15 @@ async def seed_sessions(
     return ids
 
 
+async def seed(db_url: str, schema: str, agent_id: str, user_id: str, count: int, **kw: Any) -> list[str]:
+    """:func:`seed_sessions` through an Agno client of its own (opened, then closed)."""
+    db = agno_db(db_url, schema)
+    try:
+        return await seed_sessions(db, agent_id, user_id, count, **kw)
+    finally:
+        await db.close()
+
+
 async def seed_memory(db: AsyncPostgresDb, agent_id: str, user_id: str, n: int = 1) -> None:
     for i in range(n):
         await db.upsert_user_memory(
@@ -188,9 +197,7 @@ async def seed_indexed_user(
     the doctor's ``(user_id, created_at, session_id)`` index; the user's session ids in index order."""
     from sessionctl import store
 
-    db = agno_db(database_url, schema)
-    await seed_sessions(db, agent_id, user, 1)
-    await db.close()
+    await seed(database_url, schema, agent_id, user, 1)
     await clone_sessions(pg, schema, f"{agent_id}-{user}-s0", user, n - 1, "c")
     await store.create_index(pg, schema, store.NEEDED_INDEXES[0])
     rows = await pg.fetch(

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sessionctl.config import Settings
-from tests.agno_seed import agno_db, seed_sessions, table_rows
+from tests.agno_seed import agno_db, seed, seed_sessions, table_rows
 
 USER = "erin-4411@example.com"
 SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
@@ -64,9 +64,7 @@ async def test_purge_then_worker_then_status(
 async def test_purge_wait_with_a_running_worker(
     settings: Settings, agent_id: str, worker_env: dict[str, str], tmp_path: Path
 ) -> None:
-    db = agno_db(settings.database_url, settings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 12)
-    await db.close()
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 12)
     log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen([*SESSIONCTL, "worker"], env=worker_env, stdout=log, stderr=log)
     try:
@@ -100,9 +98,7 @@ async def test_bad_input_exits_2_with_one_line_and_touches_nothing(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, worker_env: dict[str, str], args: list[str], needle: str
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, "u", 3)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, "u", 3)
     before = await table_rows(pg, schema)
     res = run(worker_env, "purge", *[a.replace("{agent}", agent_id) for a in args])
     assert res.returncode == 2, (res.stdout, res.stderr)

@@ -32,7 +32,7 @@ from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from sessionctl.restore import import_export
 from sessionctl.store import receipts
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import agno_db, seed, seed_sessions
 from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker
 from tests.embedded_services import free_port, redis_server, redis_server_binary
 from worker.jobindex import meta_key
@@ -327,9 +327,7 @@ async def test_redis_flushed_and_restarted_never_reuses_a_job_id_nor_drops_a_rec
     try:
         for round_, n in enumerate((2, 3, 4)):
             await _seed(settings.database_url, agent_id, schema, {})
-            db = agno_db(settings.database_url, schema)
-            await seed_sessions(db, agent_id, USER, n, prefix=f"round{round_}")
-            await db.close()
+            await seed(settings.database_url, schema, agent_id, USER, n, prefix=f"round{round_}")
             state = await _purge(own, agent_id=agent_id, user_id=USER)
             assert state.status == "succeeded" and state.result["sessions_deleted"] == n, state
             jobs.append(state.job_id)
@@ -590,9 +588,7 @@ async def test_a_full_export_disk_says_so_and_where_and_leaves_no_partial_file(
     try:
         xs = settings.model_copy(update={"export_dir": str(mount / "exports"), "max_tries": 2})
         schema = settings.schema_for(agent_id)
-        db = agno_db(settings.database_url, schema)
-        await seed_sessions(db, agent_id, USER, 120, runs=4)
-        await db.close()
+        await seed(settings.database_url, schema, agent_id, USER, 120, runs=4)
         async with Producer(xs) as producer:
             enq = await producer.export_sessions(agent_id=agent_id, user_id=USER, out="big.jsonl")
             await run_worker(xs)

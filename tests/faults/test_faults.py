@@ -11,7 +11,7 @@ from asyncpg.transaction import Transaction
 
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, clone_sessions, seed_indexed_user, seed_sessions
+from tests.agno_seed import clone_sessions, seed, seed_indexed_user
 from tests.conftest import PG_ADMIN_URL, _host_port, run_worker
 from tests.proxy import CuttableProxy
 
@@ -23,9 +23,7 @@ async def test_postgres_lost_mid_purge_is_retried_and_never_reported_as_success(
     settings: Settings, pg: asyncpg.Connection, pg_database: str, agent_id: str
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 1)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, USER, 1)
     await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 4000, "c")
     total = 4001
 
@@ -79,9 +77,7 @@ async def test_postgres_down_for_good_fails_the_job_after_bounded_tries(
     settings: Settings, agent_id: str, pg: asyncpg.Connection
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 3)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, USER, 3)
     proxy = await CuttableProxy(*_host_port(PG_ADMIN_URL)).start()
     proxy.cut()
     down = settings.model_copy(
@@ -127,9 +123,7 @@ async def test_two_walkers_run_at_once_and_one_lost_cancels_the_other_and_the_jo
     schema = settings.schema_for(agent_id)
     total = 4001
     order = await seed_indexed_user(settings.database_url, pg, schema, agent_id, USER, total)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, "dave", 2)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, "dave", 2)
     job_settings = settings.model_copy(update=WALKING)
     locker, lock = await _lock_sessions(pg_database, schema, [order[10]])
 

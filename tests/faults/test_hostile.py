@@ -22,7 +22,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ from sessionctl.cli import app
 from sessionctl.config import Settings
 from sessionctl.errors import InvalidRequest
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, seed_sessions, table_rows
+from tests.agno_seed import agno_db, seed, seed_sessions, table_rows
 from tests.conftest import run_worker
 
 USER = "hostile-hana-3301@example.com"  # seeded: 3 sessions; the only user a hostile request could hurt
@@ -349,54 +349,65 @@ def _assert_refusal(exc: InvalidRequest, user: Any) -> None:
         assert user not in msg, "the refusal quotes the user id"
 
 
-@given(case=purge_kwargs())
-@hypothesis.settings(
-    max_examples=250, deadline=None, suppress_health_check=FIXTURE_CHECKS, database=None, phases=NO_EXPLAIN
-)
-async def test_producer_purge_refuses_with_one_line_or_enqueues(settings: Settings, case: dict[str, Any]) -> None:
+async def _refused_or_enqueued(
+    settings: Settings,
+    case: dict[str, Any],
+    enqueue: Callable[[Producer], Awaitable[Any]],
+    valid: bool,
+    queued_as_asked: Callable[[dict[str, Any]], None],
+) -> None:
+    """A request is refused in one line with nothing enqueued (and only when invalid), or
+    enqueued once (and only when valid), under a job id of the right shape, as it was asked."""
     async with Producer(settings) as producer:
         before = await _queue_len(producer)
         try:
-            enq = await producer.purge_user_sessions(check_agent=False, **case)
-        except InvalidRequest as exc:
-            hypothesis.event("refused")
-            _assert_refusal(exc, case["user_id"])
-            assert not purge_valid(case), f"a valid request was refused: {exc}"
-            assert await _queue_len(producer) == before, "refused, yet something was enqueued"
-            return
-        hypothesis.event("enqueued")
-        assert purge_valid(case), "an invalid request was enqueued"
-        assert JOB_ID_RE.fullmatch(enq.job_id), enq.job_id
-        queued = await _queued_request(producer, enq.job_id)
-        assert queued["user_id"] == case["user_id"]
-        assert _same_target(settings, queued["agent_id"], case.get("agent_id"), collapsed=enq.collapsed)
-        assert queued["dry_run"] is case.get("dry_run", False)
-        assert await _queue_len(producer) == before + (0 if enq.collapsed else 1)
-
-
-@given(case=export_kwargs())
-@hypothesis.settings(
-    max_examples=250, deadline=None, suppress_health_check=FIXTURE_CHECKS, database=None, phases=NO_EXPLAIN
-)
-async def test_producer_export_refuses_with_one_line_or_enqueues(settings: Settings, case: dict[str, Any]) -> None:
-    async with Producer(settings) as producer:
-        before = await _queue_len(producer)
-        try:
-            enq = await producer.export_sessions(check_agent=False, **case)
+            enq = await enqueue(producer)
         except InvalidRequest as exc:
             hypothesis.event("refused")
             _assert_refusal(exc, case.get("user_id"))
-            assert not export_valid(case), f"a valid request was refused: {exc}"
+            assert not valid, f"a valid request was refused: {exc}"
             assert await _queue_len(producer) == before, "refused, yet something was enqueued"
             return
         hypothesis.event("enqueued")
-        assert export_valid(case), "an invalid request was enqueued"
+        assert valid, "an invalid request was enqueued"
         assert JOB_ID_RE.fullmatch(enq.job_id), enq.job_id
         queued = await _queued_request(producer, enq.job_id)
-        for key in ("out", "user_id", "since", "until", "then_purge"):
-            assert queued[key] == case.get(key, False if key == "then_purge" else None), key
+        queued_as_asked(queued)
         assert _same_target(settings, queued["agent_id"], case.get("agent_id"), collapsed=enq.collapsed)
         assert await _queue_len(producer) == before + (0 if enq.collapsed else 1)
+
+
+# The fuzz tests' settings: fixtures are shared across examples, no example database, no explain phase.
+PRODUCER_FUZZ = hypothesis.settings(
+    max_examples=250, deadline=None, suppress_health_check=FIXTURE_CHECKS, database=None, phases=NO_EXPLAIN
+)
+CLI_FUZZ = hypothesis.settings(
+    max_examples=150, deadline=None, suppress_health_check=FIXTURE_CHECKS, database=None, phases=NO_EXPLAIN
+)
+
+
+@given(case=purge_kwargs())
+@PRODUCER_FUZZ
+async def test_producer_purge_refuses_with_one_line_or_enqueues(settings: Settings, case: dict[str, Any]) -> None:
+    def as_asked(queued: dict[str, Any]) -> None:
+        assert queued["user_id"] == case["user_id"]
+        assert queued["dry_run"] is case.get("dry_run", False)
+
+    await _refused_or_enqueued(
+        settings, case, lambda p: p.purge_user_sessions(check_agent=False, **case), purge_valid(case), as_asked
+    )
+
+
+@given(case=export_kwargs())
+@PRODUCER_FUZZ
+async def test_producer_export_refuses_with_one_line_or_enqueues(settings: Settings, case: dict[str, Any]) -> None:
+    def as_asked(queued: dict[str, Any]) -> None:
+        for key in ("out", "user_id", "since", "until", "then_purge"):
+            assert queued[key] == case.get(key, False if key == "then_purge" else None), key
+
+    await _refused_or_enqueued(
+        settings, case, lambda p: p.export_sessions(check_agent=False, **case), export_valid(case), as_asked
+    )
 
 
 surrogate_user = st.builds(
@@ -486,9 +497,7 @@ def _opt(name: str, value: str | None) -> list[str]:
 
 @pytest.mark.slow
 @given(data=st.data())
-@hypothesis.settings(
-    max_examples=150, deadline=None, suppress_health_check=FIXTURE_CHECKS, database=None, phases=NO_EXPLAIN
-)
+@CLI_FUZZ
 def test_cli_purge_exits_0_or_2_with_one_line(
     settings: Settings, seeded: str, agent_id: str, worker_env: dict[str, str], data: st.DataObject
 ) -> None:
@@ -538,9 +547,7 @@ def test_cli_purge_exits_0_or_2_with_one_line(
 
 @pytest.mark.slow
 @given(data=st.data())
-@hypothesis.settings(
-    max_examples=150, deadline=None, suppress_health_check=FIXTURE_CHECKS, database=None, phases=NO_EXPLAIN
-)
+@CLI_FUZZ
 def test_cli_export_exits_0_or_2_with_one_line(
     settings: Settings, seeded: str, agent_id: str, worker_env: dict[str, str], data: st.DataObject
 ) -> None:
@@ -815,9 +822,7 @@ async def test_worker_survives_hostile_payloads_and_touches_nothing(
         cases.append(Case(f"hostile-{batch}-{len(cases)}", raw, "bytes"))
 
     canary = f"canary-{batch}-{uuid.uuid4().hex[:6]}"  # proves afterwards that the worker still does its job
-    db = agno_db(xsettings.database_url, seeded)
-    await seed_sessions(db, agent_id, canary, 1)
-    await db.close()
+    await seed(xsettings.database_url, seeded, agent_id, canary, 1)
     exports = Path(xsettings.export_dir)
     existing = {p.name for p in exports.iterdir()} if exports.exists() else set()
     before = await table_rows(pg, seeded)

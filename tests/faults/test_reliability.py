@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, clone_sessions, seed_sessions, table_rows
+from tests.agno_seed import agno_db, clone_sessions, seed, seed_sessions, table_rows
 from tests.conftest import EMBEDDED_POSTGRES, run_worker
 from tests.embedded_services import answers, free_port, redis_server, redis_server_binary, system_redis_server
 
@@ -291,9 +291,7 @@ async def test_redis_with_a_password_works_and_the_password_stays_out_of_logs(
     port = free_port()
     proc = _redis(port, tmp_path, "--requirepass", "s3cr3t-redis-pw")
     locked = settings.model_copy(update={"redis_url": f"redis://:s3cr3t-redis-pw@127.0.0.1:{port}/2"})
-    db = agno_db(settings.database_url, settings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 2)
-    await db.close()
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 2)
     try:
         async with Producer(locked) as producer:
             enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
@@ -360,9 +358,7 @@ async def test_rediss_tls_with_a_private_ca(settings: Settings, agent_id: str, t
     assert answers("127.0.0.1", port), "the TLS redis-server did not start: " + log.read_text()[-2000:]
     try:
         tls = settings.model_copy(update={"redis_url": f"rediss://127.0.0.1:{port}/0", "redis_ssl_ca_certs": str(cert)})
-        db = agno_db(settings.database_url, settings.schema_for(agent_id))
-        await seed_sessions(db, agent_id, USER, 2)
-        await db.close()
+        await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 2)
         async with Producer(tls) as producer:
             enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
             await run_worker(tls)
@@ -393,9 +389,7 @@ async def test_redis_sentinel(settings: Settings, agent_id: str, tmp_path: Path)
                 "redis_sentinel_master": "mymaster",
             }
         )
-        db = agno_db(settings.database_url, settings.schema_for(agent_id))
-        await seed_sessions(db, agent_id, USER, 2)
-        await db.close()
+        await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 2)
         async with Producer(via) as producer:
             enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
             await run_worker(via)

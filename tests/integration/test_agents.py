@@ -9,7 +9,7 @@ from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import AgentNotFound, InvalidConnectionURI, NotAgnoStorage
-from tests.agno_seed import agno_db, clone_sessions, load_2x_fixture, seed_sessions
+from tests.agno_seed import agno_db, clone_sessions, load_2x_fixture, seed, seed_sessions
 
 USER = "hank-0c@example.com"
 
@@ -77,9 +77,7 @@ async def test_clients_are_cached_per_agent_and_share_one_engine(
 ) -> None:
     agents = [f"{agent_id}-{i}" for i in range(3)]
     for a in agents:
-        db = agno_db(settings.database_url, settings.schema_for(a))
-        await seed_sessions(db, a, USER, 1)
-        await db.close()
+        await seed(settings.database_url, settings.schema_for(a), a, USER, 1)
     handles = [AgentHandle(a, settings=settings, databases=databases) for a in agents]
     first = [await h.aget_db() for h in handles]
     again = [await h.aget_db() for h in handles]
@@ -101,9 +99,7 @@ async def test_delete_one_session_and_sync_twins(
     settings: Settings, pg: asyncpg.Connection, databases: Databases, agent_id: str
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    ids = await seed_sessions(db, agent_id, USER, 3, extras=True)
-    await db.close()
+    ids = await seed(settings.database_url, schema, agent_id, USER, 3, extras=True)
     handle = AgentHandle(agent_id, settings=settings, databases=databases)
     assert await handle.adelete_session(ids[0], user_id="someone-else") is False  # not theirs: kept
     assert await handle.adelete_session(ids[0]) is True
@@ -123,9 +119,7 @@ async def test_volume_listing_uses_keyset_pages(
     settings: Settings, pg: asyncpg.Connection, databases: Databases, agent_id: str
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 1)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, USER, 1)
     await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 1500, "v")
     handle = AgentHandle(agent_id, settings=settings, databases=databases)
     pages = [len(p) async for p in handle.aiter_user_session_rows(USER, page_size=500)]
@@ -137,9 +131,7 @@ async def test_sync_helpers_share_one_bridge_per_process(
 ) -> None:
     import threading
 
-    db = agno_db(settings.database_url, settings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 1)
-    await db.close()
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 1)
     for _ in range(5):  # a fresh Settings each time, as a caller might build them
         fresh = settings.model_copy()
         assert len(AgentHandle(agent_id, settings=fresh, databases=databases).get_user_sessions(USER)) == 1

@@ -15,7 +15,7 @@ from sessionctl.config import Settings
 from sessionctl.errors import InvalidRequest
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import seed
 from tests.conftest import HASH_KEY, run_worker
 
 SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
@@ -23,9 +23,7 @@ SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
 
 async def _seed_users(pg: asyncpg.Connection, settings: Settings, agent_id: str, users: list[str], each: int) -> str:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, "template-user", 1)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, "template-user", 1)
     # clone the Agno-written session (and its runs) for every user, in SQL, for volume
     await pg.execute(
         f"""INSERT INTO "{schema}".agno_sessions (session_id, session_type, agent_id, user_id, session_data,

@@ -9,7 +9,7 @@ import sys
 import asyncpg
 
 from sessionctl.config import Settings
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import seed
 
 SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
 
@@ -24,9 +24,7 @@ async def test_doctor_creates_the_indexes_once_and_is_a_no_op_after(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, worker_env: dict[str, str]
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, "u", 3)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, "u", 3)
 
     rc, report = _doctor(worker_env, "--agent", agent_id)
     assert rc == 1 and report["missing"] == 2 and report["created"] == []
@@ -61,9 +59,7 @@ async def test_doctor_counts_an_existing_user_index_and_replaces_an_invalid_left
     settings: Settings, pg: asyncpg.Connection, agent_id: str, worker_env: dict[str, str]
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, "u", 2)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, "u", 2)
     await pg.execute(f'CREATE INDEX my_own_user_idx ON "{schema}".agno_sessions (user_id)')
     # an interrupted CREATE INDEX CONCURRENTLY leaves an invalid index behind: simulate one
     await pg.execute(

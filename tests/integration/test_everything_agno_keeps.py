@@ -21,7 +21,7 @@ import pytest
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from sessionctl.verify import verify_user
-from tests.agno_seed import agno_db, seed_authz, seed_media_session, seed_sessions, seed_vectors
+from tests.agno_seed import agno_db, seed, seed_authz, seed_media_session, seed_sessions, seed_vectors
 from tests.conftest import run_worker
 from tests.embedded_services import answers, free_port
 
@@ -125,9 +125,7 @@ async def test_the_printed_grants_cover_vectors_and_login_records_and_without_th
 
     s = _on(settings, vector_database)
     schema = s.schema_for(agent_id)
-    db = agno_db(vector_database, schema)
-    await seed_sessions(db, agent_id, USER, 2)
-    await db.close()
+    await seed(vector_database, schema, agent_id, USER, 2)
     seed_vectors(_sa(vector_database), "ai", "kb", {USER: 1})
     seed_authz(_sa(vector_database), "ai", [USER])
     role = f"worker_{uuid.uuid4().hex[:6]}"

@@ -25,7 +25,7 @@ from sessionctl.databases import Databases
 from sessionctl.errors import ExportMismatch
 from sessionctl.producer import Producer
 from sessionctl.restore import import_export
-from tests.agno_seed import agno_db, clone_sessions, load_2x_fixture, seed_sessions
+from tests.agno_seed import agno_db, clone_sessions, load_2x_fixture, seed, seed_sessions
 from tests.conftest import HASH_KEY, run_worker
 
 USER = "jules-3e@example.com"
@@ -114,9 +114,7 @@ async def test_2x_layout_and_every_user_export_with_compression_readable_by_stan
 
 
 async def test_time_window(xsettings: Settings, pg: asyncpg.Connection, agent_id: str) -> None:
-    db = agno_db(xsettings.database_url, xsettings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 10, base_ts=1_700_000_000)
-    await db.close()
+    await seed(xsettings.database_url, xsettings.schema_for(agent_id), agent_id, USER, 10, base_ts=1_700_000_000)
     state = await _export(
         xsettings, agent_id=agent_id, user_id=USER, out="w.jsonl", since=1_700_000_003, until=1_700_000_007
     )
@@ -179,9 +177,7 @@ async def test_export_then_erase_erases_nothing_when_the_database_moved_on(
 async def test_bad_export_names_exit_2_and_write_nothing(
     xsettings: Settings, worker_env: dict[str, str], agent_id: str, name: str
 ) -> None:
-    db = agno_db(xsettings.database_url, xsettings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 1)
-    await db.close()
+    await seed(xsettings.database_url, xsettings.schema_for(agent_id), agent_id, USER, 1)
     env = {**worker_env, "SESSIONCTL_EXPORT_DIR": xsettings.export_dir}
     res = subprocess.run(
         [*SESSIONCTL, "export", "--agent", agent_id, "--out", name],
@@ -196,9 +192,7 @@ async def test_bad_export_names_exit_2_and_write_nothing(
 
 
 async def test_symlink_escape_and_existing_name_are_refused(xsettings: Settings, agent_id: str, tmp_path: Path) -> None:
-    db = agno_db(xsettings.database_url, xsettings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 2)
-    await db.close()
+    await seed(xsettings.database_url, xsettings.schema_for(agent_id), agent_id, USER, 2)
     exports = Path(xsettings.export_dir)
     exports.mkdir(parents=True)
     outside = tmp_path / "outside.txt"
@@ -219,15 +213,13 @@ def test_worker_killed_mid_export_leaves_no_partial_file_and_the_retry_writes_a_
 ) -> None:
     import asyncio
 
-    async def seed() -> None:
-        db = agno_db(xsettings.database_url, xsettings.schema_for(agent_id))
-        await seed_sessions(db, agent_id, USER, 1)
-        await db.close()
+    async def seed_once() -> None:
+        await seed(xsettings.database_url, xsettings.schema_for(agent_id), agent_id, USER, 1)
         conn = await asyncpg.connect(pg_database)
         await clone_sessions(conn, xsettings.schema_for(agent_id), f"{agent_id}-{USER}-s0", USER, 40_000, "k")
         await conn.close()
 
-    asyncio.run(seed())
+    asyncio.run(seed_once())
     env = {
         **worker_env,
         "SESSIONCTL_EXPORT_DIR": xsettings.export_dir,
@@ -291,9 +283,7 @@ async def test_export_then_erase_leaves_a_session_changed_after_the_export(
     from jobs.models import ExportRequest
 
     schema = xsettings.schema_for(agent_id)
-    db = agno_db(xsettings.database_url, schema)
-    ids = await seed_sessions(db, agent_id, USER, 3)
-    await db.close()
+    ids = await seed(xsettings.database_url, schema, agent_id, USER, 3)
     state = await _export(xsettings, agent_id=agent_id, user_id=USER, out="dsr.jsonl")
     path = Path(state.result["path"])
     # the user keeps chatting in one exported session before the erase runs
@@ -326,9 +316,7 @@ async def _half_migrated(settings: Settings, pg: asyncpg.Connection, agent_id: s
     """Ann's ``n`` sessions, Agno-written, in a half-migrated schema: the 2.x runs column beside
     the 3.x runs table (empty until a test fills it)."""
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    ids = await seed_sessions(db, agent_id, "ann", n, runs=runs, base_ts=1_700_000_000)
-    await db.close()
+    ids = await seed(settings.database_url, schema, agent_id, "ann", n, runs=runs, base_ts=1_700_000_000)
     await pg.execute(f'ALTER TABLE "{schema}".agno_sessions ADD COLUMN runs jsonb')
     return ids
 
@@ -409,9 +397,7 @@ async def test_export_then_erase_takes_a_session_without_any_timestamp(
     xsettings: Settings, pg: asyncpg.Connection, agent_id: str
 ) -> None:
     schema = xsettings.schema_for(agent_id)
-    db = agno_db(xsettings.database_url, schema)
-    ids = await seed_sessions(db, agent_id, USER, 3)
-    await db.close()
+    ids = await seed(xsettings.database_url, schema, agent_id, USER, 3)
     # a hand-altered table (Agno declares created_at NOT NULL): one session with neither time
     await pg.execute(f'ALTER TABLE "{schema}".agno_sessions ALTER COLUMN created_at DROP NOT NULL')
     await pg.execute(

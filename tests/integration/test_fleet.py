@@ -17,7 +17,7 @@ from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.demo import seed_2x
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import agno_db, seed, seed_sessions
 from tests.conftest import run_worker
 
 USER, OTHER = "demo-user-1", "demo-user-2"  # the names the 2.x dump holds too
@@ -100,9 +100,7 @@ class _LateWriter:
         if self.done:
             return
         self.done = True
-        db = agno_db(self.url, self.schema)
-        await seed_sessions(db, self.agent, USER, 2, prefix=f"{self.agent}-late")
-        await db.close()
+        await seed(self.url, self.schema, self.agent, USER, 2, prefix=f"{self.agent}-late")
 
 
 async def test_agents_dropped_or_created_meanwhile_and_late_writes_are_all_handled(

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, seed_sessions, table_rows
+from tests.agno_seed import seed, table_rows
 from tests.conftest import run_worker
 
 USER = "gina-77@example.com"
@@ -49,9 +49,7 @@ async def test_bad_payload_fails_permanently_and_touches_nothing(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, args: list, kwargs: dict | None, needle: str
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 3)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, USER, 3)
     before = await table_rows(pg, schema)
     fill = json.loads(json.dumps([args, kwargs or {}]).replace("{agent}", agent_id))
     await _enqueue_raw(settings, "raw-1", _job(fill[0], fill[1]))
@@ -69,9 +67,7 @@ async def test_pickled_payload_is_rejected_not_executed(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, tmp_path
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 2)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, USER, 2)
     marker = tmp_path / "pwned"
 
     class Evil:

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from sessionctl.config import Settings
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, clone_sessions, seed_memory, seed_sessions
+from tests.agno_seed import agno_db, clone_sessions, seed, seed_memory, seed_sessions
 from tests.conftest import HASH_KEY, run_worker
 from worker.jobindex import JobIndex
 
@@ -35,9 +35,7 @@ async def test_progress_advances_during_a_large_purge(
     settings: Settings, pg: asyncpg.Connection, agent_id: str
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 1)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, USER, 1)
     await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 15_000, "p")
     slow = settings.model_copy(update={"batch_size": 40, "progress_interval": 0.02})
     seen: list[dict] = []
@@ -78,9 +76,7 @@ async def test_jobs_index_lists_and_filters_with_1000_jobs_present(settings: Set
         else:  # queued: arq holds its job
             await r.set(f"arq:job:{jid}", b"{}")
     # and some real jobs, whose states the worker writes
-    db = agno_db(settings.database_url, settings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 2)
-    await db.close()
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 2)
     async with Producer(settings) as producer:
         ok = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
         bad = await producer.purge_user_sessions(agent_id="no-such", user_id=USER, check_agent=False)
@@ -195,9 +191,7 @@ async def test_a_late_writer_is_caught_and_recorded_in_the_receipt(
     settings: Settings, pg: asyncpg.Connection, agent_id: str
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 1)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, USER, 1)
     await clone_sessions(pg, schema, f"{agent_id}-{USER}-s0", USER, 20_000, "l")
     slow = settings.model_copy(update={"batch_size": 50, "progress_interval": 0.01})
     stop = asyncio.Event()
@@ -258,9 +252,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 async def test_metrics_endpoint_is_scraped_and_counts(settings: Settings, agent_id: str) -> None:
     port = _free_port()
     with_metrics = settings.model_copy(update={"metrics_port": port})
-    db = agno_db(settings.database_url, settings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 7)
-    await db.close()
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 7)
 
     async with Producer(with_metrics) as producer:
         await producer.purge_user_sessions(agent_id="nope-agent", user_id=USER, check_agent=False)

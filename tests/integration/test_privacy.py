@@ -11,7 +11,7 @@ import pytest
 from sessionctl.config import Settings
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import agno_db, seed, seed_sessions
 from tests.conftest import HASH_KEY, PG_ADMIN_URL, _host_port, run_worker
 from tests.proxy import CuttableProxy
 
@@ -40,9 +40,7 @@ async def test_logs_of_full_runs_hold_no_personal_data_or_secrets(
         await producer.purge_user_sessions(agent_id="missing-agent", user_id=USER, check_agent=False)
         await producer.export_sessions(agent_id=agent_id, user_id=USER, out="dsar.jsonl.gz", compress="gz")
         await run_worker(settings)
-        db = agno_db(settings.database_url, settings.schema_for(agent_id))
-        await seed_sessions(db, agent_id, USER, 2, prefix="again")
-        await db.close()
+        await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 2, prefix="again")
         await producer.export_sessions(agent_id=agent_id, user_id=USER, out="dsar2.jsonl", then_purge=True)
         await producer.export_sessions(agent_id="missing-agent", user_id=USER, out="x.jsonl", check_agent=False)
         await run_worker(settings)

@@ -11,7 +11,7 @@ import pytest
 from sessionctl.config import Settings
 from sessionctl.errors import AgentNotFound
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import seed
 from tests.conftest import run_worker
 
 USER = "dave-91c2@example.com"
@@ -24,9 +24,7 @@ USER = "dave-91c2@example.com"
 async def test_concurrent_duplicates_collapse_into_one_execution(
     settings: Settings, pg: asyncpg.Connection, agent_id: str
 ) -> None:
-    db = agno_db(settings.database_url, settings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 5)
-    await db.close()
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 5)
     producers = [Producer(settings) for _ in range(4)]
     try:
         results = await asyncio.gather(
@@ -41,9 +39,7 @@ async def test_concurrent_duplicates_collapse_into_one_execution(
         assert state.result["sessions_deleted"] == 5
 
         # finished: asking again runs again (new sessions may have arrived)
-        db = agno_db(settings.database_url, settings.schema_for(agent_id))
-        await seed_sessions(db, agent_id, USER, 2, prefix="late")
-        await db.close()
+        await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 2, prefix="late")
         again = await producers[1].purge_user_sessions(agent_id=agent_id, user_id=USER)
         assert not again.collapsed and again.job_id != results[0].job_id
         await run_worker(settings)
@@ -62,9 +58,7 @@ async def test_a_failed_erasure_is_retried_by_asking_again(
         first = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, check_agent=False)
         await run_worker(settings)
         assert (await producer.status(first.job_id)).status == "failed"  # no storage yet
-        db = agno_db(settings.database_url, settings.schema_for(agent_id))
-        await seed_sessions(db, agent_id, USER, 3)
-        await db.close()
+        await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 3)
         second = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
         assert not second.collapsed and second.job_id != first.job_id
         await run_worker(settings)

@@ -23,6 +23,7 @@ from sessionctl.producer import Producer
 from tests.agno_seed import (
     agno_db,
     clone_sessions,
+    seed,
     seed_indexed_user,
     seed_memory,
     seed_sessions,
@@ -198,9 +199,7 @@ async def test_all_agents_reaches_schemas_of_any_spelling(
     odd = [f"ag_{agent_id}-with-dash", f"Ägent_{agent_id[-6:]}", f"9{agent_id[-8:]}"]
     for i, schema in enumerate(odd):
         plain = f"{settings.schema_for(agent_id)}_{i}"
-        db = agno_db(settings.database_url, plain)
-        await seed_sessions(db, "x", user, 3)
-        await db.close()
+        await seed(settings.database_url, plain, "x", user, 3)
         await pg.execute(f'ALTER SCHEMA "{plain}" RENAME TO "{schema}"')  # Agno itself cannot write these names
     async with Producer(settings) as producer:
         enq = await producer.purge_user_sessions(all_agents=True, user_id=user)
@@ -216,9 +215,7 @@ async def test_an_unexpected_database_error_fails_without_quoting_the_user(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, USER, 2)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, USER, 2)
     # a trigger whose error quotes the row it refuses, as Postgres messages can ("Key (user_id)=(…)")
     await pg.execute(
         f"""CREATE FUNCTION "{schema}".no_delete() RETURNS trigger LANGUAGE plpgsql AS $$

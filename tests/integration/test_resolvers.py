@@ -19,7 +19,7 @@ from sessionctl.config import Settings
 from sessionctl.errors import AgentNotFound, InvalidConnectionURI, NotAgnoStorage
 from sessionctl.producer import Producer
 from sessionctl.resolvers import PlatformUnavailable, build_chain
-from tests.agno_seed import agno_db, seed_sessions
+from tests.agno_seed import agno_db, seed, seed_sessions
 from tests.conftest import PG_ADMIN_URL, run_worker
 
 USER = "pia-2f@example.com"
@@ -175,9 +175,7 @@ async def test_xpander_platform_answers_map_onto_the_sdk_contract(settings: Sett
 
 
 async def test_ttl_cache_and_platform_outage(settings: Settings, pg: asyncpg.Connection, agent_id: str) -> None:
-    db = agno_db(settings.database_url, settings.schema_for(agent_id))
-    await seed_sessions(db, agent_id, USER, 2)
-    await db.close()
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 2)
     platform = await FakePlatform(
         {agent_id: {"framework": "agno", "agno_settings": {}, "uri": settings.database_url}}
     ).start()
@@ -215,12 +213,10 @@ async def test_ttl_cache_and_platform_outage(settings: Settings, pg: asyncpg.Con
 def test_agents_command_lists_where_each_agent_lives(
     settings: Settings, worker_env: dict[str, str], agent_id: str, tmp_path: Path
 ) -> None:
-    async def seed() -> None:
-        db = agno_db(settings.database_url, settings.schema_for(agent_id))
-        await seed_sessions(db, agent_id, USER, 3)
-        await db.close()
+    async def seed_once() -> None:
+        await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 3)
 
-    asyncio.run(seed())
+    asyncio.run(seed_once())
     env = {**worker_env, "DATABASE_URL": settings.database_url.replace("postgres@", "postgres:hunter2@")}
     res = subprocess.run([*SESSIONCTL, "agents", "--json"], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -243,9 +239,7 @@ async def test_two_databases_told_apart_only_by_the_query_are_both_purged_and_bo
     )
     s = settings.model_copy(update={"agent_map": str(amap)})
     for url, n in ((settings.database_url, 3), (second_database, 2)):
-        db = agno_db(url, "ai_shared")
-        await seed_sessions(db, "x", user, n, prefix=f"{user}-{n}")
-        await db.close()
+        await seed(url, "ai_shared", "x", user, n, prefix=f"{user}-{n}")
     async with Producer(s) as producer:
         enq = await producer.purge_user_sessions(all_agents=True, user_id=user, requested_by="t")
         await run_worker(s)

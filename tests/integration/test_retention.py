@@ -18,7 +18,7 @@ import pytest
 
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
-from tests.agno_seed import agno_db, clone_sessions, seed_sessions
+from tests.agno_seed import agno_db, clone_sessions, seed, seed_sessions
 from tests.conftest import run_worker, run_workers_for
 
 DAY = 86_400
@@ -49,9 +49,7 @@ async def test_policy_deletes_exactly_what_is_past_the_cutoff_to_the_second(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, tmp_path: Path
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, "seed", 1, base_ts=AS_OF)  # creates Agno's tables (3.x layout)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, "seed", 1, base_ts=AS_OF)  # creates Agno's tables (3.x layout)
     cutoff = AS_OF - 30 * DAY
     team_cutoff = AS_OF - 7 * DAY
     cases = {

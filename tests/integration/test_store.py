@@ -10,7 +10,7 @@ import pytest
 from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.identifiers import quote_ident
-from tests.agno_seed import add_payloads, agno_db, ensure_payload_table, seed_sessions
+from tests.agno_seed import add_payloads, agno_db, ensure_payload_table, seed, seed_sessions
 
 
 async def test_a_session_that_changed_owner_after_the_snapshot_is_neither_deleted_nor_stripped(
@@ -18,9 +18,7 @@ async def test_a_session_that_changed_owner_after_the_snapshot_is_neither_delete
 ) -> None:
     schema = settings.schema_for(agent_id)
     await ensure_payload_table(pg)
-    db = agno_db(settings.database_url, schema)
-    ids = await seed_sessions(db, agent_id, "alice", 4, extras=True)
-    await db.close()
+    ids = await seed(settings.database_url, schema, agent_id, "alice", 4, extras=True)
     await add_payloads(pg, schema)
     await store.init_connection(pg)
     layout = await store.read_layout(pg, schema)
@@ -48,9 +46,7 @@ async def test_snapshot_paging_is_keyset_and_complete(
     settings: Settings, pg: asyncpg.Connection, agent_id: str
 ) -> None:
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    ids = await seed_sessions(db, agent_id, "zed", 25, runs=0)
-    await db.close()
+    ids = await seed(settings.database_url, schema, agent_id, "zed", 25, runs=0)
     layout = await store.read_layout(pg, schema)
     assert layout is not None
     await store.snapshot_user_session_ids(pg, layout, ["zed"])
@@ -232,9 +228,7 @@ async def test_a_partitioned_sessions_table_is_never_walked_by_tuple_id(
     from tests.conftest import run_worker
 
     schema = settings.schema_for(agent_id)
-    db = agno_db(settings.database_url, schema)
-    await seed_sessions(db, agent_id, "bob", 3, runs=0)
-    await db.close()
+    await seed(settings.database_url, schema, agent_id, "bob", 3, runs=0)
     q = quote_ident(schema)
     await pg.execute(
         f"DROP TABLE IF EXISTS {q}.agno_runs CASCADE;"
