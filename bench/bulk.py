@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (
     bench_settings,
     checkpoint,
+    doctors_indexes,
     drop_database,
     end_run,
     fresh_database,
@@ -37,7 +38,6 @@ from bench.common import (
     running_worker,
     url,
 )
-from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
@@ -60,7 +60,7 @@ async def prepare(schema: str, agent: str, users: list[str], each: int, others: 
     await clone_sessions(conn, schema, f"{agent}-stays-s0", "stays", others, "o")
     await conn.execute(f'DELETE FROM "{schema}".agno_sessions WHERE user_id = $1', "template")
     if index:
-        await store.create_index(conn, schema, store.NEEDED_INDEXES[0])
+        await doctors_indexes(conn, schema)
     await conn.execute(f'ANALYZE "{schema}".agno_sessions; ANALYZE "{schema}".agno_runs')
     await conn.close()
 
@@ -95,7 +95,7 @@ async def main() -> None:
     ap.add_argument("--each", type=int, default=10)
     ap.add_argument("--others", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--index", action="store_true", help="create the index `sessionctl doctor` creates, on every copy")
+    ap.add_argument("--index", action="store_true", help="create the indexes `sessionctl doctor` creates, on every copy")
     a = ap.parse_args()
     await fresh_database(DB)
     settings = bench_settings(DB, "sessionctl:bench-bulk")

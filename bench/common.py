@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arq.worker import create_worker
 
+from sessionctl import store
 from sessionctl.config import Settings
 from worker.settings import build_worker_settings
 
@@ -121,6 +122,16 @@ async def end_run(
     conn = await asyncpg.connect(url(db))
     await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     await conn.close()
+
+
+async def doctors_indexes(conn: asyncpg.Connection, schema: str) -> None:
+    """Every index ``sessionctl doctor --create-indexes`` creates in this agent schema, analyzed."""
+    for spec in store.NEEDED_INDEXES:
+        if await store.index_applies(conn, schema, spec):
+            await store.create_index(conn, schema, spec)
+    await conn.execute(f'ANALYZE "{schema}".agno_sessions')
+    if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{schema}".agno_runs'):
+        await conn.execute(f'ANALYZE "{schema}".agno_runs')
 
 
 def print_ratios(title: str, rates: dict[str, list[float]]) -> None:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (
     bench_settings,
     checkpoint,
+    doctors_indexes,
     drop_database,
     end_run,
     fresh_database,
@@ -122,12 +123,13 @@ async def main() -> None:
     ap.add_argument(
         "--index",
         action="store_true",
-        help="create the index `sessionctl doctor` creates, on every copy, before timing",
+        help="create the indexes `sessionctl doctor` creates, on every copy, before timing",
     )
+    ap.add_argument("--methods", default="raw,seed,agno,sessionctl", help="a subset, comma-separated")
     a = ap.parse_args()
     await fresh_database(DB)
     settings = bench_settings(DB, "sessionctl:bench", batch_size=a.batch_size)
-    rates: dict[str, list[float]] = {"raw": [], "seed": [], "agno": [], "sessionctl": []}
+    rates: dict[str, list[float]] = {m: [] for m in a.methods.split(",")}
     # sessionctl's workers, each in its own process and ready before any timing, as in production
     workers = contextlib.AsyncExitStack()
     queues = {"sessionctl": settings}
@@ -143,10 +145,7 @@ async def main() -> None:
             await prepare(schema, agent, a.sessions, a.others)
             if a.index:
                 c = await asyncpg.connect(URL)
-                await c.execute(
-                    f'CREATE INDEX sessionctl_sessions_user ON "{schema}".agno_sessions (user_id, created_at, session_id)'
-                )
-                await c.execute(f'ANALYZE "{schema}".agno_sessions')
+                await doctors_indexes(c, schema)
                 await c.close()
             await checkpoint(DB)  # every method starts from the same clean state (no pending WAL)
             t = time.perf_counter()

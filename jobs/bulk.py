@@ -3,7 +3,6 @@ set-based batches (``user_id IN (…)``), per-user counts as HMACs, one receipt 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 from jobs.common import now_iso, settle_media
@@ -14,7 +13,7 @@ from jobs.targets import resolve_targets
 from sessionctl import metrics, store
 from sessionctl.errors import ErasureIncomplete
 from sessionctl.logs import get_logger
-from sessionctl.privacy import user_hmac
+from sessionctl.privacy import user_hasher
 from sessionctl.store import receipts
 
 log = get_logger("sessionctl.purge")
@@ -43,7 +42,8 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
         for u in users:
             remaining[u] += left.get(u, 0)
     stores = await shared_stores(ctx, spec, targets, blog)
-    hmacs = {u: user_hmac(ctx.hash_key, u) for u in users}
+    digest = user_hasher(ctx.hash_key)
+    hmacs = {u: digest(u) for u in users}
     if not request.dry_run:
         if any(remaining.values()):  # unreachable: purge_schema proves zero per schema first
             raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
@@ -86,26 +86,21 @@ async def _bulk_receipts(
     checked: int,
 ) -> None:
     dsn = ctx.settings.dsn
-    schemas = json.dumps({label: a.schema_name for label, a in agents.items()})  # the same for every user
-    started_at, finished_at = datetime.fromisoformat(started), datetime.now(UTC)
-    rows = [
-        {
-            "job_id": ctx.job_id,
-            "kind": PURGE_USERS,
-            "user_hmac": hmacs[u],
-            "target": request.target,
-            "agents": schemas,
-            "counts": json.dumps({"sessions": deleted[u], "schemas_checked": checked}),
-            "late_sessions": 0,
-            "started_at": started_at,
-            "finished_at": finished_at,
-            "requested_by": request.requested_by,
-            "scope": receipt_scope(request.scope, request.memories),
-            "stores": json.dumps(stores),  # for all the users of the job together
-            "origin": "request",
-        }
-        for u in request.user_ids
-    ]
+    shared = {
+        "job_id": ctx.job_id,
+        "kind": PURGE_USERS,
+        "target": request.target,
+        "agents": {label: a.schema_name for label, a in agents.items()},  # the same for every user
+        "started_at": datetime.fromisoformat(started),
+        "finished_at": datetime.now(UTC),
+        "requested_by": request.requested_by,
+        "scope": receipt_scope(request.scope, request.memories),
+        "stores": stores,  # for all the users of the job together
+        "origin": "request",
+    }
+    sessions = {hmacs[u]: deleted[u] for u in request.user_ids}
     async with ctx.databases.connect(dsn) as conn:
         await receipts.ensure(conn, dsn.redacted)
-        await receipts.record_many(conn, rows, enqueued_at=ctx.enqueued_at)
+        await receipts.record_many(
+            conn, shared=shared, sessions=sessions, schemas_checked=checked, enqueued_at=ctx.enqueued_at
+        )

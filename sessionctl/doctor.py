@@ -61,6 +61,8 @@ async def diagnose(settings: Settings, *, agent_id: str | None = None, create: b
             for schema in schemas:
                 indexes = []
                 for spec in store.NEEDED_INDEXES:
+                    if not await store.index_applies(conn, schema, spec):
+                        continue
                     status = await store.index_status(conn, schema, spec)
                     if not status["present"] and create:
                         await store.create_index(conn, schema, spec)

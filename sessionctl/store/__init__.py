@@ -73,7 +73,7 @@ from sessionctl.store.export import (
     runs_for_sessions,
     sessions_by_ids,
 )
-from sessionctl.store.indexes import NEEDED_INDEXES, IndexSpec, create_index, index_status
+from sessionctl.store.indexes import NEEDED_INDEXES, IndexSpec, create_index, index_applies, index_status
 from sessionctl.store.listing import get_session_row, list_user_sessions_page
 from sessionctl.store.params import USERS_1, Params, legacy_runs_expr, rowcount
 from sessionctl.store.restore import (
@@ -168,6 +168,7 @@ __all__ = [
     "export_page_end",
     "find_shared_tables",
     "get_session_row",
+    "index_applies",
     "index_status",
     "init_connection",
     "legacy_runs_expr",

@@ -8,16 +8,15 @@ from typing import Any
 import asyncpg
 
 from sessionctl.identifiers import quote_ident
-from sessionctl.store.tables import (
-    SESSIONS,
-)
+from sessionctl.store.media import ANY_REF
+from sessionctl.store.tables import RUNS, SESSIONS
 
 
 @dataclass(frozen=True, slots=True)
 class IndexSpec:
     name: str
     table: str
-    keys: str  # the index's key list, SQL
+    keys: str  # the index's key list (and predicate), SQL
     first_column: str | None  # an existing valid index led by this column covers the need
     purpose: str
 
@@ -37,7 +36,23 @@ NEEDED_INDEXES: tuple[IndexSpec, ...] = (
         None,
         "retention: sessions past a cutoff by last update, falling back to creation",
     ),
+    IndexSpec(
+        "sessionctl_runs_media",
+        RUNS,
+        # The very condition the erasure's read of media references has (store/media.py), so the
+        # planner takes this index for it: only the runs that point at offloaded media are read.
+        f"(session_id) WHERE run_data @? '{ANY_REF}'",
+        None,
+        "erasure: the runs that point at offloaded media, found without reading every run"
+        " (Agno keeps no column for it); only the runs with media are indexed",
+    ),
 )
+
+
+async def index_applies(conn: asyncpg.Connection, schema: str, spec: IndexSpec) -> bool:
+    """Does the schema have the table the index is for (a 2.x layout has no runs table)?"""
+    table = f"{quote_ident(schema)}.{quote_ident(spec.table)}"
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table))
 
 
 async def index_status(conn: asyncpg.Connection, schema: str, spec: IndexSpec) -> dict[str, Any]:

@@ -257,46 +257,45 @@ async def _check_earlier_tries(
 
 
 async def record_many(
-    conn: asyncpg.Connection, rows: list[dict[str, Any]], *, enqueued_at: datetime | None = None
+    conn: asyncpg.Connection,
+    *,
+    shared: dict[str, Any],
+    sessions: dict[str, int],
+    schemas_checked: int,
+    enqueued_at: datetime | None = None,
 ) -> None:
-    """Append many receipts in one statement (a bulk erasure: one per user). One INSERT of arrays,
-    not one execution per row: 10,000 receipts took over a second through ``executemany``. Rows
-    already there must be this job's own earlier try (see :func:`record`)."""
-    cols = [
-        "job_id",
-        "kind",
-        "user_hmac",
-        "target",
-        "agents",
-        "counts",
-        "late_sessions",
-        "started_at",
-        "finished_at",
-        "requested_by",
-        "scope",
-        "stores",
-        "origin",
-    ]
-    values = {c: [r[c] for r in rows] for c in cols}
-    for c in ("agents", "counts", "stores"):  # as JSON text: an array of jsonb would need a codec per element
-        values[c] = [v if isinstance(v, str) else json.dumps(v) for v in values[c]]
+    """Append one receipt per user of a bulk erasure, in one statement: ``shared`` holds the
+    columns every receipt of the job has alike (``job_id``, ``kind``, ``target``, ``agents``,
+    ``started_at``, ``finished_at``, ``requested_by``, ``scope``, ``stores``, ``origin``), sent once;
+    ``sessions`` the sessions deleted per user HMAC. The per-user ``counts`` are built in the
+    database. (10,000 receipts: one row of arrays each took 0.23 s, client and server; through
+    ``executemany`` over a second.) Rows already there must be this job's own earlier try (see
+    :func:`record`)."""
+    hmacs = list(sessions)
     written = await conn.fetch(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
         " late_sessions, started_at, finished_at, requested_by, scope, stores, origin)"
-        " SELECT job_id, kind, user_hmac, target, agents::jsonb, counts::jsonb, 0, late_sessions, started_at,"
-        " finished_at, requested_by, scope, stores::jsonb, origin FROM unnest($1::text[], $2::text[], $3::text[],"
-        " $4::text[], $5::text[], $6::text[], $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[],"
-        " $11::text[], $12::text[], $13::text[])"
-        " AS x(job_id, kind, user_hmac, target, agents, counts, late_sessions, started_at, finished_at, requested_by,"
-        " scope, stores, origin)"
+        " SELECT $1, $2, x.h, $3, $4::jsonb, jsonb_build_object('sessions', x.n, 'schemas_checked', $5::int), 0, 0,"
+        " $6, $7, $8, $9, $10::jsonb, $11 FROM unnest($12::text[], $13::bigint[]) AS x(h, n)"
         " ON CONFLICT (job_id, user_hmac) DO NOTHING RETURNING user_hmac",
-        *(values[c] for c in cols),
+        shared["job_id"],
+        shared["kind"],
+        shared["target"],
+        json.dumps(shared["agents"]),
+        schemas_checked,
+        shared["started_at"],
+        shared["finished_at"],
+        shared["requested_by"],
+        shared["scope"],
+        json.dumps(shared["stores"]),
+        shared["origin"],
+        hmacs,
+        [sessions[h] for h in hmacs],
     )
-    if len(written) < len(rows):
+    if len(written) < len(hmacs):
         done = {r["user_hmac"] for r in written}
-        first = rows[0]
-        left = [r["user_hmac"] for r in rows if r["user_hmac"] not in done]
-        await _check_earlier_tries(conn, first["job_id"], first["kind"], first["target"], left, enqueued_at)
+        left = [h for h in hmacs if h not in done]
+        await _check_earlier_tries(conn, shared["job_id"], shared["kind"], shared["target"], left, enqueued_at)
 
 
 async def find(conn: asyncpg.Connection, user_hmac: str) -> list[dict[str, Any]]:

@@ -18,8 +18,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
+from sessionctl.store import media
 from sessionctl.verify import verify_user
 from tests.agno_seed import agno_db, seed, seed_authz, seed_media_session, seed_sessions, seed_vectors
 from tests.conftest import run_worker
@@ -155,19 +157,27 @@ async def test_the_printed_grants_cover_vectors_and_login_records_and_without_th
 # ---- offloaded media ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("doctors_indexes", [False, True], ids=["agno-schema", "doctors-indexes"])
 async def test_offloaded_media_in_local_storage_is_deleted_with_the_sessions(
-    settings: Settings, agent_id: str, tmp_path: Path, pg: asyncpg.Connection
+    settings: Settings, agent_id: str, tmp_path: Path, pg: asyncpg.Connection, doctors_indexes: bool
 ) -> None:
     from agno.media.storage import LocalMediaStorage
 
     storage = LocalMediaStorage(base_path=str(tmp_path / "media"))
     s = settings.model_copy(update={"media_storages": f"local://{tmp_path / 'media'}"})
-    db = agno_db(s.database_url, s.schema_for(agent_id))
+    schema = s.schema_for(agent_id)
+    db = agno_db(s.database_url, schema)
     mine = await seed_media_session(db, storage, agent_id=agent_id, user_id=USER, session_id=f"{agent_id}-pics-1")
     mine += await seed_media_session(db, storage, agent_id=agent_id, user_id=USER, session_id=f"{agent_id}-pics-2")
     theirs = await seed_media_session(db, storage, agent_id=agent_id, user_id=OTHER, session_id=f"{agent_id}-pics-3")
+    await seed_sessions(db, agent_id, USER, 3)  # runs without media beside them
     await db.close()
     assert len(mine) == 4 and all(storage.exists(k) for k in mine + theirs)
+    if doctors_indexes:  # the media references are then found through sessionctl_runs_media
+        for spec in store.NEEDED_INDEXES:
+            await store.create_index(pg, schema, spec)
+        indexed = await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_runs WHERE run_data @? $1::jsonpath', media.ANY_REF)
+        assert indexed == 3  # the runs with media: 2 of the user's, 1 of the other's
 
     state = await _purge(s, all_agents=True)
     assert state.status == "succeeded", state
