@@ -7,6 +7,8 @@ Each method gets its own identical copy of the data (an agent schema, ``--users`
 ``--others`` sessions of users who stay):
 
 - raw:        one ``DELETE FROM agno_sessions WHERE user_id = ANY($1)`` (runs go by FK cascade) — the limit;
+- raw+media:  the same ``DELETE``, reading the media references of the runs it deletes in the same
+              statement, as an erasure must — the limit of an erasure that also finds offloaded media;
 - sessionctl: end to end — ``purge_users`` enqueued through Redis to a running ``sessionctl
               worker`` (its own process, ready before the clock), per-user results and one
               receipt per user written, zero remaining proven.
@@ -35,6 +37,7 @@ from bench.common import (
     end_run,
     fresh_database,
     print_ratios,
+    raw_delete_reading_media,
     running_worker,
     url,
 )
@@ -81,6 +84,12 @@ async def m_raw(schema: str, users: list[str]) -> None:
     await conn.close()
 
 
+async def m_raw_media(schema: str, users: list[str]) -> None:
+    conn = await asyncpg.connect(URL)
+    await conn.execute(raw_delete_reading_media(schema, "= ANY($1::text[])"), users)
+    await conn.close()
+
+
 async def m_sessionctl(settings: Settings, agent: str, users: list[str], expected: int) -> None:
     async with Producer(settings) as p:
         enq = await p.purge_users(user_ids=users, agent_id=agent)
@@ -101,17 +110,19 @@ async def main() -> None:
     settings = bench_settings(DB, "sessionctl:bench-bulk")
     users = [f"user-{i:05d}@example.com" for i in range(a.users)]
     n = a.users * a.each
-    rates: dict[str, list[float]] = {"raw": [], "sessionctl": []}
+    rates: dict[str, list[float]] = {"raw": [], "raw+media": [], "sessionctl": []}
     async with running_worker(settings):  # sessionctl's worker, in its own process, ready before any timing
         for rep in range(a.repeat):
             for method in rates:  # interleaved, so noise hits both alike
-                agent = f"bulk-{method}-{rep}"
+                agent = f"bulk-{method.replace('+', '-')}-{rep}"
                 schema = settings.schema_for(agent)
                 await prepare(schema, agent, users, a.each, a.others, a.index)
                 await checkpoint(DB)  # every method starts from the same clean state (no pending WAL)
                 t = time.perf_counter()
                 if method == "raw":
                     await m_raw(schema, users)
+                elif method == "raw+media":
+                    await m_raw_media(schema, users)
                 else:
                     await m_sessionctl(settings, agent, users, n)
                 dt = time.perf_counter() - t

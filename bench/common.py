@@ -134,6 +134,21 @@ async def doctors_indexes(conn: asyncpg.Connection, schema: str) -> None:
         await conn.execute(f'ANALYZE "{schema}".agno_runs')
 
 
+def raw_delete_reading_media(schema: str, users_param: str) -> str:
+    """One raw ``DELETE`` of the users' sessions that also reads the media references of the runs
+    it deletes, as every erasure must (store/media.py) — the floor for an erasure that finds the
+    user's offloaded media, beside the plain ``DELETE`` that does not. ``users_param``: the
+    condition on ``user_id``, e.g. ``= $1``."""
+    from sessionctl.store import media
+
+    runs = f'"{schema}".agno_runs'
+    refs = media.refs_of_runs_table(runs, "IN (SELECT session_id FROM gone)")
+    return (
+        f'WITH gone AS (DELETE FROM "{schema}".agno_sessions WHERE user_id {users_param} RETURNING session_id, user_id),'
+        f" refs AS ({refs}) SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM refs)"
+    )
+
+
 def print_ratios(title: str, rates: dict[str, list[float]]) -> None:
     """The medians of each method and sessionctl's ratio to each, as a README table."""
     med = {k: statistics.median(v) for k, v in rates.items()}

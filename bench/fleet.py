@@ -115,30 +115,40 @@ async def seed_user(holding: int, each: int, agents: int) -> None:
     conn = await asyncpg.connect(URL)
     step = max(1, agents // holding)
     for i in range(0, step * holding, step):
+        await conn.execute(f'DELETE FROM "{schema_of(i)}".agno_sessions WHERE user_id = $1', USER)  # a --reuse
         await insert(conn, schema_of(i), USER, each)
     await conn.close()
 
 
 async def left(agents: int) -> int:
+    """The user's sessions left in every schema (500 schemas a statement: one UNION ALL of 10,000
+    exceeds Postgres's stack depth)."""
     conn = await asyncpg.connect(URL)
-    n = await conn.fetchval(
-        "SELECT sum(n) FROM ("
-        + " UNION ALL ".join(
-            f'SELECT count(*) AS n FROM "{schema_of(i)}".agno_sessions WHERE user_id = $1' for i in range(agents)
+    total = 0
+    for start in range(0, agents, 500):
+        total += await conn.fetchval(
+            "SELECT coalesce(sum(n), 0) FROM ("
+            + " UNION ALL ".join(
+                f'SELECT count(*) AS n FROM "{schema_of(i)}".agno_sessions WHERE user_id = $1'
+                for i in range(start, min(agents, start + 500))
+            )
+            + ") x",
+            USER,
         )
-        + ") x",
-        USER,
-    )
     await conn.close()
-    return int(n or 0)
+    return int(total)
 
 
 async def m_raw() -> None:
+    """A commit every 500 schemas: one transaction over 10,000 schemas runs out of Postgres's lock
+    table at its default size (``max_locks_per_transaction`` 64: "out of shared memory")."""
     conn = await asyncpg.connect(URL)
     await conn.execute(
-        f"""DO $$ DECLARE s text; BEGIN
+        f"""DO $$ DECLARE s text; n int := 0; BEGIN
               FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 'ag\\_fleet\\_%' LOOP
                 EXECUTE format('DELETE FROM %I.agno_sessions WHERE user_id = %L', s, '{USER}');
+                n := n + 1;
+                IF n % 500 = 0 THEN COMMIT; END IF;
               END LOOP; END $$"""
     )
     await conn.close()

@@ -1,11 +1,15 @@
-"""Benchmark: purge one user's sessions, four ways, side by side in one run.
+"""Benchmark: purge one user's sessions, five ways, side by side in one run.
 
-    python bench/purge.py [--sessions 20000] [--seed-loop-cap 3000] [--repeat 3]
+    python bench/purge.py [--sessions 20000] [--seed-loop-cap 3000] [--repeat 3] [--index] [--one-walker]
+                          [--methods raw,raw+media,seed,agno,sessionctl]
 
 Each method gets its own identical copy of the data (an agent schema with the user's sessions,
 2 runs of ~2 KB each per session, Agno-written and cloned in SQL, plus other users' sessions):
 
 - raw:       one ``DELETE FROM agno_sessions WHERE user_id = $1`` (runs go by FK cascade) — the limit;
+- raw+media: the same ``DELETE``, reading in the same statement the media references of the runs it
+             deletes, as an erasure must (without ``sessionctl_runs_media`` that decompresses every
+             run) — the limit of an erasure that also finds the user's offloaded media;
 - seed:      xpander's "wipe a user" loop: ``get_sessions(limit=50)`` then ``delete_session`` each
              (run on at most --seed-loop-cap sessions: it is slow; its rate is what counts);
 - agno:      Agno's ``delete_sessions(ids, user_id=…)`` on pages of 1,000 ids;
@@ -39,6 +43,7 @@ from bench.common import (
     end_run,
     fresh_database,
     print_ratios,
+    raw_delete_reading_media,
     running_worker,
     url,
 )
@@ -78,6 +83,12 @@ async def count(schema: str) -> int:
 async def m_raw(schema: str, agent: str) -> None:
     conn = await asyncpg.connect(URL)
     await conn.execute(f'DELETE FROM "{schema}".agno_sessions WHERE user_id = $1', USER)
+    await conn.close()
+
+
+async def m_raw_media(schema: str, agent: str) -> None:
+    conn = await asyncpg.connect(URL)
+    await conn.execute(raw_delete_reading_media(schema, "= $1"), USER)
     await conn.close()
 
 
@@ -125,7 +136,7 @@ async def main() -> None:
         action="store_true",
         help="create the indexes `sessionctl doctor` creates, on every copy, before timing",
     )
-    ap.add_argument("--methods", default="raw,seed,agno,sessionctl", help="a subset, comma-separated")
+    ap.add_argument("--methods", default="raw,raw+media,seed,agno,sessionctl", help="a subset, comma-separated")
     a = ap.parse_args()
     await fresh_database(DB)
     settings = bench_settings(DB, "sessionctl:bench", batch_size=a.batch_size)
@@ -140,7 +151,7 @@ async def main() -> None:
         await workers.enter_async_context(running_worker(s))
     for rep in range(a.repeat):
         for method in rates:  # interleaved, so noise hits every method alike
-            agent = f"bench-{method}-{rep}"
+            agent = f"bench-{method.replace('+', '-')}-{rep}"
             schema = settings.schema_for(agent)
             await prepare(schema, agent, a.sessions, a.others)
             if a.index:
@@ -151,6 +162,9 @@ async def main() -> None:
             t = time.perf_counter()
             if method == "raw":
                 await m_raw(schema, agent)
+                n = a.sessions
+            elif method == "raw+media":
+                await m_raw_media(schema, agent)
                 n = a.sessions
             elif method == "seed":
                 n = await m_seed(schema, agent, a.seed_loop_cap)

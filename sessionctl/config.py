@@ -143,6 +143,18 @@ class Settings(BaseSettings):
     connections only — free at that moment, never waited for, back in the pool after each page; each keeps one
     Postgres backend busy rendering JSON: lower it to spare the database's CPU
     """
+    webhook_secret: SecretStr | None = Field(None, validation_alias="SESSIONCTL_WEBHOOK_SECRET")
+    """the key completion webhooks are signed with (`X-Sessionctl-Signature`); a request with a `callback_url` is
+    refused while it is unset"""
+    webhook_allowed_hosts: str = Field("", validation_alias="SESSIONCTL_WEBHOOK_ALLOWED_HOSTS")
+    """comma-separated `host` (any port) or `host:port` a `callback_url` may point at; empty: no callbacks"""
+    webhook_timeout: float = Field(10.0, gt=0, le=120, validation_alias="SESSIONCTL_WEBHOOK_TIMEOUT")
+    """seconds one delivery attempt may take; a worker that dies mid-delivery leaves it to another after twice
+    this"""
+    webhook_give_up_hours: float = Field(24.0, gt=0, le=24 * 30, validation_alias="SESSIONCTL_WEBHOOK_GIVE_UP_HOURS")
+    """hours a webhook is retried (backoff 1 s, 2 s, 4 s … at most an hour apart) before it is given up"""
+    dsr_deadline_days: int | None = Field(None, ge=1, le=366, validation_alias="SESSIONCTL_DSR_DEADLINE_DAYS")
+    """days a data-subject request is due in after it was received; unset: one calendar month (GDPR art. 12(3))"""
     log_format: Literal["auto", "json", "console"] = Field("auto", validation_alias="SESSIONCTL_LOG_FORMAT")
     """`json`, `console`, or `auto` (JSON unless stderr is a terminal)"""
     log_level: str = Field("INFO", validation_alias="SESSIONCTL_LOG_LEVEL")

@@ -119,7 +119,7 @@ async def grants(settings: Settings, role: str, *, agent_id: str | None = None, 
             if scope == "all" and agent_id is None:
                 needs += await _shared_needs(conn, schemas)
             version = await receipts.version(conn)
-            ready = version is not None and version > 0
+            ready = version is not None and version >= receipts.LATEST
             lines = access.grant_statements(role, settings.dsn.database, needs, receipts=ready)
             rls = await access.rls_enabled(conn, needs)
     finally:
@@ -127,8 +127,8 @@ async def grants(settings: Settings, role: str, *, agent_id: str | None = None, 
     notes = ["-- sessionctl: the minimal grants of a worker role (run as an administrator or the tables' owner)"]
     if not ready:
         notes.append(
-            "-- the receipts schema does not exist yet: run `sessionctl migrate` (as a role with CREATE on the"
-            " database), then `sessionctl grants` again for its grants"
+            "-- the receipts schema does not exist yet, or is older than this sessionctl: run `sessionctl migrate`"
+            " (as a role with CREATE on the database), then `sessionctl grants` again for its grants"
         )
     if rls:
         notes.append(

@@ -45,6 +45,9 @@ MEDIA_DELETED = Counter("sessionctl_media_objects_deleted_total", "Offloaded med
 MEDIA_PENDING = Counter(
     "sessionctl_media_delete_failures_total", "Media deletes a storage refused (the key stays noted, retried)"
 )
+REQUESTS_OPEN = Gauge("sessionctl_requests_open", "Data-subject requests not completed yet (the DSR ledger)")
+REQUESTS_OVERDUE = Gauge("sessionctl_requests_overdue", "Open data-subject requests past their due date")
+WEBHOOKS = Counter("sessionctl_webhook_attempts_total", "Completion webhook attempts, by outcome", ["outcome"])
 
 _started: set[int] = set()
 _lock = threading.Lock()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import asyncpg
 from arq.worker import Worker, func, get_kwargs
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -35,7 +36,7 @@ from jobs.models import (
     RetentionRequest,
     parse_request,
 )
-from sessionctl import media, metrics
+from sessionctl import ledger, media, metrics
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
 from sessionctl.errors import (
@@ -55,7 +56,7 @@ from worker import serializer
 from worker.jobindex import JobIndex, record_end, request_without_user
 from worker.lease import lease
 from worker.progress import RedisProgress
-from worker.queue import deployment, deployment_key
+from worker.queue import Queue, deployment, deployment_key
 from worker.redisconf import redis_settings
 from worker.retry import to_arq
 
@@ -73,6 +74,8 @@ class WorkerState:
     resolvers: ResolverChain
     storages: list[media.Storage] = field(default_factory=list)  # SESSIONCTL_MEDIA_STORAGES
     depth_task: asyncio.Task[None] | None = None
+    deliveries: ledger.Deliveries | None = None  # webhooks of the DSR service
+    deliveries_task: asyncio.Task[None] | None = None
 
 
 def job_index(redis: Any, settings: Settings) -> JobIndex:
@@ -97,6 +100,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["state"] = state
     serving = metrics.serve(settings.metrics_port)
     state.depth_task = asyncio.create_task(_keep_alive(ctx["redis"], settings))
+    queue = Queue(ctx["redis"], settings.queue_name)
+    state.deliveries = ledger.Deliveries(settings, lambda: state.databases.connect(settings.dsn), queue.state)
+    state.deliveries_task = asyncio.create_task(state.deliveries.run())
     log.info(
         "worker.start",
         database=settings.dsn.redacted,
@@ -122,8 +128,9 @@ async def _keep_alive(redis: Any, settings: Settings) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     state: WorkerState | None = ctx.get("state")
     if state is not None:
-        if state.depth_task is not None:
-            state.depth_task.cancel()
+        for task in (state.depth_task, state.deliveries_task):
+            if task is not None:
+                task.cancel()
         await state.databases.close()
     log.info("worker.stop")
 
@@ -233,6 +240,8 @@ async def _run(
             await state.index.failed(
                 jctx.job_id, error_type=type(err).__name__, error=str(err), request=request_without_user(payload)
             )
+            failure = {"type": type(err).__name__, "message": str(err)}
+            await _settle_requests(state, jctx.job_id, kind, "failed", None, failure)
         if isinstance(exc, SessionctlError):
             raise outcome from exc
         raise outcome from None  # a foreign error's text stays out (see _internal)
@@ -241,7 +250,30 @@ async def _run(
     metrics.JOBS.labels(kind, status).inc()
     metrics.JOB_SECONDS.labels(kind, status).observe(time.monotonic() - t0)
     await state.index.finished(jctx.job_id, state=status, summary=_summary(data))
+    await _settle_requests(state, jctx.job_id, kind, status, data, None)
     return data
+
+
+async def _settle_requests(
+    state: WorkerState, job_id: str, kind: str, status: str, result: dict[str, Any] | None, error: Any
+) -> None:
+    """The DSR requests this job served (sessionctl/ledger.py): closed, their webhooks noted and sent
+    at once. A failure here leaves them to the deliveries' next round (it settles from the job's
+    result in Redis): the job's own outcome stands."""
+    if kind not in (PURGE_USER_SESSIONS, EXPORT_SESSIONS):
+        return
+    try:
+        async with state.databases.connect(state.settings.dsn) as conn:
+            noted = await ledger.settle_job(
+                conn, state.settings, job_id=job_id, kind=kind, status=status, result=result, error=error
+            )
+    except asyncpg.UndefinedTableError:
+        return  # the sessionctl schema predates the DSR service: no request can exist
+    except Exception as exc:
+        log.warning("dsr.settle_later", job_id=job_id, error_type=type(exc).__name__)
+        return
+    if noted and state.deliveries is not None:
+        state.deliveries.wake.set()
 
 
 def _internal(exc: BaseException, job_id: str, kind: str) -> InternalError:

@@ -14,7 +14,7 @@ unreachable.
 
 from __future__ import annotations
 
-from sessionctl.cli import enqueue, inspect, operate  # noqa: F401 - commands register on import, in this order
+from sessionctl.cli import enqueue, inspect, operate, service  # noqa: F401 - commands register on import, in this order
 from sessionctl.cli.app import app, main
 
 __all__ = ["app", "main"]

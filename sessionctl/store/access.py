@@ -53,6 +53,14 @@ RECEIPT_SEQUENCE = "sessionctl.receipts_id_seq"
 # Media keys pending deletion, noted in the database the sessions were in (sessionctl.media).
 MEDIA_NEEDS = (Need("sessionctl", "media_pending", ("SELECT", "INSERT", "UPDATE", "DELETE")),)
 MEDIA_SEQUENCE = "sessionctl.media_pending_id_seq"
+# The DSR service: a worker settles the requests its jobs served and delivers their webhooks;
+# `sessionctl serve` also records requests and reads the tokens.
+DSR_NEEDS = (
+    Need("sessionctl", "dsr_requests", ("SELECT", "INSERT", "UPDATE")),
+    Need("sessionctl", "webhook_deliveries", ("SELECT", "INSERT", "UPDATE")),
+    Need("sessionctl", "api_tokens", READ),
+)
+DSR_SEQUENCE = "sessionctl.webhook_deliveries_id_seq"
 
 
 def erasure_needs(
@@ -191,7 +199,7 @@ def grant_statements(role_name: str, database: str, needs: Iterable[Need], *, re
     lines = [f"GRANT CONNECT, TEMPORARY ON DATABASE {quote_ident(database)} TO {r};"]
     by_table: dict[str, list[str]] = {}
     schemas: list[str] = []
-    for n in [*needs, *((*RECEIPT_NEEDS, *MEDIA_NEEDS) if receipts else ())]:
+    for n in [*needs, *((*RECEIPT_NEEDS, *MEDIA_NEEDS, *DSR_NEEDS) if receipts else ())]:
         if n.schema not in schemas:
             schemas.append(n.schema)
         privs = by_table.setdefault(n.qualified, [])
@@ -199,5 +207,5 @@ def grant_statements(role_name: str, database: str, needs: Iterable[Need], *, re
     lines += [f"GRANT USAGE ON SCHEMA {quote_ident(s)} TO {r};" for s in schemas]
     lines += [f"GRANT {', '.join(p)} ON {t} TO {r};" for t, p in by_table.items()]
     if receipts:
-        lines.append(f"GRANT USAGE ON SEQUENCE {RECEIPT_SEQUENCE}, {MEDIA_SEQUENCE} TO {r};")
+        lines.append(f"GRANT USAGE ON SEQUENCE {RECEIPT_SEQUENCE}, {MEDIA_SEQUENCE}, {DSR_SEQUENCE} TO {r};")
     return lines

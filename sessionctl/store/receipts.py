@@ -96,6 +96,60 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX media_pending_user ON sessionctl.media_pending (user_hmac);
         """,
     ),
+    (
+        5,
+        """
+        -- the DSR service (sessionctl serve): API tokens (their SHA-256 only), the deadline ledger of
+        -- requests (user HMAC, never the id) and the webhooks owed to the callers, durable
+        CREATE TABLE sessionctl.api_tokens (
+            name        text        PRIMARY KEY,
+            token_hash  text        NOT NULL UNIQUE,
+            scopes      text[]      NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            revoked_at  timestamptz
+        );
+        CREATE TABLE sessionctl.dsr_requests (
+            request_id       text        PRIMARY KEY,
+            kind             text        NOT NULL CHECK (kind IN ('erasure', 'export')),
+            request_ref      text,
+            user_hmac        text        NOT NULL,
+            target           text        NOT NULL,
+            options          jsonb       NOT NULL DEFAULT '{}',
+            received_at      timestamptz NOT NULL,
+            due_at           timestamptz NOT NULL,
+            extension_reason text,
+            status           text        NOT NULL DEFAULT 'open'
+                                         CHECK (status IN ('open', 'completed', 'dry_run')),
+            job_ids          text[]      NOT NULL DEFAULT '{}',
+            last_job_status  text,
+            callback_url     text,
+            requested_by     text,
+            completed_at     timestamptz,
+            receipt_id       bigint,
+            created_at       timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE UNIQUE INDEX dsr_requests_ref ON sessionctl.dsr_requests (kind, request_ref);
+        CREATE INDEX dsr_requests_open ON sessionctl.dsr_requests (due_at) WHERE status = 'open';
+        CREATE INDEX dsr_requests_jobs ON sessionctl.dsr_requests USING gin (job_ids);
+        CREATE INDEX dsr_requests_user ON sessionctl.dsr_requests (user_hmac);
+        CREATE TABLE sessionctl.webhook_deliveries (
+            id           bigserial   PRIMARY KEY,
+            request_id   text        NOT NULL REFERENCES sessionctl.dsr_requests (request_id),
+            job_id       text        NOT NULL,
+            url          text        NOT NULL,
+            body         jsonb       NOT NULL,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            next_at      timestamptz NOT NULL DEFAULT now(),
+            attempts     jsonb       NOT NULL DEFAULT '[]',
+            delivered_at timestamptz,
+            gave_up_at   timestamptz,
+            UNIQUE (request_id, job_id)
+        );
+        CREATE INDEX webhook_deliveries_due ON sessionctl.webhook_deliveries (next_at)
+            WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+        CREATE INDEX webhook_deliveries_job ON sessionctl.webhook_deliveries (job_id);
+        """,
+    ),
 ]
 
 
@@ -275,8 +329,9 @@ async def record_many(
     written = await conn.fetch(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
         " late_sessions, started_at, finished_at, requested_by, scope, stores, origin)"
-        " SELECT $1, $2, x.h, $3, $4::jsonb, jsonb_build_object('sessions', x.n, 'schemas_checked', $5::int), 0, 0,"
-        " $6, $7, $8, $9, $10::jsonb, $11 FROM unnest($12::text[], $13::bigint[]) AS x(h, n)"
+        # JSON sent as text: a pooled connection's jsonb codec would encode a str as a JSON string
+        " SELECT $1, $2, x.h, $3, $4::text::jsonb, jsonb_build_object('sessions', x.n, 'schemas_checked', $5::int),"
+        " 0, 0, $6, $7, $8, $9, $10::text::jsonb, $11 FROM unnest($12::text[], $13::bigint[]) AS x(h, n)"
         " ON CONFLICT (job_id, user_hmac) DO NOTHING RETURNING user_hmac",
         shared["job_id"],
         shared["kind"],

@@ -82,11 +82,14 @@ async def test_bulk_erasure_of_1000_users_deletes_exactly_theirs(
     assert {x["user_id"]: x["n"] for x in left} == {"template-user": 1, **{u: 3 for u in kept}}
     assert await pg.fetchval("SELECT count(*) FROM sessionctl.receipts WHERE job_id = $1", job_id) == 1000
     one = await pg.fetchrow(
-        "SELECT counts, remaining FROM sessionctl.receipts WHERE job_id = $1 AND user_hmac = $2",
+        "SELECT counts, remaining, agents, stores, scope FROM sessionctl.receipts WHERE job_id = $1 AND user_hmac = $2",
         job_id,
         user_hmac(key, chosen[7]),
     )
-    assert one is not None and one["remaining"] == 0 and '"sessions": 3' in one["counts"]
+    assert one is not None and one["remaining"] == 0
+    assert json.loads(one["counts"]) == {"sessions": 3, "schemas_checked": 1}
+    assert json.loads(one["agents"]) == {agent_id: schema}  # objects, not JSON strings in jsonb
+    assert json.loads(one["stores"]) == {} and one["scope"] == "sessions"
 
 
 async def test_bulk_request_limits(settings: Settings) -> None:

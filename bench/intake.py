@@ -1,0 +1,143 @@
+"""Benchmark: intake of erasure requests over HTTP (`sessionctl serve`) vs the Producer directly,
+side by side in one run.
+
+    python bench/intake.py [--requests 1000] [--concurrency 16] [--repeat 3]
+
+Each method enqueues ``--requests`` erasures of distinct users at one agent (nothing runs them:
+intake alone), ``--concurrency`` at a time:
+
+- producer: ``Producer.purge_user_sessions`` in this process (validation, the agent checked once
+  and cached, the job enqueued in Redis and indexed);
+- http:     ``POST /v1/erasures`` with a bearer token to ``sessionctl serve`` in its own process
+  (uvicorn, one process), which does the same and records each request in the deadline ledger
+  (one INSERT) — over keep-alive connections from an httpx client.
+
+Prints latency p50/p99 and requests/s per method (median of --repeat runs, interleaved) and
+HTTP's ratio to the Producer. Needs Postgres and Redis on 127.0.0.1 (creates and drops database
+``sessionctl_bench_intake``; Redis db 14).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import bench_settings, drop_database, fresh_database, url
+from sessionctl.producer import Producer
+from sessionctl.store import ledger, receipts
+from sessionctl.tokens import new_token, token_hash
+from tests.agno_seed import seed
+from tests.embedded_services import answers, free_port
+
+DB = "sessionctl_bench_intake"
+URL = url(DB)
+AGENT = "intake-agent"
+
+
+async def timed(n: int, concurrency: int, one: object) -> tuple[list[float], float]:
+    """Latencies of ``n`` calls of ``one(i)``, ``concurrency`` at a time, and the wall time."""
+    lat: list[float] = []
+    sem = asyncio.Semaphore(concurrency)
+
+    async def call(i: int) -> None:
+        async with sem:
+            t = time.perf_counter()
+            await one(i)  # type: ignore[operator]
+            lat.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(call(i) for i in range(n)))
+    return lat, time.perf_counter() - t0
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p * len(s)))] * 1000
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    await fresh_database(DB)
+    settings = bench_settings(DB, "sessionctl:bench:intake")
+    await seed(URL, settings.schema_for(AGENT), AGENT, "someone", 1)
+    conn = await asyncpg.connect(URL)
+    await receipts.migrate(conn)
+    token = new_token()
+    await ledger.create_token(conn, "bench", token_hash(token), ["read", "erase"])
+    await conn.close()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONCTL_")}
+    env.update(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        SESSIONCTL_QUEUE=settings.queue_name,
+        SESSIONCTL_HASH_KEY="bench",
+        SESSIONCTL_LOG_LEVEL="WARNING",
+    )
+    server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
+        [sys.executable, "-m", "sessionctl.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not answers("127.0.0.1", port):
+            assert server.poll() is None, "sessionctl serve did not start"
+            await asyncio.sleep(0.1)
+        results: dict[str, list[tuple[float, float, float]]] = {"producer": [], "http": []}
+        limits = httpx.Limits(max_connections=a.concurrency, max_keepalive_connections=a.concurrency)
+        async with Producer(settings) as producer, httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, limits=limits
+        ) as client:
+            await producer.purge_user_sessions(user_id="warm-up", agent_id=AGENT)  # the agent cached
+            assert (await client.post("/v1/erasures", json={"user_id": "warm-up-h", "agent_id": AGENT})).status_code == 202
+            for rep in range(a.repeat):
+                for method in results:
+
+                    async def via_producer(i: int, rep: int = rep) -> None:
+                        await producer.purge_user_sessions(user_id=f"p{rep}-{i}", agent_id=AGENT)
+
+                    async def via_http(i: int, rep: int = rep) -> None:
+                        resp = await client.post("/v1/erasures", json={"user_id": f"h{rep}-{i}", "agent_id": AGENT})
+                        assert resp.status_code == 202, resp.text
+
+                    lat, wall = await timed(
+                        a.requests, a.concurrency, via_producer if method == "producer" else via_http
+                    )
+                    results[method].append((pct(lat, 0.5), pct(lat, 0.99), a.requests / wall))
+                    print(
+                        f"  run {rep + 1} {method:<9} p50 {pct(lat, 0.5):6.1f} ms  p99 {pct(lat, 0.99):6.1f} ms"
+                        f"  {a.requests / wall:7.0f} req/s",
+                        flush=True,
+                    )
+    finally:
+        server.terminate()
+        server.wait(10)
+    med = {m: tuple(statistics.median(r[k] for r in rs) for k in range(3)) for m, rs in results.items()}
+    print(
+        f"\nintake of {a.requests} erasure requests, {a.concurrency} at a time; median of {a.repeat}\n"
+        "| method | p50 | p99 | requests/s |\n|---|---:|---:|---:|"
+    )
+    for m, (p50, p99, rate) in med.items():
+        print(f"| {m} | {p50:.1f} ms | {p99:.1f} ms | {rate:,.0f} |")
+    print(f"http ÷ producer (requests/s) = {med['http'][2] / med['producer'][2]:.2f}x")
+    await drop_database(DB)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,74 @@
+"""Who is calling: a bearer token (``Authorization: Bearer sct_…``) looked up by its SHA-256, with
+its scopes. No token or an unknown one: 401; a token without the scope: 403. A token never appears
+in a log or an error."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from sessionctl.store import ledger
+from sessionctl.tokens import token_hash
+
+CACHE_S = 5.0  # a revoked token stops working within this many seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    name: str
+    scopes: tuple[str, ...]
+
+
+class Tokens:
+    """Tokens by hash, each answer cached for a few seconds (one lookup per token per 5 s)."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self.connect = connect
+        self._cache: dict[str, tuple[float, Caller | None]] = {}
+
+    async def caller(self, token: str) -> Caller | None:
+        digest = token_hash(token)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        async with self.connect() as conn:
+            row = await ledger.find_token(conn, digest)
+        who = None
+        if row is not None and hmac.compare_digest(str(row["token_hash"]), digest):
+            who = Caller(str(row["name"]), tuple(row["scopes"]))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now + CACHE_S, who)
+        return who
+
+
+def bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def need(scope: str) -> Callable[[Request], Awaitable[Caller]]:
+    """A FastAPI dependency: the caller, who must hold ``scope``."""
+
+    async def dependency(request: Request) -> Caller:
+        token = bearer(request)
+        tokens: Tokens = request.app.state.tokens
+        who = None if token is None else await tokens.caller(token)
+        if who is None:
+            raise HTTPException(
+                401,
+                "a valid bearer token is required (sessionctl token create)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if scope not in who.scopes:
+            raise HTTPException(403, f"this token lacks the {scope!r} scope")
+        return who
+
+    return dependency

@@ -1,0 +1,245 @@
+"""The DSR service's rows in sessionctl's own schema: API tokens (their SHA-256 only), the deadline
+ledger of requests (the user's HMAC, never the id) and the webhooks owed to callers. Every
+statement on those tables is here (the schema itself is created by ``receipts.MIGRATIONS``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+# ---- tokens ------------------------------------------------------------------------------------
+
+
+async def create_token(conn: asyncpg.Connection, name: str, token_hash: str, scopes: list[str]) -> bool:
+    """``False`` when a token of that name exists (revoked or not: names are never reused)."""
+    status = await conn.execute(
+        "INSERT INTO sessionctl.api_tokens (name, token_hash, scopes) VALUES ($1, $2, $3)"
+        " ON CONFLICT (name) DO NOTHING",
+        name,
+        token_hash,
+        scopes,
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def find_token(conn: asyncpg.Connection, token_hash: str) -> asyncpg.Record | None:
+    """The live token with this hash (its name and scopes), if any."""
+    return await conn.fetchrow(
+        "SELECT name, token_hash, scopes FROM sessionctl.api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        token_hash,
+    )
+
+
+async def list_tokens(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT name, scopes, created_at, revoked_at FROM sessionctl.api_tokens ORDER BY created_at, name"
+    )
+    return [dict(r) for r in rows]
+
+
+async def revoke_token(conn: asyncpg.Connection, name: str) -> bool:
+    status = await conn.execute(
+        "UPDATE sessionctl.api_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL", name
+    )
+    return bool(status.endswith(" 1"))
+
+
+# ---- requests ----------------------------------------------------------------------------------
+
+REQUEST_COLUMNS = (
+    "request_id, kind, request_ref, user_hmac, target, options, received_at, due_at, extension_reason, status,"
+    " job_ids, last_job_status, callback_url, requested_by, completed_at, receipt_id, created_at"
+)
+
+
+async def insert_request(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Record:
+    """Record a request; an existing one with the same ``(kind, request_ref)`` is returned instead
+    (a DSR platform that sends its request again gets the same request back)."""
+    inserted = await conn.fetchrow(
+        "INSERT INTO sessionctl.dsr_requests (request_id, kind, request_ref, user_hmac, target, options, received_at,"
+        " due_at, callback_url, requested_by, job_ids)"
+        " VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11)"
+        f" ON CONFLICT (kind, request_ref) DO NOTHING RETURNING {REQUEST_COLUMNS}",
+        row["request_id"],
+        row["kind"],
+        row["request_ref"],
+        row["user_hmac"],
+        row["target"],
+        json.dumps(row["options"]),
+        row["received_at"],
+        row["due_at"],
+        row["callback_url"],
+        row["requested_by"],
+        row["job_ids"],
+    )
+    if inserted is not None:
+        return inserted
+    existing = await conn.fetchrow(
+        f"SELECT {REQUEST_COLUMNS} FROM sessionctl.dsr_requests WHERE kind = $1 AND request_ref = $2",
+        row["kind"],
+        row["request_ref"],
+    )
+    assert existing is not None  # the conflict was on this very key
+    return existing
+
+
+async def get_request(conn: asyncpg.Connection, request_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {REQUEST_COLUMNS} FROM sessionctl.dsr_requests WHERE request_id = $1", request_id
+    )
+
+
+async def add_job(conn: asyncpg.Connection, request_id: str, job_id: str) -> None:
+    """A job serves the request (a retry after a failure adds another)."""
+    await conn.execute(
+        "UPDATE sessionctl.dsr_requests SET job_ids = array_append(job_ids, $2)"
+        " WHERE request_id = $1 AND NOT ($2 = ANY(job_ids))",
+        request_id,
+        job_id,
+    )
+
+
+async def list_requests(
+    conn: asyncpg.Connection, *, open_only: bool = False, overdue_only: bool = False, limit: int = 100
+) -> list[asyncpg.Record]:
+    """Newest due first among the open ones; ``overdue_only``: open and past due."""
+    where = []
+    if open_only or overdue_only:
+        where.append("status = 'open'")
+    if overdue_only:
+        where.append("due_at < now()")
+    cond = f"WHERE {' AND '.join(where)}" if where else ""
+    return list(
+        await conn.fetch(
+            f"SELECT {REQUEST_COLUMNS} FROM sessionctl.dsr_requests {cond}"
+            " ORDER BY status = 'open' DESC, due_at, created_at LIMIT $1",
+            limit,
+        )
+    )
+
+
+async def extend(conn: asyncpg.Connection, request_id: str, until: datetime, reason: str) -> asyncpg.Record | None:
+    """Move an open request's due date later (never earlier), with the reason recorded."""
+    return await conn.fetchrow(
+        "UPDATE sessionctl.dsr_requests SET due_at = $2,"
+        " extension_reason = coalesce(extension_reason || E'\\n', '') || $3"
+        f" WHERE request_id = $1 AND status = 'open' AND $2 > due_at RETURNING {REQUEST_COLUMNS}",
+        request_id,
+        until,
+        reason,
+    )
+
+
+async def open_and_overdue(conn: asyncpg.Connection) -> tuple[int, int]:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS open, count(*) FILTER (WHERE due_at < now()) AS overdue"
+        " FROM sessionctl.dsr_requests WHERE status = 'open'"
+    )
+    return int(row["open"]), int(row["overdue"])
+
+
+async def receipt_of_job(conn: asyncpg.Connection, job_id: str) -> int | None:
+    """The id of the (first) receipt a job wrote."""
+    value = await conn.fetchval("SELECT min(id) FROM sessionctl.receipts WHERE job_id = $1", job_id)
+    return None if value is None else int(value)
+
+
+async def settle(conn: asyncpg.Connection, job_id: str, status: str, receipt_id: int | None) -> list[asyncpg.Record]:
+    """The job ended with ``status`` (``succeeded``, ``dry_run`` or ``failed``): the open requests
+    it served become ``completed`` (only with its receipt), ``dry_run``, or stay open (failed; a new
+    job may serve them). The requests settled now, with their callback URL (each once: a request
+    already closed is not returned again)."""
+    if status == "succeeded" and receipt_id is None:
+        status = "failed"  # never "completed" without the receipt
+    closing = {"succeeded": "completed", "dry_run": "dry_run"}.get(status)
+    return list(
+        await conn.fetch(
+            "UPDATE sessionctl.dsr_requests SET last_job_status = $2,"
+            " status = coalesce($3, status),"
+            " completed_at = CASE WHEN $3::text IS NULL THEN completed_at ELSE now() END,"
+            " receipt_id = coalesce($4, receipt_id)"
+            " WHERE $1 = ANY(job_ids) AND status = 'open'"
+            " AND (last_job_status IS DISTINCT FROM $2 OR $3::text IS NOT NULL)"
+            f" RETURNING {REQUEST_COLUMNS}",
+            job_id,
+            status,
+            closing,
+            receipt_id,
+        )
+    )
+
+
+# ---- webhook deliveries ------------------------------------------------------------------------
+
+
+async def add_delivery(conn: asyncpg.Connection, request_id: str, job_id: str, url: str, body: dict[str, Any]) -> bool:
+    status = await conn.execute(
+        "INSERT INTO sessionctl.webhook_deliveries (request_id, job_id, url, body) VALUES ($1, $2, $3, $4::text::jsonb)"
+        " ON CONFLICT (request_id, job_id) DO NOTHING",
+        request_id,
+        job_id,
+        url,
+        json.dumps(body),
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def claim_deliveries(conn: asyncpg.Connection, limit: int, claim_s: float) -> list[asyncpg.Record]:
+    """Up to ``limit`` deliveries due now, each claimed for ``claim_s`` seconds: a worker that dies
+    mid-delivery leaves the claim to expire, and another worker (or this one, restarted) delivers."""
+    return list(
+        await conn.fetch(
+            "UPDATE sessionctl.webhook_deliveries d SET next_at = now() + make_interval(secs => $2)"
+            " WHERE d.id IN (SELECT id FROM sessionctl.webhook_deliveries"
+            "  WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_at <= now()"
+            "  ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            " RETURNING d.id, d.request_id, d.job_id, d.url, d.body, d.created_at,"
+            " jsonb_array_length(d.attempts) AS tries",
+            limit,
+            claim_s,
+        )
+    )
+
+
+async def record_attempt(
+    conn: asyncpg.Connection,
+    delivery_id: int,
+    attempt: dict[str, Any],
+    *,
+    delivered: bool,
+    retry_in_s: float | None,
+) -> None:
+    """Note an attempt; delivered, or due again in ``retry_in_s`` (``None``: given up)."""
+    await conn.execute(
+        "UPDATE sessionctl.webhook_deliveries SET attempts = attempts || jsonb_build_array($2::text::jsonb),"
+        " delivered_at = CASE WHEN $3 THEN now() END,"
+        " gave_up_at = CASE WHEN NOT $3 AND $4::float8 IS NULL THEN now() END,"
+        " next_at = CASE WHEN $4::float8 IS NULL THEN next_at ELSE now() + make_interval(secs => $4) END"
+        " WHERE id = $1",
+        delivery_id,
+        json.dumps(attempt),
+        delivered,
+        retry_in_s,
+    )
+
+
+async def deliveries_of_jobs(conn: asyncpg.Connection, job_ids: list[str]) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT id, request_id, job_id, url, attempts, delivered_at, gave_up_at, next_at, created_at"
+            " FROM sessionctl.webhook_deliveries WHERE job_id = ANY($1::text[]) ORDER BY id",
+            job_ids,
+        )
+    )
+
+
+async def requests_of_job(conn: asyncpg.Connection, job_id: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            f"SELECT {REQUEST_COLUMNS} FROM sessionctl.dsr_requests WHERE $1 = ANY(job_ids) ORDER BY created_at",
+            job_id,
+        )
+    )

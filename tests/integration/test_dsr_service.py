@@ -1,0 +1,253 @@
+"""The DSR service end to end on real Redis, Postgres and a real worker: HTTP intake → worker →
+signed webhook to a local receiver → ledger row completed → receipt found; auth and bad input;
+callbacks outside the allowed hosts; a receiver that fails twice; a worker killed mid-delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from sessionctl import webhooks
+from sessionctl.api.app import create_app
+from sessionctl.config import Settings
+from tests.agno_seed import seed
+from tests.conftest import HASH_KEY
+from tests.service_helpers import Receiver, make_token, running_worker, serving, until
+
+USER = "Jane.Doe+dsr@example.com"  # opaque: never normalised, never echoed
+SECRET = "whsec-test-0123456789"
+
+
+@pytest.fixture
+async def service(
+    own_database: tuple[Settings, asyncpg.Connection],
+) -> AsyncIterator[dict[str, Any]]:
+    """The API on a free port over a database of this test's own, a callback receiver allowed as a
+    host, tokens of each kind; no worker yet (a test starts one when it wants the jobs run)."""
+    base, conn = own_database
+    receiver = Receiver()
+    async with serving(receiver) as hook_url:
+        port = hook_url.rsplit(":", 1)[1]
+        s = base.model_copy(
+            update={
+                "webhook_secret": SecretStr(SECRET),
+                "webhook_allowed_hosts": f"127.0.0.1:{port}",
+                "webhook_timeout": 1.0,
+            }
+        )
+        tokens = {
+            "all": await make_token(conn, "officer", ["read", "erase", "export"]),
+            "read": await make_token(conn, "auditor", ["read"]),
+        }
+        async with serving(create_app(s)) as api_url, httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+            yield {
+                "settings": s,
+                "conn": conn,
+                "client": client,
+                "receiver": receiver,
+                "hook": f"{hook_url}/hooks/dsr",
+                "tokens": tokens,
+            }
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _job(client: httpx.AsyncClient, token: str, job_id: str) -> dict[str, Any]:
+    resp = await client.get(f"/v1/jobs/{job_id}", headers=auth(token))
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+async def test_an_erasure_over_http_ends_in_a_signed_webhook_a_completed_request_and_a_receipt(
+    service: dict[str, Any], agent_id: str
+) -> None:
+    s, client, receiver, token = service["settings"], service["client"], service["receiver"], service["tokens"]["all"]
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 3)
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, "someone-else", 2)
+    resp = await client.post(
+        "/v1/erasures",
+        headers=auth(token),
+        json={"user_id": USER, "agent_id": agent_id, "request_ref": "TICKET-1", "callback_url": service["hook"]},
+    )
+    assert resp.status_code == 202, resp.text
+    accepted = resp.json()
+    assert accepted["collapsed"] is False and accepted["status"] == "queued" and accepted["request_id"].startswith("dsr_")
+    due = datetime.fromisoformat(accepted["due_at"])
+    assert timedelta(days=27) < due - datetime.now(UTC) < timedelta(days=32)  # one calendar month
+
+    async with running_worker(s):
+        await until(lambda: receiver.got, timeout=30)
+        await asyncio.sleep(0.3)  # a second delivery would have come by now
+    assert len(receiver.got) == 1
+    got = receiver.got[0]
+    assert webhooks.verify(SECRET.encode(), got["headers"][webhooks.HEADER.lower()], got["body"])
+    assert not webhooks.verify(b"another secret", got["headers"][webhooks.HEADER.lower()], got["body"])
+    assert USER.encode() not in got["body"] and USER.lower().encode() not in got["body"].lower()
+    body = json.loads(got["body"])
+    assert body["event"] == "erasure.completed" and body["job_id"] == accepted["job_id"]
+    assert body["request_id"] == accepted["request_id"] and body["request_ref"] == "TICKET-1"
+    assert body["sessions_deleted"] == 3 and body["remaining"] == 0 and isinstance(body["receipt_id"], int)
+
+    ledger = (await client.get("/v1/requests", headers=auth(token))).json()["requests"]
+    (row,) = [r for r in ledger if r["request_id"] == accepted["request_id"]]
+    assert row["status"] == "completed" and row["receipt_id"] == body["receipt_id"] and row["completed_at"]
+    assert row["job_ids"] == [accepted["job_id"]] and "callback_url" not in row
+
+    found = (await client.post("/v1/receipts/search", headers=auth(token), json={"user_id": USER})).json()
+    assert [r["job_id"] for r in found["receipts"]] == [accepted["job_id"]]
+    assert USER not in json.dumps(found)
+    job = await _job(client, token, accepted["job_id"])
+    assert job["status"] == "succeeded" and job["result"]["sessions_deleted"] == 3
+    (hook,) = job["webhooks"]
+    assert hook["delivered_at"] and [a["ok"] for a in hook["attempts"]] == [True] and "url" not in hook
+
+    # the same ticket again: the same request, no new job
+    again = await client.post(
+        "/v1/erasures", headers=auth(token), json={"user_id": USER, "agent_id": agent_id, "request_ref": "TICKET-1"}
+    )
+    assert again.status_code == 202 and again.json()["request_id"] == accepted["request_id"]
+    assert again.json()["collapsed"] is True
+
+
+async def test_tokens_scopes_and_bad_input_are_refused_and_nothing_is_enqueued(
+    service: dict[str, Any], agent_id: str
+) -> None:
+    s, client, conn = service["settings"], service["client"], service["conn"]
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 1)
+    body = {"user_id": USER, "agent_id": agent_id}
+    assert (await client.post("/v1/erasures", json=body)).status_code == 401
+    resp = await client.post("/v1/erasures", json=body, headers=auth("sct_not-a-token"))
+    assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
+    assert (await client.post("/v1/erasures", json=body, headers=auth(service["tokens"]["read"]))).status_code == 403
+    assert (await client.get("/v1/requests", headers=auth(service["tokens"]["read"]))).status_code == 200
+    assert (await client.get("/v1/requests")).status_code == 401
+
+    token = auth(service["tokens"]["all"])
+    bad = [
+        {"user_id": USER},  # no target
+        {"user_id": USER, "agent_id": agent_id, "all_agents": True},  # two targets
+        {"user_id": "", "agent_id": agent_id},
+        {"user_id": "x" * 5000, "agent_id": agent_id},
+        {"user_id": USER, "agent_id": "no-such-agent"},
+        {"user_id": USER, "agent_id": agent_id, "scope": "everything"},
+        {"user_id": USER, "agent_id": agent_id, "surprise": 1},
+        {"user_id": USER, "agent_id": agent_id, "callback_url": "http://169.254.169.254/latest/meta-data"},
+        {"user_id": USER, "agent_id": agent_id, "callback_url": "http://10.0.0.5:8080/hook"},
+        {"user_id": USER, "agent_id": agent_id, "callback_url": "ftp://127.0.0.1/x"},
+        {"user_id": USER, "agent_id": agent_id, "received_at": "2999-01-01T00:00:00Z"},
+    ]
+    for b in bad:
+        resp = await client.post("/v1/erasures", json=b, headers=token)
+        assert resp.status_code == 422, (b, resp.text)
+        assert USER not in resp.text
+    assert "not on SESSIONCTL_WEBHOOK_ALLOWED_HOSTS" in (await client.post("/v1/erasures", json=bad[7], headers=token)).text
+    assert await conn.fetchval("SELECT count(*) FROM sessionctl.dsr_requests") == 0
+    redis = await (await _producer_redis(s))
+    try:
+        assert await redis.zcard(s.queue_name) == 0  # nothing enqueued
+    finally:
+        await redis.aclose()
+
+
+async def _producer_redis(s: Settings) -> Any:
+    from redis.asyncio import Redis
+
+    async def connect() -> Any:
+        return Redis.from_url(s.redis_url)
+
+    return connect()
+
+
+async def test_a_receiver_that_fails_twice_gets_the_webhook_once_and_every_attempt_is_recorded(
+    service: dict[str, Any], agent_id: str
+) -> None:
+    s, client, receiver, token = service["settings"], service["client"], service["receiver"], service["tokens"]["all"]
+    receiver.answers = [500, 503]
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 2)
+    accepted = (
+        await client.post(
+            "/v1/erasures",
+            headers=auth(token),
+            json={"user_id": USER, "agent_id": agent_id, "dry_run": True, "callback_url": service["hook"]},
+        )
+    ).json()
+    async with running_worker(s):
+        job = await until(
+            lambda: _delivered(client, token, accepted["job_id"]), timeout=40, every=0.3
+        )
+    assert len(receiver.got) == 3  # two refused, one accepted: delivered once
+    (hook,) = job["webhooks"]
+    assert [a["ok"] for a in hook["attempts"]] == [False, False, True]
+    assert [a.get("status_code") for a in hook["attempts"]] == [500, 503, 200]
+    bodies = receiver.json_bodies()
+    assert bodies[0] == bodies[2] and bodies[2]["event"] == "erasure.dry_run"
+    assert bodies[2]["would_delete"]["sessions"] == 2
+    request = (await client.get("/v1/requests", headers=auth(token))).json()["requests"][0]
+    assert request["status"] == "dry_run"
+
+
+async def _delivered(client: httpx.AsyncClient, token: str, job_id: str) -> dict[str, Any] | None:
+    job = await _job(client, token, job_id)
+    return job if job["webhooks"] and job["webhooks"][0]["delivered_at"] else None
+
+
+async def test_a_webhook_whose_worker_is_killed_mid_delivery_is_delivered_after_a_restart(
+    service: dict[str, Any], agent_id: str, worker_env: dict[str, str], tmp_path: Any
+) -> None:
+    s, client, receiver, token = service["settings"], service["client"], service["receiver"], service["tokens"]["all"]
+    receiver.hang = 20  # the first delivery never gets its answer in time
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 1)
+    env = {
+        **worker_env,
+        "DATABASE_URL": s.database_url,
+        "SESSIONCTL_QUEUE": s.queue_name,
+        "SESSIONCTL_HASH_KEY": HASH_KEY,
+        "SESSIONCTL_WEBHOOK_SECRET": SECRET,
+        "SESSIONCTL_WEBHOOK_ALLOWED_HOSTS": s.webhook_allowed_hosts,
+        "SESSIONCTL_WEBHOOK_TIMEOUT": "30",  # this worker would wait for the hung receiver
+    }
+    accepted = (
+        await client.post(
+            "/v1/erasures",
+            headers=auth(token),
+            json={"user_id": USER, "agent_id": agent_id, "callback_url": service["hook"]},
+        )
+    ).json()
+    log = (tmp_path / "w1.log").open("w")
+    w1 = subprocess.Popen([sys.executable, "-m", "sessionctl.cli", "worker"], env=env, stdout=log, stderr=log)
+    try:
+        await until(lambda: receiver.got, timeout=60)  # mid-delivery: the receiver holds the request
+        os.kill(w1.pid, signal.SIGKILL)
+        w1.wait(10)
+    finally:
+        if w1.poll() is None:
+            w1.kill()
+    job = await _job(client, token, accepted["job_id"])
+    assert job["status"] == "succeeded" and not job["webhooks"][0]["delivered_at"]  # owed, not lost
+    env["SESSIONCTL_WEBHOOK_TIMEOUT"] = "1"  # its claim outlived the first worker by 2 x 1 + 1 s
+    w2 = subprocess.Popen(
+        [sys.executable, "-m", "sessionctl.cli", "worker"], env=env, stdout=log, stderr=log
+    )
+    try:
+        job = await until(lambda: _delivered(client, token, accepted["job_id"]), timeout=90, every=0.5)
+    finally:
+        w2.terminate()
+        w2.wait(20)
+    assert len(receiver.got) == 2 and receiver.json_bodies()[0] == receiver.json_bodies()[1]
+    assert [a["ok"] for a in job["webhooks"][0]["attempts"]] == [True]  # the killed attempt left no record
+    request = (await client.get("/v1/requests", headers=auth(token))).json()["requests"][0]
+    assert request["status"] == "completed"

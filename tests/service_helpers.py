@@ -1,0 +1,110 @@
+"""Running the DSR service in a test: the API on a free port (uvicorn, in this event loop), a
+callback receiver that records what it gets and answers as told, a real worker, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import uvicorn
+
+from sessionctl.config import Settings
+from sessionctl.store import ledger, receipts
+from sessionctl.tokens import new_token, token_hash
+from tests.embedded_services import free_port
+from worker.settings import create
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """``app`` served by uvicorn on 127.0.0.1 (a free port) in this loop; its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint for callbacks: records each request (headers, body) and answers with the
+    next status of ``answers`` (then 200); ``hang`` makes the first request wait that long."""
+
+    answers: list[int] = field(default_factory=list)
+    hang: float = 0.0
+    got: list[dict[str, Any]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        self.got.append({"path": scope["path"], "headers": headers, "body": body})
+        self.arrived.set()
+        if self.hang and len(self.got) == 1:
+            await asyncio.sleep(self.hang)
+        status = self.answers.pop(0) if self.answers else 200
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def json_bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(g["body"]) for g in self.got]
+
+
+async def make_token(conn: asyncpg.Connection, name: str, scopes: list[str]) -> str:
+    await receipts.migrate(conn)
+    token = new_token()
+    assert await ledger.create_token(conn, name, token_hash(token), scopes)
+    return token
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[None]:
+    """A real arq worker (not burst: its webhook deliveries run beside its jobs) until the block ends."""
+    w = create(settings, poll_delay=0.05, handle_signals=False)
+    task = asyncio.create_task(w.main())
+    try:
+        yield
+    finally:
+        await w.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy; that value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(every)
