@@ -101,11 +101,16 @@ async def main() -> None:
             await asyncio.sleep(0.1)
         results: dict[str, list[tuple[float, float, float]]] = {"producer": [], "http": []}
         limits = httpx.Limits(max_connections=a.concurrency, max_keepalive_connections=a.concurrency)
-        async with Producer(settings) as producer, httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, limits=limits
-        ) as client:
+        async with (
+            Producer(settings) as producer,
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, limits=limits
+            ) as client,
+        ):
             await producer.purge_user_sessions(user_id="warm-up", agent_id=AGENT)  # the agent cached
-            assert (await client.post("/v1/erasures", json={"user_id": "warm-up-h", "agent_id": AGENT})).status_code == 202
+            assert (
+                await client.post("/v1/erasures", json={"user_id": "warm-up-h", "agent_id": AGENT})
+            ).status_code == 202
             for rep in range(a.repeat):
                 for method in results:
 

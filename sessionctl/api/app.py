@@ -275,17 +275,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         received = body.received_at or datetime.now(UTC)
         if received > datetime.now(UTC) + timedelta(minutes=5):
             raise HTTPException(422, "received_at is in the future")
-        async with request.app.state.connect() as conn:
-            if body.request_ref is not None:  # asked again: the same request, no new job
-                rows = await conn.fetch(
-                    f"SELECT {ledger_sql.REQUEST_COLUMNS} FROM sessionctl.dsr_requests"
-                    " WHERE kind = $1 AND request_ref = $2",
-                    kind,
-                    body.request_ref,
-                )
-                if rows:
-                    return await _accepted(producer, rows[0], collapsed=True)
-        request_id = ledger.new_request_id()
+        existing = None
+        if body.request_ref is not None:
+            async with request.app.state.connect() as conn:
+                existing = await ledger_sql.find_by_ref(conn, kind, body.request_ref)
+        if existing is not None and not (existing["status"] == "open" and existing["last_job_status"] == "failed"):
+            return await _accepted(producer, existing, collapsed=True)  # asked again: that request, no new job
+        request_id = existing["request_id"] if existing is not None else ledger.new_request_id()
         enq = await enqueue(producer, request_id)
         row = {
             "request_id": request_id,
@@ -302,8 +298,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
         async with request.app.state.connect() as conn:
             recorded = await ledger_sql.insert_request(conn, row)
-            if recorded["request_id"] != request_id:  # the same request_ref, recorded meanwhile
+            if enq.job_id not in recorded["job_ids"]:  # the request existed (asked again after a failure)
                 await ledger_sql.add_job(conn, recorded["request_id"], enq.job_id)
+                recorded = await ledger_sql.get_request(conn, recorded["request_id"])
+                assert recorded is not None
         log.info(
             "dsr.received", request_id=recorded["request_id"], job_id=enq.job_id, kind=kind, collapsed=enq.collapsed
         )

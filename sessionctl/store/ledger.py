@@ -86,6 +86,12 @@ async def insert_request(conn: asyncpg.Connection, row: dict[str, Any]) -> async
     return existing
 
 
+async def find_by_ref(conn: asyncpg.Connection, kind: str, request_ref: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {REQUEST_COLUMNS} FROM sessionctl.dsr_requests WHERE kind = $1 AND request_ref = $2", kind, request_ref
+    )
+
+
 async def get_request(conn: asyncpg.Connection, request_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {REQUEST_COLUMNS} FROM sessionctl.dsr_requests WHERE request_id = $1", request_id
@@ -93,9 +99,9 @@ async def get_request(conn: asyncpg.Connection, request_id: str) -> asyncpg.Reco
 
 
 async def add_job(conn: asyncpg.Connection, request_id: str, job_id: str) -> None:
-    """A job serves the request (a retry after a failure adds another)."""
+    """A job serves the request (a retry after a failure adds another; its outcome is awaited anew)."""
     await conn.execute(
-        "UPDATE sessionctl.dsr_requests SET job_ids = array_append(job_ids, $2)"
+        "UPDATE sessionctl.dsr_requests SET job_ids = array_append(job_ids, $2), last_job_status = NULL"
         " WHERE request_id = $1 AND NOT ($2 = ANY(job_ids))",
         request_id,
         job_id,

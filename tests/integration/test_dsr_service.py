@@ -85,7 +85,9 @@ async def test_an_erasure_over_http_ends_in_a_signed_webhook_a_completed_request
     )
     assert resp.status_code == 202, resp.text
     accepted = resp.json()
-    assert accepted["collapsed"] is False and accepted["status"] == "queued" and accepted["request_id"].startswith("dsr_")
+    assert (
+        accepted["collapsed"] is False and accepted["status"] == "queued" and accepted["request_id"].startswith("dsr_")
+    )
     due = datetime.fromisoformat(accepted["due_at"])
     assert timedelta(days=27) < due - datetime.now(UTC) < timedelta(days=32)  # one calendar month
 
@@ -154,7 +156,10 @@ async def test_tokens_scopes_and_bad_input_are_refused_and_nothing_is_enqueued(
         resp = await client.post("/v1/erasures", json=b, headers=token)
         assert resp.status_code == 422, (b, resp.text)
         assert USER not in resp.text
-    assert "not on SESSIONCTL_WEBHOOK_ALLOWED_HOSTS" in (await client.post("/v1/erasures", json=bad[7], headers=token)).text
+    assert (
+        "not on SESSIONCTL_WEBHOOK_ALLOWED_HOSTS"
+        in (await client.post("/v1/erasures", json=bad[7], headers=token)).text
+    )
     assert await conn.fetchval("SELECT count(*) FROM sessionctl.dsr_requests") == 0
     redis = await (await _producer_redis(s))
     try:
@@ -186,9 +191,7 @@ async def test_a_receiver_that_fails_twice_gets_the_webhook_once_and_every_attem
         )
     ).json()
     async with running_worker(s):
-        job = await until(
-            lambda: _delivered(client, token, accepted["job_id"]), timeout=40, every=0.3
-        )
+        job = await until(lambda: _delivered(client, token, accepted["job_id"]), timeout=40, every=0.3)
     assert len(receiver.got) == 3  # two refused, one accepted: delivered once
     (hook,) = job["webhooks"]
     assert [a["ok"] for a in hook["attempts"]] == [False, False, True]
@@ -239,9 +242,7 @@ async def test_a_webhook_whose_worker_is_killed_mid_delivery_is_delivered_after_
     job = await _job(client, token, accepted["job_id"])
     assert job["status"] == "succeeded" and not job["webhooks"][0]["delivered_at"]  # owed, not lost
     env["SESSIONCTL_WEBHOOK_TIMEOUT"] = "1"  # its claim outlived the first worker by 2 x 1 + 1 s
-    w2 = subprocess.Popen(
-        [sys.executable, "-m", "sessionctl.cli", "worker"], env=env, stdout=log, stderr=log
-    )
+    w2 = subprocess.Popen([sys.executable, "-m", "sessionctl.cli", "worker"], env=env, stdout=log, stderr=log)
     try:
         job = await until(lambda: _delivered(client, token, accepted["job_id"]), timeout=90, every=0.5)
     finally:
@@ -251,3 +252,90 @@ async def test_a_webhook_whose_worker_is_killed_mid_delivery_is_delivered_after_
     assert [a["ok"] for a in job["webhooks"][0]["attempts"]] == [True]  # the killed attempt left no record
     request = (await client.get("/v1/requests", headers=auth(token))).json()["requests"][0]
     assert request["status"] == "completed"
+
+
+async def test_a_failed_job_leaves_its_request_open_and_asking_again_serves_it_with_a_new_job(
+    service: dict[str, Any], agent_id: str
+) -> None:
+    s, client, receiver, conn = service["settings"], service["client"], service["receiver"], service["conn"]
+    token = service["tokens"]["all"]
+    schema = s.schema_for(agent_id)
+    await seed(s.database_url, schema, agent_id, USER, 2)
+    ask = {"user_id": USER, "agent_id": agent_id, "request_ref": "TICKET-9", "callback_url": service["hook"]}
+    first = (await client.post("/v1/erasures", headers=auth(token), json=ask)).json()
+    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')  # the agent is gone before a worker runs the job
+    async with running_worker(s):
+        await until(lambda: receiver.got, timeout=30)
+    failed = receiver.json_bodies()[0]
+    assert failed["event"] == "erasure.failed" and failed["error"]["type"] and "receipt_id" not in failed
+    row = (await client.get("/v1/requests?open=true", headers=auth(token))).json()["requests"][0]
+    assert row["status"] == "open" and row["last_job_status"] == "failed"  # no receipt: not complete
+
+    await seed(s.database_url, schema, agent_id, USER, 2)
+    second = (await client.post("/v1/erasures", headers=auth(token), json=ask)).json()
+    assert second["request_id"] == first["request_id"] and second["job_id"] != first["job_id"]
+    async with running_worker(s):
+        await until(lambda: len(receiver.got) == 2, timeout=30)
+    done = receiver.json_bodies()[1]
+    assert done["event"] == "erasure.completed" and done["sessions_deleted"] == 2 and done["receipt_id"]
+    row = (await client.get("/v1/requests", headers=auth(token))).json()["requests"][0]
+    assert row["status"] == "completed" and row["job_ids"] == [first["job_id"], second["job_id"]]
+
+
+async def test_tokens_and_the_ledger_from_the_command_line(service: dict[str, Any], worker_env: dict[str, str]) -> None:
+    s, client, conn = service["settings"], service["client"], service["conn"]
+    env = {**worker_env, "DATABASE_URL": s.database_url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sessionctl.cli", *args], env=env, capture_output=True, text=True, check=False
+        )
+
+    made = cli("token", "create", "--name", "ops", "--scopes", "read")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    assert token.startswith("sct_") and token not in made.stderr
+    assert (await client.get("/v1/requests", headers=auth(token))).status_code == 200
+    again = cli("token", "create", "--name", "ops")
+    assert again.returncode == 2 and "exists already" in again.stderr
+    assert cli("token", "create", "--name", "x", "--scopes", "root").returncode == 2
+    listed = json.loads(cli("token", "list", "--json").stdout)
+    assert {t["name"] for t in listed} == {"officer", "auditor", "ops"} and token not in json.dumps(listed)
+    stored = await conn.fetchval("SELECT token_hash FROM sessionctl.api_tokens WHERE name = 'ops'")
+    assert stored != token and token not in json.dumps(listed)
+    assert cli("token", "revoke", "ops").returncode == 0
+    assert cli("token", "revoke", "ops").returncode == 2
+    fresh = create_app(s)  # another instance of the service: no cached answer
+    async with serving(fresh) as url, httpx.AsyncClient(base_url=url) as other:
+        assert (await other.get("/v1/requests", headers=auth(token))).status_code == 401
+
+    received = datetime.now(UTC) - timedelta(days=45)
+    for rid, when in (("dsr_late", received), ("dsr_fresh", datetime.now(UTC))):
+        await conn.execute(
+            "INSERT INTO sessionctl.dsr_requests (request_id, kind, user_hmac, target, received_at, due_at)"
+            " VALUES ($1, 'erasure', $2, '*', $3::timestamptz, $3::timestamptz + interval '1 month')",
+            rid,
+            "a" * 32,
+            when,
+        )
+    overdue = json.loads(cli("requests", "--overdue", "--json").stdout)
+    assert [r["request_id"] for r in overdue] == ["dsr_late"] and overdue[0]["overdue"] is True
+    assert {r["request_id"] for r in json.loads(cli("requests", "--open", "--json").stdout)} == {
+        "dsr_late",
+        "dsr_fresh",
+    }
+    text = cli("requests", "--open")
+    assert "OVERDUE by" in text.stdout and "d left" in text.stdout
+    extended = await client.post(
+        "/v1/requests/dsr_late/extend",
+        headers=auth(service["tokens"]["all"]),
+        json={"until": (datetime.now(UTC) + timedelta(days=30)).isoformat(), "reason": "complex request, user told"},
+    )
+    assert extended.status_code == 200 and extended.json()["extension_reason"] == "complex request, user told"
+    assert json.loads(cli("requests", "--overdue", "--json").stdout) == []
+    earlier = await client.post(
+        "/v1/requests/dsr_late/extend",
+        headers=auth(service["tokens"]["all"]),
+        json={"until": datetime.now(UTC).isoformat(), "reason": "shorten"},
+    )
+    assert earlier.status_code == 422  # never earlier than due
