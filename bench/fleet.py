@@ -42,17 +42,19 @@ def schema_of(i: int) -> str:
     return f"ag_fleet_{i:05d}"
 
 
-async def prepare(n: int, bystanders: int) -> None:
-    template = schema_of(0)
-    await seed(URL, template, "fleet-0", "template", 1, runs=2)
-    conn = await asyncpg.connect(URL)
+async def clone_agent_schemas(url: str, schemas: list[str]) -> None:
+    """``schemas[0]`` made by Agno (one session, 2 runs, kept in ``public.seed_sessions`` and
+    ``public.seed_runs`` as the template of :func:`insert`, then emptied), the others cloned from
+    its DDL: the same tables, indexes and foreign keys."""
+    template = schemas[0]
+    await seed(url, template, "template-agent", "template", 1, runs=2)
+    conn = await asyncpg.connect(url)
     await conn.execute(
         f'CREATE TABLE public.seed_sessions AS SELECT * FROM "{template}".agno_sessions;'
         f' CREATE TABLE public.seed_runs AS SELECT * FROM "{template}".agno_runs;'
         f' DELETE FROM "{template}".agno_sessions'
     )
-    for i in range(1, n):
-        s = schema_of(i)
+    for s in schemas[1:]:
         await conn.execute(
             f'CREATE SCHEMA "{s}";'
             f' CREATE TABLE "{s}".agno_sessions (LIKE "{template}".agno_sessions INCLUDING ALL);'
@@ -62,6 +64,12 @@ async def prepare(n: int, bystanders: int) -> None:
             f' CREATE TABLE "{s}".agno_schema_versions (LIKE "{template}".agno_schema_versions INCLUDING ALL);'
             f' INSERT INTO "{s}".agno_schema_versions SELECT * FROM "{template}".agno_schema_versions'
         )
+    await conn.close()
+
+
+async def prepare(n: int, bystanders: int) -> None:
+    await clone_agent_schemas(URL, [schema_of(i) for i in range(n)])
+    conn = await asyncpg.connect(URL)
     for i in range(n):
         await insert(conn, schema_of(i), "bystander", bystanders, per_schema_users=True)
     await conn.execute("ANALYZE")

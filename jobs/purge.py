@@ -48,7 +48,7 @@ from jobs.models import (
 from jobs.shared import erase_shared_stores
 from jobs.targets import Target, resolve_targets
 from jobs.walk import Batches, delete_by_index, delete_by_tids
-from sessionctl import metrics, store
+from sessionctl import metrics, store, tracing
 from sessionctl.errors import ErasureIncomplete, UnknownUserData
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
@@ -290,7 +290,17 @@ def _merged(before: AgentPurgeResult | None, now: AgentPurgeResult) -> AgentPurg
 
 
 async def purge_schema(ctx: JobContext, spec: Spec, target: Target, bl: Any) -> tuple[AgentPurgeResult, dict[str, int]]:
-    """Purge one agent schema; the result and the sessions deleted per (raw) user id."""
+    """Purge one agent schema; the result and the sessions deleted per (raw) user id (a trace span
+    of its own, ``sessionctl.agent``)."""
+    with tracing.span("sessionctl.agent", agent=target.label, schema=target.layout.schema) as span:
+        res, per_user = await _purge_schema(ctx, spec, target, bl)
+        tracing.set_attributes(span, sessions_deleted=res.sessions_deleted, batches=res.batches)
+    return res, per_user
+
+
+async def _purge_schema(
+    ctx: JobContext, spec: Spec, target: Target, bl: Any
+) -> tuple[AgentPurgeResult, dict[str, int]]:
     label, layout = target.label, target.layout
     res = AgentPurgeResult(agent_id=label, schema_name=layout.schema)
     users = spec.users

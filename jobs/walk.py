@@ -17,7 +17,7 @@ from jobs.common import accumulate
 from jobs.context import JobContext
 from jobs.models import AgentPurgeResult
 from jobs.targets import Target
-from sessionctl import metrics, store
+from sessionctl import metrics, store, tracing
 
 T = TypeVar("T")
 
@@ -41,6 +41,13 @@ class Batches:
         for u, n in outcome.per_user.items():
             self.per_user[u] = self.per_user.get(u, 0) + n
         metrics.BATCH_SECONDS.labels(self.kind).observe(time.monotonic() - started)
+        tracing.record(
+            "sessionctl.batch",
+            started,
+            agent=self.res.agent_id,
+            sessions=outcome.counts.sessions,
+            runs=outcome.counts.runs,
+        )
         accumulate(self.res, outcome)
         # Late writes can make a batch bigger than counted: the total never falls behind.
         self.total = max(self.total, self.res.sessions_deleted)

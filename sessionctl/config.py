@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     """Agno clients kept (LRU) per worker"""
     pool_size: int = Field(4, ge=1, le=100, validation_alias="SESSIONCTL_POOL_SIZE")
     """connections per database, for our pool and for Agno's engine each"""
+    statement_cache_size: int = Field(1024, ge=0, le=100_000, validation_alias="SESSIONCTL_STATEMENT_CACHE_SIZE")
+    """prepared statements kept per pooled connection (our statements name an agent's schema: an erasure at many
+    agents needs many; `0`: none)"""
+
     export_dir: str = Field("exports", validation_alias=AliasChoices("SESSIONCTL_EXPORT_DIR", "EXPORT_DIR"))
     """where exports are written (created 0700 if missing); requests name a file inside it"""
     export_page_size: int = Field(500, ge=1, le=10_000, validation_alias="SESSIONCTL_EXPORT_PAGE_SIZE")

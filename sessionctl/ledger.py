@@ -32,6 +32,8 @@ from sessionctl.store import ledger as sql
 
 log = get_logger("sessionctl.ledger")
 
+EXPORT_SESSIONS = "export_sessions"  # the job kind (jobs.models), named here: core imports no job module
+ROUND_S = 2.0  # between two rounds of settling and delivering (at once when a job of this worker noted one)
 CLOSED_JOB = {"succeeded", "dry_run", "partial", "failed", "not_found"}
 
 
@@ -61,11 +63,14 @@ async def settle_job(
 ) -> int:
     """A job ended: close (or keep open) the requests it served, and note a webhook for each that
     asked for one — in one transaction. How many webhooks were noted. ``partial`` and ``not_found``
-    count as failed."""
+    count as failed, and so does an erasure without its receipt (an export writes none: its
+    verified file is its proof)."""
     status = status if status in ("succeeded", "dry_run") else "failed"
     noted = 0
     async with conn.transaction():
         receipt = await sql.receipt_of_job(conn, job_id) if status == "succeeded" else None
+        if status == "succeeded" and receipt is None and kind != EXPORT_SESSIONS:
+            status = "failed"  # an erasure is never "completed" without its receipt
         for row in await sql.settle(conn, job_id, status, receipt):
             request = dict(row)
             log.info(
@@ -101,8 +106,8 @@ async def reconcile(
 
 
 class Deliveries:
-    """Delivers the webhooks owed (a worker runs one): every second, and at once when a job of this
-    worker noted one; each attempt recorded; retried with backoff until a 2xx, or given up after
+    """Delivers the webhooks owed (a worker runs one): every ``ROUND_S``, and at once when a job of
+    this worker noted one; each attempt recorded; retried with backoff until a 2xx, or given up after
     ``SESSIONCTL_WEBHOOK_GIVE_UP_HOURS``."""
 
     def __init__(self, settings: Settings, connect: Callable[[], Any], job_state: Callable[[str], Awaitable[Any]]):
@@ -110,22 +115,31 @@ class Deliveries:
         self.connect = connect  # an async context manager giving a connection to DATABASE_URL's database
         self.job_state = job_state
         self.wake = asyncio.Event()
-        self._ledger_seen = False
+        self.open_requests: int | None = None  # at the last round; None: not looked yet, or no ledger
+        self.ledger = True  # the sessionctl schema has the DSR tables (looked again every minute if not)
+
+    def may_have_requests(self) -> bool:
+        """Could a job of this worker serve an open request? (``False`` only when the last round
+        found none: a job then skips settling, and a request recorded since is settled by the
+        next round from the job's result.)"""
+        return self.open_requests is None or self.open_requests > 0
 
     async def run(self) -> None:
         timeout = httpx.Timeout(self.settings.webhook_timeout)
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
             while True:
+                pause = ROUND_S
                 try:
                     await self.once(client)
+                    self.ledger = True
                 except asyncio.CancelledError:
                     raise
-                except asyncpg.UndefinedTableError:
-                    pass  # the schema predates the DSR service: nothing can be owed
+                except asyncpg.UndefinedTableError:  # the schema predates the DSR service: nothing owed
+                    self.ledger, self.open_requests, pause = False, 0, 60.0
                 except Exception as exc:  # a database or network outage: try again next round
                     log.warning("webhook.round_failed", error_type=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                    await asyncio.wait_for(self.wake.wait(), pause)
                 self.wake.clear()
 
     async def once(self, client: httpx.AsyncClient) -> int:
@@ -133,6 +147,7 @@ class Deliveries:
         async with self.connect() as conn:
             await reconcile(conn, self.settings, self.job_state)
             open_, overdue = await sql.open_and_overdue(conn)
+            self.open_requests = open_
             metrics.REQUESTS_OPEN.set(open_)
             metrics.REQUESTS_OVERDUE.set(overdue)
             due = await sql.claim_deliveries(conn, 20, 2 * self.settings.webhook_timeout + 1)

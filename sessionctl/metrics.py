@@ -7,11 +7,16 @@ Names (all prefixed ``sessionctl_``):
 - ``batch_duration_seconds{kind}`` — one delete batch (histogram)
 - ``job_duration_seconds{kind, outcome}`` — one try of a job (histogram)
 - ``job_retries_total{kind}``
-- ``queue_depth{queue}`` — jobs waiting in the queue (refreshed every few seconds)
+- ``queue_depth{queue}`` — jobs waiting in the queue (refreshed every few seconds);
+  ``queue_oldest_age_seconds{queue}`` — how long the oldest job due has waited
+- ``worker_ready`` — 1 while the worker is ready (``/readyz``), else 0
 - ``resweep_users_found``, ``resweep_rows_found`` — erased users with data again, and their rows,
   found by the latest re-sweep; ``resweep_erasures_total`` — erasures a re-sweep enqueued
 - ``media_objects_deleted_total``, ``media_delete_failures_total`` — offloaded media objects of
   erased sessions deleted, and tries a storage refused
+- ``requests_open``, ``requests_overdue`` — data-subject requests of the DSR service's ledger not
+  completed yet, and those past their due date; ``webhook_attempts_total{outcome}`` — completion
+  webhook attempts: delivered, retrying, gave_up
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ JOB_SECONDS = Histogram(
 )
 RETRIES = Counter("sessionctl_job_retries_total", "Tries that ended in a retry", ["kind"])
 QUEUE_DEPTH = Gauge("sessionctl_queue_depth", "Jobs waiting in the queue", ["queue"])
+QUEUE_AGE = Gauge(
+    "sessionctl_queue_oldest_age_seconds", "How long the oldest job due in the queue has waited (0: none)", ["queue"]
+)
+WORKER_READY = Gauge("sessionctl_worker_ready", "1 while this worker is ready (its /readyz), else 0")
 RESWEEP_USERS = Gauge("sessionctl_resweep_users_found", "Erased users found with data again by the latest re-sweep")
 RESWEEP_ROWS = Gauge("sessionctl_resweep_rows_found", "Rows of erased users found by the latest re-sweep")
 RESWEEP_ERASURES = Counter("sessionctl_resweep_erasures_total", "Erasures enqueued by re-sweeps")

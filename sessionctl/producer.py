@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from typing import Any
@@ -41,6 +42,7 @@ from jobs.models import (
     RetentionRequest,
     parse_request,
 )
+from sessionctl import tracing
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
@@ -306,7 +308,13 @@ class Producer:
         return f"{self.settings.queue_name}|{self.settings.dsn.redacted}|{schema}"
 
     async def _enqueue(self, kind: str, payload: dict[str, Any], *, identity: tuple[str, ...]) -> Enqueued:
-        enq = await self._enqueue_job(kind, payload, identity=identity)
+        with tracing.span("sessionctl.enqueue", kind=kind) as current:
+            enq = await self._enqueue_job(kind, payload, identity=identity)
+            tracing.set_attributes(current, job_id=enq.job_id, collapsed=enq.collapsed)
+            if not enq.collapsed and (headers := tracing.carrier()):  # the worker's job span: a child of this one
+                await (await self.redis()).set(
+                    tracing.KEY.format(enq.job_id), json.dumps(headers), ex=self.settings.keep_result
+                )
         if not enq.collapsed:
             user = payload.get("user_id")
             await self.index().queued(

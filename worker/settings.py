@@ -36,7 +36,7 @@ from jobs.models import (
     RetentionRequest,
     parse_request,
 )
-from sessionctl import ledger, media, metrics
+from sessionctl import ledger, media, metrics, probes, tracing
 from sessionctl.config import Settings, load_settings
 from sessionctl.databases import Databases
 from sessionctl.errors import (
@@ -76,6 +76,8 @@ class WorkerState:
     depth_task: asyncio.Task[None] | None = None
     deliveries: ledger.Deliveries | None = None  # webhooks of the DSR service
     deliveries_task: asyncio.Task[None] | None = None
+    health: probes.Health = field(default_factory=probes.Health)  # /healthz, /readyz
+    health_task: asyncio.Task[None] | None = None
 
 
 def job_index(redis: Any, settings: Settings) -> JobIndex:
@@ -91,6 +93,7 @@ async def startup(ctx: dict[str, Any]) -> None:
             pool_size=settings.pool_size,
             client_cache_size=settings.client_cache_size,
             max_databases=settings.max_databases,
+            statement_cache_size=settings.statement_cache_size,
         ),
         hash_key=settings.hash_key_bytes,
         index=job_index(ctx["redis"], settings),
@@ -98,7 +101,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         storages=media.parse_storages(settings.media_storages),
     )
     ctx["state"] = state
-    serving = metrics.serve(settings.metrics_port)
+    serving = settings.metrics_port != 0 and probes.serve(settings.metrics_port, state.health)
+    state.health_task = asyncio.create_task(_watch_health(ctx["redis"], state))
     state.depth_task = asyncio.create_task(_keep_alive(ctx["redis"], settings))
     queue = Queue(ctx["redis"], settings.queue_name)
     state.deliveries = ledger.Deliveries(settings, lambda: state.databases.connect(settings.dsn), queue.state)
@@ -120,15 +124,61 @@ async def _keep_alive(redis: Any, settings: Settings) -> None:
     while True:
         with contextlib.suppress(Exception):
             metrics.QUEUE_DEPTH.labels(settings.queue_name).set(await redis.zcard(settings.queue_name))
+            # arq scores each queued job with when it may run (ms): the oldest one due now
+            now_ms = time.time() * 1000
+            due = await redis.zrangebyscore(settings.queue_name, "-inf", now_ms, start=0, num=1, withscores=True)
+            metrics.QUEUE_AGE.labels(settings.queue_name).set(max(0.0, (now_ms - due[0][1]) / 1000) if due else 0)
         with contextlib.suppress(Exception):
             await redis.set(key, json.dumps({**about, "at": time.time()}), ex=30)
         await asyncio.sleep(5)
 
 
+READY_CHECK_S = 10.0  # how often readiness is checked: Redis and every database the worker serves
+
+
+async def _watch_health(redis: Any, state: WorkerState) -> None:
+    """Tick the liveness beat every second (a blocked event loop stops it); every
+    ``READY_CHECK_S``, check that Redis and the databases this worker serves answer — through its
+    own pools, within their bound: a database whose every pooled connection is busy with jobs is
+    answering, and is not asked again until one is free."""
+    health, settings = state.health, state.settings
+    last = 0.0
+    while True:
+        health.tick()
+        if time.monotonic() - last >= READY_CHECK_S:
+            last = time.monotonic()
+            problems: list[str] = []
+            try:
+                await asyncio.wait_for(redis.ping(), 3)
+            except Exception as exc:
+                problems.append(f"Redis unreachable ({type(exc).__name__})")
+            for dsn in dict.fromkeys([settings.dsn, *state.databases.known()]):
+                try:
+                    await asyncio.wait_for(_database_answers(state.databases, dsn), 5)
+                except Exception as exc:
+                    problems.append(f"database {dsn.redacted} unreachable ({type(exc).__name__})")
+            health.ready, health.reason = not problems, "; ".join(problems) or "ok"
+            health.checked_at = time.time()
+            metrics.WORKER_READY.set(1 if health.readiness()[0] else 0)
+            if problems:
+                log.warning("worker.not_ready", reason=health.reason)
+        await asyncio.sleep(1)
+
+
+async def _database_answers(databases: Databases, dsn: Any) -> None:
+    """``SELECT 1`` through the worker's pool for that database; nothing when every connection of
+    the pool is busy (with jobs: it is answering them) or a job waits for one."""
+    pool = await databases.pool(dsn)
+    if databases.wanted(dsn) or (pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0):
+        return
+    async with databases.connect(dsn) as conn:
+        await conn.fetchval("SELECT 1")
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
     state: WorkerState | None = ctx.get("state")
     if state is not None:
-        for task in (state.depth_task, state.deliveries_task):
+        for task in (state.depth_task, state.deliveries_task, state.health_task):
             if task is not None:
                 task.cancel()
         await state.databases.close()
@@ -161,6 +211,18 @@ async def _enqueue_erasure(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
         **payload, origin="resweep", requested_by="resweep", check_agent=False
     )
     return enq.job_id
+
+
+async def _trace_parent(redis: Any, job_id: str) -> dict[str, str] | None:
+    """The producer's trace context for this job (sessionctl/tracing.py), if it left one."""
+    if not tracing.ENABLED:
+        return None
+    try:
+        raw = await redis.get(tracing.KEY.format(job_id))
+        found = json.loads(raw) if raw else None
+    except Exception:  # a trace is never worth failing a job over
+        return None
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else None
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -199,9 +261,13 @@ async def _run(
             raise InvalidRequest("job payload must be exactly one JSON object (the request)")
         request = parse_request(model, args[0])
         token = media_sql.CURRENT.set(jctx.media)  # the store's deletes hand their media references over
+        parent = await _trace_parent(ctx["redis"], jctx.job_id)
         try:
-            async with lease(ctx["redis"], jctx.job_id, state.settings.lease_ttl):
-                result = await procedure(jctx, request)
+            with tracing.span("sessionctl.job", parent, job_id=jctx.job_id, kind=kind, job_try=jctx.job_try) as span:
+                async with lease(ctx["redis"], jctx.job_id, state.settings.lease_ttl):
+                    result = await procedure(jctx, request)
+                done = result.model_dump(include={"status", "user_hmac", "sessions_deleted", "sessions"})
+                tracing.set_attributes(span, **done)
         finally:
             media_sql.CURRENT.reset(token)
     except Exception as exc:
@@ -262,6 +328,8 @@ async def _settle_requests(
     result in Redis): the job's own outcome stands."""
     if kind not in (PURGE_USER_SESSIONS, EXPORT_SESSIONS):
         return
+    if state.deliveries is not None and not state.deliveries.may_have_requests():
+        return  # no open request at the last look: a request recorded since is settled by the next round
     try:
         async with state.databases.connect(state.settings.dsn) as conn:
             noted = await ledger.settle_job(
@@ -426,6 +494,20 @@ class SessionctlWorker(Worker):
     timeout, an abort): the result it stores then is written into the index and the failed list
     here. (A worker started as plain ``arq worker.settings.WorkerSettings`` lacks this hook:
     ``sessionctl jobs`` and ``status`` settle such jobs from arq's results when they read them.)"""
+
+    def _draining(self) -> None:
+        state = self.ctx.get("state")
+        if isinstance(state, WorkerState):  # not ready at once: the kubelet stops sending it work
+            state.health.draining = True
+        metrics.WORKER_READY.set(0)
+
+    def handle_sig(self, signum: Any) -> None:
+        self._draining()
+        super().handle_sig(signum)
+
+    def handle_sig_wait_for_completion(self, signum: Any) -> None:
+        self._draining()
+        super().handle_sig_wait_for_completion(signum)
 
     async def finish_job(self, job_id: str, finish: bool, result_data: bytes | None, *args: Any) -> None:
         await super().finish_job(job_id, finish, result_data, *args)

@@ -9,6 +9,7 @@ bodies, and leave only as HMACs. OpenAPI at ``/openapi.json``.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -220,9 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"jobs": list(listing), "malformed": listing.malformed}
 
     @app.post("/v1/receipts/search", tags=["receipts"])
-    async def receipts_search(
-        body: ReceiptSearch, request: Request, _: Reader
-    ) -> dict[str, Any]:
+    async def receipts_search(body: ReceiptSearch, request: Request, _: Reader) -> dict[str, Any]:
         """A user's receipts, oldest first (POST: the id never sits in a URL or an access log)."""
         hmac = user_hmac(settings.hash_key_bytes, body.user_id)
         async with request.app.state.connect() as conn:
@@ -247,9 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["requests"],
         responses={404: {"description": "unknown request"}, 422: {"description": "not open, or not later"}},
     )
-    async def extend(
-        request_id: str, body: Extension, request: Request, _: Eraser
-    ) -> dict[str, Any]:
+    async def extend(request_id: str, body: Extension, request: Request, _: Eraser) -> dict[str, Any]:
         """Move an open request's due date later, with the reason recorded (GDPR art. 12(3) allows
         two further months where needed, the data subject informed)."""
         async with request.app.state.connect() as conn:
@@ -276,9 +273,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if received > datetime.now(UTC) + timedelta(minutes=5):
             raise HTTPException(422, "received_at is in the future")
         existing = None
+        hmac = user_hmac(settings.hash_key_bytes, body.user_id)
+        target = "*" if body.all_agents else str(body.agent_id)
         if body.request_ref is not None:
             async with request.app.state.connect() as conn:
                 existing = await ledger_sql.find_by_ref(conn, kind, body.request_ref)
+            if existing is not None and (existing["user_hmac"], existing["target"]) != (hmac, target):
+                raise HTTPException(422, "request_ref names another request (another user or target): use a new one")
         if existing is not None and not (existing["status"] == "open" and existing["last_job_status"] == "failed"):
             return await _accepted(producer, existing, collapsed=True)  # asked again: that request, no new job
         request_id = existing["request_id"] if existing is not None else ledger.new_request_id()
@@ -287,8 +288,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "request_id": request_id,
             "kind": kind,
             "request_ref": body.request_ref,
-            "user_hmac": user_hmac(settings.hash_key_bytes, body.user_id),
-            "target": "*" if body.all_agents else str(body.agent_id),
+            "user_hmac": hmac,
+            "target": target,
             "options": options,
             "received_at": received,
             "due_at": ledger.due_date(received, settings.dsr_deadline_days),
@@ -312,9 +313,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 async def _accepted(producer: Producer, row: Any, *, collapsed: bool) -> Accepted:
     job_id = row["job_ids"][-1]
-    state = await producer.status(job_id)
+    status = (await producer.status(job_id)).status if collapsed else "queued"  # just enqueued: queued
     return Accepted(
-        job_id=job_id, request_id=row["request_id"], status=state.status, due_at=row["due_at"], collapsed=collapsed
+        job_id=job_id, request_id=row["request_id"], status=status, due_at=row["due_at"], collapsed=collapsed
     )
 
 
@@ -325,8 +326,6 @@ def _request_out(row: Any) -> dict[str, Any]:
         if d.get(k) is not None:
             d[k] = d[k].isoformat()
     if isinstance(d.get("options"), str):
-        import json
-
         d["options"] = json.loads(d["options"])
     d["overdue"] = d["status"] == "open" and row["due_at"] < datetime.now(UTC)
     d["job_ids"] = list(d["job_ids"])
@@ -339,8 +338,6 @@ def _delivery_out(row: Any) -> dict[str, Any]:
         if d.get(k) is not None:
             d[k] = d[k].isoformat()
     if isinstance(d.get("attempts"), str):
-        import json
-
         d["attempts"] = json.loads(d["attempts"])
     d.pop("url", None)
     return d

@@ -155,11 +155,9 @@ async def receipt_of_job(conn: asyncpg.Connection, job_id: str) -> int | None:
 
 async def settle(conn: asyncpg.Connection, job_id: str, status: str, receipt_id: int | None) -> list[asyncpg.Record]:
     """The job ended with ``status`` (``succeeded``, ``dry_run`` or ``failed``): the open requests
-    it served become ``completed`` (only with its receipt), ``dry_run``, or stay open (failed; a new
-    job may serve them). The requests settled now, with their callback URL (each once: a request
-    already closed is not returned again)."""
-    if status == "succeeded" and receipt_id is None:
-        status = "failed"  # never "completed" without the receipt
+    it served become ``completed``, ``dry_run``, or stay open (failed; a new job may serve them).
+    The requests settled now, with their callback URL (each once: a request already closed is not
+    returned again)."""
     closing = {"succeeded": "completed", "dry_run": "dry_run"}.get(status)
     return list(
         await conn.fetch(

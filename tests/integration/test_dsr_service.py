@@ -19,7 +19,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sessionctl import webhooks
+from sessionctl import metrics, webhooks
 from sessionctl.api.app import create_app
 from sessionctl.config import Settings
 from tests.agno_seed import seed
@@ -123,6 +123,10 @@ async def test_an_erasure_over_http_ends_in_a_signed_webhook_a_completed_request
     )
     assert again.status_code == 202 and again.json()["request_id"] == accepted["request_id"]
     assert again.json()["collapsed"] is True
+    other = await client.post(
+        "/v1/erasures", headers=auth(token), json={"user_id": "x", "agent_id": agent_id, "request_ref": "TICKET-1"}
+    )
+    assert other.status_code == 422 and "another request" in other.text  # a ticket never switches user
 
 
 async def test_tokens_scopes_and_bad_input_are_refused_and_nothing_is_enqueued(
@@ -266,6 +270,7 @@ async def test_a_failed_job_leaves_its_request_open_and_asking_again_serves_it_w
     await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')  # the agent is gone before a worker runs the job
     async with running_worker(s):
         await until(lambda: receiver.got, timeout=30)
+        await until(lambda: metrics.REQUESTS_OPEN._value.get() == 1)  # the worker's gauge: one open request
     failed = receiver.json_bodies()[0]
     assert failed["event"] == "erasure.failed" and failed["error"]["type"] and "receipt_id" not in failed
     row = (await client.get("/v1/requests?open=true", headers=auth(token))).json()["requests"][0]
@@ -339,3 +344,30 @@ async def test_tokens_and_the_ledger_from_the_command_line(service: dict[str, An
         json={"until": datetime.now(UTC).isoformat(), "reason": "shorten"},
     )
     assert earlier.status_code == 422  # never earlier than due
+
+
+async def test_an_export_over_http_is_downloaded_by_a_caller_allowed_to_export(
+    service: dict[str, Any], agent_id: str
+) -> None:
+    s, client, receiver = service["settings"], service["client"], service["receiver"]
+    everything, reader = auth(service["tokens"]["all"]), auth(service["tokens"]["read"])
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 3)
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, "someone-else", 2)
+    ask = {"user_id": USER, "agent_id": agent_id, "compress": "gz", "callback_url": service["hook"]}
+    assert (await client.post("/v1/exports", headers=reader, json=ask)).status_code == 403
+    accepted = (await client.post("/v1/exports", headers=everything, json=ask)).json()
+    async with running_worker(s):
+        await until(lambda: receiver.got, timeout=30)
+    body = receiver.json_bodies()[0]
+    assert body["event"] == "export.completed" and body["sessions"] == 3 and "receipt_id" not in body
+    assert (await client.get(f"/v1/exports/{accepted['job_id']}/file", headers=reader)).status_code == 403
+    resp = await client.get(f"/v1/exports/{accepted['job_id']}/file", headers=everything)
+    assert resp.status_code == 200 and resp.headers["content-disposition"].endswith(f'{accepted["request_id"]}.jsonl.gz"')
+    import gzip
+
+    lines = [json.loads(x) for x in gzip.decompress(resp.content).splitlines() if x.strip()]
+    sessions = [x["session"] for x in lines if "session" in x]
+    assert len(sessions) == 3 and all(x["user_id"] == USER for x in sessions)  # the user's own data, to them
+    assert (await client.get("/v1/exports/not-a-job/file", headers=everything)).status_code == 404
+    row = (await client.get("/v1/requests", headers=everything)).json()["requests"][0]
+    assert row["kind"] == "export" and row["status"] == "completed"
