@@ -1,4 +1,5 @@
-"""Prometheus metrics of the worker (prometheus-client), served on ``SESSIONCTL_METRICS_PORT``.
+"""Prometheus metrics of the worker (prometheus-client), served on ``SESSIONCTL_METRICS_PORT`` with its
+probes (``sessionctl/probes.py``).
 
 Names (all prefixed ``sessionctl_``):
 
@@ -21,9 +22,7 @@ Names (all prefixed ``sessionctl_``):
 
 from __future__ import annotations
 
-import threading
-
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 JOBS = Counter("sessionctl_jobs_total", "Jobs finished, by kind and outcome", ["kind", "outcome"])
 SESSIONS_DELETED = Counter("sessionctl_sessions_deleted_total", "Sessions deleted", ["kind"])
@@ -57,21 +56,3 @@ MEDIA_PENDING = Counter(
 REQUESTS_OPEN = Gauge("sessionctl_requests_open", "Data-subject requests not completed yet (the DSR ledger)")
 REQUESTS_OVERDUE = Gauge("sessionctl_requests_overdue", "Open data-subject requests past their due date")
 WEBHOOKS = Counter("sessionctl_webhook_attempts_total", "Completion webhook attempts, by outcome", ["outcome"])
-
-_started: set[int] = set()
-_lock = threading.Lock()
-
-
-def serve(port: int) -> bool:
-    """Start the /metrics endpoint once per process; ``False`` when disabled or the port is taken."""
-    if port == 0:
-        return False
-    with _lock:
-        if port in _started:
-            return True
-        try:
-            start_http_server(port, addr="0.0.0.0")  # noqa: S104 - scraped from outside the container
-        except OSError:
-            return False
-        _started.add(port)
-        return True
