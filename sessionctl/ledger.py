@@ -115,8 +115,7 @@ class Deliveries:
         self.connect = connect  # an async context manager giving a connection to DATABASE_URL's database
         self.job_state = job_state
         self.wake = asyncio.Event()
-        self.open_requests: int | None = None  # at the last round; None: not looked yet, or no ledger
-        self.ledger = True  # the sessionctl schema has the DSR tables (looked again every minute if not)
+        self.open_requests: int | None = None  # at the last round; None: not looked yet
 
     def may_have_requests(self) -> bool:
         """Could a job of this worker serve an open request? (``False`` only when the last round
@@ -131,11 +130,10 @@ class Deliveries:
                 pause = ROUND_S
                 try:
                     await self.once(client)
-                    self.ledger = True
                 except asyncio.CancelledError:
                     raise
                 except asyncpg.UndefinedTableError:  # the schema predates the DSR service: nothing owed
-                    self.ledger, self.open_requests, pause = False, 0, 60.0
+                    self.open_requests, pause = 0, 60.0  # looked at again in a minute
                 except Exception as exc:  # a database or network outage: try again next round
                     log.warning("webhook.round_failed", error_type=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
