@@ -2,9 +2,10 @@
 
 arq marks a job in progress with a key that lives for the *largest* timeout of all its functions
 plus 10 s, and runs the job again only once that key expires: a worker killed mid-purge would hold
-the purge hostage to the export timeout (hours). While a job runs, we shorten that key to
-``SESSIONCTL_LEASE_TTL`` and renew it every third of that: a killed worker's job is run again
-within one lease, whatever the timeouts. arq deletes the key when the job ends, as usual.
+the purge hostage to the export timeout (hours). Our worker sets that key's first length to
+``SESSIONCTL_LEASE_TTL`` (``SessionctlWorker``), and while a job runs this lease renews it every
+third of that: a killed worker's job is run again within one lease, whatever the timeouts, and
+wherever the kill lands. arq deletes the key when the job ends, as usual.
 """
 
 from __future__ import annotations

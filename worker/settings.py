@@ -495,6 +495,16 @@ class SessionctlWorker(Worker):
     here. (A worker started as plain ``arq worker.settings.WorkerSettings`` lacks this hook:
     ``sessionctl jobs`` and ``status`` settle such jobs from arq's results when they read them.)"""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = self.ctx.get("settings")
+        if isinstance(settings, Settings):
+            # arq marks a job it picks up as in progress for its longest timeout + 10 s (two hours
+            # with the export's): a worker killed before the job's lease (worker/lease.py) first
+            # shortens that mark left the job unrun for two hours. The mark starts at the lease's
+            # length instead; the lease renews it while the job runs.
+            self.in_progress_timeout_s = settings.lease_ttl
+
     def _draining(self) -> None:
         state = self.ctx.get("state")
         if isinstance(state, WorkerState):  # not ready at once: the kubelet stops sending it work

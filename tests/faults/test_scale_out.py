@@ -138,3 +138,31 @@ async def test_four_workers_killed_at_random_lose_no_job_and_never_run_one_twice
     assert left == 0
     per_job = await conn.fetch("SELECT job_id, count(*) AS n FROM sessionctl.receipts GROUP BY 1")
     assert {r["job_id"]: r["n"] for r in per_job} == dict.fromkeys(jobs, 1)  # one receipt each, none twice
+
+
+async def test_a_job_whose_worker_died_right_after_picking_it_up_runs_again_within_a_lease(
+    settings: Settings, agent_id: str
+) -> None:
+    """arq marks a picked-up job as in progress before any of our code runs; a worker killed right
+    then must not hold the job for arq's longest timeout (two hours), only for one lease."""
+    from arq.constants import in_progress_key_prefix
+
+    from tests.conftest import run_worker
+    from worker.settings import create
+
+    s = settings.model_copy(update={"lease_ttl": 3})
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, USERS[0], 2)
+    async with Producer(s) as p:
+        enq = await p.purge_user_sessions(user_id=USERS[0], agent_id=agent_id)
+        dead = create(s, burst=True)  # the mark a worker sets as it picks the job up, then dies
+        assert dead.in_progress_timeout_s == 3
+        redis = await p.redis()
+        await redis.psetex(in_progress_key_prefix + enq.job_id, int(dead.in_progress_timeout_s * 1000), b"1")
+        await dead.close()
+        started = time.monotonic()
+        while await redis.exists(in_progress_key_prefix + enq.job_id):
+            assert time.monotonic() - started < 10, "the dead worker's mark outlived its lease"
+            await asyncio.sleep(0.2)
+        await run_worker(s)
+        state = await p.status(enq.job_id)
+    assert state.status == "succeeded" and state.result and state.result["sessions_deleted"] == 2
