@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,10 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bench_settings, drop_database, fresh_database, url
 from sessionctl.producer import Producer
-from sessionctl.store import ledger, receipts
-from sessionctl.tokens import new_token, token_hash
 from tests.agno_seed import seed
-from tests.embedded_services import answers, free_port
+from tests.service_helpers import make_token, serve_process
 
 DB = "sessionctl_bench_intake"
 URL = url(DB)
@@ -76,35 +72,15 @@ async def main() -> None:
     settings = bench_settings(DB, "sessionctl:bench:intake")
     await seed(URL, settings.schema_for(AGENT), AGENT, "someone", 1)
     conn = await asyncpg.connect(URL)
-    await receipts.migrate(conn)
-    token = new_token()
-    await ledger.create_token(conn, "bench", token_hash(token), ["read", "erase"])
+    token = await make_token(conn, "bench", ["read", "erase"])
     await conn.close()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONCTL_")}
-    env.update(
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        SESSIONCTL_QUEUE=settings.queue_name,
-        SESSIONCTL_HASH_KEY="bench",
-        SESSIONCTL_LOG_LEVEL="WARNING",
-    )
-    server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
-        [sys.executable, "-m", "sessionctl.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        while not answers("127.0.0.1", port):
-            assert server.poll() is None, "sessionctl serve did not start"
-            await asyncio.sleep(0.1)
+    with serve_process(settings, "bench") as base:  # started once, before any timing
         results: dict[str, list[tuple[float, float, float]]] = {"producer": [], "http": []}
         limits = httpx.Limits(max_connections=a.concurrency, max_keepalive_connections=a.concurrency)
         async with (
             Producer(settings) as producer,
             httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, limits=limits
+                base_url=base, headers={"Authorization": f"Bearer {token}"}, limits=limits
             ) as client,
         ):
             await producer.purge_user_sessions(user_id="warm-up", agent_id=AGENT)  # the agent cached
@@ -130,9 +106,6 @@ async def main() -> None:
                         f"  {a.requests / wall:7.0f} req/s",
                         flush=True,
                     )
-    finally:
-        server.terminate()
-        server.wait(10)
     med = {m: tuple(statistics.median(r[k] for r in rs) for k in range(3)) for m, rs in results.items()}
     print(
         f"\nintake of {a.requests} erasure requests, {a.concurrency} at a time; median of {a.repeat}\n"

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +20,7 @@ import uvicorn
 from sessionctl.config import Settings
 from sessionctl.store import ledger, receipts
 from sessionctl.tokens import new_token, token_hash
-from tests.embedded_services import free_port
+from tests.embedded_services import answers, free_port
 from worker.settings import create
 
 
@@ -37,6 +41,34 @@ async def serving(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@contextlib.contextmanager
+def serve_process(settings: Settings, hash_key: str, log: Any = subprocess.DEVNULL, **env: str) -> Iterator[str]:
+    """``sessionctl serve`` in its own process with these settings (and ``env``: more variables),
+    on a free port, ready before this yields its base URL; stopped after."""
+    port = free_port()
+    child = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONCTL_")}
+    child.update(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        SESSIONCTL_QUEUE=settings.queue_name,
+        SESSIONCTL_HASH_KEY=hash_key,
+        SESSIONCTL_LOG_LEVEL="WARNING",
+        **env,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionctl.cli", "serve", "--port", str(port)], env=child, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not answers("127.0.0.1", port):
+            assert proc.poll() is None and time.monotonic() < deadline, "sessionctl serve did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @dataclass

@@ -5,10 +5,6 @@ the schema — with a valid token. No 5xx; no request changes a row unless it wa
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,8 +18,7 @@ from schemathesis import GenerationMode
 
 from sessionctl.config import Settings
 from tests.conftest import HASH_KEY
-from tests.embedded_services import answers, free_port
-from tests.service_helpers import make_token
+from tests.service_helpers import make_token, serve_process
 
 EXAMPLES = 100  # per operation and mode (fewer where the schema allows fewer): ~10 operations x 2 modes
 
@@ -36,32 +31,17 @@ def api(own_database: tuple[Settings, asyncpg.Connection], tmp_path: Any) -> Ite
         token = loop.run_until_complete(_token(s))
     finally:
         loop.close()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONCTL_")}
-    env.update(
-        DATABASE_URL=s.database_url,
-        REDIS_URL=s.redis_url,
-        SESSIONCTL_QUEUE=s.queue_name,
-        SESSIONCTL_HASH_KEY=HASH_KEY,
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log, serve_process(
+        s,
+        HASH_KEY,
+        log,
         SESSIONCTL_EXPORT_DIR=str(tmp_path / "exports"),
         SESSIONCTL_WEBHOOK_SECRET="fuzz",
         SESSIONCTL_WEBHOOK_ALLOWED_HOSTS="hooks.example.com",
-        SESSIONCTL_LOG_LEVEL="WARNING",
-    )
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sessionctl.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
-    )
-    deadline = time.monotonic() + 30
-    while not answers("127.0.0.1", port):
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-        time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}", token, s
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        assert "Traceback" not in (tmp_path / "serve.log").read_text()
+    ) as url:
+        yield url, token, s
+    assert "Traceback" not in log_path.read_text()
 
 
 async def _token(s: Settings) -> str:
