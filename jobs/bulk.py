@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from jobs.common import now_iso, settle_media
+from jobs.common import media_stores, now_iso, settle_media
 from jobs.context import JobContext
-from jobs.models import PURGE_USERS, AgentPurgeResult, BulkPurgeRequest, BulkPurgeResult
+from jobs.models import PURGE_USERS, AgentPurgeResult, BulkPurgeRequest, BulkPurgeResult, Completeness
+from jobs.person import completeness
 from jobs.purge import Spec, check_access, purge_targets, receipt_scope, shared_stores, sum_would
 from jobs.targets import resolve_targets
-from sessionctl import metrics, store
+from sessionctl import exports, metrics, store
 from sessionctl.errors import ErasureIncomplete
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hasher
@@ -44,12 +45,13 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
     stores = await shared_stores(ctx, spec, targets, blog)
     digest = user_hasher(ctx.hash_key)
     hmacs = {u: digest(u) for u in users}
+    complete: Completeness | None = None
     if not request.dry_run:
         if any(remaining.values()):  # unreachable: purge_schema proves zero per schema first
             raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
-        if media := await settle_media(ctx, [t.dsn for t in targets], hmacs.values()):
-            stores["media objects"] = media
-        await _bulk_receipts(ctx, request, hmacs, deleted, agents, started, stores, checked)
+        stores.update(media_stores(ctx, await settle_media(ctx, [t.dsn for t in targets], hmacs.values())))
+        complete = await completeness(ctx, users)
+        stores = await _bulk_receipts(ctx, request, hmacs, deleted, agents, started, stores, checked, complete)
         metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
         metrics.RUNS_DELETED.labels(PURGE_USERS).inc(sum(a.runs_deleted for a in agents.values()))
     would = sum_would(agents) if request.dry_run else None
@@ -70,6 +72,8 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
         started_at=started,
         finished_at=now_iso(),
         requested_by=request.requested_by,
+        complete=None if complete is None else complete.complete,
+        remains=None if complete is None else complete.remains,
     )
     blog.info("purge_users.done", status=result.status, sessions_deleted=result.sessions_deleted, agents=len(agents))
     return result
@@ -84,8 +88,11 @@ async def _bulk_receipts(
     started: str,
     stores: dict[str, int],
     checked: int,
-) -> None:
+    complete: Completeness,
+) -> dict[str, int]:
+    """One receipt per user, in one transaction with the deletion of the users' export files."""
     dsn = ctx.settings.dsn
+    stores = dict(stores)
     shared = {
         "job_id": ctx.job_id,
         "kind": PURGE_USERS,
@@ -97,10 +104,16 @@ async def _bulk_receipts(
         "scope": receipt_scope(request.scope, request.memories),
         "stores": stores,  # for all the users of the job together
         "origin": "request",
+        "complete": complete.complete,
+        "remains": complete.remains,
     }
     sessions = {hmacs[u]: deleted[u] for u in request.user_ids}
     async with ctx.databases.connect(dsn) as conn:
         await receipts.ensure(conn, dsn.redacted)
-        await receipts.record_many(
-            conn, shared=shared, sessions=sessions, schemas_checked=checked, enqueued_at=ctx.enqueued_at
-        )
+        async with conn.transaction():
+            if files := await exports.remove_for_people(conn, list(sessions), by=ctx.job_id):
+                stores["export files"] = files
+            await receipts.record_many(
+                conn, shared=shared, sessions=sessions, schemas_checked=checked, enqueued_at=ctx.enqueued_at
+            )
+    return stores

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobs.context import JobContext
-from jobs.models import AgentPurgeResult
-from sessionctl import store
+from jobs.models import AgentPurgeResult, Completeness
+from sessionctl import exports, store
 from sessionctl.errors import MediaDeleteFailed
 from sessionctl.identifiers import Dsn
 from sessionctl.store import receipts
@@ -36,7 +36,13 @@ async def write_receipt(
     stores: dict[str, int] | None = None,
     origin: str = "request",
     schemas_checked: int | None = None,
-) -> None:
+    completeness: Completeness | None = None,
+    keep_export: str | None = None,
+) -> dict[str, int]:
+    """Append the durable receipt of an erasure, in one transaction with the deletion of the person's
+    export files (all but ``keep_export``'s: export-then-erase's own handover; counted in the
+    receipt's stores): once the receipt is written, no export of the person exists or is published
+    (:mod:`sessionctl.exports`)."""
     totals: dict[str, int] = {}
     per_agent: dict[str, Any] = {}
     for label, a in agents.items():
@@ -56,25 +62,32 @@ async def write_receipt(
     if schemas_checked is not None:
         totals["schemas_checked"] = schemas_checked
     dsn = ctx.settings.dsn
+    stores = dict(stores or {})
     async with ctx.databases.connect(dsn) as conn:
         await receipts.ensure(conn, dsn.redacted)
-        await receipts.record(
-            conn,
-            job_id=ctx.job_id,
-            kind=kind,
-            user_hmac=user_hmac,
-            target=target,
-            agents=per_agent,
-            counts=totals,
-            late_sessions=sum(a.late_sessions for a in agents.values()),
-            started_at=datetime.fromisoformat(started),
-            finished_at=datetime.now(UTC),
-            requested_by=requested_by,
-            enqueued_at=ctx.enqueued_at,
-            scope=scope,
-            stores=stores or {},
-            origin=origin,
-        )
+        async with conn.transaction():
+            if files := await exports.remove_for_people(conn, [user_hmac], by=ctx.job_id, keep_job=keep_export):
+                stores["export files"] = files
+            await receipts.record(
+                conn,
+                job_id=ctx.job_id,
+                kind=kind,
+                user_hmac=user_hmac,
+                target=target,
+                agents=per_agent,
+                counts=totals,
+                late_sessions=sum(a.late_sessions for a in agents.values()),
+                started_at=datetime.fromisoformat(started),
+                finished_at=datetime.now(UTC),
+                requested_by=requested_by,
+                enqueued_at=ctx.enqueued_at,
+                scope=scope,
+                stores=stores,
+                origin=origin,
+                complete=None if completeness is None else completeness.complete,
+                remains=None if completeness is None else completeness.remains,
+            )
+    return stores
 
 
 async def settle_media(ctx: JobContext, dsns: Iterable[Dsn], hmacs: Iterable[str] = ()) -> int:
@@ -102,6 +115,15 @@ async def settle_media(ctx: JobContext, dsns: Iterable[Dsn], hmacs: Iterable[str
         f"{left} media objects of the erased sessions could not be deleted (the storage refused or is"
         " unreachable); they stay noted in sessionctl.media_pending and are retried — the erasure is not done"
     )
+
+
+def media_stores(ctx: JobContext, deleted: int) -> dict[str, int]:
+    """What a result and a receipt say of the media: objects deleted, and objects the erased runs
+    referenced but left (not the erased sessions' own: another session's key, or still referenced)."""
+    out = {"media objects": deleted} if deleted else {}
+    if ctx.media is not None and ctx.media.left:
+        out["media objects left (not the session's own)"] = ctx.media.left
+    return out
 
 
 def accumulate(res: AgentPurgeResult, outcome: store.BatchOutcome) -> None:

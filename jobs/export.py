@@ -21,21 +21,24 @@ import concurrent.futures
 import hashlib
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from jobs import preflight
-from jobs.common import accumulate, now_iso, settle_media, write_receipt
+from jobs.common import accumulate, media_stores, now_iso, settle_media, write_receipt
 from jobs.context import JobContext
 from jobs.models import EXPORT_SESSIONS, AgentPurgeResult, ExportRequest, ExportResult
+from jobs.person import completeness
 from jobs.readahead import PageReader
 from jobs.targets import Target, resolve_targets
-from sessionctl import exportfile, metrics, store
+from sessionctl import exportfile, exports, metrics, store
 from sessionctl.agents import merge_runs
 from sessionctl.errors import ExportMismatch, InvalidRequest
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
-from sessionctl.store import access
+from sessionctl.store import access, person
+from sessionctl.store import media as media_sql
 
 log = get_logger("sessionctl.export")
 
@@ -55,14 +58,18 @@ async def export_sessions(ctx: JobContext, req: ExportRequest) -> ExportResult:
         raise exportfile.storage_error(exc, Path(ctx.settings.export_dir).absolute()) from None
     data_path, manifest_path = exportfile.target_paths(directory, req.out)
     targets = await resolve_targets(ctx, req.agent_id, req.all_agents)
+    everything = req.scope == "all"
     await preflight.check(
         ctx,
         targets,
-        lambda layout, _: access.export_needs(layout, then_erase=req.then_purge),
+        lambda layout, tables: access.export_needs(layout, then_erase=req.then_purge, user_tables=tables),
         writes=req.then_purge,
         receipt=req.then_purge,
+        user_tables=everything,
+        shared=everything,
         what="export-then-erase" if req.then_purge else "this export",
         nothing="Nothing was exported or deleted" if req.then_purge else "Nothing was exported",
+        registry=True,
     )
     window = _window(req)
     blog.info("export.start", target=req.target, out=req.out, compress=req.compress, then_purge=req.then_purge)
@@ -97,6 +104,9 @@ async def export_sessions(ctx: JobContext, req: ExportRequest) -> ExportResult:
         finished_at=now_iso(),
         requested_by=req.requested_by,
         purge=purge,
+        scope=req.scope,
+        stores=manifest.get("stores"),
+        request_id=req.request_id,
     )
     blog.info(
         "export.done",
@@ -177,6 +187,9 @@ async def _write(
         if writing is not None:
             await asyncio.wrap_future(writing)
             writing = None
+        stores = {f"{schemas[label]}.agno_sessions": n for label, n in counts.items()}
+        if req.scope == "all" and req.user_id is not None:
+            stores.update(await _person_records(ctx, targets, req.user_id, writer))
         manifest = {
             "format": exportfile.FORMAT,
             "file": req.out,
@@ -191,8 +204,27 @@ async def _write(
             "started_at": started,
             "written_at": now_iso(),
             "requested_by": req.requested_by,
+            "scope": req.scope,
+            "stores": stores,
         }
-        written = await asyncio.to_thread(writer.commit, manifest, ctx.hash_key)
+
+        def commit() -> exportfile.Written:
+            try:
+                return writer.commit(manifest, ctx.hash_key)
+            except OSError as exc:  # said here: inside the connection below an OSError is the database's
+                raise exportfile.storage_error(exc, directory) from None
+
+        async with ctx.databases.connect(ctx.settings.dsn) as conn:
+            written = await exports.publish(
+                conn,
+                commit,
+                job_id=ctx.job_id,
+                path=writer.final,
+                user_hmac=hmac,
+                request_id=req.request_id,
+                started_at=datetime.fromisoformat(started),
+                ttl_s=ctx.settings.export_ttl if req.request_id is not None else None,
+            )
     except BaseException as exc:
         # Let the thread finish with the file before it is removed (even when this job is being
         # cancelled: the thread itself cannot be).
@@ -206,6 +238,55 @@ async def _write(
     await ctx.progress.update(processed=processed, total=processed, agent=None, force=True)
     blog.info("export.written", sessions=processed, bytes=written.size, pages_read_ahead=read_ahead)
     return written.manifest
+
+
+async def _person_records(ctx: JobContext, targets: list[Target], user_id: str, writer: Any) -> dict[str, int]:
+    """Scope "all": after the sessions, the person's rows in every other store an erasure of scope
+    "all" clears — each user-keyed table of the agent schemas, the vector and authz tables and
+    ``fs.agno_fs`` of each database — and the media objects their runs uploaded (the references: the
+    objects stay in their storage). One record a row; rows (objects) per store."""
+    stores: dict[str, int] = {}
+
+    async def put(where: str, records: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(writer.write_records, records)
+        stores[where] = stores.get(where, 0) + len(records)
+
+    by_db: dict[tuple[str, str, int, str], list[Target]] = {}
+    for t in targets:
+        by_db.setdefault(t.dsn.target, []).append(t)
+    for group in by_db.values():
+        async with ctx.databases.connect(group[0].dsn) as conn:
+            for t in group:
+                schema = t.layout.schema
+                env = _envelope(t)
+                for table in await store.user_keyed_tables(conn, schema):
+                    if table == store.SESSIONS:
+                        continue
+                    label = f"{schema}.{table}"
+                    async for rows in person.person_rows(conn, schema, table, user_id):
+                        await put(label, [{**env, "store": label, "row": r} for r in rows])
+                refs = await media_sql.refs_of_user(
+                    conn,
+                    t.layout.q(store.RUNS) if t.layout.has(store.RUNS) else None,
+                    t.layout.q(store.SESSIONS),
+                    t.layout.legacy_runs_column,
+                    user_id,
+                )
+                if refs:
+                    await put("media", [{**env, "store": "media", "media": ref} for ref in refs])
+            inside = {t.layout.schema for t in group}
+            for shared in await store.find_shared_tables(conn):
+                if shared.kind == store.VECTOR and shared.schema in inside:
+                    continue  # exported with its agent schema's tables
+                async for rows in person.shared_rows(conn, shared, user_id):
+                    await put(
+                        shared.label, [{"v": exportfile.FORMAT_VERSION, "store": shared.label, "row": r} for r in rows]
+                    )
+            async for rows in person.payload_rows(conn, user_id):
+                await put(
+                    "fs.agno_fs", [{"v": exportfile.FORMAT_VERSION, "store": "fs.agno_fs", "row": r} for r in rows]
+                )
+    return stores
 
 
 def _envelope(target: Target) -> dict[str, Any]:
@@ -248,6 +329,8 @@ def _id_chunks(path: Path, size: int) -> Iterator[list[tuple[str, str, int | Non
     with exportfile.open_records(path) as records:
         chunk: list[tuple[str, str, int | None]] = []
         for rec in records:
+            if "session" not in rec:
+                continue  # a record of another store (scope "all"): not erased by export-then-erase
             sess = rec["session"]
             stamp = sess.get("updated_at") if sess.get("updated_at") is not None else sess.get("created_at")
             chunk.append((rec["agent"], sess["session_id"], None if stamp is None else int(stamp)))
@@ -335,6 +418,7 @@ async def _erase_exported(
             )
     total = sum(r.sessions_deleted for r in results.values())
     media = await settle_media(ctx, [t.dsn for t in targets], [user_hmac(ctx.hash_key, req.user_id)])
+    complete = await completeness(ctx, [req.user_id])
     await write_receipt(
         ctx,
         kind=EXPORT_SESSIONS + "+erase",
@@ -343,7 +427,9 @@ async def _erase_exported(
         agents=results,
         started=started,
         requested_by=req.requested_by,
-        stores={"media objects": media} if media else None,
+        stores=media_stores(ctx, media) or None,
+        completeness=complete,
+        keep_export=ctx.job_id,  # the handover itself: what the person (or the operator) asked for
     )
     metrics.SESSIONS_DELETED.labels(EXPORT_SESSIONS).inc(total)
     metrics.RUNS_DELETED.labels(EXPORT_SESSIONS).inc(sum(r.runs_deleted for r in results.values()))
@@ -353,4 +439,6 @@ async def _erase_exported(
         "runs_deleted": sum(r.runs_deleted for r in results.values()),
         "remaining": 0,
         "agents": {k: v.model_dump(mode="json") for k, v in results.items()},
+        "complete": complete.complete,
+        "remains": complete.remains,
     }

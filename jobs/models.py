@@ -21,6 +21,9 @@ def _label(value: str) -> str:
 AgentId = Annotated[str, AfterValidator(validate_agent_id)]
 UserId = Annotated[str, AfterValidator(validate_user_id)]
 Label = Annotated[str, AfterValidator(_label)]
+# the data-subject request a job serves (sessionctl.ledger): a job naming one runs only if the
+# ledger names the job too
+RequestId = Annotated[str, Field(pattern=r"^dsr_[0-9a-f]{20}$")]
 # epoch seconds between the years 1 and 9999: inside Postgres bigint and Python's datetime
 EPOCH_MIN, EPOCH_MAX = -62_135_596_800, 253_402_300_799
 EpochSeconds = Annotated[int, Field(ge=EPOCH_MIN, le=EPOCH_MAX)]
@@ -40,6 +43,7 @@ class PurgeRequest(BaseModel):
     requested_by: Label | None = None
     # "resweep": enqueued by a re-sweep for a user erased before who has data again
     origin: Literal["request", "resweep"] = "request"
+    request_id: RequestId | None = None
 
     @model_validator(mode="after")
     def _target(self) -> PurgeRequest:
@@ -116,6 +120,14 @@ class BulkPurgeRequest(BaseModel):
         return "*" if self.all_agents else str(self.agent_id)
 
 
+class Completeness(BaseModel):
+    """Whether an erasure's person is gone: the final recount of every store ``verify`` checks, at
+    every agent and outside them, whatever scope the erasure was asked for."""
+
+    complete: bool  # nothing of the person is left anywhere sessionctl can count
+    remains: dict[str, int] = Field(default_factory=dict)  # what is left: store -> rows (-1: cannot be counted)
+
+
 class AgentPurgeResult(BaseModel):
     agent_id: str
     schema_name: str
@@ -157,6 +169,10 @@ class PurgeResult(BaseModel):
     finished_at: str
     requested_by: str | None = None
     origin: str = "request"
+    # the person gone from every store verify checks (None: a dry run, which erases nothing)
+    complete: bool | None = None
+    remains: dict[str, int] | None = None
+    request_id: str | None = None
 
 
 EXPORT_SESSIONS: Literal["export_sessions"] = "export_sessions"
@@ -177,6 +193,11 @@ class ExportRequest(BaseModel):
     compress: Literal["none", "gz", "zst"] = "none"
     then_purge: bool = False
     requested_by: Label | None = None
+    # "all": one person's everything — their sessions with runs and, beside them, their rows in every
+    # other store an erasure of scope "all" clears (memories, knowledge chunks, login records…) and
+    # the list of their media objects
+    scope: Literal["sessions", "all"] = "sessions"
+    request_id: RequestId | None = None
 
     @field_validator("out")
     @classmethod
@@ -193,6 +214,10 @@ class ExportRequest(BaseModel):
             raise ValueError("since must be before until")
         if self.then_purge and self.user_id is None:
             raise ValueError("export-then-erase needs a user: it erases one user's sessions")
+        if self.scope == "all" and self.user_id is None:
+            raise ValueError("an export of scope all is one person's: name the user")
+        if self.scope == "all" and self.then_purge:
+            raise ValueError("export-then-erase exports and erases sessions: use scope sessions")
         return self
 
     @property
@@ -218,6 +243,9 @@ class ExportResult(BaseModel):
     finished_at: str
     requested_by: str | None = None
     purge: dict[str, Any] | None = None  # export-then-erase: what was erased, once the export verified
+    scope: str = "sessions"
+    stores: dict[str, int] | None = None  # scope "all": rows (media: objects) exported per store
+    request_id: str | None = None
 
 
 class BulkPurgeResult(BaseModel):
@@ -240,6 +268,8 @@ class BulkPurgeResult(BaseModel):
     started_at: str
     finished_at: str
     requested_by: str | None = None
+    complete: bool | None = None  # every user gone from every store verify checks (None: a dry run)
+    remains: dict[str, int] | None = None  # what is left of them, all together
 
 
 PURGE_EXPIRED_SESSIONS: Literal["purge_expired_sessions"] = "purge_expired_sessions"

@@ -39,11 +39,13 @@ async def check(
     shared: bool = False,
     what: str = "this erasure",
     nothing: str = "Nothing was deleted",
+    registry: bool = False,
 ) -> None:
     """Raise before anything is deleted if the role cannot do (and prove) the job on ``targets``.
     ``user_tables``: the needs depend on every user-keyed table of the schema (scope "all"), vector
     tables inside a target schema included; ``shared``: also every vector and authz table of each
-    database (an all-agents erasure of scope "all")."""
+    database (an all-agents erasure of scope "all"); ``registry``: the job notes an export file in
+    ``sessionctl.exports`` (every export does)."""
     found: list[str] = []
     role = ""
     by_db: dict[tuple[str, str, int, str], list[Target]] = {}
@@ -70,6 +72,11 @@ async def check(
             snapshots = writes and not all(t.layout.user_index for t in group)
             if snapshots and not await access.may_create_temp_tables(conn):
                 found.append(f"database {dsn.database}: no TEMPORARY (a purge without the user index needs it)")
+    if registry:
+        async with ctx.databases.connect(ctx.settings.dsn) as conn:
+            await _writable(conn, ctx.settings.dsn)
+            await receipts.ensure(conn, ctx.settings.dsn.redacted)
+            found += await access.problems(conn, access.EXPORT_NEEDS)
     if found:
         raise InsufficientPrivilege(_message(role, found, what, nothing))
     if receipt:

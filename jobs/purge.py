@@ -37,14 +37,16 @@ from typing import Any
 import asyncpg
 
 from jobs import preflight
-from jobs.common import now_iso, settle_media, write_receipt
+from jobs.common import media_stores, now_iso, settle_media, write_receipt
 from jobs.context import JobContext
 from jobs.models import (
     PURGE_USER_SESSIONS,
     AgentPurgeResult,
+    Completeness,
     PurgeRequest,
     PurgeResult,
 )
+from jobs.person import completeness
 from jobs.shared import erase_shared_stores
 from jobs.targets import Target, resolve_targets
 from jobs.walk import Batches, delete_by_index, delete_by_tids
@@ -80,10 +82,11 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     if total_remaining and not request.dry_run:  # unreachable: purge_schema raises first
         raise ErasureIncomplete(f"{total_remaining} sessions of the user remain")
     would = sum_would(agents) if request.dry_run else None
+    complete = None
     if not request.dry_run:
-        if media := await settle_media(ctx, [t.dsn for t in targets], [hmac]):
-            stores["media objects"] = media
-        await _receipt(ctx, request, hmac, agents, started, stores, checked)
+        stores.update(media_stores(ctx, await settle_media(ctx, [t.dsn for t in targets], [hmac])))
+        complete = await completeness(ctx, [request.user_id])
+        stores = await _receipt(ctx, request, hmac, agents, started, stores, checked, complete)
         metrics.SESSIONS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.sessions_deleted for a in agents.values()))
         metrics.RUNS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.runs_deleted for a in agents.values()))
     result = PurgeResult(
@@ -105,6 +108,9 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
         finished_at=now_iso(),
         requested_by=request.requested_by,
         origin=request.origin,
+        complete=None if complete is None else complete.complete,
+        remains=None if complete is None else complete.remains,
+        request_id=request.request_id,
     )
     blog.info(
         "purge.done",
@@ -113,6 +119,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
         sessions_deleted=result.sessions_deleted,
         runs_deleted=result.runs_deleted,
         remaining=result.remaining,
+        complete=result.complete,
         elapsed_ms=round((time.monotonic() - t0) * 1000, 1),
     )
     return result
@@ -422,9 +429,11 @@ async def _receipt(
     started: str,
     stores: dict[str, int],
     checked: int,
-) -> None:
-    """Append the durable receipt of this erasure (before the job reports success)."""
-    await write_receipt(
+    complete: Completeness,
+) -> dict[str, int]:
+    """Append the durable receipt of this erasure (before the job reports success); the stores it
+    lists (with the export files of the person deleted in its transaction)."""
+    return await write_receipt(
         ctx,
         kind=PURGE_USER_SESSIONS,
         user_hmac=hmac,
@@ -436,6 +445,7 @@ async def _receipt(
         stores=stores,
         origin=request.origin,
         schemas_checked=checked,
+        completeness=complete,
     )
 
 

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     connections only — free at that moment, never waited for, back in the pool after each page; each keeps one
     Postgres backend busy rendering JSON: lower it to spare the database's CPU
     """
+    export_ttl: int = Field(7 * 24 * 3600, ge=60, validation_alias="SESSIONCTL_EXPORT_TTL")
+    """seconds an export made for a data-subject request over HTTP is kept after it was written (7 days); then
+    its file is deleted (an erasure of its person deletes it at once)"""
+    openapi: Literal["off", "token", "public"] = Field("off", validation_alias="SESSIONCTL_OPENAPI")
+    """the DSR service's OpenAPI spec: `off`; `token`: `/openapi.json` for any valid bearer token; `public`: the
+    spec, `/docs` and `/redoc` without a token (a private network only)"""
     webhook_secret: SecretStr | None = Field(None, validation_alias="SESSIONCTL_WEBHOOK_SECRET")
     """the key completion webhooks are signed with (`X-Sessionctl-Signature`); a request with a `callback_url` is
     refused while it is unset"""

@@ -16,6 +16,8 @@
     │   ├── ExportWriteFailed                    the export file could not be written (permissions, read-only disk)
     │   ├── InternalError                        an unexpected error (a bug); its text stays in the worker
     │   ├── ExportMismatch                       an export does not verify: nothing is erased
+    │   ├── ExportWithdrawn                      the person was erased while their export ran: not published
+    │   ├── RequestNotRecorded                   a request's job the ledger does not name: not run
     │   └── UnknownUserData                      a user-keyed table sessionctl cannot erase yet
     └── TransientError                   retried with backoff (arq ``Retry``), bounded tries
         ├── DatabaseUnavailable                  Postgres refused, reset, restarting, timed out
@@ -93,6 +95,14 @@ class InternalError(PermanentError):
 
 class ExportMismatch(PermanentError):
     """The export does not match its manifest or the database; nothing was erased."""
+
+
+class ExportWithdrawn(PermanentError):
+    """The person was erased while this export ran: nothing was published (an export never outlives an erasure)."""
+
+
+class RequestNotRecorded(PermanentError):
+    """This job's data-subject request is not in the ledger, or does not list this job: nothing was done."""
 
 
 class UnknownUserData(PermanentError):

@@ -8,6 +8,22 @@ from typing import Any, Literal
 State = Literal["queued", "deferred", "running", "succeeded", "dry_run", "partial", "failed", "not_found"]
 FINAL_STATES = frozenset({"succeeded", "dry_run", "partial", "failed", "not_found"})
 
+# The states of the job index, in the order a job goes through them — the one list the CLI's
+# ``jobs --status``, the API's ``/v1/jobs?status=`` and the index share. ``ended`` selects every
+# final one. (An erasure's ``complete`` is another thing: whether the person is gone.)
+JOB_STATES = ("queued", "running", "retrying", "succeeded", "dry_run", "partial", "failed")
+ENDED = "ended"
+STATUS_FILTERS: dict[str, frozenset[str]] = {s: frozenset({s}) for s in JOB_STATES} | {
+    ENDED: frozenset({"succeeded", "dry_run", "partial", "failed"})
+}
+
+
+def job_kind(job_id: str, queue_name: str) -> str:
+    """The job kind a job id names: ``<queue>:<kind>:…`` (every job id of a deployment starts with
+    its ``SESSIONCTL_QUEUE``)."""
+    rest = job_id[len(queue_name) + 1 :] if job_id.startswith(queue_name + ":") else job_id
+    return rest.split(":", 1)[0]
+
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:

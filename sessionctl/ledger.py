@@ -1,13 +1,18 @@
-"""The deadline ledger of data-subject requests, and the webhooks owed when their jobs end.
+"""The deadline ledger of data-subject requests, the jobs that serve them, and the webhooks owed
+when those jobs end.
 
 A request (``sessionctl serve``: ``POST /v1/erasures`` or ``/v1/exports``) is a row of
-``sessionctl.dsr_requests``: the user's HMAC, when it was received and when it is due (one
-calendar month by default, GDPR art. 12(3); ``SESSIONCTL_DSR_DEADLINE_DAYS``), an extension with
-its reason, the jobs that served it. It completes only when a job of it succeeded *and* wrote its
-receipt. When a job ends, :func:`settle_job` closes its requests and notes one webhook per
-request with a ``callback_url``; a worker delivers them (:class:`Deliveries`) — also the ones a
-killed worker left, and the ones of jobs that ended before their request was recorded
-(:func:`reconcile`).
+``sessionctl.dsr_requests``, recorded *before* its job is enqueued: the person's HMAC and, while
+the request is open, their id sealed under the operator's key (:func:`~sessionctl.privacy.seal_subject`)
+— so a request whose job Redis lost is enqueued again by a worker (:func:`reconcile`), and a worker
+never runs a request's job that the ledger does not name. Its meaning (kind, person, target, scope,
+memories, dry run; an export's window and format) decides what a repeated ``request_ref`` gets:
+the same request, or a refusal naming what differs. Due in one calendar month by default (GDPR art.
+12(3); ``SESSIONCTL_DSR_DEADLINE_DAYS``), extended while open and not yet due, to at most two
+months past the first due date, every extension listed. It completes only when a job of it
+succeeded *and* wrote its receipt; a dry run is never an open request and never completes one.
+When a job ends, :func:`settle_job` closes its requests and notes one webhook per request with a
+``callback_url``; a worker delivers them (:class:`Deliveries`).
 """
 
 from __future__ import annotations
@@ -25,20 +30,42 @@ from typing import Any
 import asyncpg
 import httpx
 
-from sessionctl import metrics, webhooks
+from sessionctl import exports, metrics, webhooks
 from sessionctl.config import Settings
+from sessionctl.errors import InvalidRequest, SessionctlError
 from sessionctl.logs import get_logger
+from sessionctl.privacy import seal_subject, unseal_subject
 from sessionctl.store import ledger as sql
 
 log = get_logger("sessionctl.ledger")
 
-EXPORT_SESSIONS = "export_sessions"  # the job kind (jobs.models), named here: core imports no job module
+# The job kinds that serve requests (jobs.models names them; the core imports no job module).
+PURGE_USER_SESSIONS = "purge_user_sessions"
+EXPORT_SESSIONS = "export_sessions"
+JOB_KIND = {"erasure": PURGE_USER_SESSIONS, "export": EXPORT_SESSIONS}
 ROUND_S = 2.0  # between two rounds of settling and delivering (at once when a job of this worker noted one)
-CLOSED_JOB = {"succeeded", "dry_run", "partial", "failed", "not_found"}
+# A request's newest job that Redis holds neither queued, running nor ended this long after it was
+# added vanished (Redis lost its state): the request is enqueued again. Longer than any pause
+# between the intake's commit and its enqueue.
+REQUEUE_AFTER_S = 15.0
+CLOSED_JOB = {"succeeded", "dry_run", "partial", "failed"}
+EXTENSION_MONTHS = 2  # art. 12(3): "extended by two further months where necessary"
+# What a request means: a repeated request_ref must mean the same (else 409, naming what differs).
+MEANING = {
+    "erasure": ("user", "target", "scope", "memories", "dry_run"),
+    "export": ("user", "target", "scope", "since", "until", "by", "compress"),
+}
 
 
 def new_request_id() -> str:
     return "dsr_" + secrets.token_hex(10)
+
+
+def add_months(when: datetime, months: int) -> datetime:
+    """The same day ``months`` calendar months later (or that month's last day when it has fewer)."""
+    index = when.month - 1 + months
+    year, month = when.year + index // 12, index % 12 + 1
+    return when.replace(year=year, month=month, day=min(when.day, calendar.monthrange(year, month)[1]))
 
 
 def due_date(received_at: datetime, deadline_days: int | None) -> datetime:
@@ -46,9 +73,110 @@ def due_date(received_at: datetime, deadline_days: int | None) -> datetime:
     same day of the next month, or its last day when it has fewer days)."""
     if deadline_days is not None:
         return received_at + timedelta(days=deadline_days)
-    year, month = (received_at.year + 1, 1) if received_at.month == 12 else (received_at.year, received_at.month + 1)
-    day = min(received_at.day, calendar.monthrange(year, month)[1])
-    return received_at.replace(year=year, month=month, day=day)
+    return add_months(received_at, 1)
+
+
+def meaning(kind: str, user_hmac: str, target: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What a request asks for, as compared when its ``request_ref`` comes again."""
+    values = {"user": user_hmac, "target": target, **options}
+    return {k: values.get(k) for k in MEANING[kind]}
+
+
+def differences(row: Any, kind: str, user_hmac: str, target: str, options: dict[str, Any]) -> list[str]:
+    """The parts of the meaning in which a new request differs from the recorded one (by name; the
+    person only as "user": never an id)."""
+    recorded = json.loads(row["options"]) if isinstance(row["options"], str) else dict(row["options"])
+    before = meaning(kind, row["user_hmac"], row["target"], recorded)
+    now = meaning(kind, user_hmac, target, options)
+    return [k for k in MEANING[kind] if before[k] != now[k]]
+
+
+def job_id_for(settings: Settings, kind: str, request_id: str, n: int) -> str:
+    """The ``n``-th job of a request: never reused, whatever Redis forgets (the request id is random
+    and ``n`` is counted in Postgres), led by the deployment's queue name."""
+    return f"{settings.queue_name}:{JOB_KIND[kind]}:{request_id}.{n}"
+
+
+def job_payload(row: Any, user_id: str, n: int) -> dict[str, Any]:
+    """The job request (``jobs.models``) that serves a recorded request, the ``n``-th time."""
+    options = json.loads(row["options"]) if isinstance(row["options"], str) else dict(row["options"])
+    target = {"agent_id": None, "all_agents": True} if row["target"] == "*" else {"agent_id": row["target"]}
+    common = {
+        "user_id": user_id,
+        **target,
+        "scope": options.get("scope", "sessions"),
+        "requested_by": row["requested_by"] or row["token_name"],
+        "request_id": row["request_id"],
+    }
+    if row["kind"] == "erasure":
+        return {**common, "memories": bool(options.get("memories")), "dry_run": bool(options.get("dry_run"))}
+    suffix = {"none": "", "gz": ".gz", "zst": ".zst"}[options.get("compress", "none")]
+    return {
+        **common,
+        "out": f"{row['request_id']}.{n}.jsonl{suffix}",
+        **{k: options.get(k) for k in ("since", "until")},
+        "by": options.get("by", "created"),
+        "compress": options.get("compress", "none"),
+    }
+
+
+def next_job(settings: Settings, row: Any, user_id: str) -> tuple[str, str, dict[str, Any]]:
+    """(job kind, job id, payload) of the request's next job."""
+    n = len(row["job_ids"]) + 1
+    return JOB_KIND[row["kind"]], job_id_for(settings, row["kind"], row["request_id"], n), job_payload(row, user_id, n)
+
+
+def sealed(settings: Settings, request_id: str, user_id: str) -> bytes:
+    return seal_subject(settings.hash_key_bytes, request_id, user_id)
+
+
+# ---- due dates (GDPR art. 12(3)) ---------------------------------------------------------------------
+
+
+def extension(row: Any, until: datetime, reason: str, by: str, now: datetime) -> dict[str, Any]:
+    """The entry recording an extension of this request to ``until``, if art. 12(3) allows it: the
+    request is open and not yet due, ``until`` is later than it is due and at most two months past
+    its first due date. Raises :class:`~sessionctl.errors.InvalidRequest` saying which rule."""
+    if row["status"] != "open":
+        raise InvalidRequest("only an open request can be extended")
+    if now > row["due_at"]:
+        raise InvalidRequest("the request is overdue: an extension must be decided before the due date")
+    if until <= row["due_at"]:
+        raise InvalidRequest("an extension moves the due date later than it is (to shorten one, send a correction)")
+    limit = add_months(row["first_due_at"], EXTENSION_MONTHS)
+    if until > limit:
+        raise InvalidRequest(f"at most two months past the first due date: until {limit.isoformat()} (art. 12(3))")
+    return {
+        "kind": "extension",
+        "at": now.isoformat(),
+        "from": row["due_at"].isoformat(),
+        "until": until.isoformat(),
+        "reason": reason,
+        "by": by,
+    }
+
+
+def correction(row: Any, until: datetime, reason: str, by: str, now: datetime) -> dict[str, Any]:
+    """The entry recording a correction of a mistaken extension: the due date moves earlier, never
+    before the first due date; the extension stays listed with the correction after it."""
+    if row["status"] != "open":
+        raise InvalidRequest("only an open request can be corrected")
+    if not row["first_due_at"] <= until < row["due_at"]:
+        raise InvalidRequest(
+            "a correction moves the due date earlier, to no earlier than the first due date"
+            f" ({row['first_due_at'].isoformat()})"
+        )
+    return {
+        "kind": "correction",
+        "at": now.isoformat(),
+        "from": row["due_at"].isoformat(),
+        "until": until.isoformat(),
+        "reason": reason,
+        "by": by,
+    }
+
+
+# ---- a job ended ---------------------------------------------------------------------------------------
 
 
 async def settle_job(
@@ -71,7 +199,10 @@ async def settle_job(
         receipt = await sql.receipt_of_job(conn, job_id) if status == "succeeded" else None
         if status == "succeeded" and receipt is None and kind != EXPORT_SESSIONS:
             status = "failed"  # an erasure is never "completed" without its receipt
-        for row in await sql.settle(conn, job_id, status, receipt):
+        complete = None if receipt is None else receipt["complete"]
+        remains = None if receipt is None else _json(receipt["remains"])
+        receipt_id = None if receipt is None else int(receipt["id"])
+        for row in await sql.settle(conn, job_id, status, receipt_id, complete, remains):
             request = dict(row)
             log.info(
                 "dsr.settled", request_id=request["request_id"], job_id=job_id, status=status, closed=request["status"]
@@ -82,27 +213,72 @@ async def settle_job(
     return noted
 
 
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+Enqueue = Callable[[str, dict[str, Any], str], Awaitable[None]]
+
+
 async def reconcile(
-    conn: asyncpg.Connection, settings: Settings, job_state: Callable[[str], Awaitable[Any]], limit: int = 200
+    conn: asyncpg.Connection,
+    settings: Settings,
+    job_state: Callable[[str], Awaitable[Any]],
+    enqueue: Enqueue | None = None,
+    limit: int = 200,
 ) -> int:
-    """Open requests whose newest job ended without being settled (it ended before the request was
-    recorded, or its worker died before settling): settle them from the job's state in Redis."""
-    rows = await conn.fetch(
-        "SELECT request_id, job_ids[array_length(job_ids, 1)] AS job_id FROM sessionctl.dsr_requests"
-        " WHERE status = 'open' AND last_job_status IS NULL AND array_length(job_ids, 1) > 0"
-        " ORDER BY created_at LIMIT $1",
-        limit,
-    )
+    """Requests whose newest job ended without being settled (its worker died before settling):
+    settled from the job's state in Redis. Requests whose newest job vanished — Redis holds it
+    neither queued, running nor ended (a restart without persistence, a failover to an empty
+    replica, a flush) — are settled from the job's receipt when it wrote one, and otherwise enqueued
+    again with the sealed id (``enqueue``). Webhooks noted."""
     noted = 0
-    for job_id in dict.fromkeys(r["job_id"] for r in rows):
+    for row in await sql.unsettled(conn, limit):
+        job_id, kind = str(row["job_id"]), JOB_KIND[row["kind"]]
         state = await job_state(job_id)
-        if state.status not in CLOSED_JOB:
-            continue
-        kind = job_id.split(":", 1)[0]
-        noted += await settle_job(
-            conn, settings, job_id=job_id, kind=kind, status=state.status, result=state.result, error=state.error
-        )
+        if state.status in CLOSED_JOB:
+            noted += await settle_job(
+                conn, settings, job_id=job_id, kind=kind, status=state.status, result=state.result, error=state.error
+            )
+        elif state.status == "not_found" and row["age"].total_seconds() >= REQUEUE_AFTER_S:
+            noted += await _vanished(conn, settings, str(row["request_id"]), job_id, kind, enqueue)
     return noted
+
+
+async def _vanished(
+    conn: asyncpg.Connection, settings: Settings, request_id: str, job_id: str, kind: str, enqueue: Enqueue | None
+) -> int:
+    receipt = await sql.receipt_of_job(conn, job_id)
+    if receipt is not None:  # it ran to its receipt; only its result in Redis is gone
+        counts = _json(receipt["counts"]) or {}
+        result = {
+            "sessions_deleted": counts.get("sessions"),
+            "runs_deleted": counts.get("runs"),
+            "memories_deleted": counts.get("memories"),
+            "remaining": 0,
+        }
+        return await settle_job(conn, settings, job_id=job_id, kind=kind, status="succeeded", result=result, error=None)
+    if enqueue is None:
+        return 0
+    async with conn.transaction():
+        row = await sql.lock_pending(conn, request_id)
+        if row is None or row["job_ids"][-1] != job_id or row["last_job_status"] is not None:
+            return 0  # settled or served again meanwhile (by another worker)
+        user_id = (
+            None if row["subject"] is None else unseal_subject(settings.hash_key_bytes, request_id, row["subject"])
+        )
+        if user_id is None:
+            error = {
+                "type": "JobLost",
+                "message": "the request's job vanished from Redis and its sealed id does not"
+                " open under this SESSIONCTL_HASH_KEY: ask again",
+            }
+            return await settle_job(conn, settings, job_id=job_id, kind=kind, status="failed", result=None, error=error)
+        job_kind, new_id, payload = next_job(settings, row, user_id)
+        await sql.add_job(conn, request_id, new_id)
+    await enqueue(job_kind, payload, new_id)
+    log.warning("dsr.requeued", request_id=request_id, vanished=job_id, job_id=new_id)
+    return 0
 
 
 class Deliveries:
@@ -110,12 +286,19 @@ class Deliveries:
     this worker noted one; each attempt recorded; retried with backoff until a 2xx, or given up after
     ``SESSIONCTL_WEBHOOK_GIVE_UP_HOURS``."""
 
-    def __init__(self, settings: Settings, connect: Callable[[], Any], job_state: Callable[[str], Awaitable[Any]]):
+    def __init__(
+        self,
+        settings: Settings,
+        connect: Callable[[], Any],
+        job_state: Callable[[str], Awaitable[Any]],
+        enqueue: Enqueue | None = None,
+    ):
         self.settings = settings
         self.connect = connect  # an async context manager giving a connection to DATABASE_URL's database
         self.job_state = job_state
+        self.enqueue = enqueue  # how a request whose job vanished is enqueued again
         self.wake = asyncio.Event()
-        self.open_requests: int | None = None  # at the last round; None: not looked yet
+        self.open_requests: int | None = None  # waiting for a job at the last round; None: not looked yet
 
     def may_have_requests(self) -> bool:
         """Could a job of this worker serve an open request? (``False`` only when the last round
@@ -143,11 +326,12 @@ class Deliveries:
     async def once(self, client: httpx.AsyncClient) -> int:
         """One round: settle what ended unseen, then deliver what is due. Deliveries made."""
         async with self.connect() as conn:
-            await reconcile(conn, self.settings, self.job_state)
+            await reconcile(conn, self.settings, self.job_state, self.enqueue)
             open_, overdue = await sql.open_and_overdue(conn)
-            self.open_requests = open_
+            self.open_requests = await sql.pending_count(conn)
             metrics.REQUESTS_OPEN.set(open_)
             metrics.REQUESTS_OVERDUE.set(overdue)
+            await exports.expire(conn)
             due = await sql.claim_deliveries(conn, 20, 2 * self.settings.webhook_timeout + 1)
         sent = 0
         for d in due:
@@ -157,14 +341,22 @@ class Deliveries:
     async def _deliver(self, client: httpx.AsyncClient, d: dict[str, Any]) -> int:
         secret = self.settings.webhook_secret
         body = d["body"] if isinstance(d["body"], str) else json.dumps(d["body"])
-        if secret is None:
+        refused = None
+        try:  # checked again now: a host removed from the allowed list since intake receives nothing
+            webhooks.check_callback(d["url"], self.settings.webhook_allowed_hosts)
+        except SessionctlError as exc:
+            refused = f"not sent: {exc}"
+        if refused is not None:
+            attempt: dict[str, Any] = {"at": round(time.time(), 3), "ok": False, "error": refused}
+        elif secret is None:
             unset = "SESSIONCTL_WEBHOOK_SECRET unset"
-            attempt: dict[str, Any] = {"at": round(time.time(), 3), "ok": False, "error": unset}
+            attempt = {"at": round(time.time(), 3), "ok": False, "error": unset}
         else:
             attempt = await webhooks.post(client, d["url"], body.encode(), secret.get_secret_value().encode())
         tries = int(d["tries"]) + 1
         age_h = (datetime.now(UTC) - d["created_at"]).total_seconds() / 3600
-        retry = None if attempt["ok"] or age_h >= self.settings.webhook_give_up_hours else webhooks.backoff_s(tries)
+        give_up = refused is not None or age_h >= self.settings.webhook_give_up_hours
+        retry = None if attempt["ok"] or give_up else webhooks.backoff_s(tries)
         async with self.connect() as conn:
             await sql.record_attempt(conn, d["id"], attempt, delivered=bool(attempt["ok"]), retry_in_s=retry)
         outcome = "delivered" if attempt["ok"] else ("retrying" if retry is not None else "gave_up")

@@ -16,6 +16,7 @@ keys are never lost.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -39,6 +40,14 @@ class Storage:
     label: str
     agno: Any  # agno.media.storage.MediaStorage (sync) or AsyncMediaStorage
 
+    def key_of_session(self, key: str, session_id: str) -> bool:
+        """Is ``key`` one this storage minted for an object of ``session_id``, by Agno's key layout
+        (``agno/utils/media_offload.py``: ``<prefix><session id[:120]>-<media id>-<hash><ext>``,
+        sanitized)? A reference planted in a run (run JSON is user-controlled) naming another
+        session's key is not."""
+        prefix = str(getattr(self.agno, "prefix", "") or "")
+        return key.startswith(prefix + session_key_prefix(session_id))
+
     def owns(self, ref: dict[str, Any]) -> bool:
         """Agno's own rule: the backend that minted this reference (backend, bucket, region)."""
         from agno.media.reference import MediaReference
@@ -61,6 +70,17 @@ class Storage:
         except Exception as exc:  # a storage error is a failed delete: the key stays pending
             log.warning("media.delete_failed", storage=self.label, error_type=type(exc).__name__)
             return False
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+SESSION_KEY_CHARS = 120  # agno.utils.media_offload._MAX_SESSION_KEY_CHARS
+
+
+def session_key_prefix(session_id: str) -> str:
+    """How every storage key Agno 3.1.10 mints for an object of this session begins: the session id
+    (its first 120 characters) and ``-``, sanitized as ``agno.media.storage.utils`` does (every
+    character outside ``[A-Za-z0-9._-]`` an underscore, leading dots and underscores dropped)."""
+    return _UNSAFE.sub("_", session_id[:SESSION_KEY_CHARS] + "-").lstrip("._")
 
 
 def parse_storages(spec: str) -> list[Storage]:
@@ -109,6 +129,7 @@ class MediaSink:
     hash_key: bytes
     job_id: str
     deleted: int = 0
+    left: int = 0  # referenced objects not deleted: not the erased session's own (another's key, or shared)
     # (pending id, storage, key) noted by the open transaction of each connection (walkers delete
     # on several connections at once: one's commit must never release another's keys)
     _noted: dict[int, list[tuple[int, str, str]]] = field(default_factory=dict)
@@ -116,11 +137,15 @@ class MediaSink:
     def storage(self, label: str) -> Storage | None:
         return next((s for s in self.storages if s.label == label), None)
 
-    async def collect(self, conn: asyncpg.Connection, refs: list[dict[str, Any]]) -> None:
+    async def collect(self, conn: asyncpg.Connection, refs: list[dict[str, Any]], shared: set[str]) -> None:
         """Inside the delete's transaction: note every key the deleted sessions uploaded, or raise
-        (rolling the batch back) when one is in a storage sessionctl was not given."""
+        (rolling the batch back) when one is in a storage sessionctl was not given. A key is the
+        deleted session's only when Agno's key layout names that session *and* no run of another
+        session references it (``shared``; ids like ``s1`` and ``s1-x`` share a prefix): any other
+        is left in its storage, and counted in ``left``."""
         rows: dict[tuple[str, str], tuple[str, str, str, str]] = {}
         unknown: set[str] = set()
+        foreign: set[str] = set()
         for r in refs:
             ref = r["ref"]
             owner = next((s for s in self.storages if s.owns(ref)), None)
@@ -128,6 +153,9 @@ class MediaSink:
                 unknown.add(f"{ref.get('storage_backend')}://{ref.get('bucket') or ''}")
                 continue
             key = str(ref["storage_key"])
+            if key in shared or not owner.key_of_session(key, str(r["s"])):
+                foreign.add(key)
+                continue
             # one object is often referenced several times (the input image and the message carrying it)
             rows[(owner.label, key)] = (owner.label, key, user_hmac(self.hash_key, str(r["u"] or "")), r["s"])
         if unknown:
@@ -137,6 +165,9 @@ class MediaSink:
             )
         noted = await media_sql.add_pending(conn, self.job_id, list(rows.values()))
         self._noted.setdefault(id(conn), []).extend(noted)
+        if foreign:
+            self.left += len(foreign)
+            log.warning("media.left", job_id=self.job_id, objects=len(foreign), reason="not the erased session's own")
 
     async def committed(self, conn: asyncpg.Connection) -> None:
         """After the commit: delete the objects this connection's transaction noted; what fails

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 from collections.abc import Callable
 
 
@@ -39,3 +40,35 @@ def manifest_mac(key: bytes, manifest: dict[str, object]) -> str:
     body = {k: v for k, v in manifest.items() if k != "mac"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hmac.new(key, b"manifest\x00" + canonical, hashlib.sha256).hexdigest()
+
+
+_SEALED_V1 = b"\x01"
+
+
+def _subject_key(key: bytes) -> bytes:
+    return hmac.new(key, b"sessionctl request subject\x00", hashlib.sha256).digest()
+
+
+def seal_subject(key: bytes, request_id: str, user_id: str) -> bytes:
+    """The user id of an open data-subject request, encrypted (AES-256-GCM under a key derived from
+    ``SESSIONCTL_HASH_KEY``, bound to the request id) so the ledger can run the request again after
+    Redis lost its job — and only the operator's key reads it. Destroyed when the request closes."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = secrets.token_bytes(12)
+    return _SEALED_V1 + nonce + AESGCM(_subject_key(key)).encrypt(nonce, user_id.encode(), request_id.encode())
+
+
+def unseal_subject(key: bytes, request_id: str, sealed: bytes) -> str | None:
+    """The user id :func:`seal_subject` sealed for this request; ``None`` when it does not open
+    (another key, another request, altered)."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if not sealed.startswith(_SEALED_V1) or len(sealed) < 1 + 12 + 16:
+        return None
+    nonce, box = sealed[1:13], sealed[13:]
+    try:
+        return AESGCM(_subject_key(key)).decrypt(nonce, box, request_id.encode()).decode()
+    except (InvalidTag, UnicodeDecodeError):
+        return None

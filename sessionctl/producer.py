@@ -51,8 +51,14 @@ from sessionctl.identifiers import Ambiguous, clean_ids
 from sessionctl.jobstate import Enqueued, JobState
 from sessionctl.privacy import request_digest, user_hmac
 from sessionctl.resolvers import ResolverChain, build_chain
-from worker.jobindex import UNFINISHED, JobIndex, Listing, record_end, request_without_user
-from worker.queue import Queue
+from worker.jobindex import UNFINISHED, JobIndex, Listing, record_end, request_without_user, target_of
+from worker.queue import Queue, put
+
+# The request model of each job kind a caller may enqueue under an id of its own.
+REQUEST_MODELS: dict[str, type[PurgeRequest] | type[ExportRequest]] = {
+    PURGE_USER_SESSIONS: PurgeRequest,
+    EXPORT_SESSIONS: ExportRequest,
+}
 
 LOST = (
     "the job is gone from the queue without a result (Redis lost it, or its result expired before it was read):"
@@ -150,7 +156,7 @@ class Producer:
         }
         request = parse_request(PurgeRequest, payload)
         if check_agent:
-            await self._check_agent(request.agent_id)
+            await self.require_agent(request.agent_id)
         return await self._enqueue(
             PURGE_USER_SESSIONS,
             request.model_dump(mode="json"),
@@ -196,7 +202,7 @@ class Producer:
         }
         request = parse_request(BulkPurgeRequest, payload)
         if check_agent:
-            await self._check_agent(request.agent_id)
+            await self.require_agent(request.agent_id)
         identity = (
             self._target_identity(request.target),
             "\x00".join(sorted(request.user_ids)),
@@ -255,8 +261,10 @@ class Producer:
         then_purge: bool = False,
         requested_by: str | None = None,
         check_agent: bool = True,
+        scope: str = "sessions",
     ) -> Enqueued:
-        """Enqueue an export to ``EXPORT_DIR/out`` (one user's sessions, or every user's).
+        """Enqueue an export to ``EXPORT_DIR/out`` (one user's sessions, or every user's; with
+        ``scope="all"``, one user's everything: their rows in every other store beside the sessions).
 
         ``since``/``until`` are epoch seconds (half-open window on ``created_at``, or on
         ``coalesce(updated_at, created_at)`` with ``by="updated"``). ``then_purge=True`` erases the
@@ -273,10 +281,11 @@ class Producer:
             "compress": compress,
             "then_purge": then_purge,
             "requested_by": requested_by,
+            "scope": scope,
         }
         request = parse_request(ExportRequest, payload)
         if check_agent:
-            await self._check_agent(request.agent_id)
+            await self.require_agent(request.agent_id)
         identity = (
             self._target_identity(request.target),
             "\x00all-users" if request.user_id is None else request.user_id,
@@ -286,20 +295,19 @@ class Producer:
             f"out={request.out}",
             f"compress={request.compress}",
             f"then_purge={request.then_purge}",
+            f"scope={request.scope}",
         )
         return await self._enqueue(EXPORT_SESSIONS, request.model_dump(mode="json"), identity=identity)
 
-    async def _check_agent(self, agent_id: str | None) -> None:
+    async def require_agent(self, agent_id: str | None) -> None:
         """An agent without session storage is refused before anything is enqueued."""
         if agent_id is not None:
             await (await self._agent(agent_id)).layout()
 
     async def _agent(self, agent_id: str) -> AgentHandle:
-        if self._databases is None:
-            self._databases = Databases(pool_size=1, client_cache_size=8)
         if self._chain is None:
             self._chain = build_chain(self.settings)
-        return await AgentHandle.resolve(agent_id, settings=self.settings, databases=self._databases, chain=self._chain)
+        return await AgentHandle.resolve(agent_id, settings=self.settings, databases=self._db(), chain=self._chain)
 
     def _target_identity(self, target: str) -> str:
         """Where the request acts — queue, database, schema — so two deployments sharing a Redis,
@@ -320,18 +328,37 @@ class Producer:
             await self.index().queued(
                 enq.job_id,
                 kind=kind,
-                target="*" if payload.get("all_agents") or payload.get("agent_id") is None else payload["agent_id"],
+                target=target_of(payload),
                 user_hmac=None if user is None else user_hmac(self.settings.hash_key_bytes, user),
                 requested_by=payload.get("requested_by"),
                 request=request_without_user(payload),
             )
         return enq
 
+    def validate(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The payload of a job of this kind as the worker will read it, or
+        :class:`~sessionctl.errors.InvalidRequest` — before anything is recorded or enqueued."""
+        return parse_request(REQUEST_MODELS[kind], payload).model_dump(mode="json")
+
+    async def enqueue_as(self, kind: str, payload: dict[str, Any], job_id: str) -> Enqueued:
+        """Enqueue a job under an id chosen by its caller — the job of a data-subject request, which
+        the ledger records before it is enqueued (:mod:`sessionctl.ledger`). The payload is
+        validated as any request; ``collapsed`` when arq already holds that id."""
+        data = self.validate(kind, payload)
+        user = data.get("user_id")
+        hmac = None if user is None else user_hmac(self.settings.hash_key_bytes, user)
+        try:
+            created = await put(await self.queue(), self.index(), kind, data, job_id, hmac)
+        except RedisError as exc:
+            raise RedisUnavailable(f"Redis failed while enqueueing ({type(exc).__name__})") from exc
+        return Enqueued(job_id, collapsed=not created)
+
     def index(self) -> JobIndex:
         if self._queue is None:
             raise RuntimeError("Producer is not open: use `async with Producer() as p`")
         return JobIndex(
             self._queue.redis,
+            self.settings.queue_name,
             size=self.settings.job_index_size,
             keep_s=self.settings.keep_result,
             failed_ttl_s=self.settings.failed_ttl,
@@ -348,6 +375,15 @@ class Producer:
         if failed_only:  # jobs that ended unseen are in the main index only, until settled: one pass over it
             await index.list(limit=self.settings.job_index_size, settle=self.settle)
         return await index.list(status=status, kind=kind, limit=limit, failed_only=failed_only, settle=self.settle)
+
+    async def jobs_by_id(self, job_ids: list[str]) -> list[dict[str, Any]]:
+        """These jobs' index entries, in the order given (those the index no longer holds left out),
+        unfinished ones checked against the queue first."""
+        await self.redis()
+        index = self.index()
+        rows = [row for row in [await index.get(j) for j in job_ids] if row is not None]
+        await self.settle([r for r in rows if r["state"] in UNFINISHED])
+        return rows
 
     async def settle(self, rows: list[dict[str, Any]]) -> None:
         """Make the index true for jobs it calls queued, running or retrying, from what arq holds:
@@ -382,6 +418,11 @@ class Producer:
         if not isinstance(request, dict):
             raise InvalidRequest(f"job {job_id} kept no request to retry (its payload was not a request)")
         request = dict(request)
+        if request.get("request_id"):  # a data-subject request's job: the ledger names its next one
+            enq = await self._retry_request(job_id, str(request["request_id"]), meta, user_id)
+            await self.index().mark_retried(job_id, enq.job_id)
+            return enq
+        request.pop("request_id", None)
         if request.pop("bulk", False):
             raise InvalidRequest("a bulk erasure keeps no user ids: ask again with the same --users-file")
         if request.pop("has_user", False):
@@ -399,6 +440,29 @@ class Producer:
         await self.index().mark_retried(job_id, enq.job_id)
         return enq
 
+    async def _retry_request(self, job_id: str, request_id: str, meta: dict[str, Any], user_id: str | None) -> Enqueued:
+        """Retry the failed job of a data-subject request: its next job is recorded in the ledger
+        first, so the retry settles the request (closed, its webhook sent) when it succeeds."""
+        from sessionctl import ledger
+        from sessionctl.store import ledger as ledger_sql
+
+        if user_id is None or user_hmac(self.settings.hash_key_bytes, user_id) != meta.get("user_hmac"):
+            raise InvalidRequest("pass the job's user with --user (checked against the job's HMAC; it is not kept)")
+        async with self._db().connect(self.settings.dsn) as conn, conn.transaction():
+            row = await ledger_sql.lock_pending(conn, request_id)
+            if row is None:
+                raise InvalidRequest(f"request {request_id} is closed, or being served right now: nothing to retry")
+            if row["job_ids"][-1] != job_id:
+                raise InvalidRequest(f"request {request_id} has a newer job, {row['job_ids'][-1]}: retry that one")
+            kind, new_id, payload = ledger.next_job(self.settings, row, user_id)
+            await ledger_sql.add_job(conn, request_id, new_id)
+        return await self.enqueue_as(kind, payload, new_id)
+
+    def _db(self) -> Databases:
+        if self._databases is None:
+            self._databases = Databases(pool_size=1, client_cache_size=8)
+        return self._databases
+
     async def _enqueue_job(self, kind: str, payload: dict[str, Any], *, identity: tuple[str, ...]) -> Enqueued:
         """Enqueue under ``kind:digest:generation``; join the job of that generation while it is
         active; move to a new generation once it was used and is no longer active (finished,
@@ -407,7 +471,8 @@ class Producer:
         queue = await self.queue()
         redis = queue.redis
         digest = request_digest(self.settings.hash_key_bytes, kind, *identity)
-        gen_key = f"sessionctl:gen:{kind}:{digest}"
+        queue_name = self.settings.queue_name
+        gen_key = f"{queue_name}:gen:{kind}:{digest}"
         used_key = gen_key + ":used"
         # Forgetting a generation is harmless now: keep the keys as long as a job's records.
         ttl = max(self.settings.keep_result, self.settings.failed_ttl)
@@ -418,7 +483,7 @@ class Producer:
                     await _advance(redis, gen_key, None, ttl)
                     continue
                 gen = raw_gen.decode()
-                job_id = f"{kind}:{digest}:{gen}"
+                job_id = f"{queue_name}:{kind}:{digest}:{gen}"  # the deployment's own: arq's keys differ too
                 if raw_used is not None and raw_used.decode() == gen:
                     if await queue.active(job_id):
                         return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
@@ -442,8 +507,8 @@ class Producer:
         from worker.queue import deployment
 
         queue = await self.queue()
-        about = await queue.served_by()
-        if about is None:
+        found = await queue.workers()
+        if not found:
             return (
                 f"no worker has reported for queue {self.settings.queue_name} in the last 30 s: the job waits until"
                 " one runs — start one with `sessionctl worker` (same DATABASE_URL, REDIS_URL, SESSIONCTL_QUEUE)"
@@ -455,19 +520,20 @@ class Producer:
             "hash_key": "SESSIONCTL_HASH_KEY",
             **({"export_dir": "SESSIONCTL_EXPORT_DIR"} if exports else {}),
         }
-        differ = []
-        for k, var in names.items():
-            if about.get(k) == mine[k]:
-                continue
-            # the key only as "differs": its fingerprint means nothing to a reader
-            shown = "keys differ" if k == "hash_key" else f"{about.get(k)} there, {mine[k]} here"
-            differ.append(f"{var} ({shown})")
-        if not differ:
-            return None
-        return (
-            f"the worker serving queue {self.settings.queue_name} is configured differently: {'; '.join(differ)}"
-            " — its jobs act on its own settings; give both the same"
-        )
+        for about in found:  # every live worker of the queue may take the job
+            differ = []
+            for k, var in names.items():
+                if about.get(k) == mine[k]:
+                    continue
+                # the key only as "differs": its fingerprint means nothing to a reader
+                shown = "keys differ" if k == "hash_key" else f"{about.get(k)} there, {mine[k]} here"
+                differ.append(f"{var} ({shown})")
+            if differ:
+                return (
+                    f"a worker serving queue {self.settings.queue_name} ({about.get('worker')}) is configured"
+                    f" differently: {'; '.join(differ)} — its jobs act on its own settings; give both the same"
+                )
+        return None
 
     # -- following jobs ----------------------------------------------------------------------------
 

@@ -59,8 +59,12 @@ class _Plan:
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The session records of an export file, with their line numbers (the records of a person's
+    other stores, in an export of scope "all", are not restored: only sessions are written back)."""
     with exportfile.open_records(path) as records:
         for n, rec in enumerate(records, 1):
+            if isinstance(rec, dict) and rec.get("v") == exportfile.FORMAT_VERSION and "store" in rec:
+                continue
             if not isinstance(rec, dict) or rec.get("v") != exportfile.FORMAT_VERSION or "session" not in rec:
                 raise InvalidRequest(f"{path.name} line {n} is not a {exportfile.FORMAT} record: nothing was written")
             yield n, rec
@@ -82,7 +86,7 @@ def _plan(path: Path) -> _Plan:
     plan = _Plan()
     clash: list[int] = []
     for n, rec in _records(path):
-        plan.lines = n
+        plan.lines += 1
         row = rec["session"]
         sid, user, kind = row.get("session_id") if isinstance(row, dict) else None, None, None
         if isinstance(row, dict):

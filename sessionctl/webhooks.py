@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,6 +102,13 @@ def body_for(
         if result and result.get(key) is not None:
             out[key] = result[key]
     out["remaining"] = (result or {}).get("remaining")
+    if request["kind"] == "erasure" and status == "succeeded":
+        # whether the person is gone from every store (the final recount), whatever scope was asked
+        remains = request.get("remains")
+        out["complete"] = request.get("complete")
+        out["remains"] = (json.loads(remains) if isinstance(remains, str) else remains) or {}
+    if status == "succeeded":
+        out["late"] = request.get("late")
     if request.get("receipt_id") is not None:
         out["receipt_id"] = request["receipt_id"]
     if error:

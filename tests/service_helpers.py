@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import httpx
 import uvicorn
 
 from sessionctl.config import Settings
@@ -140,3 +141,47 @@ async def until(check: Callable[[], Any], timeout: float = 30.0, every: float = 
             return value
         assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
         await asyncio.sleep(every)
+
+
+SECRET = "whsec-test-0123456789"
+
+
+@contextlib.asynccontextmanager
+async def dsr_service(base: Settings, conn: asyncpg.Connection, **update: Any) -> AsyncIterator[dict[str, Any]]:
+    """The DSR service on a free port over a database of the test's own, a callback receiver allowed
+    as a host, and tokens: ``all`` (read, erase, export), ``read``, ``other`` (read, erase, export:
+    another caller), ``audit``. No worker: a test starts one when it wants the jobs run."""
+    from pydantic import SecretStr
+
+    from sessionctl.api.app import create_app
+
+    receiver = Receiver()
+    async with serving(receiver) as hook_url:
+        port = hook_url.rsplit(":", 1)[1]
+        s = base.model_copy(
+            update={
+                "webhook_secret": SecretStr(SECRET),
+                "webhook_allowed_hosts": f"127.0.0.1:{port}",
+                "webhook_timeout": 1.0,
+                **update,
+            }
+        )
+        tokens = {
+            "all": await make_token(conn, "officer", ["read", "erase", "export"]),
+            "read": await make_token(conn, "auditor", ["read"]),
+            "other": await make_token(conn, "other-platform", ["read", "erase", "export"]),
+            "audit": await make_token(conn, "privacy-office", ["read", "audit"]),
+        }
+        async with serving(create_app(s)) as api_url, httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+            yield {
+                "settings": s,
+                "conn": conn,
+                "client": client,
+                "receiver": receiver,
+                "hook": f"{hook_url}/hooks/dsr",
+                "tokens": tokens,
+            }
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from typing import Any
@@ -13,7 +12,7 @@ from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import SessionctlError
 from worker import redisconf
-from worker.queue import deployment_key
+from worker.queue import Queue
 
 
 async def check_health(settings: Settings) -> dict[str, Any]:
@@ -52,25 +51,28 @@ async def check_health(settings: Settings) -> dict[str, Any]:
 
 
 async def worker_check(redis: Any, settings: Settings) -> dict[str, Any]:
-    """Has a worker reported for this queue lately, for which database, and its job counters
+    """How many workers have reported for this queue lately (each worker reports on its own, and
+    takes its report back when it stops gracefully), for which database, and their job counters
     (arq's own health line, refreshed every minute, read into words)."""
-    raw = await redis.get(deployment_key(settings.queue_name))
-    try:
-        about = json.loads(raw) if raw else None
-    except ValueError:
-        about = None
-    if not isinstance(about, dict):
+    found = await Queue(redis, settings.queue_name).workers()
+    if not found:
         return {
             "ok": False,
             "detail": f"no worker has reported for queue {settings.queue_name} in the last 30 s: start one with"
             " `sessionctl worker`",
+            "workers": [],
         }
-    ago = max(0.0, time.time() - float(about.get("at", 0)))
-    detail = f"a worker reported {ago:.0f} s ago, serving {about.get('database')} (sessionctl {about.get('version')})"
+    latest = found[0]
+    ago = max(0.0, time.time() - float(latest.get("at", 0)))
+    where = sorted({str(a.get("database")) for a in found})
+    detail = (
+        f"{len(found)} worker{'s' if len(found) != 1 else ''} reported in the last 30 s (latest {ago:.0f} s ago),"
+        f" serving {', '.join(where)} (sessionctl {latest.get('version')})"
+    )
     beat = await redis.get(settings.queue_name + ":health-check")
     line = beat.decode(errors="replace") if beat else ""
     counters = dict(re.findall(r"(j_complete|j_failed|j_retried|j_ongoing|queued)=(\d+)", line))
     if counters:
         names = {"j_complete": "done", "j_failed": "failed", "j_retried": "retried", "j_ongoing": "running"}
         detail += "; jobs " + ", ".join(f"{names.get(k, k)} {v}" for k, v in counters.items())
-    return {"ok": True, "detail": detail}
+    return {"ok": True, "detail": detail, "workers": [str(a.get("worker")) for a in found]}

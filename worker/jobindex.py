@@ -1,19 +1,21 @@
 """Our own bounded index of jobs in Redis, so listing never needs ``KEYS`` (arq's
 ``all_job_results`` scans every key, which blocks Redis).
 
-Keys (no personal data in any of them — users appear as HMACs only):
+Keys, each led by the deployment's queue name (``SESSIONCTL_QUEUE``, so two deployments sharing a
+Redis never see each other's jobs), and no personal data in any of them — users appear as HMACs only:
 
-- ``sessionctl:jobs``: sorted set of job ids in enqueue order (scored by ``sessionctl:jobs:seq``, a
+- ``<queue>:jobs``: sorted set of job ids in enqueue order (scored by ``<queue>:jobs:seq``, a
   counter: no two jobs tie), trimmed to the newest ``SESSIONCTL_JOB_INDEX_SIZE``;
-- ``sessionctl:failed``: sorted set of failed job ids by finish time, kept ``SESSIONCTL_FAILED_TTL``;
-- ``sessionctl:job:<id>``: a hash — ``kind, target, user_hmac, requested_by, state, attempt,
+- ``<queue>:failed``: sorted set of failed job ids by finish time, kept ``SESSIONCTL_FAILED_TTL``;
+- ``<queue>:job:<id>``: a hash — ``kind, target, user_hmac, requested_by, state, attempt,
   enqueued_at, started_at, finished_at, error_type, error, summary`` (JSON) and, for a failed job,
   ``request`` (the request *without* its user id: ``sessionctl retry`` asks for the user again and
   checks it against the HMAC). It expires with arq's result (``SESSIONCTL_KEEP_RESULT``) or, for a
   failed job, after ``SESSIONCTL_FAILED_TTL``.
 
-States: ``queued`` → ``running`` → (``retrying`` → ``running`` …) → ``succeeded`` | ``dry_run`` |
-``failed``. The producer writes ``queued``; the worker writes the rest.
+States (:data:`sessionctl.jobstate.JOB_STATES`): ``queued`` → ``running`` → (``retrying`` → ``running``
+…) → ``succeeded`` | ``dry_run`` | ``partial`` | ``failed``. The producer writes ``queued``; the
+worker writes the rest.
 """
 
 from __future__ import annotations
@@ -23,24 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sessionctl.jobstate import STATUS_FILTERS
 from worker import serializer
-
-INDEX = "sessionctl:jobs"
-SEQ = "sessionctl:jobs:seq"
-FAILED = "sessionctl:failed"
-META_PREFIX = "sessionctl:job:"
-
-# What `--status` filters on, in the words of the CLI.
-STATUS_GROUPS: dict[str, frozenset[str]] = {
-    "queued": frozenset({"queued", "retrying"}),
-    "running": frozenset({"running"}),
-    "complete": frozenset({"succeeded", "dry_run", "partial"}),
-    "failed": frozenset({"failed"}),
-}
-
-
-def meta_key(job_id: str) -> str:
-    return META_PREFIX + job_id
 
 
 def _ms() -> int:
@@ -48,11 +34,26 @@ def _ms() -> int:
 
 
 class JobIndex:
-    def __init__(self, redis: Any, *, size: int = 10_000, keep_s: int = 7 * 86400, failed_ttl_s: int = 30 * 86400):
+    def __init__(
+        self,
+        redis: Any,
+        queue_name: str,
+        *,
+        size: int = 10_000,
+        keep_s: int = 7 * 86400,
+        failed_ttl_s: int = 30 * 86400,
+    ):
         self.redis = redis
         self.size = size
         self.keep_s = keep_s
         self.failed_ttl_s = failed_ttl_s
+        self.index_key = f"{queue_name}:jobs"
+        self.seq_key = f"{queue_name}:jobs:seq"
+        self.failed_key = f"{queue_name}:failed"
+        self._meta_prefix = f"{queue_name}:job:"
+
+    def meta_key(self, job_id: str) -> str:
+        return self._meta_prefix + job_id
 
     async def queued(
         self,
@@ -65,7 +66,7 @@ class JobIndex:
         request: dict[str, Any] | None = None,
     ) -> None:
         now = _ms()
-        seq = await self.redis.incr(SEQ)
+        seq = await self.redis.incr(self.seq_key)
         fields: dict[str, Any] = {
             "kind": kind,
             "target": target,
@@ -77,25 +78,27 @@ class JobIndex:
         if request is not None:  # kept from the start: however the job ends, `retry` can ask again
             fields["request"] = json.dumps(request)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(meta_key(job_id), mapping=fields)
-            pipe.expire(meta_key(job_id), max(self.keep_s, self.failed_ttl_s))
-            pipe.zadd(INDEX, {job_id: seq})
-            pipe.zremrangebyrank(INDEX, 0, -(self.size + 1))
+            pipe.hset(self.meta_key(job_id), mapping=fields)
+            pipe.expire(self.meta_key(job_id), max(self.keep_s, self.failed_ttl_s))
+            pipe.zadd(self.index_key, {job_id: seq})
+            pipe.zremrangebyrank(self.index_key, 0, -(self.size + 1))
             await pipe.execute()
 
     async def running(self, job_id: str, *, attempt: int) -> None:
-        await self.redis.hset(meta_key(job_id), mapping={"state": "running", "attempt": attempt, "started_at": _ms()})
+        await self.redis.hset(
+            self.meta_key(job_id), mapping={"state": "running", "attempt": attempt, "started_at": _ms()}
+        )
 
     async def retrying(self, job_id: str, *, attempt: int, error_type: str, error: str) -> None:
         await self.redis.hset(
-            meta_key(job_id),
+            self.meta_key(job_id),
             mapping={"state": "retrying", "attempt": attempt, "error_type": error_type, "error": error},
         )
 
     async def finished(self, job_id: str, *, state: str, summary: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
-                meta_key(job_id),
+                self.meta_key(job_id),
                 mapping={
                     "state": state,
                     "finished_at": _ms(),
@@ -104,8 +107,8 @@ class JobIndex:
                     "error": "",
                 },
             )
-            pipe.expire(meta_key(job_id), self.keep_s)
-            pipe.zrem(FAILED, job_id)
+            pipe.expire(self.meta_key(job_id), self.keep_s)
+            pipe.zrem(self.failed_key, job_id)
             await pipe.execute()
 
     async def failed(self, job_id: str, *, error_type: str, error: str, request: dict[str, Any] | None) -> None:
@@ -114,17 +117,17 @@ class JobIndex:
         if request is not None:
             fields["request"] = json.dumps(request)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(meta_key(job_id), mapping=fields)
-            pipe.expire(meta_key(job_id), self.failed_ttl_s)
-            pipe.zadd(FAILED, {job_id: now})
-            pipe.zremrangebyscore(FAILED, 0, now - self.failed_ttl_s * 1000)
+            pipe.hset(self.meta_key(job_id), mapping=fields)
+            pipe.expire(self.meta_key(job_id), self.failed_ttl_s)
+            pipe.zadd(self.failed_key, {job_id: now})
+            pipe.zremrangebyscore(self.failed_key, 0, now - self.failed_ttl_s * 1000)
             await pipe.execute()
 
     async def mark_retried(self, job_id: str, new_job_id: str) -> None:
-        await self.redis.hset(meta_key(job_id), mapping={"retried_as": new_job_id})
+        await self.redis.hset(self.meta_key(job_id), mapping={"retried_as": new_job_id})
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.hgetall(meta_key(job_id))
+        raw = await self.redis.hgetall(self.meta_key(job_id))
         if not raw:
             return None
         try:
@@ -145,8 +148,8 @@ class JobIndex:
         that cannot be read (edited by hand, of the wrong type) is skipped and counted in
         ``.malformed``, never fatal. ``settle`` may correct the rows of unfinished jobs (from what
         the queue knows) before they are filtered."""
-        wanted = STATUS_GROUPS.get(status) if status else None
-        key = FAILED if failed_only else INDEX
+        wanted = STATUS_FILTERS[status] if status else None
+        key = self.failed_key if failed_only else self.index_key
         out = Listing()
         start, chunk = 0, max(limit * 2, 200)
         while len(out) < limit:
@@ -156,7 +159,7 @@ class JobIndex:
             start += chunk
             async with self.redis.pipeline(transaction=False) as pipe:
                 for job_id in ids:
-                    pipe.hgetall(meta_key(_s(job_id)))
+                    pipe.hgetall(self.meta_key(_s(job_id)))
                 metas = await pipe.execute(raise_on_error=False)
             rows = []
             for job_id, raw in zip(ids, metas, strict=True):
@@ -188,6 +191,11 @@ class Listing(list[dict[str, Any]]):
     """Rows of the index, and how many entries could not be read."""
 
     malformed: int = 0
+
+
+def target_of(payload: dict[str, Any]) -> str:
+    """Where a job's request acts, as the index shows it: an agent id, or ``*`` (every agent)."""
+    return "*" if payload.get("all_agents") or payload.get("agent_id") is None else str(payload["agent_id"])
 
 
 def request_without_user(payload: Any) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ than arq would replace this module (and ``worker/settings.py``), not the produce
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -18,11 +19,41 @@ from redis.exceptions import RedisError
 from sessionctl.errors import RedisUnavailable
 from sessionctl.jobstate import JobState, State
 from worker import redisconf, serializer
+from worker.jobindex import JobIndex, request_without_user, target_of
 from worker.progress import progress_key
 
+BEAT_TTL_S = 30  # a worker that has not reported for this long is not counted as serving the queue
 
-def deployment_key(queue_name: str) -> str:
-    return f"sessionctl:worker:{queue_name}"
+
+def workers_key(queue_name: str) -> str:
+    """The queue's live workers: a sorted set of worker ids scored by their last report (seconds)."""
+    return f"{queue_name}:workers"
+
+
+def worker_key(queue_name: str, worker_id: str) -> str:
+    """What one worker serves (:func:`deployment`) and when it last said so; expires with its beat."""
+    return f"{queue_name}:worker:{worker_id}"
+
+
+async def beat(redis: Any, queue_name: str, worker_id: str, about: dict[str, Any]) -> None:
+    """A worker's report, every few seconds: it is alive, and what it serves."""
+    now = time.time()
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(
+            worker_key(queue_name, worker_id), json.dumps({**about, "worker": worker_id, "at": now}), ex=BEAT_TTL_S
+        )
+        pipe.zadd(workers_key(queue_name), {worker_id: now})
+        pipe.zremrangebyscore(workers_key(queue_name), 0, now - BEAT_TTL_S)
+        pipe.expire(workers_key(queue_name), BEAT_TTL_S * 2)
+        await pipe.execute()
+
+
+async def forget(redis: Any, queue_name: str, worker_id: str) -> None:
+    """A worker stopping gracefully takes its report back at once: it no longer serves the queue."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(worker_key(queue_name, worker_id))
+        pipe.zrem(workers_key(queue_name), worker_id)
+        await pipe.execute()
 
 
 def deployment(settings: Any) -> dict[str, Any]:
@@ -63,15 +94,27 @@ class Queue:
     async def close(self) -> None:
         await self.redis.aclose()
 
+    async def workers(self) -> list[dict[str, Any]]:
+        """What each worker of this queue said it serves, within the last ``BEAT_TTL_S`` seconds
+        (a worker stopped gracefully is gone at once), most recent report first."""
+        ids = await self.redis.zrangebyscore(workers_key(self.name), time.time() - BEAT_TTL_S, "+inf")
+        if not ids:
+            return []
+        raws = await self.redis.mget([worker_key(self.name, i.decode()) for i in ids])
+        found = []
+        for raw in raws:
+            try:
+                about = json.loads(raw) if raw else None
+            except ValueError:
+                continue
+            if isinstance(about, dict):
+                found.append(about)
+        return sorted(found, key=lambda a: -float(a.get("at", 0)))
+
     async def served_by(self) -> dict[str, Any] | None:
-        """What the workers of this queue said they serve, within the last half minute (``None``:
-        no worker has)."""
-        raw = await self.redis.get(deployment_key(self.name))
-        try:
-            about = json.loads(raw) if raw else None
-        except ValueError:
-            return None
-        return about if isinstance(about, dict) else None
+        """What the most recent live worker of this queue serves (``None``: no worker has reported)."""
+        found = await self.workers()
+        return found[0] if found else None
 
     async def enqueue(self, kind: str, payload: dict[str, Any], job_id: str) -> bool:
         """Put the job in the queue under ``job_id``; ``False`` if arq still holds that id (queued,
@@ -143,3 +186,21 @@ class Queue:
             enqueued_at=jdef.enqueue_time.isoformat() if jdef is not None else None,
             progress=progress,
         )
+
+
+async def put(
+    queue: Queue, index: JobIndex, kind: str, payload: dict[str, Any], job_id: str, user_hmac: str | None
+) -> bool:
+    """Enqueue a job under the id its caller chose (a data-subject request's job: the ledger named
+    it first) and note it in the job index; ``False`` when arq holds that id already."""
+    if not await queue.enqueue(kind, payload, job_id):
+        return False
+    await index.queued(
+        job_id,
+        kind=kind,
+        target=target_of(payload),
+        user_hmac=user_hmac,
+        requested_by=payload.get("requested_by"),
+        request=request_without_user(payload),
+    )
+    return True

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,23 +47,32 @@ from sessionctl.errors import (
     InvalidRequest,
     PermanentError,
     QueueUnavailable,
+    RequestNotRecorded,
     SessionctlError,
     TransientError,
     unexpected,
 )
+from sessionctl.jobstate import job_kind
 from sessionctl.logs import configure_logging, get_logger
+from sessionctl.privacy import user_hmac
 from sessionctl.resolvers import ResolverChain, build_chain
 from sessionctl.retention_policy import parse_schedule
+from sessionctl.store import ledger as ledger_sql
 from sessionctl.store import media as media_sql
 from worker import serializer
 from worker.jobindex import JobIndex, record_end, request_without_user
 from worker.lease import lease
 from worker.progress import RedisProgress
-from worker.queue import Queue, deployment, deployment_key
+from worker.queue import Queue, beat, deployment, forget, put
 from worker.redisconf import redis_settings
 from worker.retry import to_arq
 
 log = get_logger("sessionctl.worker")
+
+
+def new_worker_id() -> str:
+    """This worker's name in the queue's list of live workers: host, process, a few random bits."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
 @dataclass(slots=True)
@@ -78,10 +90,17 @@ class WorkerState:
     deliveries_task: asyncio.Task[None] | None = None
     health: probes.Health = field(default_factory=probes.Health)  # /healthz, /readyz
     health_task: asyncio.Task[None] | None = None
+    worker_id: str = field(default_factory=new_worker_id)  # its report in the queue's list of live workers
 
 
 def job_index(redis: Any, settings: Settings) -> JobIndex:
-    return JobIndex(redis, size=settings.job_index_size, keep_s=settings.keep_result, failed_ttl_s=settings.failed_ttl)
+    return JobIndex(
+        redis,
+        settings.queue_name,
+        size=settings.job_index_size,
+        keep_s=settings.keep_result,
+        failed_ttl_s=settings.failed_ttl,
+    )
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -103,9 +122,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["state"] = state
     serving = settings.metrics_port != 0 and probes.serve(settings.metrics_port, state.health)
     state.health_task = asyncio.create_task(_watch_health(ctx["redis"], state))
-    state.depth_task = asyncio.create_task(_keep_alive(ctx["redis"], settings))
+    state.depth_task = asyncio.create_task(_keep_alive(ctx["redis"], settings, state.worker_id))
     queue = Queue(ctx["redis"], settings.queue_name)
-    state.deliveries = ledger.Deliveries(settings, lambda: state.databases.connect(settings.dsn), queue.state)
+
+    async def requeue(kind: str, payload: dict[str, Any], job_id: str) -> None:
+        """A request whose job vanished with Redis, enqueued again under its next job id."""
+        await put(queue, state.index, kind, payload, job_id, user_hmac(state.hash_key, str(payload["user_id"])))
+
+    state.deliveries = ledger.Deliveries(settings, lambda: state.databases.connect(settings.dsn), queue.state, requeue)
     state.deliveries_task = asyncio.create_task(state.deliveries.run())
     log.info(
         "worker.start",
@@ -116,11 +140,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
 
 
-async def _keep_alive(redis: Any, settings: Settings) -> None:
-    """Every few seconds: the queue's depth for the metrics, and which deployment this worker serves
-    (``sessionctl:worker:<queue>``: database, naming rule, a fingerprint of the hash key, export
-    directory), so a CLI configured differently can say so before its job fails."""
-    key, about = deployment_key(settings.queue_name), deployment(settings)
+async def _keep_alive(redis: Any, settings: Settings, worker_id: str) -> None:
+    """Every few seconds: the queue's depth for the metrics, and this worker's report in the queue's
+    list of live workers (``<queue>:workers``, ``<queue>:worker:<id>``: database, naming rule, a
+    fingerprint of the hash key, export directory), so ``health`` counts the workers and a CLI
+    configured differently can say so before its job fails."""
+    about = deployment(settings)
     while True:
         with contextlib.suppress(Exception):
             metrics.QUEUE_DEPTH.labels(settings.queue_name).set(await redis.zcard(settings.queue_name))
@@ -129,7 +154,7 @@ async def _keep_alive(redis: Any, settings: Settings) -> None:
             due = await redis.zrangebyscore(settings.queue_name, "-inf", now_ms, start=0, num=1, withscores=True)
             metrics.QUEUE_AGE.labels(settings.queue_name).set(max(0.0, (now_ms - due[0][1]) / 1000) if due else 0)
         with contextlib.suppress(Exception):
-            await redis.set(key, json.dumps({**about, "at": time.time()}), ex=30)
+            await beat(redis, settings.queue_name, worker_id, about)
         await asyncio.sleep(5)
 
 
@@ -181,6 +206,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         for task in (state.depth_task, state.deliveries_task, state.health_task):
             if task is not None:
                 task.cancel()
+        with contextlib.suppress(Exception):  # stopped: no longer one of the queue's live workers
+            await forget(ctx["redis"], state.settings.queue_name, state.worker_id)
         await state.databases.close()
     log.info("worker.stop")
 
@@ -239,6 +266,7 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         "late_sessions",
         "users_count",
         "users_matched",
+        "complete",
     )
     return {k: result[k] for k in keys if k in result}
 
@@ -260,6 +288,9 @@ async def _run(
         if kwargs or len(args) != 1:
             raise InvalidRequest("job payload must be exactly one JSON object (the request)")
         request = parse_request(model, args[0])
+        request_id = getattr(request, "request_id", None)  # the data-subject request the job serves
+        if request_id is not None:
+            await _check_recorded(state, jctx.job_id, str(request_id))
         token = media_sql.CURRENT.set(jctx.media)  # the store's deletes hand their media references over
         parent = await _trace_parent(ctx["redis"], jctx.job_id)
         try:
@@ -344,6 +375,20 @@ async def _settle_requests(
         state.deliveries.wake.set()
 
 
+async def _check_recorded(state: WorkerState, job_id: str, request_id: str) -> None:
+    """A job serving a data-subject request runs only if the ledger records that request, lists
+    this job, and still waits for it: intake records a request before it enqueues its job."""
+    async with state.databases.connect(state.settings.dsn) as conn:
+        found = await ledger_sql.job_of_request(conn, request_id, job_id)
+    if found is None:
+        raise RequestNotRecorded(
+            f"request {request_id} is not in the ledger, or does not list job {job_id}: a request's job runs only"
+            " once the ledger records it; nothing was done"
+        )
+    if found["completed_at"] is not None:
+        raise RequestNotRecorded(f"request {request_id} is already closed ({found['status']}): nothing was done")
+
+
 def _internal(exc: BaseException, job_id: str, kind: str) -> InternalError:
     """A bug or an unforeseen driver error. Its text may quote row values (a user id, content): it
     stays out of logs and results; the class and, for Postgres, the SQLSTATE say where to look."""
@@ -380,7 +425,7 @@ async def retention_tick(ctx: dict[str, Any]) -> str | None:
     state: WorkerState = ctx["state"]
     tick = _tick(ctx)
     when = datetime.strptime(tick, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    if not await ctx["redis"].set(f"sessionctl:retention:tick:{tick}", "1", nx=True, ex=7 * 86400):
+    if not await ctx["redis"].set(f"{state.settings.queue_name}:tick:retention:{tick}", "1", nx=True, ex=7 * 86400):
         log.info("retention.tick_taken", tick=tick)
         return None
     enq = await Producer(state.settings, redis=ctx["redis"]).run_retention(
@@ -401,7 +446,7 @@ async def resweep_tick(ctx: dict[str, Any]) -> str | None:
 
     state: WorkerState = ctx["state"]
     tick = _tick(ctx)
-    if not await ctx["redis"].set(f"sessionctl:resweep:tick:{tick}", "1", nx=True, ex=7 * 86400):
+    if not await ctx["redis"].set(f"{state.settings.queue_name}:tick:resweep:{tick}", "1", nx=True, ex=7 * 86400):
         log.info("resweep.tick_taken", tick=tick)
         return None
     enq = await Producer(state.settings, redis=ctx["redis"]).resweep(tick=tick, requested_by="cron")
@@ -426,10 +471,12 @@ def _crons(s: Settings) -> list[Any]:
     from arq.cron import cron
 
     planned = []
+    # arq's cron job ids are "<name>:<ms>": named after the queue, two deployments on one Redis
+    # each run their own tick instead of the first taking the other's
     if s.retention_file:
-        planned.append((retention_tick, "retention", s.retention_schedule))
+        planned.append((retention_tick, f"{s.queue_name}:retention", s.retention_schedule))
     if s.resweep_schedule:
-        planned.append((resweep_tick, "resweep_cron", s.resweep_schedule))  # not the job function's name
+        planned.append((resweep_tick, f"{s.queue_name}:resweep_cron", s.resweep_schedule))  # not a job name
     out = []
     for tick, name, schedule in planned:
         when = parse_schedule(schedule)
@@ -537,7 +584,7 @@ class SessionctlWorker(Worker):
             log.warning("job.index_not_updated", job_id=job_id, error_type=type(exc).__name__)
             return
         if ended is not None and ended.get("state") == "failed":
-            kind = job_id.split(":", 1)[0]
+            kind = job_kind(job_id, settings.queue_name)
             metrics.JOBS.labels(kind, "failed").inc()
             log.warning("job.ended_by_arq", job_id=job_id, error_type=ended["error_type"], error=ended["error"])
 

@@ -1,6 +1,7 @@
 """Who is calling: a bearer token (``Authorization: Bearer sct_…``) looked up by its SHA-256, with
 its scopes. No token or an unknown one: 401; a token without the scope: 403. A token never appears
-in a log or an error."""
+in a log or an error. A token sees the requests and jobs it made; one with the ``audit`` scope
+sees every request and job (but never an export's content)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sessionctl.store import ledger
 from sessionctl.tokens import token_hash
@@ -22,6 +24,16 @@ CACHE_S = 5.0  # a revoked token stops working within this many seconds
 class Caller:
     name: str
     scopes: tuple[str, ...]
+
+    @property
+    def audit(self) -> bool:
+        """Sees every request and job, not only its own."""
+        return "audit" in self.scopes
+
+    @property
+    def owner(self) -> str | None:
+        """The token whose requests this caller sees (``None``: every token's, with ``audit``)."""
+        return None if self.audit else self.name
 
 
 class Tokens:
@@ -54,10 +66,16 @@ def bearer(request: Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def need(scope: str) -> Callable[[Request], Awaitable[Caller]]:
-    """A FastAPI dependency: the caller, who must hold ``scope``."""
+SCHEME = HTTPBearer(auto_error=False, description="an API token: sessionctl token create --name NAME --scopes …")
 
-    async def dependency(request: Request) -> Caller:
+
+def need(scope: str | None) -> Callable[..., Awaitable[Caller]]:
+    """A FastAPI dependency: the caller, who must hold ``scope`` (``None``: any valid token)."""
+
+    async def dependency(
+        request: Request,
+        _: HTTPAuthorizationCredentials | None = Security(SCHEME),  # noqa: B008 (FastAPI's way)
+    ) -> Caller:
         token = bearer(request)
         tokens: Tokens = request.app.state.tokens
         who = None if token is None else await tokens.caller(token)
@@ -67,7 +85,7 @@ def need(scope: str) -> Callable[[Request], Awaitable[Caller]]:
                 "a valid bearer token is required (sessionctl token create)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if scope not in who.scopes:
+        if scope is not None and scope not in who.scopes:
             raise HTTPException(403, f"this token lacks the {scope!r} scope")
         return who
 

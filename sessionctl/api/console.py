@@ -1,6 +1,6 @@
 """The console for privacy officers: server-rendered pages under ``/console``.
 
-Sign in with an API token (any token with the ``read`` scope): the session is an HttpOnly,
+Sign in with an API token with the ``audit`` scope (the console shows every request): the session is an HttpOnly,
 SameSite=Strict cookie holding the token's hash and an expiry, signed with a key derived from
 ``SESSIONCTL_HASH_KEY`` — so neither a copy of the cookie jar's hash nor of the database signs
 anyone in, and a revoked token ends its sessions. Every form carries a CSRF token bound to the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +53,7 @@ def router(settings: Settings) -> APIRouter:
             return None
         async with request.app.state.connect() as conn:
             row = await ledger_sql.find_token(conn, digest)  # revoked since: signed out
-        if row is None or "read" not in row["scopes"]:
+        if row is None or "audit" not in row["scopes"]:
             return None
         return Caller(str(row["name"]), tuple(row["scopes"])), cookie
 
@@ -69,9 +70,9 @@ def router(settings: Settings) -> APIRouter:
     @r.post("/login", response_model=None)
     async def login(request: Request, token: str = Form(...)) -> Response:
         who = await request.app.state.tokens.caller(token.strip())
-        if who is None or "read" not in who.scopes:
+        if who is None or "audit" not in who.scopes:
             return page(
-                request, "login.html", status=401, error="That token is not valid here (it needs the read scope)."
+                request, "login.html", status=401, error="That token is not valid here (it needs the audit scope)."
             )
         digest = token_hash(token.strip())
         expiry = str(int(time.time()) + SESSION_S)
@@ -154,6 +155,8 @@ def _req(row: Any, now: datetime) -> dict[str, Any]:
     d = dict(row)
     d["days_left"] = (row["due_at"] - now).total_seconds() / 86400
     d["overdue"] = row["status"] == "open" and row["due_at"] < now
+    extensions = row["extensions"]
+    d["extensions"] = json.loads(extensions) if isinstance(extensions, str) else list(extensions or [])
     return d
 
 

@@ -34,6 +34,7 @@ from sessionctl.cli.common import (
     with_producer,
 )
 from sessionctl.identifiers import Ambiguous
+from sessionctl.jobstate import job_kind
 
 if TYPE_CHECKING:
     from sessionctl.jobstate import Enqueued, JobState
@@ -102,6 +103,14 @@ def export(
     then_purge: Annotated[
         bool, typer.Option("--then-purge", help="Erase the exported sessions once the export verifies.")
     ] = False,
+    scope: Annotated[
+        str,
+        typer.Option(
+            "--scope",
+            help="sessions (default), or all: one user's everything (memories, knowledge chunks, login records, the"
+            " list of media objects) beside their sessions.",
+        ),
+    ] = "sessions",
     requested_by: RequestedByOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = WAIT_DEFAULT,
@@ -115,6 +124,8 @@ def export(
         fail(EXIT_BAD_INPUT, f"--compress must be gz or zst (or none), not {compress!r}")
     if by not in ("created", "updated"):
         fail(EXIT_BAD_INPUT, f"--by must be created or updated, not {by!r}")
+    if scope not in ("sessions", "all"):
+        fail(EXIT_BAD_INPUT, f"--scope must be sessions or all, not {scope!r}")
     request = {
         "out": out_name,
         "agent_id": agent,
@@ -126,6 +137,7 @@ def export(
         "compress": compress,
         "then_purge": then_purge,
         "requested_by": requested_by,
+        "scope": scope,
     }
 
     async def call(producer: Producer) -> tuple[Enqueued, JobState | None]:
@@ -189,7 +201,8 @@ async def _follow(
     if announce and wait:
         joined = " (an identical request was already queued or running: joined it)" if enq.collapsed else ""
         err.print(f"job {enq.job_id} queued{joined}; waiting up to {timeout:g} s", markup=False, highlight=False)
-    note = await producer.check_worker(exports=enq.job_id.startswith("export_sessions")) if announce else None
+    exporting = job_kind(enq.job_id, producer.settings.queue_name) == "export_sessions"
+    note = await producer.check_worker(exports=exporting) if announce else None
     if note is not None:
         err.print(f"warning: {note}", markup=False, highlight=False)
     if not wait:
@@ -266,20 +279,27 @@ def status(
 
 @app.command()
 def jobs(
-    status_filter: Annotated[str | None, typer.Option("--status", help="queued, running, complete or failed.")] = None,
+    status_filter: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="queued, running, retrying, succeeded, dry_run, partial, failed, or ended (any final)."
+        ),
+    ] = None,
     kind: Annotated[
         str | None,
-        typer.Option("--kind", help="purge_user_sessions, purge_users, export_sessions or purge_expired_sessions."),
+        typer.Option(
+            "--kind", help="purge_user_sessions, purge_users, export_sessions, purge_expired_sessions or resweep."
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most N rows.")] = 50,
     failed: Annotated[bool, typer.Option("--failed", help="Only the failed-job list (kept longer).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List recent jobs, newest first (from sessionctl's own index: no KEYS scan)."""
-    from worker.jobindex import STATUS_GROUPS
+    from sessionctl.jobstate import STATUS_FILTERS
 
-    if status_filter is not None and status_filter not in STATUS_GROUPS:
-        fail(EXIT_BAD_INPUT, f"--status must be one of {', '.join(STATUS_GROUPS)}, not {status_filter!r}")
+    if status_filter is not None and status_filter not in STATUS_FILTERS:
+        fail(EXIT_BAD_INPUT, f"--status must be one of {', '.join(STATUS_FILTERS)}, not {status_filter!r}")
 
     async def call(producer: Producer) -> Any:
         return await producer.jobs(status=status_filter, kind=kind, limit=limit, failed_only=failed)

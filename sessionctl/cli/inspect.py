@@ -41,7 +41,7 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Recount the user's rows in every user-keyed table; exit 0 only when all are 0."""
-    from sessionctl.verify import verify_user
+    from jobs.person import verify_user
 
     if agent is not None and all_agents:
         fail(EXIT_BAD_INPUT, "name at most one target: --agent ID or --all-agents")

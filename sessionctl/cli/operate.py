@@ -185,7 +185,7 @@ async def _up() -> Any:
 
 
 def _worker_line(config: Any) -> str:
-    """Start a worker in the background unless one like this CLI already serves the queue."""
+    """Start a worker in the background unless a live one like this CLI already serves the queue."""
     import subprocess
     import sys
     import time
@@ -194,7 +194,8 @@ def _worker_line(config: Any) -> str:
     from sessionctl.cli.common import with_producer
 
     async def serving(producer: Any) -> bool:
-        return await producer.check_worker() is None
+        live = [w for w in await (await producer.queue()).workers() if _alive(str(w.get("worker", "")))]
+        return bool(live) and await producer.check_worker() is None
 
     if with_producer(config, serving):
         return "a worker already serves the queue"
@@ -209,26 +210,64 @@ def _worker_line(config: Any) -> str:
     while time.monotonic() < deadline:
         if with_producer(config, serving):
             return f"started a worker in the background (pid {worker.pid}, log {root / 'worker.log'})"
+        if worker.poll() is not None:
+            break
         time.sleep(0.5)
     fail(EXIT_UNAVAILABLE, f"the demo worker did not report within 30 s: see {root / 'worker.log'}")
+
+
+def _alive(worker_id: str) -> bool:
+    """Is the worker that reported under this id alive? A worker of this host is checked by its
+    process (a killed one's report outlives it by up to 30 s); one of another host is taken at its
+    word."""
+    import os
+    import socket
+
+    host, _, rest = worker_id.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @demo_app.command("stop")
 def demo_stop() -> None:
     """Stop the demo worker and the embedded services (their data stays for the next start)."""
-    import os
-    import signal
-
     from sessionctl import embedded
 
+    stopped = False
+    pid = embedded.state_dir() / "worker.pid"
+    if pid.is_file():  # first, while Redis still runs: the worker takes its report back as it stops
+        with contextlib.suppress(ValueError, ProcessLookupError):
+            _stop(int(pid.read_text().strip()))
+        pid.unlink(missing_ok=True)
+        stopped = True
     if embedded.down():
         out.print(f"stopped the demo worker and the embedded services ({embedded.state_dir()})", markup=False)
-        return
-    pid = embedded.state_dir() / "worker.pid"
-    if pid.is_file():
-        with contextlib.suppress(ValueError, ProcessLookupError):
-            os.kill(int(pid.read_text().strip()), signal.SIGTERM)
-        pid.unlink(missing_ok=True)
+    elif stopped:
         out.print("stopped the demo worker", markup=False)
-        return
-    out.print("nothing to stop: no demo worker, no embedded services", markup=False)
+    else:
+        out.print("nothing to stop: no demo worker, no embedded services", markup=False)
+
+
+def _stop(pid: int, wait_s: float = 60.0) -> None:
+    """SIGTERM, then wait until the process is gone (its running job finishes, its report in
+    Redis is taken back): the next ``demo start`` finds the queue without a worker."""
+    import os
+    import signal
+    import time
+
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)

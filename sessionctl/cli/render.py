@@ -35,6 +35,7 @@ def job_state(state: Any) -> None:
             f"deleted   sessions={r['sessions_deleted']} runs={r['runs_deleted']}  remaining {r['remaining']}",
             markup=False,
         )
+        completeness(r, users="--users-file FILE")
         return
     p(f"job       {state.job_id}", markup=False, highlight=False)
     p(f"status    {state.status}" + (f" (attempt {state.attempt})" if state.attempt else ""), markup=False)
@@ -55,6 +56,7 @@ def job_state(state: Any) -> None:
             p(f"remaining {r['remaining']}", markup=False)
         if r.get("stores"):
             p("outside   " + ", ".join(f"{k}={v}" for k, v in r["stores"].items()), markup=False, highlight=False)
+        completeness(r)
         if r.get("origin") == "resweep":
             p("origin    resweep (the user was found back after an earlier erasure)", markup=False)
         for name, a in sorted(r.get("agents", {}).items()):
@@ -65,6 +67,22 @@ def job_state(state: Any) -> None:
         p("no such job: it was never enqueued, or its result has expired (SESSIONCTL_KEEP_RESULT)", markup=False)
     elif not state.done:
         p("the job is not finished yet; check again with: sessionctl status " + state.job_id, markup=False)
+
+
+def completeness(r: dict[str, Any], users: str = "--user -") -> None:
+    """Whether the erasure's person is gone from every store, in one line; if not, what is left and
+    how to erase it."""
+    if r.get("complete") is None:
+        return
+    if r["complete"]:
+        out.print("complete  yes: nothing of the person is left in any store sessionctl checks", markup=False)
+        return
+    left = ", ".join(f"{k}={'(cannot be counted)' if v < 0 else v}" for k, v in (r.get("remains") or {}).items())
+    out.print(
+        f"complete  no: left {left} — erase everything with: sessionctl purge --all-agents --scope all {users}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def resweep(job_id: str, r: dict[str, Any]) -> None:
@@ -105,11 +123,14 @@ def export(state: Any) -> None:
     p(f"sessions  {r['sessions']}  " + ", ".join(f"{k}={v}" for k, v in sorted(r["agents"].items())), markup=False)
     if r.get("user_hmac"):
         p(f"user      hmac:{r['user_hmac']}", markup=False)
+    if r.get("stores") and r.get("scope") == "all":
+        p("stores    " + ", ".join(f"{k}={v}" for k, v in r["stores"].items()), markup=False, highlight=False)
     if r.get("purge"):
         p(
             f"erased    sessions={r['purge']['sessions_deleted']} runs={r['purge']['runs_deleted']} remaining=0",
             markup=False,
         )
+        completeness(r["purge"])
 
 
 def progress_line(state: Any) -> str:
@@ -222,7 +243,8 @@ def receipts(hmac: str, rows: list[dict[str, Any]]) -> None:
             + (f" scope={r['scope']}" if r.get("scope", "sessions") != "sessions" else "")
             + "".join(f" {k.replace(' ', '_')}={v}" for k, v in (r.get("stores") or {}).items())
             + (f"  requested_by={r['requested_by']}" if r["requested_by"] else "")
-            + ("  origin=resweep" if r.get("origin") == "resweep" else ""),
+            + ("  origin=resweep" if r.get("origin") == "resweep" else "")
+            + {True: "  complete", False: "  INCOMPLETE", None: ""}[r.get("complete")],
             markup=False,
             highlight=False,
         )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -52,7 +53,14 @@ async def _conn_do(config: Settings, call: Any) -> Any:
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option("--name", help="A name to know and revoke it by.")],
-    scopes: Annotated[str, typer.Option("--scopes", help="Comma-separated: read, erase, export.")] = "read",
+    scopes: Annotated[
+        str,
+        typer.Option(
+            "--scopes",
+            help="Comma-separated: read (its own requests and jobs), erase, export, audit (every request, and the"
+            " console).",
+        ),
+    ] = "read",
 ) -> None:
     """Create a token; it is printed once, as the last line of stdout (only its hash is stored)."""
     from sessionctl.store import ledger
@@ -119,6 +127,9 @@ def requests(
         d["overdue"] = d["status"] == "open" and d["due_at"] < now
         d.pop("callback_url", None)
         d["job_ids"] = list(d["job_ids"])
+        for k in ("options", "extensions", "remains"):
+            if isinstance(d.get(k), str):
+                d[k] = json.loads(d[k])
         items.append(d)
     if as_json:
         print_json([{k: _iso(v) if isinstance(v, datetime) else v for k, v in d.items()} for d in items])
@@ -129,16 +140,20 @@ def requests(
         )
     for d in items:
         left = (d["due_at"] - now).total_seconds() / 86400
-        when = (
-            f"OVERDUE by {-left:.1f} d"
-            if d["overdue"]
-            else (f"{left:.1f} d left" if d["status"] == "open" else d["status"])
-        )
+        when: str
+        if d["overdue"]:
+            when = f"OVERDUE by {-left:.1f} d"
+        elif d["status"] == "open":
+            when = f"{left:.1f} d left"
+        else:
+            when = {True: "LATE", False: "on time"}.get(d["late"]) or str(d["status"])
+        extended = f"  extended x{len(d['extensions'])}" if d["extensions"] else ""
+        whole = {True: "  complete", False: "  INCOMPLETE"}.get(d["complete"], "")
         out.print(
             f"{d['request_id']}  {d['kind']:<7} {d['status']:<9} due {d['due_at']:%Y-%m-%d}  {when:<20}"
-            f" user {d['user_hmac']}  {d['request_ref'] or ''}",
+            f" user {d['user_hmac']}  {d['request_ref'] or ''}{extended}{whole}",
             markup=False,
-            style="bold red" if d["overdue"] else None,
+            style="bold red" if d["overdue"] or d["late"] else None,
         )
 
 

@@ -59,8 +59,11 @@ DSR_NEEDS = (
     Need("sessionctl", "dsr_requests", ("SELECT", "INSERT", "UPDATE")),
     Need("sessionctl", "webhook_deliveries", ("SELECT", "INSERT", "UPDATE")),
     Need("sessionctl", "api_tokens", READ),
+    Need("sessionctl", "exports", ("SELECT", "INSERT", "UPDATE")),
 )
 DSR_SEQUENCE = "sessionctl.webhook_deliveries_id_seq"
+# Every export notes its file in sessionctl.exports (an erasure deletes the person's, they expire).
+EXPORT_NEEDS = (Need("sessionctl", "exports", ("SELECT", "INSERT", "UPDATE")),)
 
 
 def erasure_needs(
@@ -102,11 +105,13 @@ def shared_needs(tables: Iterable[shared_stores.SharedTable], *, dry_run: bool =
     return [Need(t.schema, t.table, READ if dry_run else (ANONYMIZE if t.anonymizes else ERASE)) for t in tables]
 
 
-def export_needs(layout: catalog.Layout, *, then_erase: bool) -> list[Need]:
-    """An export reads the sessions and their runs; export-then-erase also deletes like a purge."""
+def export_needs(layout: catalog.Layout, *, then_erase: bool, user_tables: Iterable[str] = ()) -> list[Need]:
+    """An export reads the sessions and their runs (and, of scope "all", every user-keyed table);
+    export-then-erase also deletes like a purge."""
     if then_erase:
         return erasure_needs(layout)
-    return [Need(layout.schema, t, READ) for t in (SESSIONS, RUNS) if t == SESSIONS or layout.has(t)]
+    tables = dict.fromkeys([t for t in (SESSIONS, RUNS) if t == SESSIONS or layout.has(t)] + list(user_tables))
+    return [Need(layout.schema, t, READ) for t in tables]
 
 
 async def problems(conn: asyncpg.Connection, needs: Iterable[Need]) -> list[str]:

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from sessionctl.store.catalog import Layout
 
 
-
 @dataclass(slots=True)
 class BatchOutcome:
     counts: Counts = field(default_factory=Counts)
@@ -347,7 +346,13 @@ async def _delete_sessions(
             if by_cascade is not None:
                 cascaded = int(await conn.fetchval("SELECT pg_stat_get_xact_tuples_deleted(to_regclass($1))", runs))
                 cascaded -= by_cascade
-            sink = await media.hand_over(conn, row.get("media"))
+            sink = await media.hand_over(
+                conn,
+                row.get("media"),
+                runs if layout.has(RUNS) else None,
+                layout.q(SESSIONS),
+                layout.legacy_runs_column,
+            )
     except BaseException:
         if (current := media.CURRENT.get()) is not None:
             current.rolled_back(conn)  # keys noted in a transaction that did not commit

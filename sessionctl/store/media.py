@@ -20,7 +20,7 @@ ANY_REF = "lax $.**.media_reference"
 
 
 class MediaCollector(Protocol):
-    async def collect(self, conn: asyncpg.Connection, refs: list[dict[str, Any]]) -> None: ...
+    async def collect(self, conn: asyncpg.Connection, refs: list[dict[str, Any]], shared: set[str]) -> None: ...
     async def committed(self, conn: asyncpg.Connection) -> None: ...
     def rolled_back(self, conn: asyncpg.Connection) -> None: ...
 
@@ -57,8 +57,12 @@ REFS_OF_LEGACY_ROWS = (
 )
 
 
-async def hand_over(conn: asyncpg.Connection, refs: Any) -> MediaCollector | None:
-    """Inside the delete's transaction: give the references to this job's collector (or refuse)."""
+async def hand_over(
+    conn: asyncpg.Connection, refs: Any, runs_table: str | None, sessions_table: str, legacy: bool
+) -> MediaCollector | None:
+    """Inside the delete's transaction: give the references to this job's collector (or refuse),
+    with the keys that runs of sessions *not* deleted still reference — those objects are not the
+    erased sessions' alone, and stay."""
     if isinstance(refs, str):  # a connection without the pool's jsonb codec
         refs = json.loads(refs)
     if not refs:
@@ -69,8 +73,32 @@ async def hand_over(conn: asyncpg.Connection, refs: Any) -> MediaCollector | Non
             "the sessions to erase point at offloaded media and no media storage is configured here: run the"
             " erasure through a worker with SESSIONCTL_MEDIA_STORAGES; nothing of this batch was deleted"
         )
-    await sink.collect(conn, refs)
+    keys = sorted({str(r["ref"]["storage_key"]) for r in refs})
+    shared = await keys_still_referenced(conn, runs_table, sessions_table, legacy, keys)
+    await sink.collect(conn, refs, shared)
     return sink
+
+
+async def keys_still_referenced(
+    conn: asyncpg.Connection, runs_table: str | None, sessions_table: str, legacy: bool, keys: list[str]
+) -> set[str]:
+    """Which of these storage keys a run still in the schema references (read after the delete, in
+    its transaction: the deleted sessions' runs are gone, so any reference left is another session's)."""
+    parts = []
+    if runs_table is not None:
+        parts.append(
+            f"SELECT ref ->> 'storage_key' AS k FROM {runs_table} r,"
+            f" LATERAL jsonb_path_query(r.run_data, '{REFS_PATH}') AS ref WHERE r.run_data @? '{ANY_REF}'"
+        )
+    if legacy:
+        parts.append(
+            f"SELECT ref ->> 'storage_key' FROM {sessions_table} s,"
+            f" LATERAL jsonb_path_query(s.runs, '{REFS_PATH}') AS ref WHERE s.runs @? '{ANY_REF}'"
+        )
+    if not parts or not keys:
+        return set()
+    rows = await conn.fetch(f"SELECT DISTINCT k FROM ({' UNION ALL '.join(parts)}) x WHERE k = ANY($1::text[])", keys)
+    return {str(r["k"]) for r in rows}
 
 
 async def exists(conn: asyncpg.Connection) -> bool:
@@ -123,11 +151,38 @@ async def count_of(conn: asyncpg.Connection, job_id: str, hmacs: list[str]) -> i
     return int(await conn.fetchval(f"SELECT count(*) FROM sessionctl.media_pending {_OF}", job_id, hmacs))
 
 
-async def count_of_user(conn: asyncpg.Connection, user_hmac: str) -> int:
-    """Objects of the user's erased sessions not deleted yet (``verify`` counts them)."""
+async def count_of_users(conn: asyncpg.Connection, hmacs: list[str]) -> int:
+    """Objects of these users' erased sessions not deleted yet (``verify`` counts them)."""
     if not await exists(conn):
         return 0
-    return int(await conn.fetchval("SELECT count(*) FROM sessionctl.media_pending WHERE user_hmac = $1", user_hmac))
+    return int(
+        await conn.fetchval("SELECT count(*) FROM sessionctl.media_pending WHERE user_hmac = ANY($1::text[])", hmacs)
+    )
+
+
+async def refs_of_user(
+    conn: asyncpg.Connection, runs_table: str | None, sessions_table: str, legacy: bool, user_id: str
+) -> list[dict[str, Any]]:
+    """The media references the user's sessions uploaded (an access export lists the objects):
+    from ``agno_runs`` (3.x) and from runs inside the session rows (2.x)."""
+    parts = []
+    if runs_table is not None:
+        parts.append(
+            f"SELECT ref FROM {runs_table} r JOIN {sessions_table} s ON s.session_id = r.session_id,"
+            f" LATERAL jsonb_path_query(r.run_data, '{REFS_PATH}') AS ref WHERE s.user_id = $1"
+            f" AND r.run_data @? '{ANY_REF}' AND ref ->> 'session_id' = r.session_id"
+            " AND ref ->> 'storage_key' IS NOT NULL"
+        )
+    if legacy:
+        parts.append(
+            f"SELECT ref FROM {sessions_table} s, LATERAL jsonb_path_query(s.runs, '{REFS_PATH}') AS ref"
+            f" WHERE s.user_id = $1 AND s.runs @? '{ANY_REF}' AND ref ->> 'session_id' = s.session_id"
+            " AND ref ->> 'storage_key' IS NOT NULL"
+        )
+    if not parts:
+        return []
+    rows = await conn.fetch(f"SELECT DISTINCT ref FROM ({' UNION ALL '.join(parts)}) x", user_id)
+    return [json.loads(r["ref"]) if isinstance(r["ref"], str) else dict(r["ref"]) for r in rows]
 
 
 async def stale_pending(conn: asyncpg.Connection, older_than_s: int, limit: int) -> list[tuple[int, str, str]]:

@@ -38,7 +38,8 @@ async def test_a_privacy_officer_signs_in_sees_a_finished_erasure_and_an_overdue
     own_database: tuple[Settings, asyncpg.Connection], agent_id: str
 ) -> None:
     s, conn = own_database
-    token = await make_token(conn, "officer", ["read", "erase"])
+    token = await make_token(conn, "officer", ["read", "audit"])
+    reader = await make_token(conn, "reader", ["read", "erase"])
     await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 4)
     async with Producer(s) as p:  # an erasure that ran: its job and its counts
         enq = await p.purge_user_sessions(user_id=USER, agent_id=agent_id, requested_by="TICKET-7")
@@ -57,6 +58,9 @@ async def test_a_privacy_officer_signs_in_sees_a_finished_erasure_and_an_overdue
             "due_at": received + timedelta(days=30),
             "callback_url": None,
             "requested_by": None,
+            "token_name": "platform",
+            "dry_run": False,
+            "subject": None,
             "job_ids": [],
         },
     )
@@ -67,9 +71,10 @@ async def test_a_privacy_officer_signs_in_sees_a_finished_erasure_and_an_overdue
             await page.goto(f"{url}/console")
             assert page.url == f"{url}/console/login"  # no cookie: sent to sign in
 
-            await page.fill("#token", "sct_wrong")
-            await page.click("#sign-in")
-            assert "not valid" in (await page.inner_text("[role=alert]"))
+            for wrong in ("sct_wrong", reader):  # a token that is not one, or without the audit scope
+                await page.fill("#token", wrong)
+                await page.click("#sign-in")
+                assert "not valid" in (await page.inner_text("[role=alert]"))
 
             await page.fill("#token", token)
             await page.click("#sign-in")
@@ -113,7 +118,7 @@ async def test_a_forged_or_revoked_session_and_a_form_without_its_csrf_token_are
     import httpx
 
     s, conn = own_database
-    token = await make_token(conn, "clerk", ["read"])
+    token = await make_token(conn, "clerk", ["read", "audit"])
     async with serving(create_app(s)) as url, httpx.AsyncClient(base_url=url) as client:
         resp = await client.post("/console/login", data={"token": token})
         assert resp.status_code == 303 and "sessionctl_console" in resp.cookies

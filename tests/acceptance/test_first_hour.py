@@ -34,7 +34,7 @@ async def _admin(sql: str) -> None:
 def _wait_for_worker(env: dict[str, str]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if "a worker reported" in _cli(env, "health").stdout:
+        if "worker reported" in _cli(env, "health").stdout:
             return
         time.sleep(0.3)
     raise AssertionError("the worker never reported")
@@ -48,7 +48,8 @@ def test_purge_wait_without_a_worker_says_so_at_once_and_times_out(worker_env: d
     assert time.monotonic() - started < 30
     assert done.returncode == 1, done
     first = done.stderr.splitlines()[0]
-    assert first.startswith("job purge_user_sessions:") and "waiting up to 2 s" in first, done.stderr
+    queue = worker_env["SESSIONCTL_QUEUE"]
+    assert first.startswith(f"job {queue}:purge_user_sessions:") and "waiting up to 2 s" in first, done.stderr
     assert "no worker has reported for queue" in done.stderr and "sessionctl worker" in done.stderr
     assert "not finished yet" in done.stdout
 
@@ -66,7 +67,7 @@ def test_a_worker_configured_for_another_database_is_named_before_the_job_fails(
     finally:
         worker.terminate()
         worker.wait(30)
-    assert "the worker serving queue" in done.stderr and "DATABASE_URL (" in done.stderr, done.stderr
+    assert "a worker serving queue" in done.stderr and "DATABASE_URL (" in done.stderr, done.stderr
     assert settings.dsn.database in done.stderr
     assert done.returncode == 1 and "AgentNotFound" in done.stdout, done.stdout
     assert f"in {Dsn.parse(PG_ADMIN_URL).where} does not exist" in done.stdout  # the worker's database, named
@@ -99,7 +100,7 @@ async def test_what_agents_lists_is_what_agent_takes_and_the_output_reads_plainl
     finally:
         worker.terminate()
         worker.wait(30)
-    assert "ok   worker: a worker reported" in health.stdout, health.stdout
+    assert "ok   worker: 1 worker reported" in health.stdout, health.stdout
     assert f"serving {settings.dsn.where} (sessionctl" in health.stdout, health.stdout
     assert dry.returncode == 0 and "would delete" in dry.stdout
     assert "would_delete_sessions=3" in jobs.stdout and "sessions_deleted" not in jobs.stdout, jobs.stdout

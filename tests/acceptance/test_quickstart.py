@@ -99,3 +99,22 @@ async def test_demo_data_in_the_2x_layout_is_purged_with_the_runs_inside_its_row
     assert [(r["user_id"], r["n"]) for r in left] == [("demo-user-2", 2)]
     again = _sessionctl(worker_env, "demo", "seed", "--agent", agent, "--layout", "2x")
     assert again.returncode == 2 and "exists already" in again.stderr
+
+
+def test_demo_start_after_demo_stop_starts_a_worker_again(worker_env: dict[str, str], tmp_path: Path) -> None:
+    """A graceful stop takes the worker's report back at once: right after `demo stop`, `health`
+    says no worker serves the queue, and the next `demo start` starts one (it does not mistake the
+    stopped worker's last report for a live worker)."""
+    env = {**worker_env, "SESSIONCTL_STATE_DIR": str(tmp_path / "state")}
+    agent = f"restart-{int(time.time() * 1000) % 10**9}"
+    try:
+        first = _sessionctl(env, "demo", "start", "--agent", agent, "--users", "1")
+        assert first.returncode == 0 and "started a worker in the background" in first.stdout, first
+        stopped = _sessionctl(env, "demo", "stop")
+        assert "stopped the demo worker" in stopped.stdout, stopped
+        health = _sessionctl(env, "health")
+        assert health.returncode == 1 and "no worker has reported" in health.stdout, health.stdout
+        again = _sessionctl(env, "demo", "start", "--agent", agent, "--users", "1")
+        assert again.returncode == 0 and "started a worker in the background" in again.stdout, again
+    finally:
+        _sessionctl(env, "demo", "stop")

@@ -35,7 +35,12 @@ from sessionctl.store import receipts
 from tests.agno_seed import agno_db, seed, seed_sessions
 from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker
 from tests.embedded_services import free_port, redis_server, redis_server_binary
-from worker.jobindex import meta_key
+from worker.jobindex import JobIndex
+
+
+def _index(settings: Settings) -> JobIndex:
+    """The job index of the test's deployment (its keys are led by the queue name)."""
+    return JobIndex(None, settings.queue_name)
 
 USER = "trust-tess-5521@example.com"
 OTHER = "other-otto-8810@example.com"
@@ -191,7 +196,7 @@ async def test_a_missing_grant_in_one_agent_fails_an_all_agents_erasure_before_a
 
     # `verify` cannot count rows it may not read either: it says so instead of reporting 0
     await _admin(f'REVOKE SELECT ON "{schemas[0]}".agno_runs FROM "{role}"', url)
-    from sessionctl.verify import verify_user
+    from jobs.person import verify_user
 
     with pytest.raises(PermissionError, match=rf"{schemas[0]}\.agno_runs: no SELECT"):
         await verify_user(worker, USER)
@@ -405,7 +410,7 @@ async def test_a_job_killed_until_arq_gives_up_is_failed_in_the_index_and_can_be
             w = subprocess.Popen([*SESSIONCTL, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
             async def running(n: int = attempt) -> bool:
-                meta = await redis.hgetall(meta_key(enq.job_id))
+                meta = await redis.hgetall(_index(settings).meta_key(enq.job_id))
                 return meta.get(b"state") == b"running" and meta.get(b"attempt") == str(n).encode()
 
             await _wait_for(running, 30, f"try {attempt} to start")
@@ -418,7 +423,7 @@ async def test_a_job_killed_until_arq_gives_up_is_failed_in_the_index_and_can_be
     finally:
         await tx.rollback()
         await blocker.close()
-    meta = await redis.hgetall(meta_key(enq.job_id))
+    meta = await redis.hgetall(_index(settings).meta_key(enq.job_id))
     assert meta[b"state"] == b"failed" and meta[b"error_type"] == b"JobExecutionFailed", meta
     assert b"never finished" in meta[b"error"]
     listed = subprocess.run([*SESSIONCTL, "jobs", "--failed", "--json"], env=env, capture_output=True, text=True, timeout=60)
@@ -456,7 +461,7 @@ async def test_a_job_past_its_timeout_is_failed_in_the_index_saying_so(
             await tx.rollback()
             await blocker.close()
         state = await producer.status(enq.job_id)
-        meta = await (await producer.redis()).hgetall(meta_key(enq.job_id))
+        meta = await (await producer.redis()).hgetall(_index(settings).meta_key(enq.job_id))
     assert state.status == "failed" and "past its timeout" in state.error["message"], state
     assert meta[b"state"] == b"failed" and b"past its timeout" in meta[b"error"], meta
     assert await _count(settings.database_url, schema, USER) == 2
@@ -472,9 +477,9 @@ async def test_jobs_settles_what_the_index_missed_and_skips_unreadable_entries(
         await redis.delete(f"arq:job:{lost.job_id}")
         await redis.zrem(settings.queue_name, lost.job_id)
         # two entries of our own index that cannot be read
-        await redis.zadd("sessionctl:jobs", {"broken:1": 10**9, "broken:2": 10**9 + 1})
-        await redis.set(meta_key("broken:1"), "not a hash")
-        await redis.hset(meta_key("broken:2"), mapping={"kind": "x", "state": "running", "attempt": "many"})
+        await redis.zadd(_index(settings).index_key, {"broken:1": 10**9, "broken:2": 10**9 + 1})
+        await redis.set(_index(settings).meta_key("broken:1"), "not a hash")
+        await redis.hset(_index(settings).meta_key("broken:2"), mapping={"kind": "x", "state": "running", "attempt": "many"})
     done = subprocess.run([*SESSIONCTL, "jobs"], env=worker_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "2 unreadable index entries skipped" in done.stderr, done
     assert "failed" in done.stdout and lost.job_id in done.stdout and "JobLost" in done.stdout, done.stdout

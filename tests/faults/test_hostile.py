@@ -50,7 +50,7 @@ PURGE, EXPORT = "purge_user_sessions", "export_sessions"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 from jobs.models import EPOCH_MAX, EPOCH_MIN  # noqa: E402
 
-JOB_ID_RE = re.compile(r"(purge_user_sessions|export_sessions):[0-9a-f]{24}:[0-9a-f]{16,}")
+JOB_ID_RE = re.compile(r"[\w:-]+:(purge_user_sessions|export_sessions):[0-9a-f]{24}:[0-9a-f]{16,}")
 SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
 
 FIXTURE_CHECKS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]

@@ -126,7 +126,7 @@ async def test_an_erasure_over_http_ends_in_a_signed_webhook_a_completed_request
     other = await client.post(
         "/v1/erasures", headers=auth(token), json={"user_id": "x", "agent_id": agent_id, "request_ref": "TICKET-1"}
     )
-    assert other.status_code == 422 and "another request" in other.text  # a ticket never switches user
+    assert other.status_code == 409 and "differs in user" in other.text  # a ticket never switches person
 
 
 async def test_tokens_scopes_and_bad_input_are_refused_and_nothing_is_enqueued(
@@ -144,7 +144,6 @@ async def test_tokens_scopes_and_bad_input_are_refused_and_nothing_is_enqueued(
 
     token = auth(service["tokens"]["all"])
     bad = [
-        {"user_id": USER},  # no target
         {"user_id": USER, "agent_id": agent_id, "all_agents": True},  # two targets
         {"user_id": "", "agent_id": agent_id},
         {"user_id": "x" * 5000, "agent_id": agent_id},
@@ -162,7 +161,7 @@ async def test_tokens_scopes_and_bad_input_are_refused_and_nothing_is_enqueued(
         assert USER not in resp.text
     assert (
         "not on SESSIONCTL_WEBHOOK_ALLOWED_HOSTS"
-        in (await client.post("/v1/erasures", json=bad[7], headers=token)).text
+        in (await client.post("/v1/erasures", json=bad[6], headers=token)).text
     )
     assert await conn.fetchval("SELECT count(*) FROM sessionctl.dsr_requests") == 0
     redis = await (await _producer_redis(s))
@@ -317,8 +316,9 @@ async def test_tokens_and_the_ledger_from_the_command_line(service: dict[str, An
     received = datetime.now(UTC) - timedelta(days=45)
     for rid, when in (("dsr_late", received), ("dsr_fresh", datetime.now(UTC))):
         await conn.execute(
-            "INSERT INTO sessionctl.dsr_requests (request_id, kind, user_hmac, target, received_at, due_at)"
-            " VALUES ($1, 'erasure', $2, '*', $3::timestamptz, $3::timestamptz + interval '1 month')",
+            "INSERT INTO sessionctl.dsr_requests (request_id, kind, user_hmac, target, received_at, first_due_at,"
+            " due_at, token_name) VALUES ($1, 'erasure', $2, '*', $3::timestamptz,"
+            " $3::timestamptz + interval '1 month', $3::timestamptz + interval '1 month', 'officer')",
             rid,
             "a" * 32,
             when,
@@ -331,15 +331,21 @@ async def test_tokens_and_the_ledger_from_the_command_line(service: dict[str, An
     }
     text = cli("requests", "--open")
     assert "OVERDUE by" in text.stdout and "d left" in text.stdout
-    extended = await client.post(
+    overdue_too_late = await client.post(
         "/v1/requests/dsr_late/extend",
         headers=auth(service["tokens"]["all"]),
         json={"until": (datetime.now(UTC) + timedelta(days=30)).isoformat(), "reason": "complex request, user told"},
     )
-    assert extended.status_code == 200 and extended.json()["extension_reason"] == "complex request, user told"
-    assert json.loads(cli("requests", "--overdue", "--json").stdout) == []
+    assert overdue_too_late.status_code == 422  # an overdue request stays overdue (art. 12(3))
+    assert [r["request_id"] for r in json.loads(cli("requests", "--overdue", "--json").stdout)] == ["dsr_late"]
+    extended = await client.post(
+        "/v1/requests/dsr_fresh/extend",
+        headers=auth(service["tokens"]["all"]),
+        json={"until": (datetime.now(UTC) + timedelta(days=50)).isoformat(), "reason": "complex request, user told"},
+    )
+    assert extended.status_code == 200 and extended.json()["extensions"][-1]["reason"] == "complex request, user told"
     earlier = await client.post(
-        "/v1/requests/dsr_late/extend",
+        "/v1/requests/dsr_fresh/extend",
         headers=auth(service["tokens"]["all"]),
         json={"until": datetime.now(UTC).isoformat(), "reason": "shorten"},
     )
@@ -360,9 +366,10 @@ async def test_an_export_over_http_is_downloaded_by_a_caller_allowed_to_export(
         await until(lambda: receiver.got, timeout=30)
     body = receiver.json_bodies()[0]
     assert body["event"] == "export.completed" and body["sessions"] == 3 and "receipt_id" not in body
+    assert body["stores"][f"{s.schema_for(agent_id)}.agno_sessions"] == 3
     assert (await client.get(f"/v1/exports/{accepted['job_id']}/file", headers=reader)).status_code == 403
     resp = await client.get(f"/v1/exports/{accepted['job_id']}/file", headers=everything)
-    assert resp.status_code == 200 and resp.headers["content-disposition"].endswith(f'{accepted["request_id"]}.jsonl.gz"')
+    assert resp.status_code == 200 and resp.headers["content-disposition"].endswith(f'{accepted["request_id"]}.1.jsonl.gz"')
     import gzip
 
     lines = [json.loads(x) for x in gzip.decompress(resp.content).splitlines() if x.strip()]

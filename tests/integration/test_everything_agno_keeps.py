@@ -18,11 +18,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from jobs.person import verify_user
 from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from sessionctl.store import media
-from sessionctl.verify import verify_user
 from tests.agno_seed import agno_db, seed, seed_authz, seed_media_session, seed_sessions, seed_vectors
 from tests.conftest import run_worker
 from tests.embedded_services import answers, free_port

@@ -58,10 +58,10 @@ async def test_progress_advances_during_a_large_purge(
 
 async def test_jobs_index_lists_and_filters_with_1000_jobs_present(settings: Settings, agent_id: str) -> None:
     r = aioredis.from_url(settings.redis_url)
-    index = JobIndex(r, size=5000)
+    index = JobIndex(r, settings.queue_name, size=5000)
     for i in range(1000):  # 1,000 jobs of every state, as workers would have left them
-        jid = f"purge_user_sessions:bulk{i:04d}:0" if i % 2 else f"export_sessions:bulk{i:04d}:0"
-        kind = jid.split(":")[0]
+        kind = "purge_user_sessions" if i % 2 else "export_sessions"
+        jid = f"{settings.queue_name}:{kind}:bulk{i:04d}:0"
         await index.queued(jid, kind=kind, target="a", user_hmac="h", requested_by=None)
         if i % 4 == 1:
             await index.running(jid, attempt=1)
@@ -90,8 +90,9 @@ async def test_jobs_index_lists_and_filters_with_1000_jobs_present(settings: Set
         assert latest[0]["state"] == "failed" and latest[0]["error_type"] == "AgentNotFound"
         assert latest[0]["user_hmac"] == user_hmac(HASH_KEY.encode(), USER)
 
-        complete = await producer.jobs(status="complete", limit=1000)
-        assert len(complete) == 251 and all(j["state"] in ("succeeded", "dry_run") for j in complete)
+        succeeded = await producer.jobs(status="succeeded", limit=1000)
+        assert len(succeeded) == 251 and all(j["state"] == "succeeded" for j in succeeded)
+        assert len(await producer.jobs(status="ended", limit=1000)) == 502  # every final state
         failed = await producer.jobs(status="failed", kind="purge_user_sessions", limit=1000)
         assert len(failed) == 251 and all(j["kind"] == "purge_user_sessions" for j in failed)
         assert len(await producer.jobs(status="running", limit=1000)) == 250

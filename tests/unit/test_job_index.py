@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fakeredis
 
-from worker.jobindex import JobIndex, meta_key
+from worker.jobindex import JobIndex
 
 
 async def test_listing_never_uses_keys() -> None:
@@ -14,7 +14,7 @@ async def test_listing_never_uses_keys() -> None:
         raise AssertionError("KEYS must not be used")
 
     fake.keys = no_keys  # type: ignore[method-assign]
-    index = JobIndex(fake)
+    index = JobIndex(fake, "q")
     for i in range(30):
         await index.queued(f"j{i}", kind="purge_user_sessions", target="t", user_hmac=None, requested_by=None)
     assert [j["job_id"] for j in await index.list(limit=3)] == ["j29", "j28", "j27"]
@@ -23,12 +23,12 @@ async def test_listing_never_uses_keys() -> None:
 
 async def test_unreadable_entries_are_skipped_and_counted() -> None:
     fake = fakeredis.FakeAsyncRedis()
-    index = JobIndex(fake)
+    index = JobIndex(fake, "q")
     await index.queued("good", kind="purge_user_sessions", target="t", user_hmac=None, requested_by=None)
-    await fake.zadd("sessionctl:jobs", {"bad-type": 10**9, "bad-field": 10**9 + 1, "bad-json": 10**9 + 2})
-    await fake.set(meta_key("bad-type"), "a string, not a hash")
-    await fake.hset(meta_key("bad-field"), mapping={"kind": "x", "state": "running", "attempt": "many"})
-    await fake.hset(meta_key("bad-json"), mapping={"kind": "x", "state": "succeeded", "summary": "{not json"})
+    await fake.zadd(index.index_key, {"bad-type": 10**9, "bad-field": 10**9 + 1, "bad-json": 10**9 + 2})
+    await fake.set(index.meta_key("bad-type"), "a string, not a hash")
+    await fake.hset(index.meta_key("bad-field"), mapping={"kind": "x", "state": "running", "attempt": "many"})
+    await fake.hset(index.meta_key("bad-json"), mapping={"kind": "x", "state": "succeeded", "summary": "{not json"})
     rows = await index.list(limit=10)
     assert [r["job_id"] for r in rows] == ["good"] and rows.malformed == 3
     assert await index.get("bad-field") is None  # a malformed entry reads as none, never raises
