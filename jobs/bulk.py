@@ -50,7 +50,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
         if any(remaining.values()):  # unreachable: purge_schema proves zero per schema first
             raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
         stores.update(media_stores(ctx, await settle_media(ctx, [t.dsn for t in targets], hmacs.values())))
-        complete = await completeness(ctx, users)
+        complete = await completeness(ctx, users, proven=spec.proven)
         stores = await _bulk_receipts(ctx, request, hmacs, deleted, agents, started, stores, checked, complete)
         metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
         metrics.RUNS_DELETED.labels(PURGE_USERS).inc(sum(a.runs_deleted for a in agents.values()))

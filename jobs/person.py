@@ -22,25 +22,32 @@ from sessionctl.store.person import Tally, agno_schemas, count_person
 UNREADABLE = -1  # in ``remains``: a store this role cannot count (no SELECT, or row-level security)
 
 
-async def tally_person(ctx: JobContext, users: list[str], *, exports: bool = True) -> dict[str, Tally]:
+async def tally_person(
+    ctx: JobContext, users: list[str], *, exports: bool = True, proven: set[tuple[str, str]] | None = None
+) -> dict[str, Tally]:
     """The people's rows in every database the resolvers know, by database (its ``where``);
-    ``exports``: their export files still kept too."""
+    ``exports``: their export files still kept too; ``proven``: (database, ``schema.table``) an
+    erasure recounted to 0 a moment ago, not counted again."""
     dsns = {d.target: d for d in [ctx.settings.dsn, *ctx.chain().databases()]}
     hmacs = [user_hmac(ctx.hash_key, u) for u in users]
     out: dict[str, Tally] = {}
     for dsn in dsns.values():
         async with ctx.databases.connect(dsn) as conn:
             schemas = await agno_schemas(conn)
-            out[dsn.where] = await count_person(conn, users, hmacs, schemas=schemas, exports=exports)
+            known = {label for where, label in proven or () if where == dsn.where}
+            out[dsn.where] = await count_person(conn, users, hmacs, schemas=schemas, exports=exports, skip=known)
     return out
 
 
-async def completeness(ctx: JobContext, users: list[str]) -> Completeness:
+async def completeness(
+    ctx: JobContext, users: list[str], *, proven: set[tuple[str, str]] | None = None
+) -> Completeness:
     """After an erasure: is every one of ``users`` gone from every store, and if not, what remains
     (``schema.table`` → rows; led by the database when the deployment spans several). The person's
     export files are not counted here: the erasure deletes them in the transaction that writes its
-    receipt (:func:`jobs.common.write_receipt`)."""
-    tallies = await tally_person(ctx, users, exports=False)
+    receipt (:func:`jobs.common.write_receipt`). The stores the erasure itself recounted to 0 at
+    its end (``proven``) are taken as counted."""
+    tallies = await tally_person(ctx, users, exports=False, proven=proven)
     many = len(tallies) > 1
     remains: dict[str, int] = {}
     for where, tally in tallies.items():

@@ -31,7 +31,7 @@ remain. A dry run counts what would be deleted and deletes nothing.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -85,7 +85,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     complete = None
     if not request.dry_run:
         stores.update(media_stores(ctx, await settle_media(ctx, [t.dsn for t in targets], [hmac])))
-        complete = await completeness(ctx, [request.user_id])
+        complete = await completeness(ctx, [request.user_id], proven=spec.proven)
         stores = await _receipt(ctx, request, hmac, agents, started, stores, checked, complete)
         metrics.SESSIONS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.sessions_deleted for a in agents.values()))
         metrics.RUNS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.runs_deleted for a in agents.values()))
@@ -135,6 +135,12 @@ class Spec:
     scope: str = "sessions"  # "all": every user-keyed table (store.USER_STORES)
     shared_files: bool = False  # all agents: also the user's files in the database-wide fs.agno_fs
     kind: str = PURGE_USER_SESSIONS  # the job kind its metrics are labelled with
+    # (database, "schema.table") the purge itself recounted to 0 at its end: the final recount of
+    # the person (jobs/person.py) need not count them again
+    proven: set[tuple[str, str]] = field(default_factory=set)
+
+    def prove(self, target: Target, *tables: str) -> None:
+        self.proven.update((target.dsn.where, f"{target.layout.schema}.{t}") for t in tables)
 
 
 async def shared_stores(ctx: JobContext, spec: Spec, targets: list[Target], bl: Any) -> dict[str, int]:
@@ -142,7 +148,7 @@ async def shared_stores(ctx: JobContext, spec: Spec, targets: list[Target], bl: 
     database (jobs/shared.py); nothing for any other purge."""
     if spec.scope != "all" or not spec.shared_files:
         return {}
-    return await erase_shared_stores(ctx, spec.users, targets, dry_run=spec.dry_run, bl=bl)
+    return await erase_shared_stores(ctx, spec.users, targets, dry_run=spec.dry_run, bl=bl, proven=spec.proven)
 
 
 async def check_access(ctx: JobContext, spec: Spec, targets: list[Target]) -> None:
@@ -214,6 +220,10 @@ async def purge_targets(
         left = await _holding(ctx, spec, targets)  # every schema, recounted: the proof
         pending = [t for t in targets if left.get(t.label)]
         if not pending:
+            for t in targets:
+                spec.prove(
+                    t, store.SESSIONS, *([store.MEMORIES] if spec.memories and t.layout.has(store.MEMORIES) else [])
+                )
             break
         bl.warning("purge.late_writes", schemas=len(pending), round=round_ + 1)
     else:
@@ -363,13 +373,16 @@ async def _purge_schema(
                 f"agent {label}: {res.remaining} sessions remain after {MAX_ROUNDS} rounds "
                 "(something keeps writing them)"
             )
+        spec.prove(target, store.SESSIONS)
         if spec.scope == "all":
-            await _erase_everything_else(conn, layout, users, res, label, spec.shared_files)
+            proved = await _erase_everything_else(conn, layout, users, res, label, spec.shared_files)
+            spec.prove(target, *proved)
         elif spec.memories:
             res.memories_deleted = await store.delete_user_memories(conn, layout, users)
             left = await store.count_user(conn, layout, users, memories=True)
             if left.memories:
                 raise ErasureIncomplete(f"agent {label}: {left.memories} memories remain")
+            spec.prove(target, store.MEMORIES)
     bl.info(
         "purge.agent_done",
         sessions_deleted=res.sessions_deleted,
@@ -388,8 +401,9 @@ async def _erase_everything_else(
     res: AgentPurgeResult,
     label: str,
     shared_files: bool,
-) -> None:
-    """Scope "all": every other user-keyed table, then a recount of every table with a user_id column."""
+) -> list[str]:
+    """Scope "all": every other user-keyed table, then a recount of every table with a user_id
+    column; the tables proved to hold none of the users."""
     res.tables = await store.erase_user_stores(conn, layout, users, shared_files=shared_files)
     res.memories_deleted = res.tables.get(store.MEMORIES, 0)
     vectors = [t for t in await store.find_shared_tables(conn, [layout.schema]) if t.kind == store.VECTOR]
@@ -405,6 +419,7 @@ async def _erase_everything_else(
         )
     if left:
         raise ErasureIncomplete(f"agent {label}: rows remain in {', '.join(sorted(left))}")
+    return list(await store.user_keyed_tables(conn, layout.schema))
 
 
 async def _delete_snapshot(

@@ -15,7 +15,13 @@ from sessionctl.identifiers import Dsn
 
 
 async def erase_shared_stores(
-    ctx: JobContext, users: list[str], targets: list[Target], *, dry_run: bool, bl: Any
+    ctx: JobContext,
+    users: list[str],
+    targets: list[Target],
+    *,
+    dry_run: bool,
+    bl: Any,
+    proven: set[tuple[str, str]] | None = None,
 ) -> dict[str, int]:
     """Rows deleted or anonymised (in a dry run: that would be) per ``schema.table`` — prefixed by
     the database name when the targets span several databases. Raises when rows remain."""
@@ -41,6 +47,8 @@ async def erase_shared_stores(
                 left = {k: n for k, n in (await store.count_shared(conn, tables, users)).items() if n}
                 if left:
                     raise ErasureIncomplete(f"rows of the user remain in {', '.join(sorted(left))}")
+                if proven is not None:
+                    proven.update((dsn.where, t.label) for t in tables)
         out.update({prefix + k: n for k, n in counts.items()})
     if out:
         bl.info("purge.shared_stores", tables=len(out), rows=sum(out.values()))

@@ -39,13 +39,18 @@ def validate_user_id(user_id: str) -> str:
         raise InvalidRequest("user id is empty: pass the id the agent stored sessions under, e.g. --user u-123")
     if len(user_id) > USER_ID_MAX:
         raise InvalidRequest(f"user id is longer than {USER_ID_MAX} characters")
-    if "\x00" in user_id:
-        raise InvalidRequest("user id contains a NUL character, which Postgres cannot store")
+    return storable_text(user_id, "user id")
+
+
+def storable_text(value: str, what: str) -> str:
+    """Text Postgres can store and every encoder can write: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        raise InvalidRequest(f"{what} contains a NUL character, which Postgres cannot store")
     try:
-        user_id.encode("utf-8")
+        value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRequest("user id is not valid text (it holds bytes that are not UTF-8)") from None
-    return user_id
+        raise InvalidRequest(f"{what} is not valid text (a lone surrogate, or bytes that are not UTF-8)") from None
+    return value
 
 
 # How ids whose spelling is ambiguous are treated where lists of ids enter (files, stdin, the

@@ -146,14 +146,7 @@ def extension(row: Any, until: datetime, reason: str, by: str, now: datetime) ->
     limit = add_months(row["first_due_at"], EXTENSION_MONTHS)
     if until > limit:
         raise InvalidRequest(f"at most two months past the first due date: until {limit.isoformat()} (art. 12(3))")
-    return {
-        "kind": "extension",
-        "at": now.isoformat(),
-        "from": row["due_at"].isoformat(),
-        "until": until.isoformat(),
-        "reason": reason,
-        "by": by,
-    }
+    return _due_entry("extension", row, until, reason, by, now)
 
 
 def correction(row: Any, until: datetime, reason: str, by: str, now: datetime) -> dict[str, Any]:
@@ -166,8 +159,13 @@ def correction(row: Any, until: datetime, reason: str, by: str, now: datetime) -
             "a correction moves the due date earlier, to no earlier than the first due date"
             f" ({row['first_due_at'].isoformat()})"
         )
+    return _due_entry("correction", row, until, reason, by, now)
+
+
+def _due_entry(kind: str, row: Any, until: datetime, reason: str, by: str, now: datetime) -> dict[str, Any]:
+    """How a change of the due date is listed in the request's ``extensions``."""
     return {
-        "kind": "correction",
+        "kind": kind,
         "at": now.isoformat(),
         "from": row["due_at"].isoformat(),
         "until": until.isoformat(),

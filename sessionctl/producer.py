@@ -381,7 +381,7 @@ class Producer:
         unfinished ones checked against the queue first."""
         await self.redis()
         index = self.index()
-        rows = [row for row in [await index.get(j) for j in job_ids] if row is not None]
+        rows = await index.get_many(job_ids)
         await self.settle([r for r in rows if r["state"] in UNFINISHED])
         return rows
 
@@ -538,6 +538,10 @@ class Producer:
     # -- following jobs ----------------------------------------------------------------------------
 
     async def status(self, job_id: str) -> JobState:
+        """The job's state; a job id of another deployment (another ``SESSIONCTL_QUEUE``) is not
+        found here, even on a shared Redis."""
+        if not job_id.startswith(self.settings.queue_name + ":"):
+            return JobState(job_id=job_id, status="not_found")
         return await (await self.queue()).state(job_id)
 
     async def watch(self, job_id: str, *, poll: float = 0.5) -> Any:

@@ -173,6 +173,9 @@ async def _health(request: Request) -> dict[str, str]:
         out["Postgres"] = "ok"
     except Exception as exc:
         out["Postgres"] = f"unreachable ({type(exc).__name__})"
-    worker = await request.app.state.producer.check_worker()
-    out["Workers"] = "ok" if worker is None else worker
+    producer = request.app.state.producer
+    live = await (await producer.queue()).workers()
+    worker = await producer.check_worker()
+    names = ", ".join(str(w.get("worker")) for w in live)
+    out["Workers"] = (f"{len(live)} live: {names}" if live else "none") + ("" if worker is None else f" — {worker}")
     return out

@@ -10,20 +10,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from sessionctl.identifiers import validate_agent_id, validate_user_id
+from sessionctl.identifiers import storable_text, validate_agent_id, validate_user_id
 
 EPOCH_MIN, EPOCH_MAX = 0, 253_402_300_799  # 1970 … 9999: inside Postgres and Python's datetime
 
 
 def text(value: str) -> str:
-    """Text Postgres can store and every encoder can write: no NUL, no lone surrogate."""
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (a lone surrogate is not)") from None
-    return value
+    return storable_text(value, "the value")
 
 
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(text)]

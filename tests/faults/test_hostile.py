@@ -815,11 +815,11 @@ async def test_worker_survives_hostile_payloads_and_touches_nothing(
     for fn, req in data.draw(st.lists(hostile_request(agent_id), min_size=30, max_size=40), label="requests"):
         valid = purge_valid(req) if fn == PURGE else export_valid(req)
         raw = json.dumps(_envelope(fn, [req])).encode()
-        cases.append(Case(f"hostile-{batch}-{len(cases)}", raw, "request", fn, req, valid))
+        cases.append(Case(f"{xsettings.queue_name}:hostile-{batch}-{len(cases)}", raw, "request", fn, req, valid))
     for raw in data.draw(st.lists(broken_envelope(agent_id), min_size=8, max_size=12), label="envelopes"):
-        cases.append(Case(f"hostile-{batch}-{len(cases)}", raw, "envelope"))
+        cases.append(Case(f"{xsettings.queue_name}:hostile-{batch}-{len(cases)}", raw, "envelope"))
     for raw in data.draw(st.lists(garbage_bytes(agent_id), min_size=4, max_size=6), label="bytes"):
-        cases.append(Case(f"hostile-{batch}-{len(cases)}", raw, "bytes"))
+        cases.append(Case(f"{xsettings.queue_name}:hostile-{batch}-{len(cases)}", raw, "bytes"))
 
     canary = f"canary-{batch}-{uuid.uuid4().hex[:6]}"  # proves afterwards that the worker still does its job
     await seed(xsettings.database_url, seeded, agent_id, canary, 1)

@@ -147,11 +147,16 @@ async def test_deployments_sharing_one_redis_never_see_each_other(
     async with Producer(b) as producer:
         assert [j["job_id"] for j in await producer.jobs(limit=100)] == []
         assert (await producer.jobs(limit=100, failed_only=True)) == []
+        assert (await producer.status(enq.job_id)).status == "not_found"  # A's result, not B's to read
     env = {**worker_env, "SESSIONCTL_QUEUE": b.queue_name, "SESSIONCTL_HASH_KEY": "another-key-0123456789"}
     listed = subprocess.run(
         [sys.executable, "-m", "sessionctl.cli", "jobs", "--json"], env=env, capture_output=True, text=True, timeout=60
     )
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed
+    status = subprocess.run(
+        [sys.executable, "-m", "sessionctl.cli", "status", enq.job_id], env=env, capture_output=True, text=True
+    )
+    assert status.returncode == 1 and "no such job" in status.stdout, status
 
     # each deployment's retention cron runs its own tick (the first no longer takes the other's)
     policy = tmp_path / "retention.toml"

@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -212,9 +213,11 @@ async def _closed(conn: asyncpg.Connection, request_id: str) -> bool:
 
 
 async def test_an_access_export_over_http_holds_everything_of_the_person(
-    settings: Settings, vector_database: str
+    settings: Settings, vector_database: str, tmp_path: Path
 ) -> None:
-    from tests.agno_seed import seed_authz, seed_vectors
+    from agno.media.storage import LocalMediaStorage
+
+    from tests.agno_seed import seed_authz, seed_media_session, seed_vectors
 
     conn = await asyncpg.connect(vector_database)
     base = settings.model_copy(update={"database_url": vector_database})
@@ -223,6 +226,10 @@ async def test_an_access_export_over_http_holds_everything_of_the_person(
             s, client, receiver = svc["settings"], svc["client"], svc["receiver"]
             agents = ["agent-ex1", "agent-ex2"]
             await _seed_person(s, agents)
+            db = agno_db(s.database_url, s.schema_for(agents[1]))
+            storage = LocalMediaStorage(base_path=str(tmp_path / "media"))
+            keys = await seed_media_session(db, storage, agent_id=agents[1], user_id=USER, session_id="pics-1")
+            await db.close()
             sa = "postgresql+psycopg://" + vector_database.split("://", 1)[1]
             await asyncio.to_thread(seed_vectors, sa, "ai", "kb", {USER: 2, "someone-else": 1, None: 1})
             await asyncio.to_thread(seed_authz, sa, "ai", [USER, "someone-else"])
@@ -239,7 +246,9 @@ async def test_an_access_export_over_http_holds_everything_of_the_person(
         await conn.close()
     records = [json.loads(x) for x in gzip.decompress(resp.content).splitlines() if x.strip()]
     sessions = [r["session"] for r in records if "session" in r]
-    assert len(sessions) == 5 and {x["user_id"] for x in sessions} == {USER}
+    assert len(sessions) == 6 and {x["user_id"] for x in sessions} == {USER}
+    media = [r["media"] for r in records if r.get("store") == "media"]
+    assert sorted(m["storage_key"] for m in media) == sorted(keys)  # the list of their media objects
     by_store: dict[str, int] = {}
     for r in records:
         if "store" in r:

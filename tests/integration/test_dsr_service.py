@@ -17,53 +17,23 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from sessionctl import metrics, webhooks
 from sessionctl.api.app import create_app
 from sessionctl.config import Settings
 from tests.agno_seed import seed
 from tests.conftest import HASH_KEY
-from tests.service_helpers import Receiver, make_token, running_worker, serving, until
+from tests.service_helpers import SECRET, auth, dsr_service, running_worker, serving, until
 
 USER = "Jane.Doe+dsr@example.com"  # opaque: never normalised, never echoed
-SECRET = "whsec-test-0123456789"
 
 
 @pytest.fixture
-async def service(
-    own_database: tuple[Settings, asyncpg.Connection],
-) -> AsyncIterator[dict[str, Any]]:
-    """The API on a free port over a database of this test's own, a callback receiver allowed as a
-    host, tokens of each kind; no worker yet (a test starts one when it wants the jobs run)."""
-    base, conn = own_database
-    receiver = Receiver()
-    async with serving(receiver) as hook_url:
-        port = hook_url.rsplit(":", 1)[1]
-        s = base.model_copy(
-            update={
-                "webhook_secret": SecretStr(SECRET),
-                "webhook_allowed_hosts": f"127.0.0.1:{port}",
-                "webhook_timeout": 1.0,
-            }
-        )
-        tokens = {
-            "all": await make_token(conn, "officer", ["read", "erase", "export"]),
-            "read": await make_token(conn, "auditor", ["read"]),
-        }
-        async with serving(create_app(s)) as api_url, httpx.AsyncClient(base_url=api_url, timeout=30) as client:
-            yield {
-                "settings": s,
-                "conn": conn,
-                "client": client,
-                "receiver": receiver,
-                "hook": f"{hook_url}/hooks/dsr",
-                "tokens": tokens,
-            }
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+async def service(own_database: tuple[Settings, asyncpg.Connection]) -> AsyncIterator[dict[str, Any]]:
+    """The API over a database of this test's own, a callback receiver, tokens of each kind; no
+    worker yet (a test starts one when it wants the jobs run)."""
+    async with dsr_service(*own_database) as svc:
+        yield svc
 
 
 async def _job(client: httpx.AsyncClient, token: str, job_id: str) -> dict[str, Any]:
@@ -304,7 +274,8 @@ async def test_tokens_and_the_ledger_from_the_command_line(service: dict[str, An
     assert again.returncode == 2 and "exists already" in again.stderr
     assert cli("token", "create", "--name", "x", "--scopes", "root").returncode == 2
     listed = json.loads(cli("token", "list", "--json").stdout)
-    assert {t["name"] for t in listed} == {"officer", "auditor", "ops"} and token not in json.dumps(listed)
+    assert {t["name"] for t in listed} == {"officer", "auditor", "other-platform", "privacy-office", "ops"}
+    assert token not in json.dumps(listed)
     stored = await conn.fetchval("SELECT token_hash FROM sessionctl.api_tokens WHERE name = 'ops'")
     assert stored != token and token not in json.dumps(listed)
     assert cli("token", "revoke", "ops").returncode == 0

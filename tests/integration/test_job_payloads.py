@@ -52,10 +52,10 @@ async def test_bad_payload_fails_permanently_and_touches_nothing(
     await seed(settings.database_url, schema, agent_id, USER, 3)
     before = await table_rows(pg, schema)
     fill = json.loads(json.dumps([args, kwargs or {}]).replace("{agent}", agent_id))
-    await _enqueue_raw(settings, "raw-1", _job(fill[0], fill[1]))
+    await _enqueue_raw(settings, f"{settings.queue_name}:raw-1", _job(fill[0], fill[1]))
     worker = await run_worker(settings)
     async with Producer(settings) as producer:
-        state = await producer.status("raw-1")
+        state = await producer.status(f"{settings.queue_name}:raw-1")
     assert state.status == "failed"
     assert state.error is not None and state.error["type"] == "InvalidRequest", state.error
     assert needle in state.error["message"]
@@ -83,7 +83,7 @@ async def test_pickled_payload_is_rejected_not_executed(
             "et": 1,
         }
     )
-    await _enqueue_raw(settings, "pickled-1", raw)
+    await _enqueue_raw(settings, f"{settings.queue_name}:pickled-1", raw)
     worker = await run_worker(settings)
     assert not marker.exists()
     assert worker.jobs_failed == 1 and worker.jobs_complete == 0

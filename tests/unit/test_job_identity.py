@@ -146,5 +146,5 @@ async def test_status_of_a_result_that_expires_mid_read_is_not_found(
 
     monkeypatch.setattr(Job, "status", complete)
     monkeypatch.setattr(Job, "result_info", gone)
-    state = await fake_producer.status("purge_user_sessions:x:19ad2c8f1a0b1c2d3e")
+    state = await fake_producer.status("unit:queue:purge_user_sessions:x:19ad2c8f1a0b1c2d3e")
     assert state.status == "not_found"
