@@ -359,7 +359,7 @@ async def test_a_receipt_of_another_erasure_under_the_same_job_id_fails_the_job(
     schema = settings.schema_for(agent_id)
     await _seed(settings.database_url, agent_id, schema, {USER: 2})
     await doctor.migrate(settings)
-    job_id = f"purge_user_sessions:{uuid.uuid4().hex[:24]}:0"  # an id a pre-1.0 producer could hand out twice
+    job_id = f"{settings.queue_name}:purge_user_sessions:{uuid.uuid4().hex[:24]}:0"  # an id a pre-1.0 producer could hand out twice
     long_ago = datetime.now(UTC) - timedelta(hours=2)
     await pg.execute(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining, started_at,"

@@ -930,7 +930,7 @@ async def test_worker_survives_a_job_envelope_of_the_wrong_types(
     envelope = {field: data.draw(WRONG_TYPES[field], label=field)}
     s = xsettings.model_copy(update={"queue_name": f"sessionctl:test:{uuid.uuid4().hex[:8]}"})
     raw = json.dumps(_envelope(PURGE, [{"user_id": USER, "agent_id": agent_id}], **envelope)).encode()
-    job_id = f"poison-{uuid.uuid4().hex[:8]}"  # a crashed run leaves its in-progress key behind
+    job_id = f"{s.queue_name}:poison-{uuid.uuid4().hex[:8]}"  # a crashed run leaves its in-progress key behind
     r = aioredis.from_url(s.redis_url)
     try:
         await _enqueue_raw(r, s.queue_name, job_id, raw)
