@@ -20,7 +20,7 @@ from arq.worker import create_worker
 
 from sessionctl import store
 from sessionctl.config import Settings
-from worker.settings import build_worker_settings
+from sessionctl.worker.settings import build_worker_settings
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -136,13 +136,13 @@ async def doctors_indexes(conn: asyncpg.Connection, schema: str) -> None:
 
 def raw_delete_reading_media(schema: str, users_param: str) -> str:
     """One raw ``DELETE`` of the users' sessions that also reads the media references of the runs
-    it deletes, as every erasure must (store/media.py) — the floor for an erasure that finds the
+    it deletes, as every erasure must (store/media_refs.py) — the floor for an erasure that finds the
     user's offloaded media, beside the plain ``DELETE`` that does not. ``users_param``: the
     condition on ``user_id``, e.g. ``= $1``."""
-    from sessionctl.store import media
+    from sessionctl.store import media_refs
 
     runs = f'"{schema}".agno_runs'
-    refs = media.refs_of_runs_table(runs, "IN (SELECT session_id FROM gone)")
+    refs = media_refs.refs_of_runs_table(runs, "IN (SELECT session_id FROM gone)")
     return (
         f'WITH gone AS (DELETE FROM "{schema}".agno_sessions WHERE user_id {users_param} RETURNING session_id, user_id),'
         f" refs AS ({refs}) SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM refs)"

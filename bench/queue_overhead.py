@@ -29,8 +29,8 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
 from sessionctl.config import Settings
-from worker import serializer
-from worker.settings import build_worker_settings
+from sessionctl.worker import serializer
+from sessionctl.worker.settings import build_worker_settings
 
 REDIS = RedisSettings(host="127.0.0.1", port=6379, database=15)
 QUEUE = "bench:q"

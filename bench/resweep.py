@@ -24,14 +24,14 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bench_settings, drop_database, fresh_database, url
-from jobs.context import JobContext
-from jobs.models import ResweepRequest
-from jobs.resweep import resweep
 from sessionctl import store
 from sessionctl.databases import Databases
+from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.models import ResweepRequest
+from sessionctl.jobs.resweep import resweep
 from sessionctl.logs import configure_logging
 from sessionctl.privacy import user_hmac
-from sessionctl.store import receipts
+from sessionctl.store import migrations
 from tests.agno_seed import seed
 
 DB = "sessionctl_bench_resweep"
@@ -60,7 +60,7 @@ async def main() -> None:
         )
         await c.execute(f"DELETE FROM {SCHEMA}.agno_sessions WHERE user_id = 'template'")
         await c.execute(f"VACUUM ANALYZE {SCHEMA}.agno_sessions")
-        await receipts.migrate(c)
+        await migrations.migrate(c)
         settings = bench_settings(DB, "sessionctl:bench:resweep")
         key = settings.hash_key_bytes
         # erased users: the first --back of them still have sessions (users user-0 …); the rest do not exist

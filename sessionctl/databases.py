@@ -111,9 +111,8 @@ class Databases:
     ) -> None:
         self.pool_size = pool_size
         # Prepared statements kept per connection. Our statements name an agent's schema, so an
-        # erasure at 50 agents cycles through ~500 of them; asyncpg's default of 100 made every
-        # one be parsed and planned again (bench/scale.py, 100 users x 50 agents, one worker:
-        # 17.6 s → 11.1 s, Postgres CPU 13.0 s → 7.2 s with 2,000).
+        # erasure across many agents cycles through about ten per agent; a cache smaller than
+        # that (asyncpg's default is 100) parses and plans every one again (docs/decisions.md).
         self.statement_cache_size = statement_cache_size
         self.client_cache_size = client_cache_size
         self.max_databases = max_databases

@@ -14,7 +14,7 @@ from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import AgentNotFound
-from sessionctl.store import access, receipts
+from sessionctl.store import access, migrations
 
 
 async def _schemas(conn: asyncpg.Connection, settings: Settings, agent_id: str | None) -> list[str]:
@@ -94,11 +94,11 @@ async def diagnose(settings: Settings, *, agent_id: str | None = None, create: b
 
 
 async def _receipts(conn: asyncpg.Connection) -> dict[str, Any]:
-    version = await receipts.version(conn)
+    version = await migrations.version(conn)
     if version is None:
         return {"ok": False, "detail": "this role may not read sessionctl.schema_migrations"}
-    if version < receipts.LATEST:
-        state = "missing" if version == 0 else f"at version {version} of {receipts.LATEST}"
+    if version < migrations.LATEST:
+        state = "missing" if version == 0 else f"at version {version} of {migrations.LATEST}"
         return {"ok": False, "detail": f"the receipts schema is {state}: run `sessionctl migrate` as an administrator"}
     found = await access.receipt_problems(conn)
     if found:
@@ -118,8 +118,8 @@ async def grants(settings: Settings, role: str, *, agent_id: str | None = None, 
                 needs += await _needs(conn, schema, scope)
             if scope == "all" and agent_id is None:
                 needs += await _shared_needs(conn, schemas)
-            version = await receipts.version(conn)
-            ready = version is not None and version >= receipts.LATEST
+            version = await migrations.version(conn)
+            ready = version is not None and version >= migrations.LATEST
             lines = access.grant_statements(role, settings.dsn.database, needs, receipts=ready)
             rls = await access.rls_enabled(conn, needs)
     finally:
@@ -144,6 +144,6 @@ async def migrate(settings: Settings) -> int:
     dbs = Databases(pool_size=1)
     try:
         async with dbs.connect(settings.dsn) as conn:
-            return await receipts.migrate(conn)
+            return await migrations.migrate(conn)
     finally:
         await dbs.close()

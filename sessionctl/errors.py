@@ -113,6 +113,10 @@ class MediaStorageNotConfigured(PermanentError):
     """Sessions being erased point at offloaded media in a storage sessionctl was not given."""
 
 
+class SchemaNotReady(PermanentError):
+    """sessionctl's own schema is missing from the database, or older than this sessionctl."""
+
+
 class TransientError(SessionctlError):
     """A temporary failure: retried with backoff up to SESSIONCTL_MAX_TRIES."""
 

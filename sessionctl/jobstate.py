@@ -13,6 +13,8 @@ FINAL_STATES = frozenset({"succeeded", "dry_run", "partial", "failed", "not_foun
 # final one. (An erasure's ``complete`` is another thing: whether the person is gone.)
 JOB_STATES = ("queued", "running", "retrying", "succeeded", "dry_run", "partial", "failed")
 ENDED = "ended"
+# ``StatusFilter`` spells the same list for the CLI's choices (a test holds the two equal).
+StatusFilter = Literal["queued", "running", "retrying", "succeeded", "dry_run", "partial", "failed", "ended"]
 STATUS_FILTERS: dict[str, frozenset[str]] = {s: frozenset({s}) for s in JOB_STATES} | {
     ENDED: frozenset({"succeeded", "dry_run", "partial", "failed"})
 }

@@ -12,30 +12,26 @@ the same request, or a refusal naming what differs. Due in one calendar month by
 months past the first due date, every extension listed. It completes only when a job of it
 succeeded *and* wrote its receipt; a dry run is never an open request and never completes one.
 When a job ends, :func:`settle_job` closes its requests and notes one webhook per request with a
-``callback_url``; a worker delivers them (:class:`Deliveries`).
+``callback_url``; a worker delivers them (:mod:`sessionctl.deliveries`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import calendar
-import contextlib
 import json
 import secrets
-import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-import httpx
 
-from sessionctl import exports, metrics, webhooks
+from sessionctl import webhooks
 from sessionctl.config import Settings
-from sessionctl.errors import InvalidRequest, SessionctlError
+from sessionctl.errors import InvalidRequest
 from sessionctl.logs import get_logger
 from sessionctl.privacy import seal_subject, unseal_subject
-from sessionctl.store import ledger as sql
+from sessionctl.store import dsr_requests, webhook_deliveries
 
 log = get_logger("sessionctl.ledger")
 
@@ -43,7 +39,6 @@ log = get_logger("sessionctl.ledger")
 PURGE_USER_SESSIONS = "purge_user_sessions"
 EXPORT_SESSIONS = "export_sessions"
 JOB_KIND = {"erasure": PURGE_USER_SESSIONS, "export": EXPORT_SESSIONS}
-ROUND_S = 2.0  # between two rounds of settling and delivering (at once when a job of this worker noted one)
 # A request's newest job that Redis holds neither queued, running nor ended this long after it was
 # added vanished (Redis lost its state): the request is enqueued again. Longer than any pause
 # between the intake's commit and its enqueue.
@@ -194,20 +189,22 @@ async def settle_job(
     status = status if status in ("succeeded", "dry_run") else "failed"
     noted = 0
     async with conn.transaction():
-        receipt = await sql.receipt_of_job(conn, job_id) if status == "succeeded" else None
+        receipt = await dsr_requests.receipt_of_job(conn, job_id) if status == "succeeded" else None
         if status == "succeeded" and receipt is None and kind != EXPORT_SESSIONS:
             status = "failed"  # an erasure is never "completed" without its receipt
         complete = None if receipt is None else receipt["complete"]
         remains = None if receipt is None else _json(receipt["remains"])
         receipt_id = None if receipt is None else int(receipt["id"])
-        for row in await sql.settle(conn, job_id, status, receipt_id, complete, remains):
+        for row in await dsr_requests.settle(conn, job_id, status, receipt_id, complete, remains):
             request = dict(row)
             log.info(
                 "dsr.settled", request_id=request["request_id"], job_id=job_id, status=status, closed=request["status"]
             )
             if request["callback_url"]:
                 body = webhooks.body_for(request, job_id, kind, status, result, error)
-                noted += await sql.add_delivery(conn, request["request_id"], job_id, request["callback_url"], body)
+                noted += await webhook_deliveries.add_delivery(
+                    conn, request["request_id"], job_id, request["callback_url"], body
+                )
     return noted
 
 
@@ -231,7 +228,7 @@ async def reconcile(
     replica, a flush) — are settled from the job's receipt when it wrote one, and otherwise enqueued
     again with the sealed id (``enqueue``). Webhooks noted."""
     noted = 0
-    for row in await sql.unsettled(conn, limit):
+    for row in await dsr_requests.unsettled(conn, limit):
         job_id, kind = str(row["job_id"]), JOB_KIND[row["kind"]]
         state = await job_state(job_id)
         if state.status in CLOSED_JOB:
@@ -246,7 +243,7 @@ async def reconcile(
 async def _vanished(
     conn: asyncpg.Connection, settings: Settings, request_id: str, job_id: str, kind: str, enqueue: Enqueue | None
 ) -> int:
-    receipt = await sql.receipt_of_job(conn, job_id)
+    receipt = await dsr_requests.receipt_of_job(conn, job_id)
     if receipt is not None:  # it ran to its receipt; only its result in Redis is gone
         counts = _json(receipt["counts"]) or {}
         result = {
@@ -259,7 +256,7 @@ async def _vanished(
     if enqueue is None:
         return 0
     async with conn.transaction():
-        row = await sql.lock_pending(conn, request_id)
+        row = await dsr_requests.lock_pending(conn, request_id)
         if row is None or row["job_ids"][-1] != job_id or row["last_job_status"] is not None:
             return 0  # settled or served again meanwhile (by another worker)
         user_id = (
@@ -273,99 +270,7 @@ async def _vanished(
             }
             return await settle_job(conn, settings, job_id=job_id, kind=kind, status="failed", result=None, error=error)
         job_kind, new_id, payload = next_job(settings, row, user_id)
-        await sql.add_job(conn, request_id, new_id)
+        await dsr_requests.add_job(conn, request_id, new_id)
     await enqueue(job_kind, payload, new_id)
     log.warning("dsr.requeued", request_id=request_id, vanished=job_id, job_id=new_id)
     return 0
-
-
-class Deliveries:
-    """Delivers the webhooks owed (a worker runs one): every ``ROUND_S``, and at once when a job of
-    this worker noted one; each attempt recorded; retried with backoff until a 2xx, or given up after
-    ``SESSIONCTL_WEBHOOK_GIVE_UP_HOURS``."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        connect: Callable[[], Any],
-        job_state: Callable[[str], Awaitable[Any]],
-        enqueue: Enqueue | None = None,
-    ):
-        self.settings = settings
-        self.connect = connect  # an async context manager giving a connection to DATABASE_URL's database
-        self.job_state = job_state
-        self.enqueue = enqueue  # how a request whose job vanished is enqueued again
-        self.wake = asyncio.Event()
-        self.open_requests: int | None = None  # waiting for a job at the last round; None: not looked yet
-
-    def may_have_requests(self) -> bool:
-        """Could a job of this worker serve an open request? (``False`` only when the last round
-        found none: a job then skips settling, and a request recorded since is settled by the
-        next round from the job's result.)"""
-        return self.open_requests is None or self.open_requests > 0
-
-    async def run(self) -> None:
-        timeout = httpx.Timeout(self.settings.webhook_timeout)
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
-            while True:
-                pause = ROUND_S
-                try:
-                    await self.once(client)
-                except asyncio.CancelledError:
-                    raise
-                except asyncpg.UndefinedTableError:  # the schema predates the DSR service: nothing owed
-                    self.open_requests, pause = 0, 60.0  # looked at again in a minute
-                except Exception as exc:  # a database or network outage: try again next round
-                    log.warning("webhook.round_failed", error_type=type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), pause)
-                self.wake.clear()
-
-    async def once(self, client: httpx.AsyncClient) -> int:
-        """One round: settle what ended unseen, then deliver what is due. Deliveries made."""
-        async with self.connect() as conn:
-            await reconcile(conn, self.settings, self.job_state, self.enqueue)
-            open_, overdue = await sql.open_and_overdue(conn)
-            self.open_requests = await sql.pending_count(conn)
-            metrics.REQUESTS_OPEN.set(open_)
-            metrics.REQUESTS_OVERDUE.set(overdue)
-            await exports.expire(conn)
-            due = await sql.claim_deliveries(conn, 20, 2 * self.settings.webhook_timeout + 1)
-        sent = 0
-        for d in due:
-            sent += await self._deliver(client, dict(d))
-        return sent
-
-    async def _deliver(self, client: httpx.AsyncClient, d: dict[str, Any]) -> int:
-        secret = self.settings.webhook_secret
-        body = d["body"] if isinstance(d["body"], str) else json.dumps(d["body"])
-        refused = None
-        try:  # checked again now: a host removed from the allowed list since intake receives nothing
-            webhooks.check_callback(d["url"], self.settings.webhook_allowed_hosts)
-        except SessionctlError as exc:
-            refused = f"not sent: {exc}"
-        if refused is not None:
-            attempt: dict[str, Any] = {"at": round(time.time(), 3), "ok": False, "error": refused}
-        elif secret is None:
-            unset = "SESSIONCTL_WEBHOOK_SECRET unset"
-            attempt = {"at": round(time.time(), 3), "ok": False, "error": unset}
-        else:
-            attempt = await webhooks.post(client, d["url"], body.encode(), secret.get_secret_value().encode())
-        tries = int(d["tries"]) + 1
-        age_h = (datetime.now(UTC) - d["created_at"]).total_seconds() / 3600
-        give_up = refused is not None or age_h >= self.settings.webhook_give_up_hours
-        retry = None if attempt["ok"] or give_up else webhooks.backoff_s(tries)
-        async with self.connect() as conn:
-            await sql.record_attempt(conn, d["id"], attempt, delivered=bool(attempt["ok"]), retry_in_s=retry)
-        outcome = "delivered" if attempt["ok"] else ("retrying" if retry is not None else "gave_up")
-        metrics.WEBHOOKS.labels(outcome).inc()
-        log.info(
-            "webhook." + outcome,
-            delivery=d["id"],
-            request_id=d["request_id"],
-            job_id=d["job_id"],
-            attempt=tries,
-            status_code=attempt.get("status_code"),
-            error=attempt.get("error"),
-        )
-        return 1 if attempt["ok"] else 0

@@ -1,5 +1,5 @@
 """Prometheus metrics of the worker (prometheus-client), served on ``SESSIONCTL_METRICS_PORT`` with its
-probes (``sessionctl/probes.py``).
+probes (``sessionctl/worker/probes.py``).
 
 Names (all prefixed ``sessionctl_``):
 

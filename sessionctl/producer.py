@@ -1,4 +1,4 @@
-"""The producer API: enqueue jobs, read their state, wait for them.
+"""The producer API: validate a request, enqueue it, follow its job.
 
 Example::
 
@@ -10,81 +10,46 @@ Example::
         state = await producer.wait(enq.job_id, timeout=600)
         assert state.status == "succeeded" and state.result["remaining"] == 0
 
-Job ids are deterministic per (job kind, target, user, options) — as a keyed digest, never the raw
-user id — plus a generation. While a job for the same request is queued, running or waiting to
-retry, asking again returns that job (``collapsed=True``). Once it has finished, succeeded or
-failed, asking again starts a new generation (atomically, once per finished job). A generation is
-the time and random bits, never a counter: no job id is ever used twice, even after Redis lost
-every key.
+Each request is validated with its job kind's model (:mod:`sessionctl.jobs.kinds`) and, where it
+names an agent, checked to have session storage — before anything is enqueued. Enqueueing and job
+identity live below, in :mod:`sessionctl.worker.enqueue`: deterministic job ids per request (as a
+keyed digest, never the raw user id) plus a generation, so a request asked again while its job is
+active joins it (``collapsed=True``), and no job id is ever used twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import secrets
 import time
 from typing import Any
 
-from redis.exceptions import RedisError, WatchError
+from pydantic import BaseModel
 
-from jobs.models import (
+from sessionctl.agents import AgentHandle
+from sessionctl.config import Settings, load_settings
+from sessionctl.databases import Databases
+from sessionctl.errors import InvalidRequest
+from sessionctl.identifiers import Ambiguous, clean_ids
+from sessionctl.jobs.fields import parse_request
+from sessionctl.jobs.kinds import KINDS, kind_of
+from sessionctl.jobs.models import (
     EXPORT_SESSIONS,
     PURGE_EXPIRED_SESSIONS,
     PURGE_USER_SESSIONS,
     PURGE_USERS,
     RESWEEP,
-    BulkPurgeRequest,
-    ExportRequest,
-    PurgeRequest,
-    ResweepRequest,
-    RetentionRequest,
-    parse_request,
 )
-from sessionctl import tracing
-from sessionctl.agents import AgentHandle
-from sessionctl.config import Settings, load_settings
-from sessionctl.databases import Databases
-from sessionctl.errors import InvalidRequest, RedisUnavailable
-from sessionctl.identifiers import Ambiguous, clean_ids
 from sessionctl.jobstate import Enqueued, JobState
-from sessionctl.privacy import request_digest, user_hmac
+from sessionctl.privacy import user_hmac
 from sessionctl.resolvers import ResolverChain, build_chain
-from worker.jobindex import UNFINISHED, JobIndex, Listing, record_end, request_without_user, target_of
-from worker.queue import Queue, put
-
-# The request model of each job kind a caller may enqueue under an id of its own.
-REQUEST_MODELS: dict[str, type[PurgeRequest] | type[ExportRequest]] = {
-    PURGE_USER_SESSIONS: PurgeRequest,
-    EXPORT_SESSIONS: ExportRequest,
-}
+from sessionctl.worker.enqueue import Enqueuer
+from sessionctl.worker.jobindex import UNFINISHED, JobIndex, Listing, record_end
+from sessionctl.worker.queue import Queue
 
 LOST = (
     "the job is gone from the queue without a result (Redis lost it, or its result expired before it was read):"
     " ask again"
 )
-
-
-def new_generation() -> str:
-    """A generation that no job id ever had, whatever Redis remembers: the time in milliseconds
-    and 32 random bits, in hex. Redis losing its keys (FLUSHALL, a restart without persistence,
-    eviction) can only make the next request start a new generation, never reuse an old one."""
-    return f"{time.time_ns() // 1_000_000:x}{secrets.token_hex(4)}"
-
-
-async def _advance(redis: Any, gen_key: str, seen: str | None, ttl_s: int) -> None:
-    """Move the generation past ``seen`` to a new one, unless another producer already has
-    (WATCH/MULTI compare-and-set)."""
-    async with redis.pipeline(transaction=True) as pipe:
-        await pipe.watch(gen_key)
-        current = await pipe.get(gen_key)
-        if (current.decode() if current is not None else None) != seen:
-            return
-        pipe.multi()
-        pipe.set(gen_key, new_generation(), ex=ttl_s)
-        with contextlib.suppress(WatchError):
-            await pipe.execute()
 
 
 class Producer:
@@ -154,20 +119,7 @@ class Producer:
             "requested_by": requested_by,
             "origin": origin,
         }
-        request = parse_request(PurgeRequest, payload)
-        if check_agent:
-            await self.require_agent(request.agent_id)
-        return await self._enqueue(
-            PURGE_USER_SESSIONS,
-            request.model_dump(mode="json"),
-            identity=(
-                self._target_identity(request.target),
-                request.user_id,
-                f"dry_run={request.dry_run}",
-                f"memories={request.memories}",
-                f"scope={request.scope}",
-            ),
-        )
+        return await self._submit(PURGE_USER_SESSIONS, payload, check_agent=check_agent)
 
     async def purge_users(
         self,
@@ -200,17 +152,7 @@ class Producer:
             "scope": scope,
             "requested_by": requested_by,
         }
-        request = parse_request(BulkPurgeRequest, payload)
-        if check_agent:
-            await self.require_agent(request.agent_id)
-        identity = (
-            self._target_identity(request.target),
-            "\x00".join(sorted(request.user_ids)),
-            f"dry_run={request.dry_run}",
-            f"memories={request.memories}",
-            f"scope={request.scope}",
-        )
-        return await self._enqueue(PURGE_USERS, request.model_dump(mode="json"), identity=identity)
+        return await self._submit(PURGE_USERS, payload, check_agent=check_agent)
 
     async def run_retention(
         self,
@@ -222,30 +164,16 @@ class Producer:
         requested_by: str | None = None,
     ) -> Enqueued:
         """Enqueue a retention run (the policy in SESSIONCTL_RETENTION_FILE), for one agent or all."""
-        payload = {
-            "agent_id": agent_id,
-            "dry_run": dry_run,
-            "as_of": as_of,
-            "tick": tick,
-            "requested_by": requested_by,
-        }
-        request = parse_request(RetentionRequest, payload)
-        identity = (
-            self._target_identity(request.target),
-            f"dry_run={request.dry_run}",
-            f"as_of={request.as_of}",
-            f"tick={request.tick}",
-        )
-        return await self._enqueue(PURGE_EXPIRED_SESSIONS, request.model_dump(mode="json"), identity=identity)
+        payload = {"agent_id": agent_id, "dry_run": dry_run, "as_of": as_of, "tick": tick, "requested_by": requested_by}
+        return await self._submit(PURGE_EXPIRED_SESSIONS, payload, check_agent=False)
 
     async def resweep(
         self, *, erase: bool = False, tick: str | None = None, requested_by: str | None = None
     ) -> Enqueued:
         """Enqueue a re-sweep: find users erased before who have data again; with ``erase``, erase
         each again (a new job per user, marked ``origin: resweep``)."""
-        request = parse_request(ResweepRequest, {"erase": erase, "tick": tick, "requested_by": requested_by})
-        identity = (f"erase={request.erase}", f"tick={request.tick}")
-        return await self._enqueue(RESWEEP, request.model_dump(mode="json"), identity=identity)
+        payload = {"erase": erase, "tick": tick, "requested_by": requested_by}
+        return await self._submit(RESWEEP, payload, check_agent=False)
 
     async def export_sessions(
         self,
@@ -283,86 +211,53 @@ class Producer:
             "requested_by": requested_by,
             "scope": scope,
         }
-        request = parse_request(ExportRequest, payload)
+        return await self._submit(EXPORT_SESSIONS, payload, check_agent=check_agent)
+
+    async def _submit(self, kind: str, payload: dict[str, Any], *, check_agent: bool) -> Enqueued:
+        """Validate → check the agent → enqueue."""
+        request = self._request(kind, payload)
         if check_agent:
-            await self.require_agent(request.agent_id)
-        identity = (
-            self._target_identity(request.target),
-            "\x00all-users" if request.user_id is None else request.user_id,
-            f"since={request.since}",
-            f"until={request.until}",
-            f"by={request.by}",
-            f"out={request.out}",
-            f"compress={request.compress}",
-            f"then_purge={request.then_purge}",
-            f"scope={request.scope}",
-        )
-        return await self._enqueue(EXPORT_SESSIONS, request.model_dump(mode="json"), identity=identity)
-
-    async def require_agent(self, agent_id: str | None) -> None:
-        """An agent without session storage is refused before anything is enqueued."""
-        if agent_id is not None:
-            await (await self._agent(agent_id)).layout()
-
-    async def _agent(self, agent_id: str) -> AgentHandle:
-        if self._chain is None:
-            self._chain = build_chain(self.settings)
-        return await AgentHandle.resolve(agent_id, settings=self.settings, databases=self._db(), chain=self._chain)
-
-    def _target_identity(self, target: str) -> str:
-        """Where the request acts — queue, database, schema — so two deployments sharing a Redis,
-        or two agent ids naming one schema (``a-b``, ``a_b``), never share or split a job."""
-        schema = "*" if target == "*" else self.settings.schema_for(target)
-        return f"{self.settings.queue_name}|{self.settings.dsn.redacted}|{schema}"
-
-    async def _enqueue(self, kind: str, payload: dict[str, Any], *, identity: tuple[str, ...]) -> Enqueued:
-        with tracing.span("sessionctl.enqueue", kind=kind) as current:
-            enq = await self._enqueue_job(kind, payload, identity=identity)
-            tracing.set_attributes(current, job_id=enq.job_id, collapsed=enq.collapsed)
-            if not enq.collapsed and (headers := tracing.carrier()):  # the worker's job span: a child of this one
-                await (await self.redis()).set(
-                    tracing.KEY.format(enq.job_id), json.dumps(headers), ex=self.settings.keep_result
-                )
-        if not enq.collapsed:
-            user = payload.get("user_id")
-            await self.index().queued(
-                enq.job_id,
-                kind=kind,
-                target=target_of(payload),
-                user_hmac=None if user is None else user_hmac(self.settings.hash_key_bytes, user),
-                requested_by=payload.get("requested_by"),
-                request=request_without_user(payload),
-            )
-        return enq
+            await self.require_agent(getattr(request, "agent_id", None))
+        return await (await self._enqueuer()).put(kind, request)
 
     def validate(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         """The payload of a job of this kind as the worker will read it, or
         :class:`~sessionctl.errors.InvalidRequest` — before anything is recorded or enqueued."""
-        return parse_request(REQUEST_MODELS[kind], payload).model_dump(mode="json")
+        return self._request(kind, payload).model_dump(mode="json")
+
+    def _request(self, kind: str, payload: dict[str, Any]) -> BaseModel:
+        return parse_request(kind_of(kind).request, payload)
 
     async def enqueue_as(self, kind: str, payload: dict[str, Any], job_id: str) -> Enqueued:
         """Enqueue a job under an id chosen by its caller — the job of a data-subject request, which
         the ledger records before it is enqueued (:mod:`sessionctl.ledger`). The payload is
         validated as any request; ``collapsed`` when arq already holds that id."""
-        data = self.validate(kind, payload)
-        user = data.get("user_id")
-        hmac = None if user is None else user_hmac(self.settings.hash_key_bytes, user)
-        try:
-            created = await put(await self.queue(), self.index(), kind, data, job_id, hmac)
-        except RedisError as exc:
-            raise RedisUnavailable(f"Redis failed while enqueueing ({type(exc).__name__})") from exc
-        return Enqueued(job_id, collapsed=not created)
+        return await (await self._enqueuer()).put_as(kind, self._request(kind, payload), job_id)
+
+    async def require_agent(self, agent_id: str | None) -> None:
+        """An agent without session storage is refused before anything is enqueued."""
+        if agent_id is not None:
+            if self._chain is None:
+                self._chain = build_chain(self.settings)
+            handle = await AgentHandle.resolve(
+                agent_id, settings=self.settings, databases=self._db(), chain=self._chain
+            )
+            await handle.layout()
+
+    def _db(self) -> Databases:
+        if self._databases is None:
+            self._databases = Databases(pool_size=1, client_cache_size=8)
+        return self._databases
+
+    async def _enqueuer(self) -> Enqueuer:
+        return Enqueuer(await self.queue(), self.settings)
+
+    # -- the job index ------------------------------------------------------------------------------
 
     def index(self) -> JobIndex:
         if self._queue is None:
             raise RuntimeError("Producer is not open: use `async with Producer() as p`")
-        return JobIndex(
-            self._queue.redis,
-            self.settings.queue_name,
-            size=self.settings.job_index_size,
-            keep_s=self.settings.keep_result,
-            failed_ttl_s=self.settings.failed_ttl,
-        )
+        return JobIndex.of(self._queue.redis, self.settings)
 
     async def jobs(
         self, *, status: str | None = None, kind: str | None = None, limit: int = 50, failed_only: bool = False
@@ -380,8 +275,7 @@ class Producer:
         """These jobs' index entries, in the order given (those the index no longer holds left out),
         unfinished ones checked against the queue first."""
         await self.redis()
-        index = self.index()
-        rows = await index.get_many(job_ids)
+        rows = await self.index().get_many(job_ids)
         await self.settle([r for r in rows if r["state"] in UNFINISHED])
         return rows
 
@@ -418,122 +312,46 @@ class Producer:
         if not isinstance(request, dict):
             raise InvalidRequest(f"job {job_id} kept no request to retry (its payload was not a request)")
         request = dict(request)
-        if request.get("request_id"):  # a data-subject request's job: the ledger names its next one
-            enq = await self._retry_request(job_id, str(request["request_id"]), meta, user_id)
-            await self.index().mark_retried(job_id, enq.job_id)
-            return enq
-        request.pop("request_id", None)
-        if request.pop("bulk", False):
+        if request.get("bulk"):
             raise InvalidRequest("a bulk erasure keeps no user ids: ask again with the same --users-file")
+        kind = KINDS.get(meta["kind"])
+        if kind is None or not kind.retry:
+            raise InvalidRequest(f"job {job_id} is of a kind `retry` does not ask again for: {meta['kind']}")
         if request.pop("has_user", False):
             if user_id is None:
                 raise InvalidRequest("this job was for one user: pass --user ID (it is checked against the job's HMAC)")
             if user_hmac(self.settings.hash_key_bytes, user_id) != meta.get("user_hmac"):
                 raise InvalidRequest("--user does not match the user of this job")
             request["user_id"] = user_id
-        if meta["kind"] == PURGE_USER_SESSIONS:
-            enq = await self.purge_user_sessions(**request)
-        elif meta["kind"] == EXPORT_SESSIONS:
-            enq = await self.export_sessions(**request)
+        request.pop("bulk", None)
+        if request.get("request_id"):  # a data-subject request's job: the ledger names its next one
+            enq = await self._retry_request(job_id, str(request["request_id"]), request)
         else:
-            raise InvalidRequest(f"job {job_id} is of a kind this version cannot retry: {meta['kind']}")
+            enq = await self._submit(meta["kind"], request, check_agent=True)
         await self.index().mark_retried(job_id, enq.job_id)
         return enq
 
-    async def _retry_request(self, job_id: str, request_id: str, meta: dict[str, Any], user_id: str | None) -> Enqueued:
+    async def _retry_request(self, job_id: str, request_id: str, request: dict[str, Any]) -> Enqueued:
         """Retry the failed job of a data-subject request: its next job is recorded in the ledger
         first, so the retry settles the request (closed, its webhook sent) when it succeeds."""
         from sessionctl import ledger
-        from sessionctl.store import ledger as ledger_sql
+        from sessionctl.store import dsr_requests
 
-        if user_id is None or user_hmac(self.settings.hash_key_bytes, user_id) != meta.get("user_hmac"):
-            raise InvalidRequest("pass the job's user with --user (checked against the job's HMAC; it is not kept)")
         async with self._db().connect(self.settings.dsn) as conn, conn.transaction():
-            row = await ledger_sql.lock_pending(conn, request_id)
+            row = await dsr_requests.lock_pending(conn, request_id)
             if row is None:
                 raise InvalidRequest(f"request {request_id} is closed, or being served right now: nothing to retry")
             if row["job_ids"][-1] != job_id:
                 raise InvalidRequest(f"request {request_id} has a newer job, {row['job_ids'][-1]}: retry that one")
-            kind, new_id, payload = ledger.next_job(self.settings, row, user_id)
-            await ledger_sql.add_job(conn, request_id, new_id)
+            kind, new_id, payload = ledger.next_job(self.settings, row, str(request["user_id"]))
+            await dsr_requests.add_job(conn, request_id, new_id)
         return await self.enqueue_as(kind, payload, new_id)
 
-    def _db(self) -> Databases:
-        if self._databases is None:
-            self._databases = Databases(pool_size=1, client_cache_size=8)
-        return self._databases
-
-    async def _enqueue_job(self, kind: str, payload: dict[str, Any], *, identity: tuple[str, ...]) -> Enqueued:
-        """Enqueue under ``kind:digest:generation``; join the job of that generation while it is
-        active; move to a new generation once it was used and is no longer active (finished,
-        failed, or its result expired), so a job id is never run twice. Generations are unique by
-        construction (:func:`new_generation`), so neither is a job id after Redis lost its keys."""
-        queue = await self.queue()
-        redis = queue.redis
-        digest = request_digest(self.settings.hash_key_bytes, kind, *identity)
-        queue_name = self.settings.queue_name
-        gen_key = f"{queue_name}:gen:{kind}:{digest}"
-        used_key = gen_key + ":used"
-        # Forgetting a generation is harmless now: keep the keys as long as a job's records.
-        ttl = max(self.settings.keep_result, self.settings.failed_ttl)
-        try:
-            for _ in range(10):
-                raw_gen, raw_used = await redis.mget(gen_key, used_key)
-                if raw_gen is None:
-                    await _advance(redis, gen_key, None, ttl)
-                    continue
-                gen = raw_gen.decode()
-                job_id = f"{queue_name}:{kind}:{digest}:{gen}"  # the deployment's own: arq's keys differ too
-                if raw_used is not None and raw_used.decode() == gen:
-                    if await queue.active(job_id):
-                        return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
-                    await _advance(redis, gen_key, gen, ttl)  # used and no longer active: a new generation
-                    continue
-                if await queue.enqueue(kind, payload, job_id):
-                    await redis.set(used_key, gen, ex=ttl)
-                    return Enqueued(job_id, collapsed=False)
-                if not await queue.has_result(job_id):
-                    return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
-                await _advance(redis, gen_key, gen, ttl)  # finished: a new generation
-        except RedisError as exc:
-            raise RedisUnavailable(f"Redis failed while enqueueing ({type(exc).__name__})") from exc
-        raise RedisUnavailable("could not enqueue: the job id kept changing under contention; try again")
-
     async def check_worker(self, *, exports: bool = False) -> str | None:
-        """One line if no worker serves this queue, or if the one that does is configured for
-        another deployment (then its jobs act elsewhere than this producer checked); ``None``
-        when a worker like this producer serves it. ``exports``: the export directory matters too
-        (a relative one resolves against each process's working directory)."""
-        from worker.queue import deployment
-
-        queue = await self.queue()
-        found = await queue.workers()
-        if not found:
-            return (
-                f"no worker has reported for queue {self.settings.queue_name} in the last 30 s: the job waits until"
-                " one runs — start one with `sessionctl worker` (same DATABASE_URL, REDIS_URL, SESSIONCTL_QUEUE)"
-            )
-        mine = deployment(self.settings)
-        names = {
-            "database": "DATABASE_URL",
-            "schema_template": "SESSIONCTL_SCHEMA_TEMPLATE",
-            "hash_key": "SESSIONCTL_HASH_KEY",
-            **({"export_dir": "SESSIONCTL_EXPORT_DIR"} if exports else {}),
-        }
-        for about in found:  # every live worker of the queue may take the job
-            differ = []
-            for k, var in names.items():
-                if about.get(k) == mine[k]:
-                    continue
-                # the key only as "differs": its fingerprint means nothing to a reader
-                shown = "keys differ" if k == "hash_key" else f"{about.get(k)} there, {mine[k]} here"
-                differ.append(f"{var} ({shown})")
-            if differ:
-                return (
-                    f"a worker serving queue {self.settings.queue_name} ({about.get('worker')}) is configured"
-                    f" differently: {'; '.join(differ)} — its jobs act on its own settings; give both the same"
-                )
-        return None
+        """One line if no worker serves this queue, or if one that does is configured for another
+        deployment; ``None`` when the workers serving it are like this producer
+        (:meth:`Queue.check_served`)."""
+        return await (await self.queue()).check_served(self.settings, exports=exports)
 
     # -- following jobs ----------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sessionctl import exportfile, store
+from sessionctl import export_files, store
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings
 from sessionctl.errors import ExportMismatch, InvalidRequest, unexpected
@@ -61,12 +61,12 @@ class _Plan:
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """The session records of an export file, with their line numbers (the records of a person's
     other stores, in an export of scope "all", are not restored: only sessions are written back)."""
-    with exportfile.open_records(path) as records:
+    with export_files.open_records(path) as records:
         for n, rec in enumerate(records, 1):
-            if isinstance(rec, dict) and rec.get("v") == exportfile.FORMAT_VERSION and "store" in rec:
+            if isinstance(rec, dict) and rec.get("v") == export_files.FORMAT_VERSION and "store" in rec:
                 continue
-            if not isinstance(rec, dict) or rec.get("v") != exportfile.FORMAT_VERSION or "session" not in rec:
-                raise InvalidRequest(f"{path.name} line {n} is not a {exportfile.FORMAT} record: nothing was written")
+            if not isinstance(rec, dict) or rec.get("v") != export_files.FORMAT_VERSION or "session" not in rec:
+                raise InvalidRequest(f"{path.name} line {n} is not a {export_files.FORMAT} record: nothing was written")
             yield n, rec
 
 
@@ -155,10 +155,10 @@ async def import_export(path: Path, handle: AgentHandle, *, verify: bool = True,
     result = ImportResult(file=str(path), agent_id=handle.agent_id, schema_name=handle.schema)
     manifest: dict[str, Any] | None = None
     if verify:
-        manifest = exportfile.read_manifest(path)
+        manifest = export_files.read_manifest(path)
         if manifest is None:
             raise InvalidRequest(f"{path.name} has no manifest beside it; pass --no-verify to import it anyway")
-        await asyncio.to_thread(exportfile.verify_file, key, path, manifest)
+        await asyncio.to_thread(export_files.verify_file, key, path, manifest)
         result.verified = True
     plan = await asyncio.to_thread(_plan, path)
     if manifest is not None and manifest.get("sessions") != plan.lines:

@@ -1,5 +1,5 @@
 """``sessionctl receipts``: the receipts that say a user was erased (the independent recount,
-``sessionctl verify``, is :func:`jobs.person.verify_user`)."""
+``sessionctl verify``, is :func:`sessionctl.jobs.person.verify_user`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Fixtures: a fresh Postgres database per test session, a fresh schema (agent) per test, a
-dedicated Redis database flushed per test, and a real arq worker in burst mode.
+"""Fixtures: a fresh Postgres database per test session, a fresh schema (agent) per test, a queue
+name of its own per test (every Redis key sessionctl writes is led by it), and a real arq worker in
+burst mode.
 
 Tests come in layers, marked by their directory: ``unit`` (no services: ``pytest -m unit`` runs
 them alone, in seconds), ``integration`` (real Postgres and Redis, a real worker), ``acceptance``
@@ -28,7 +29,7 @@ from arq.worker import Worker
 
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
-from worker.settings import create
+from sessionctl.worker.settings import create
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -47,7 +48,6 @@ def _embedded_where_missing() -> None:
     pg = os.environ.get("SESSIONCTL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     if not embedded_services.answers(*_host_port(pg)) and (url := embedded_services.start_postgres()):
         os.environ["SESSIONCTL_TEST_PG"] = url
-        os.environ["SESSIONCTL_TEST_EMBEDDED"] = "postgres"
     redis_url = os.environ.get("SESSIONCTL_TEST_REDIS", "redis://127.0.0.1:6379/13")
     if not embedded_services.answers(*_host_port(redis_url)) and (url := embedded_services.start_redis()):
         os.environ["SESSIONCTL_TEST_REDIS"] = url
@@ -56,8 +56,6 @@ def _embedded_where_missing() -> None:
 _embedded_where_missing()
 PG_ADMIN_URL = os.environ.get("SESSIONCTL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("SESSIONCTL_TEST_REDIS", "redis://127.0.0.1:6379/13")
-# The machine's own Postgres cluster (pg_ctlcluster) is what the tests use, and may be restarted
-EMBEDDED_POSTGRES = os.environ.get("SESSIONCTL_TEST_EMBEDDED") == "postgres"
 HASH_KEY = "test-hash-key-0123456789abcdef"
 
 
@@ -115,17 +113,18 @@ def _sibling(url: str, database: str) -> str:
 
 
 @pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
+def redis_url() -> str:
+    """The Redis the tests share. Nothing is flushed: every key and job id of sessionctl is led by
+    its queue name, and each test has a queue of its own (``settings``), so two runs of the suite
+    (and the tests of one run) never meet. Tests that flush, restart or kill Redis take a
+    redis-server of their own (``private_redis``)."""
     _require("Redis", REDIS_TEST_URL)
-    r = aioredis.from_url(REDIS_TEST_URL)
-    await r.flushdb()
-    await r.aclose()
-    yield REDIS_TEST_URL
+    return REDIS_TEST_URL
 
 
 @pytest.fixture(scope="session", autouse=True)
 def redis_left_alone() -> Iterator[None]:
-    """The suite touches only what it owns (its database 13, its own redis-server processes): a key
+    """The suite touches only what it owns (its tests' queues, its own redis-server processes): a key
     planted in another database of the shared Redis must survive the whole run."""
     if not _reachable(*_host_port(REDIS_TEST_URL)):
         yield
@@ -237,7 +236,7 @@ def vector_pg_admin() -> Iterator[str]:
 
     url = embedded_services.start_postgres()
     if url is None:
-        pytest.fail("pgserver is not installed (it is a dependency of sessionctl): pip install -e .", pytrace=False)
+        pytest.fail("pgserver is not installed (the [demo] extra, in [test] and [dev]): pip install -e \".[dev]\"", pytrace=False)
     yield url
 
 

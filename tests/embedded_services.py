@@ -16,7 +16,9 @@ import tempfile
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.proxy import pipe
 
@@ -95,6 +97,27 @@ class _UnixToTcp(threading.Thread):
 
 def start_postgres() -> str | None:
     """A fresh embedded Postgres for this run; its admin URL (``None``: pgserver is not installed)."""
+    started = start_private_postgres()
+    return None if started is None else started.url
+
+
+@dataclass
+class PrivatePostgres:
+    """A Postgres cluster of this run's own (pgserver), reached over TCP: tests restart it without
+    disturbing the machine's cluster — or another run of the suite."""
+
+    url: str  # the admin URL
+    server: Any
+
+    def restart(self) -> None:
+        """A fast restart (as ``pg_ctlcluster … restart -m fast``): every connection is dropped."""
+        from pgserver.postgres_server import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.server.pgdata, user=self.server.system_user)
+
+
+def start_private_postgres() -> PrivatePostgres | None:
+    """A fresh embedded Postgres cluster; ``None``: pgserver is not installed."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -110,7 +133,7 @@ def start_postgres() -> str | None:
     proxy = _UnixToTcp(str(Path(host) / ".s.PGSQL.5432"))
     proxy.start()
     proxy.ready.wait(10)
-    return f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+    return PrivatePostgres(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres", server)
 
 
 def redis_server(port: int, workdir: Path | str, *extra: str) -> subprocess.Popen[bytes]:

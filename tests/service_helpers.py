@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,10 +20,10 @@ import httpx
 import uvicorn
 
 from sessionctl.config import Settings
-from sessionctl.store import ledger, receipts
+from sessionctl.store import api_tokens, migrations
 from sessionctl.tokens import new_token, token_hash
+from sessionctl.worker.settings import create
 from tests.embedded_services import answers, free_port
-from worker.settings import create
 
 
 @contextlib.asynccontextmanager
@@ -45,9 +46,11 @@ async def serving(app: Any) -> AsyncIterator[str]:
 
 
 @contextlib.contextmanager
-def serve_process(settings: Settings, hash_key: str, log: Any = subprocess.DEVNULL, **env: str) -> Iterator[str]:
+def serve_process(
+    settings: Settings, hash_key: str, log: Any = subprocess.DEVNULL, cwd: Path | None = None, **env: str
+) -> Iterator[str]:
     """``sessionctl serve`` in its own process with these settings (and ``env``: more variables),
-    on a free port, ready before this yields its base URL; stopped after."""
+    started in ``cwd``, on a free port, ready before this yields its base URL; stopped after."""
     port = free_port()
     child = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONCTL_")}
     child.update(
@@ -59,7 +62,7 @@ def serve_process(settings: Settings, hash_key: str, log: Any = subprocess.DEVNU
         **env,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sessionctl.cli", "serve", "--port", str(port)], env=child, stdout=log, stderr=log
+        [sys.executable, "-m", "sessionctl.cli", "serve", "--port", str(port)], env=child, stdout=log, stderr=log, cwd=cwd
     )
     try:
         deadline = time.monotonic() + 30
@@ -111,9 +114,9 @@ class Receiver:
 
 
 async def make_token(conn: asyncpg.Connection, name: str, scopes: list[str]) -> str:
-    await receipts.migrate(conn)
+    await migrations.migrate(conn)
     token = new_token()
-    assert await ledger.create_token(conn, name, token_hash(token), scopes)
+    assert await api_tokens.create_token(conn, name, token_hash(token), scopes)
     return token
 
 

@@ -9,12 +9,12 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from sessionctl.store import ledger
+from sessionctl.store import api_tokens
 from sessionctl.tokens import token_hash
 
 CACHE_S = 5.0  # a revoked token stops working within this many seconds
@@ -50,7 +50,7 @@ class Tokens:
         if hit is not None and hit[0] > now:
             return hit[1]
         async with self.connect() as conn:
-            row = await ledger.find_token(conn, digest)
+            row = await api_tokens.find_token(conn, digest)
         who = None
         if row is not None and hmac.compare_digest(str(row["token_hash"]), digest):
             who = Caller(str(row["name"]), tuple(row["scopes"]))
@@ -90,3 +90,15 @@ def need(scope: str | None) -> Callable[..., Awaitable[Caller]]:
         return who
 
     return dependency
+
+
+# The callers the routes take, by the scope they must hold.
+Anyone = Annotated[Caller, Depends(need(None))]
+Reader = Annotated[Caller, Depends(need("read"))]
+Eraser = Annotated[Caller, Depends(need("erase"))]
+Exporter = Annotated[Caller, Depends(need("export"))]
+# What every route behind a token may answer besides its own, for the spec.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no token, or a token that is not valid here"},
+    403: {"description": "the token lacks the scope"},
+}

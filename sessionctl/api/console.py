@@ -24,8 +24,7 @@ from fastapi.templating import Jinja2Templates
 from sessionctl.api.auth import Caller
 from sessionctl.config import Settings
 from sessionctl.privacy import user_hmac
-from sessionctl.store import ledger as ledger_sql
-from sessionctl.store import receipts
+from sessionctl.store import api_tokens, dsr_requests, receipts
 from sessionctl.tokens import token_hash
 
 COOKIE = "sessionctl_console"
@@ -52,7 +51,7 @@ def router(settings: Settings) -> APIRouter:
         if not hmac.compare_digest(sign(f"{digest}.{expiry}"), mac):
             return None
         async with request.app.state.connect() as conn:
-            row = await ledger_sql.find_token(conn, digest)  # revoked since: signed out
+            row = await api_tokens.find_token(conn, digest)  # revoked since: signed out
         if row is None or "audit" not in row["scopes"]:
             return None
         return Caller(str(row["name"]), tuple(row["scopes"])), cookie
@@ -106,8 +105,8 @@ def router(settings: Settings) -> APIRouter:
         who, cookie = session
         producer = request.app.state.producer
         async with request.app.state.connect() as conn:
-            open_requests = await ledger_sql.list_requests(conn, open_only=True, limit=200)
-            closed = [r for r in await ledger_sql.list_requests(conn, limit=50) if r["status"] != "open"][:20]
+            open_requests = await dsr_requests.list_requests(conn, open_only=True, limit=200)
+            closed = [r for r in await dsr_requests.list_requests(conn, limit=50) if r["status"] != "open"][:20]
         now = datetime.now(UTC)
         listing = await producer.jobs(limit=30)
         failed = await producer.jobs(failed_only=True, limit=20)

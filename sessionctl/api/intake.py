@@ -26,7 +26,7 @@ from sessionctl.errors import RedisUnavailable
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
-from sessionctl.store import ledger as sql
+from sessionctl.store import dsr_requests
 
 log = get_logger("sessionctl.api")
 OLDEST = timedelta(days=3660)  # a received_at older than ten years is a mistake, not a request
@@ -82,7 +82,7 @@ async def take(
         job_kind, job_id, payload = filed.job
         try:
             await producer.enqueue_as(job_kind, payload, job_id)
-        except RedisUnavailable:  # recorded: a worker's next round enqueues it (ledger.reconcile)
+        except RedisUnavailable:  # recorded: a worker's next round enqueues it (sessionctl.ledger.reconcile)
             log.warning("dsr.enqueue_later", request_id=filed.row["request_id"], job_id=job_id)
             status = "recorded"
     else:
@@ -109,12 +109,12 @@ async def _record(conn: asyncpg.Connection, settings: Settings, row: dict[str, A
     new one with its first job."""
     kind, ref = row["kind"], row["request_ref"]
     for _ in range(3):  # a reference taken by a concurrent request between the look and the insert
-        if ref is not None and (known := await sql.lock_by_ref(conn, kind, ref)) is not None:
+        if ref is not None and (known := await dsr_requests.lock_by_ref(conn, kind, ref)) is not None:
             return await _again(conn, settings, known, row, user_id)
         request_id = ledger.new_request_id()
         first = {**row, "request_id": request_id, "job_ids": [], "requested_by": row["requested_by"]}
         job_kind, job_id, payload = ledger.next_job(settings, first, user_id)
-        inserted = await sql.insert_request(
+        inserted = await dsr_requests.insert_request(
             conn,
             {**first, "job_ids": [job_id], "subject": ledger.sealed(settings, request_id, user_id)},
         )
@@ -137,7 +137,7 @@ async def _again(conn: asyncpg.Connection, settings: Settings, known: Any, row: 
     waiting = known["completed_at"] is None and known["status"] in ("open", "dry_run")
     if waiting and known["last_job_status"] == "failed":  # asked again after a failure: a new job serves it
         job_kind, job_id, payload = ledger.next_job(settings, known, user_id)
-        await sql.add_job(conn, known["request_id"], job_id)
-        again = await sql.get_request(conn, known["request_id"])
+        await dsr_requests.add_job(conn, known["request_id"], job_id)
+        again = await dsr_requests.get_request(conn, known["request_id"])
         return Filed(again, (job_kind, job_id, payload), collapsed=True)
     return Filed(known, None, collapsed=True)

@@ -57,9 +57,13 @@ def settings() -> Settings:
 
     try:
         loaded = load_settings()
+    except PermanentError as exc:  # SESSIONCTL_STATE_DIR, read before the settings themselves
+        fail(EXIT_BAD_INPUT, f"invalid configuration: {exc}")
     except ValidationError as exc:
         problems = [
-            f"{'.'.join(str(x) for x in e.get('loc', ())) or 'settings'}: {e.get('msg', 'invalid')}"
+            f"{'.'.join(str(x) for x in e.get('loc', ())) or 'settings'}: {e.get('msg', 'invalid')}".replace(
+                ": Value error, ", ": "
+            )
             for e in exc.errors(include_url=False, include_input=False, include_context=False)
         ]
         fail(EXIT_BAD_INPUT, "invalid configuration: " + "; ".join(problems))
@@ -75,6 +79,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     its class and SQLSTATE only (its text may quote row values), never a traceback."""
     try:
         return asyncio.run(coro)
+    except typer.Exit:  # a command's own exit, from inside its call
+        raise
     except PermanentError as exc:
         fail(EXIT_BAD_INPUT, str(exc))
     except TransientError as exc:

@@ -34,15 +34,17 @@ from sessionctl.cli.common import (
     with_producer,
 )
 from sessionctl.identifiers import Ambiguous
-from sessionctl.jobstate import job_kind
+from sessionctl.jobs.fields import Compression, KindName, Scope, WindowBy
+from sessionctl.jobstate import StatusFilter, job_kind
 
 if TYPE_CHECKING:
     from sessionctl.jobstate import Enqueued, JobState
     from sessionctl.producer import Producer
 
+SCOPE_HELP = "sessions: the user's sessions (with --memories, their memories too); all: every user-keyed Agno table."
 AMBIGUOUS_HELP = (
-    "How to read ids with surrounding whitespace or invisible characters: refuse (default), keep (exactly as"
-    " written) or strip (surrounding whitespace removed)."
+    "How to read ids with surrounding whitespace or invisible characters: refuse them, keep them exactly as"
+    " written, or strip the surrounding whitespace."
 )
 
 
@@ -53,14 +55,12 @@ def purge(
         Path | None,
         typer.Option("--users-file", help="Up to 10,000 user ids, one per line, exactly as written (`-`: stdin)."),
     ] = None,
-    ambiguous_ids: Annotated[str, typer.Option("--ambiguous-ids", help=AMBIGUOUS_HELP)] = "refuse",
+    ambiguous_ids: Annotated[Ambiguous, typer.Option("--ambiguous-ids", help=AMBIGUOUS_HELP)] = "refuse",
     agent: AgentOpt = None,
     all_agents: AllAgentsOpt = False,
     dry_run: DryRunOpt = False,
     memories: Annotated[bool, typer.Option("--memories", help="Also erase the user's agno_memories.")] = False,
-    scope: Annotated[
-        str, typer.Option("--scope", help="sessions (default), or all: every user-keyed Agno table.")
-    ] = "sessions",
+    scope: Annotated[Scope, typer.Option("--scope", help=SCOPE_HELP)] = "sessions",
     requested_by: RequestedByOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = WAIT_DEFAULT,
@@ -70,17 +70,14 @@ def purge(
     one_target(agent, all_agents)
     if (user is None) == (users_file is None):
         fail(EXIT_BAD_INPUT, "name the users: --user ID, or --users-file FILE (one id per line)")
-    if ambiguous_ids not in ("refuse", "keep", "strip"):
-        fail(EXIT_BAD_INPUT, f"--ambiguous-ids must be refuse, keep or strip, not {ambiguous_ids!r}")
-    how: Ambiguous = ambiguous_ids  # type: ignore[assignment]
-    bulk = read_users_file(users_file, how) if users_file is not None else None
+    bulk = read_users_file(users_file, ambiguous_ids) if users_file is not None else None
     one = user_value(user)
     target = {"agent_id": agent, "all_agents": all_agents, "dry_run": dry_run, "memories": memories}
     options = {**target, "scope": scope, "requested_by": requested_by}
 
     async def call(producer: Producer) -> tuple[Enqueued, JobState | None]:
         if bulk is not None:
-            enq = await producer.purge_users(user_ids=bulk, ambiguous_ids=how, **options)  # type: ignore[arg-type]
+            enq = await producer.purge_users(user_ids=bulk, ambiguous_ids=ambiguous_ids, **options)  # type: ignore[arg-type]
         else:
             enq = await producer.purge_user_sessions(user_id=one or "", **options)  # type: ignore[arg-type]
         return enq, await _follow(producer, enq, wait, timeout, as_json)
@@ -98,17 +95,17 @@ def export(
     ] = None,
     since: Annotated[str | None, typer.Option("--since", help="From this date/time (inclusive).")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Up to this date/time (exclusive).")] = None,
-    by: Annotated[str, typer.Option("--by", help="Window on 'created' or 'updated' time.")] = "created",
-    compress: Annotated[str, typer.Option("--compress", help="none, gz or zst.")] = "none",
+    by: Annotated[WindowBy, typer.Option("--by", help="Window on the sessions' created or updated time.")] = "created",
+    compress: Annotated[Compression, typer.Option("--compress", help="Compress the file (gz or zst).")] = "none",
     then_purge: Annotated[
         bool, typer.Option("--then-purge", help="Erase the exported sessions once the export verifies.")
     ] = False,
     scope: Annotated[
-        str,
+        Scope,
         typer.Option(
             "--scope",
-            help="sessions (default), or all: one user's everything (memories, knowledge chunks, login records, the"
-            " list of media objects) beside their sessions.",
+            help="sessions: the sessions; all: one user's everything beside their sessions (memories, knowledge"
+            " chunks, login records, the list of media objects).",
         ),
     ] = "sessions",
     requested_by: RequestedByOpt = None,
@@ -120,12 +117,6 @@ def export(
     from sessionctl.cli.common import epoch
 
     one_target(agent, all_agents)
-    if compress not in ("none", "gz", "zst"):
-        fail(EXIT_BAD_INPUT, f"--compress must be gz or zst (or none), not {compress!r}")
-    if by not in ("created", "updated"):
-        fail(EXIT_BAD_INPUT, f"--by must be created or updated, not {by!r}")
-    if scope not in ("sessions", "all"):
-        fail(EXIT_BAD_INPUT, f"--scope must be sessions or all, not {scope!r}")
     request = {
         "out": out_name,
         "agent_id": agent,
@@ -244,7 +235,10 @@ def _report(enq: Enqueued, state: JobState | None, as_json: bool) -> None:
 def status(
     job_id: Annotated[
         str,
-        typer.Argument(help="A job id, as printed by any command that enqueues (purge, export, retry, retention run)."),
+        typer.Argument(
+            metavar="JOB_ID",
+            help="A job id, as printed by any command that enqueues (purge, export, retry, retention run).",
+        ),
     ],
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
     as_json: JsonOpt = False,
@@ -280,27 +274,14 @@ def status(
 @app.command()
 def jobs(
     status_filter: Annotated[
-        str | None,
-        typer.Option(
-            "--status", help="queued, running, retrying, succeeded, dry_run, partial, failed, or ended (any final)."
-        ),
+        StatusFilter | None, typer.Option("--status", help="Jobs in this state (ended: any final one).")
     ] = None,
-    kind: Annotated[
-        str | None,
-        typer.Option(
-            "--kind", help="purge_user_sessions, purge_users, export_sessions, purge_expired_sessions or resweep."
-        ),
-    ] = None,
+    kind: Annotated[KindName | None, typer.Option("--kind", help="Jobs of this kind.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most N rows.")] = 50,
     failed: Annotated[bool, typer.Option("--failed", help="Only the failed-job list (kept longer).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List recent jobs, newest first (from sessionctl's own index: no KEYS scan)."""
-    from sessionctl.jobstate import STATUS_FILTERS
-
-    if status_filter is not None and status_filter not in STATUS_FILTERS:
-        fail(EXIT_BAD_INPUT, f"--status must be one of {', '.join(STATUS_FILTERS)}, not {status_filter!r}")
-
     async def call(producer: Producer) -> Any:
         return await producer.jobs(status=status_filter, kind=kind, limit=limit, failed_only=failed)
 
@@ -315,7 +296,7 @@ def jobs(
 
 @app.command()
 def retry(
-    job_id: Annotated[str, typer.Argument(help="A failed job's id (see `sessionctl jobs --failed`).")],
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="A failed job's id (`sessionctl jobs --failed`).")],
     user: Annotated[
         str | None,
         typer.Option("--user", help="The job's user (not kept by sessionctl; checked against its HMAC); `-`: stdin."),

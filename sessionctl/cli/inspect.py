@@ -41,7 +41,7 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Recount the user's rows in every user-keyed table; exit 0 only when all are 0."""
-    from jobs.person import verify_user
+    from sessionctl.jobs.person import verify_user
 
     if agent is not None and all_agents:
         fail(EXIT_BAD_INPUT, "name at most one target: --agent ID or --all-agents")
@@ -69,7 +69,7 @@ def sessions(
 @app.command()
 def agents(as_json: JsonOpt = False) -> None:
     """The agents sessionctl can see, where each lives (password hidden), team or not, sessions held."""
-    from jobs.targets import overview
+    from sessionctl.jobs.targets import overview
 
     rows = run(overview(settings()))
     print_json(rows) if as_json else render.agents(rows)
@@ -77,7 +77,7 @@ def agents(as_json: JsonOpt = False) -> None:
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="An export file (plain, .gz or .zst content).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="An export file (plain, .gz or .zst content).")],
     agent: Annotated[str, typer.Option("--agent", help="The agent to write the sessions into.")],
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the manifest check.")] = False,
     as_json: JsonOpt = False,

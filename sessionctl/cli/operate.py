@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -21,6 +21,7 @@ from sessionctl.cli.common import (
     run,
     settings,
 )
+from sessionctl.config import state_dir
 from sessionctl.errors import PermanentError, SessionctlError
 
 
@@ -28,11 +29,11 @@ from sessionctl.errors import PermanentError, SessionctlError
 def worker(
     burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
 ) -> None:
-    """Run a worker (`arq worker.settings.WorkerSettings` runs arq's plain one)."""
+    """Run a worker (`arq sessionctl.worker.settings.WorkerSettings` runs arq's plain one)."""
     from redis.exceptions import RedisError
 
     from sessionctl.logs import configure_logging
-    from worker.settings import create
+    from sessionctl.worker.settings import create
 
     config = settings()
     configure_logging(config.log_format, config.log_level)
@@ -54,7 +55,7 @@ def worker(
 @app.command()
 def health(as_json: JsonOpt = False) -> None:
     """Check Redis, Postgres and the worker's health-check key; exit 0 only if all are fine."""
-    from worker.health import check_health
+    from sessionctl.cli.health import check_health
 
     report = run(check_health(settings()))
     print_json(report) if as_json else render.health(report)
@@ -85,15 +86,19 @@ def doctor(
 def grants(
     role: Annotated[str, typer.Option("--role", help="The worker's database role.")],
     agent: OneAgentOpt = None,
-    scope: Annotated[
-        str, typer.Option("--scope", help="all (default: every user-keyed table) or sessions (sessions and memories).")
-    ] = "all",
+    sessions_only: Annotated[
+        bool,
+        typer.Option(
+            "--sessions-only",
+            help="Only what erasures of scope sessions need (sessions, their runs, memories); without it, what every"
+            " erasure needs, a person's (scope all, the DSR service's default) included.",
+        ),
+    ] = False,
 ) -> None:
     """Print the minimal SQL grants for a worker role, from the agent schemas as they are now."""
     from sessionctl.doctor import grants as grant_lines
 
-    if scope not in ("all", "sessions"):
-        fail(EXIT_BAD_INPUT, f"--scope must be all or sessions, not {scope!r}")
+    scope = "sessions" if sessions_only else "all"
     for line in run(grant_lines(settings(), role, agent_id=agent, scope=scope)):
         out.print(line, markup=False, highlight=False)
 
@@ -114,15 +119,13 @@ def demo_seed(
     users: Annotated[int, typer.Option("--users", min=1, max=1000, help="How many users (demo-user-1 …).")] = 3,
     sessions: Annotated[int, typer.Option("--sessions", min=1, max=10_000, help="Sessions per user.")] = 20,
     layout: Annotated[
-        str,
-        typer.Option("--layout", help="3x (default: written by Agno 3.x now) or 2x (runs in the row, agno 2.5.14's)."),
+        Literal["3x", "2x"],
+        typer.Option("--layout", help="3x: as Agno 3.x writes; 2x: runs in the session row, as agno 2.5.14 wrote."),
     ] = "3x",
 ) -> None:
     """Write demo sessions, runs and memories for a few users, as Agno writes them."""
     from sessionctl.demo import seed, seed_2x
 
-    if layout not in ("3x", "2x"):
-        fail(EXIT_BAD_INPUT, f"--layout must be 3x or 2x, not {layout!r}")
     config = settings()
     done = run(seed_2x(config, agent) if layout == "2x" else seed(config, agent, users=users, sessions=sessions))
     where = f"{done.schema} in {config.dsn.redacted}"
@@ -153,7 +156,7 @@ def demo_start(
         services = run(_up())
         state = "started" if services.started else "found running"
         out.print(
-            f"no DATABASE_URL/REDIS_URL configured: {state} an embedded Postgres and Redis under {embedded.state_dir()}"
+            f"no DATABASE_URL/REDIS_URL configured: {state} an embedded Postgres and Redis under {state_dir()}"
             " (`sessionctl demo stop` stops them; their data stays)",
             markup=False,
             highlight=False,
@@ -167,6 +170,7 @@ def demo_start(
         highlight=False,
     )
     out.print(_worker_line(config), markup=False, highlight=False)
+    out.print(f"exports are written to {config.export_dir} (SESSIONCTL_EXPORT_DIR)", markup=False, highlight=False)
     out.print(
         "next:\n"
         f"  printf '{done.users[0]}\\n' | sessionctl purge --agent {agent} --user - --wait   # erase one user\n"
@@ -190,7 +194,6 @@ def _worker_line(config: Any) -> str:
     import sys
     import time
 
-    from sessionctl import embedded
     from sessionctl.cli.common import with_producer
 
     async def serving(producer: Any) -> bool:
@@ -199,7 +202,7 @@ def _worker_line(config: Any) -> str:
 
     if with_producer(config, serving):
         return "a worker already serves the queue"
-    root = embedded.state_dir()
+    root = state_dir()
     root.mkdir(parents=True, exist_ok=True)
     with (root / "worker.log").open("ab") as log:
         worker = subprocess.Popen(
@@ -242,14 +245,14 @@ def demo_stop() -> None:
     from sessionctl import embedded
 
     stopped = False
-    pid = embedded.state_dir() / "worker.pid"
+    pid = state_dir() / "worker.pid"
     if pid.is_file():  # first, while Redis still runs: the worker takes its report back as it stops
         with contextlib.suppress(ValueError, ProcessLookupError):
             _stop(int(pid.read_text().strip()))
         pid.unlink(missing_ok=True)
         stopped = True
     if embedded.down():
-        out.print(f"stopped the demo worker and the embedded services ({embedded.state_dir()})", markup=False)
+        out.print(f"stopped the demo worker and the embedded services ({state_dir()})", markup=False)
     elif stopped:
         out.print("stopped the demo worker", markup=False)
     else:

@@ -4,69 +4,75 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sessionctl.cli.common import err, out
 
 
+def line(text: str) -> None:
+    out.print(text, markup=False, highlight=False)
+
+
 def job_state(state: Any) -> None:
-    p = out.print
+    """A job's state as it reads on a terminal: by the kind of its result (a table of renderers),
+    or, without a result, its status and error."""
     r = state.result
-    if r and r.get("kind") == "export_sessions":
-        export(state)
+    render = RESULTS.get(r.get("kind", "")) if r else None
+    if render is not None:
+        render(state, r)
         return
-    if r and r.get("kind") == "purge_expired_sessions":
-        p(f"job       {state.job_id}", markup=False, highlight=False)
-        p(f"status    {state.status}  (as of {r['as_of']})", markup=False)
-        p(f"deleted   sessions={r['sessions_deleted']}  remaining past cutoff {r['remaining']}", markup=False)
-        for name, a in sorted(r["agents"].items()):
-            what = f"policy {a['policy']}: deleted {a['deleted']}" if a.get("policy") else "kept (no policy)"
-            p(f"  {name}: {what}", markup=False, highlight=False)
-        return
-    if r and r.get("kind") == "resweep":
-        resweep(state.job_id, r)
-        return
-    if r and r.get("kind") == "purge_users":
-        p(f"job       {state.job_id}", markup=False, highlight=False)
-        p(f"status    {state.status}", markup=False)
-        p(f"users     {r['users_count']}  target {r['target']}", markup=False, highlight=False)
-        p(
-            f"deleted   sessions={r['sessions_deleted']} runs={r['runs_deleted']}  remaining {r['remaining']}",
-            markup=False,
-        )
-        completeness(r, users="--users-file FILE")
-        return
-    p(f"job       {state.job_id}", markup=False, highlight=False)
-    p(f"status    {state.status}" + (f" (attempt {state.attempt})" if state.attempt else ""), markup=False)
+    line(f"job       {state.job_id}")
+    line(f"status    {state.status}" + (f" (attempt {state.attempt})" if state.attempt else ""))
     if state.error:
-        p(f"error     {state.error['type']}: {state.error['message']}", markup=False, highlight=False)
-    if r:
-        p(f"user      hmac:{r['user_hmac']}", markup=False, highlight=False)
-        p(f"target    {r['target']}", markup=False, highlight=False)
-        if r.get("dry_run"):
-            would = r.get("would_delete") or {}
-            p("would delete  " + ", ".join(f"{k}={v}" for k, v in would.items()), markup=False)
-        else:
-            p(
-                f"deleted   sessions={r['sessions_deleted']} runs={r['runs_deleted']} "
-                f"memories={r['memories_deleted']} late={r.get('late_sessions', 0)}",
-                markup=False,
-            )
-            p(f"remaining {r['remaining']}", markup=False)
-        if r.get("stores"):
-            p("outside   " + ", ".join(f"{k}={v}" for k, v in r["stores"].items()), markup=False, highlight=False)
-        completeness(r)
-        if r.get("origin") == "resweep":
-            p("origin    resweep (the user was found back after an earlier erasure)", markup=False)
-        for name, a in sorted(r.get("agents", {}).items()):
-            counts = a.get("would_delete") or {"sessions": a["sessions_deleted"], "runs": a["runs_deleted"]}
-            p(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()), markup=False, highlight=False)
-        p(f"finished  {r['finished_at']}", markup=False)
-    elif state.status == "not_found":
-        p("no such job: it was never enqueued, or its result has expired (SESSIONCTL_KEEP_RESULT)", markup=False)
+        line(f"error     {state.error['type']}: {state.error['message']}")
+    if state.status == "not_found":
+        line("no such job: it was never enqueued, or its result has expired (SESSIONCTL_KEEP_RESULT)")
     elif not state.done:
-        p("the job is not finished yet; check again with: sessionctl status " + state.job_id, markup=False)
+        line("the job is not finished yet; check again with: sessionctl status " + state.job_id)
+
+
+def erasure(state: Any, r: dict[str, Any]) -> None:
+    """One user's erasure (``purge_user_sessions``): counts, what it left, per agent."""
+    line(f"job       {state.job_id}")
+    line(f"status    {state.status}" + (f" (attempt {state.attempt})" if state.attempt else ""))
+    line(f"user      hmac:{r['user_hmac']}")
+    line(f"target    {r['target']}")
+    if r.get("dry_run"):
+        line("would delete  " + ", ".join(f"{k}={v}" for k, v in (r.get("would_delete") or {}).items()))
+    else:
+        line(
+            f"deleted   sessions={r['sessions_deleted']} runs={r['runs_deleted']} "
+            f"memories={r['memories_deleted']} late={r.get('late_sessions', 0)}"
+        )
+        line(f"remaining {r['remaining']}")
+    if r.get("stores"):
+        line("outside   " + ", ".join(f"{k}={v}" for k, v in r["stores"].items()))
+    completeness(r)
+    if r.get("origin") == "resweep":
+        line("origin    resweep (the user was found back after an earlier erasure)")
+    for name, a in sorted(r.get("agents", {}).items()):
+        counts = a.get("would_delete") or {"sessions": a["sessions_deleted"], "runs": a["runs_deleted"]}
+        line(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    line(f"finished  {r['finished_at']}")
+
+
+def bulk(state: Any, r: dict[str, Any]) -> None:
+    line(f"job       {state.job_id}")
+    line(f"status    {state.status}")
+    line(f"users     {r['users_count']}  target {r['target']}")
+    line(f"deleted   sessions={r['sessions_deleted']} runs={r['runs_deleted']}  remaining {r['remaining']}")
+    completeness(r, users="--users-file FILE")
+
+
+def retention_run(state: Any, r: dict[str, Any]) -> None:
+    line(f"job       {state.job_id}")
+    line(f"status    {state.status}  (as of {r['as_of']})")
+    line(f"deleted   sessions={r['sessions_deleted']}  remaining past cutoff {r['remaining']}")
+    for name, a in sorted(r["agents"].items()):
+        what = f"policy {a['policy']}: deleted {a['deleted']}" if a.get("policy") else "kept (no policy)"
+        line(f"  {name}: {what}")
 
 
 def completeness(r: dict[str, Any], users: str = "--user -") -> None:
@@ -85,9 +91,9 @@ def completeness(r: dict[str, Any], users: str = "--user -") -> None:
     )
 
 
-def resweep(job_id: str, r: dict[str, Any]) -> None:
+def resweep(state: Any, r: dict[str, Any]) -> None:
     p = out.print
-    p(f"job       {job_id}", markup=False, highlight=False)
+    p(f"job       {state.job_id}", markup=False, highlight=False)
     p(f"status    {r['status']}", markup=False)
     p(
         f"swept     {r['stores_swept']} stores ({r['keys_seen']} distinct person keys)",
@@ -110,8 +116,8 @@ def resweep(job_id: str, r: dict[str, Any]) -> None:
         p(f"media     {r['media_retried']} objects left pending by lost jobs deleted", markup=False)
 
 
-def export(state: Any) -> None:
-    p, r = out.print, state.result
+def export(state: Any, r: dict[str, Any]) -> None:
+    p = out.print
     p(f"job       {state.job_id}", markup=False, highlight=False)
     p(f"status    {state.status}", markup=False)
     size = f"{r['bytes']} bytes, {r['compress']}; on the worker's disk"
@@ -131,6 +137,17 @@ def export(state: Any) -> None:
             markup=False,
         )
         completeness(r["purge"])
+
+
+# How each job kind's result reads (the kinds of sessionctl.jobs.kinds; a kind without a renderer
+# shows its status and error).
+RESULTS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+    "purge_user_sessions": erasure,
+    "purge_users": bulk,
+    "export_sessions": export,
+    "purge_expired_sessions": retention_run,
+    "resweep": resweep,
+}
 
 
 def progress_line(state: Any) -> str:
@@ -264,15 +281,24 @@ def verify(report: dict[str, Any]) -> None:
 
 def agents(rows: list[dict[str, Any]]) -> None:
     """One line an agent, led by what ``--agent`` takes."""
+    guessed = 0
     for r in rows:
         team = " team" if r["team"] else ""
         name = r["agent"] or f"(no agent id names {r['schema']}: use --all-agents)"
+        if r["agent"] and r["agent_from"] == "schema":
+            name, guessed = f"{name} *", guessed + 1
         out.print(
             f"{name}  {r['database']}  schema={r['schema']}{team}  sessions={r['sessions']}  ({r['source']})",
             markup=False,
             highlight=False,
         )
     err.print(f"{len(rows)} agent(s); the first column is what --agent takes", markup=False)
+    if guessed:
+        err.print(
+            "* read back from the schema name only (no session records the agent's id): it reaches that schema,"
+            " but the agent may spell its id with '-' where this has '_'",
+            markup=False,
+        )
 
 
 def retention(rows: list[dict[str, Any]]) -> None:

@@ -9,11 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.app import app
+from sessionctl.cli.app import PLAIN_HELP, app
 from sessionctl.cli.common import EXIT_BAD_INPUT, JsonOpt, fail, out, print_json, run, settings
 from sessionctl.config import Settings
+from sessionctl.errors import SchemaNotReady
 
-token_app = typer.Typer(no_args_is_help=True, help="API tokens of `sessionctl serve` (stored as SHA-256 only).")
+token_app = typer.Typer(
+    rich_markup_mode=PLAIN_HELP, no_args_is_help=True, help="API tokens of `sessionctl serve` (stored as SHA-256 only)."
+)
 app.add_typer(token_app, name="token")
 
 
@@ -37,14 +40,18 @@ def serve(
 
 async def _conn_do(config: Settings, call: Any) -> Any:
     from sessionctl.databases import Databases
-    from sessionctl.store import receipts
+    from sessionctl.store import migrations
 
     dbs = Databases(pool_size=1)
     try:
         async with dbs.connect(config.dsn) as conn:
-            version = await receipts.version(conn)
-            if version is not None and version < receipts.LATEST:
-                fail(EXIT_BAD_INPUT, "the sessionctl schema is older than this sessionctl: run `sessionctl migrate`")
+            version = await migrations.version(conn)
+            if version == 0:
+                raise SchemaNotReady(
+                    f"sessionctl's schema does not exist in {config.dsn.redacted} yet: run `sessionctl migrate` there"
+                )
+            if version is not None and version < migrations.LATEST:
+                raise SchemaNotReady("the sessionctl schema is older than this sessionctl: run `sessionctl migrate`")
             return await call(conn)
     finally:
         await dbs.close()
@@ -63,7 +70,7 @@ def token_create(
     ] = "read",
 ) -> None:
     """Create a token; it is printed once, as the last line of stdout (only its hash is stored)."""
-    from sessionctl.store import ledger
+    from sessionctl.store import api_tokens
     from sessionctl.tokens import check_name, new_token, parse_scopes, token_hash
 
     try:
@@ -72,7 +79,7 @@ def token_create(
     except ValueError as exc:
         fail(EXIT_BAD_INPUT, str(exc))
     token = new_token()
-    created = run(_conn_do(settings(), lambda conn: ledger.create_token(conn, name, token_hash(token), wanted)))
+    created = run(_conn_do(settings(), lambda conn: api_tokens.create_token(conn, name, token_hash(token), wanted)))
     if not created:
         fail(EXIT_BAD_INPUT, f"a token named {name!r} exists already (names are never reused): pick another name")
     out.print(f"token {name} created with scopes {','.join(wanted)}; it is shown once, below:", markup=False)
@@ -82,9 +89,9 @@ def token_create(
 @token_app.command("list")
 def token_list(as_json: JsonOpt = False) -> None:
     """Tokens by name, scopes, when created and revoked (never the tokens)."""
-    from sessionctl.store import ledger
+    from sessionctl.store import api_tokens
 
-    rows = run(_conn_do(settings(), ledger.list_tokens))
+    rows = run(_conn_do(settings(), api_tokens.list_tokens))
     if as_json:
         print_json([{**r, "created_at": _iso(r["created_at"]), "revoked_at": _iso(r["revoked_at"])} for r in rows])
         return
@@ -96,11 +103,11 @@ def token_list(as_json: JsonOpt = False) -> None:
 
 
 @token_app.command("revoke")
-def token_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+def token_revoke(name: Annotated[str, typer.Argument(metavar="NAME", help="The token's name.")]) -> None:
     """Revoke a token (it stops working within 5 seconds)."""
-    from sessionctl.store import ledger
+    from sessionctl.store import api_tokens
 
-    if not run(_conn_do(settings(), lambda conn: ledger.revoke_token(conn, name))):
+    if not run(_conn_do(settings(), lambda conn: api_tokens.revoke_token(conn, name))):
         fail(EXIT_BAD_INPUT, f"no live token named {name!r} (sessionctl token list)")
     out.print(f"token {name} revoked", markup=False)
 
@@ -113,11 +120,12 @@ def requests(
     as_json: JsonOpt = False,
 ) -> None:
     """The deadline ledger of data-subject requests (received through `sessionctl serve`)."""
-    from sessionctl.store import ledger
+    from sessionctl.store import dsr_requests
 
     rows = run(
         _conn_do(
-            settings(), lambda conn: ledger.list_requests(conn, open_only=open_only, overdue_only=overdue, limit=limit)
+            settings(),
+            lambda conn: dsr_requests.list_requests(conn, open_only=open_only, overdue_only=overdue, limit=limit),
         )
     )
     now = datetime.now(UTC)

@@ -28,6 +28,7 @@ from sessionctl.store.catalog import (
     init_connection,
     read_layout,
     read_layouts,
+    recorded_agent_ids,
     schema_exists,
     server_version,
     session_table_problems,
@@ -47,7 +48,6 @@ from sessionctl.store.counts import (
     expired_where,
 )
 from sessionctl.store.delete import (
-    BatchOutcome,
     Owned,
     delete_all_of_users,
     delete_expired_sessions,
@@ -64,7 +64,8 @@ from sessionctl.store.delete import (
     split_keys,
     user_session_tids,
 )
-from sessionctl.store.export import (
+from sessionctl.store.delete_statement import BatchOutcome
+from sessionctl.store.export_reads import (
     Window,
     count_window,
     export_key,
@@ -76,7 +77,7 @@ from sessionctl.store.export import (
 from sessionctl.store.indexes import NEEDED_INDEXES, IndexSpec, create_index, index_applies, index_status
 from sessionctl.store.listing import get_session_row, list_user_sessions_page
 from sessionctl.store.params import USERS_1, Params, legacy_runs_expr, rowcount
-from sessionctl.store.restore import (
+from sessionctl.store.restore_checks import (
     count_sessions_by_id,
     restore_updated_at,
     runs_of_other_sessions,
@@ -90,6 +91,7 @@ from sessionctl.store.shared_stores import (
     find_shared_tables,
 )
 from sessionctl.store.tables import (
+    KNOWN_USER_TABLES,
     MEMORIES,
     PAYLOADS,
     RUNS,
@@ -98,13 +100,12 @@ from sessionctl.store.tables import (
     TOOL_RESULTS,
     TRACES,
     TRANSCRIPTS,
+    USER_STORES,
     ExportKey,
     SessionKey,
+    UserStore,
 )
 from sessionctl.store.user_stores import (
-    KNOWN_USER_TABLES,
-    USER_STORES,
-    UserStore,
     count_user_files,
     erase_user_stores,
     remaining_user_rows,
@@ -176,6 +177,7 @@ __all__ = [
     "next_snapshot_ids",
     "read_layout",
     "read_layouts",
+    "recorded_agent_ids",
     "remaining_user_rows",
     "restore_updated_at",
     "rowcount",

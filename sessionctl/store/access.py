@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from sessionctl.identifiers import quote_ident
-from sessionctl.store import catalog, shared_stores, user_stores
+from sessionctl.store import catalog, shared_stores, tables
 from sessionctl.store.tables import MEMORIES, RUNS, SESSIONS, SPANS, TOOL_RESULTS, TRACES, TRANSCRIPTS
 
 
@@ -50,7 +50,7 @@ RECEIPT_NEEDS = (
     Need("sessionctl", "schema_migrations", READ),
 )
 RECEIPT_SEQUENCE = "sessionctl.receipts_id_seq"
-# Media keys pending deletion, noted in the database the sessions were in (sessionctl.media).
+# Media keys pending deletion, noted in the database the sessions were in (sessionctl.media_storages).
 MEDIA_NEEDS = (Need("sessionctl", "media_pending", ("SELECT", "INSERT", "UPDATE", "DELETE")),)
 MEDIA_SEQUENCE = "sessionctl.media_pending_id_seq"
 # The DSR service: a worker settles the requests its jobs served and delivers their webhooks;
@@ -88,15 +88,27 @@ def erasure_needs(
     if (memories or scope == "all") and layout.has(MEMORIES):
         needs.append(Need(s, MEMORIES, erase))
     if scope == "all":
-        actions = {st.table: st.action for st in user_stores.USER_STORES}
-        for table in user_tables:
-            if any(n.table == table and n.schema == s for n in needs):
-                continue
-            action = actions.get(table)  # an unknown table is only counted (UnknownUserData names it)
-            privs = READ if dry_run or action is None else (ANONYMIZE if action == "anonymize" else ERASE)
-            needs.append(Need(s, table, privs))
-        if layout.has(TRACES) and layout.has(SPANS):
-            needs.append(Need(s, SPANS, erase))
+        needs += _every_user_table(layout, user_tables, needs, dry_run=dry_run)
+    return needs
+
+
+def _every_user_table(
+    layout: catalog.Layout, user_tables: Iterable[str], known: list[Need], *, dry_run: bool
+) -> list[Need]:
+    """Scope "all": every other user-keyed table of the schema, by what an erasure does there
+    (delete, anonymise; an unknown table is only counted: ``UnknownUserData`` names it)."""
+    s = layout.schema
+    erase = READ if dry_run else ERASE
+    actions = {st.table: st.action for st in tables.USER_STORES}
+    needs = []
+    for table in user_tables:
+        if any(n.table == table and n.schema == s for n in known):
+            continue
+        action = actions.get(table)
+        privs = READ if dry_run or action is None else (ANONYMIZE if action == "anonymize" else ERASE)
+        needs.append(Need(s, table, privs))
+    if layout.has(TRACES) and layout.has(SPANS):
+        needs.append(Need(s, SPANS, erase))
     return needs
 
 

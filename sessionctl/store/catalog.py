@@ -17,6 +17,7 @@ import asyncpg
 
 from sessionctl.identifiers import quote_ident
 from sessionctl.store.tables import (
+    KNOWN_USER_TABLES,
     MEMORIES,
     RUNS,
     SESSIONS,
@@ -25,7 +26,6 @@ from sessionctl.store.tables import (
     TRACES,
     TRANSCRIPTS,
 )
-from sessionctl.store.user_stores import KNOWN_USER_TABLES
 
 # The tables a Layout knows about (what ``Layout.has`` is asked).
 LAYOUT_TABLES = KNOWN_USER_TABLES | {SESSIONS, RUNS, MEMORIES, TRANSCRIPTS, TOOL_RESULTS, SPANS, TRACES}
@@ -89,8 +89,8 @@ async def session_table_problems(conn: asyncpg.Connection, schema: str) -> list[
 
 async def session_tables_problems(conn: asyncpg.Connection, schemas: list[str]) -> dict[str, list[str]]:
     """:func:`session_table_problems` of many schemas, in one catalog query."""
-    # pg_catalog, not information_schema: its views cost ~20 ms a call in a database of 2,000
-    # agent schemas (bench/connections.py), and hide the tables a role may not read.
+    # pg_catalog, not information_schema: its views are slow in a database of thousands of agent
+    # schemas (docs/decisions.md), and hide the tables a role may not read.
     rows = await conn.fetch(
         "SELECT n.nspname AS schema, a.attname AS column_name, format_type(a.atttypid, NULL) AS data_type"
         " FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'agno_sessions'"
@@ -193,7 +193,7 @@ async def read_layouts(conn: asyncpg.Connection, schemas: list[str]) -> dict[str
     else:
         async with conn.transaction():
             # Over thousands of schemas the statement is estimated costly enough for JIT
-            # compilation, which took 0.67 s of its 0.78 s (2,000 schemas); it runs in 0.1 s.
+            # compilation, which costs several times what running it does (docs/decisions.md).
             await conn.execute("SET LOCAL jit = off")
             details = await conn.fetch(_DETAILS, found)
     out: dict[str, Layout] = {}
@@ -251,3 +251,22 @@ async def table_sizes(conn: asyncpg.Connection, schema: str) -> dict[str, dict[s
 
 async def server_version(conn: asyncpg.Connection) -> str:
     return str(await conn.fetchval("SHOW server_version"))
+
+
+async def recorded_agent_ids(conn: asyncpg.Connection, layout: Layout, limit: int = 2) -> list[str]:
+    """Up to ``limit`` distinct agent ids the schema's sessions record (``agno_sessions.agent_id``,
+    as the agent was created): read from its first 1,000 sessions that have one, so a big table is
+    not scanned. ``[]`` when none record one, or the table has no such column."""
+    has_column = await conn.fetchval(
+        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'agent_id'"
+        " AND NOT attisdropped)",
+        layout.q(SESSIONS),
+    )
+    if not has_column:
+        return []
+    rows = await conn.fetch(
+        f"SELECT DISTINCT agent_id FROM (SELECT agent_id FROM {layout.q(SESSIONS)} WHERE agent_id IS NOT NULL"
+        " LIMIT 1000) AS s ORDER BY 1 LIMIT $1",
+        limit,
+    )
+    return [str(r["agent_id"]) for r in rows]

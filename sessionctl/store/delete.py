@@ -4,33 +4,23 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from sessionctl.store import media
-from sessionctl.store.counts import Counts, expired_where
-from sessionctl.store.params import USERS_1, Params, legacy_runs_expr, rowcount
+from sessionctl.store import media_refs
+from sessionctl.store.counts import expired_where
+from sessionctl.store.delete_statement import BatchOutcome, DeleteStatement, cascade_counter, outcome
+from sessionctl.store.params import USERS_1, Params, rowcount
 from sessionctl.store.tables import (
     MEMORIES,
-    PAYLOADS,
     RUNS,
     SESSIONS,
-    TOOL_RESULTS,
-    TRANSCRIPTS,
     SessionKey,
 )
 
 if TYPE_CHECKING:
     from sessionctl.store.catalog import Layout
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    counts: Counts = field(default_factory=Counts)
-    tool_results_without_payload: int = 0
-    per_user: dict[str, int] = field(default_factory=dict)
 
 
 async def _snapshot(conn: asyncpg.Connection, layout: Layout, where: str, args: list[Any]) -> int:
@@ -115,8 +105,8 @@ async def delete_sessions_by_tids(conn: asyncpg.Connection, layout: Layout, owne
     """Delete the sessions at these tuple ids that (still) belong to the owner read with each: a
     tuple id read earlier may since hold another row (the owner is checked again in the delete) or
     none (a row updated meanwhile moved: it is left for the recount). One TID probe per session,
-    whatever the number of users (a list of 10,000 users in the condition made the planner loop
-    over the users: 0.01x of a raw DELETE)."""
+    whatever the number of users (a list of the users in the condition makes the planner loop
+    over them for every row)."""
     p = Params()
     owners = {u for _, u in owned}
     if len(owners) == 1:  # one user's batch: a TID scan, the owner a filter (any plan does well)
@@ -126,9 +116,9 @@ async def delete_sessions_by_tids(conn: asyncpg.Connection, layout: Layout, owne
         return outcome
     pairs = f"unnest({p([t for t, _ in owned])}::tid[], {p([u for _, u in owned])}::text[])"
     # Many users' batch: a statement text of its own every time, so Postgres plans it for its
-    # values: after five runs of one prepared statement it may switch to a generic plan, which here
-    # took 11 s a batch instead of 70 ms. (plan_cache_mode = force_custom_plan would also replan
-    # the cascade's trigger query for every session deleted: 0.27x of a raw DELETE, not 0.4x.)
+    # values: after five runs of one prepared statement it may switch to a generic plan, which
+    # loops over the pairs for every row. (plan_cache_mode = force_custom_plan would instead replan
+    # the cascade's trigger query for every session deleted; docs/decisions.md.)
     where = f"(d.ctid, d.user_id) IN (SELECT t, u FROM {pairs} AS x(t, u)) /* batch {next(_BATCHES)} */"
     outcome, _ = await _delete_sessions(conn, layout, p, where)
     return outcome
@@ -137,7 +127,7 @@ async def delete_sessions_by_tids(conn: asyncpg.Connection, layout: Layout, owne
 async def delete_all_of_users(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> BatchOutcome:
     """Delete every session of these users in one statement (a batch of users whose sessions
     were counted to fit a batch; needs the ``user_id`` index — see
-    :func:`jobs.purge.purge_schema`)."""
+    :func:`sessionctl.jobs.schema_purge.purge_schema`)."""
     p = Params()
     # Here ANY is an index condition (one descent per user), not a filter scanning the array per row.
     outcome, _ = await _delete_sessions(conn, layout, p, f"d.user_id = ANY({p(users)}::text[])")
@@ -276,108 +266,32 @@ async def _delete_sessions(
     """Run the delete of the sessions ``where`` selects (CTEs ``before`` may feed it; ``extra``
     columns are returned beside the counts) in its own transaction. ``one_user``: ``where``
     admits only this user's sessions, so they need no counting per user."""
-    legacy = [f"{legacy_runs_expr('d')} AS legacy_runs", media.refs_in_row("d")] if layout.legacy_runs_column else []
-    parts = [
-        *before,
-        f"gone AS (DELETE FROM {layout.q(SESSIONS)} AS d WHERE {where}"
-        f" RETURNING {', '.join(['d.session_id', 'd.user_id', *legacy])})",
-    ]
-    refs = [media.REFS_OF_LEGACY_ROWS] if legacy else []
-    picks = ["(SELECT count(*) FROM gone) AS sessions", *extra]
-    if legacy:
-        picks.append("(SELECT sum(legacy_runs) FROM gone) AS legacy")
-    if one_user is None:
-        picks.append(
-            "(SELECT json_object_agg(coalesce(u, ''), n) FROM"
-            " (SELECT user_id AS u, count(*) AS n FROM gone GROUP BY 1) x) AS per_user"
-        )
-    deleted = "= ANY(ARRAY(SELECT session_id FROM gone))"  # exactly the sessions deleted, probed by index
-    runs = layout.q(RUNS)
-    if layout.has(RUNS):
-        refs.append(media.refs_of_runs_table(runs, deleted))
-    if refs:  # the media these sessions uploaded: noted in this transaction (sessionctl.media)
-        picks.append(
-            "(SELECT jsonb_agg(jsonb_build_object('s', s, 'u', u, 'ref', ref)) FROM ("
-            + " UNION ALL ".join(refs)
-            + ") x) AS media"
-        )
-    sink: media.MediaCollector | None = None
+    sink: media_refs.MediaCollector | None = None
     try:
         async with conn.transaction():
-            # Every lookup here is by key. After a bulk load, stale statistics can make the planner
-            # scan a whole runs table per batch (seen: 21 ms instead of 0.4 ms per 200 sessions).
+            # Every lookup here is by key: stale statistics after a bulk load must not make the
+            # planner scan a whole runs table per batch.
             await conn.execute("SET LOCAL enable_seqscan = off")
-            by_cascade = None
-            if layout.has(RUNS) and layout.runs_cascade:
-                # Runs go by Agno's foreign key (ON DELETE CASCADE), as in a plain DELETE of the sessions;
-                # how many it removed is this transaction's own delete counter of the runs table, read
-                # before and after (the same count a RETURNING would give, without a second delete
-                # probing every run: measured 0.62x -> 0.81x of a raw DELETE). When the cascade would
-                # not fire (its trigger disabled, or not firing in this session_replication_role) or
-                # there are no statistics counters (track_counts off), the runs are deleted and
-                # counted by the statement below instead.
-                stat = await conn.fetchrow(
-                    "SELECT current_setting('track_counts')::bool AS on,"
-                    " current_setting('session_replication_role') AS role,"
-                    " pg_stat_get_xact_tuples_deleted(to_regclass($1)) AS n",
-                    runs,
-                )
-                if stat["on"] and _cascade_fires(layout.runs_cascade, stat["role"]):
-                    by_cascade = int(stat["n"])
-            if layout.has(RUNS) and by_cascade is None:
-                parts.append(f"r AS (DELETE FROM {runs} WHERE session_id {deleted} RETURNING 1)")
-                picks.append("(SELECT count(*) FROM r) AS runs")
-            if layout.has(TRANSCRIPTS):
-                parts.append(f"t AS (DELETE FROM {layout.q(TRANSCRIPTS)} WHERE agno_session_id {deleted} RETURNING 1)")
-                picks.append("(SELECT count(*) FROM t) AS transcripts")
-            if layout.has(TOOL_RESULTS):
-                parts.append(
-                    f"tr AS (DELETE FROM {layout.q(TOOL_RESULTS)} WHERE session_id {deleted} RETURNING namespace, path)"
-                )
-                picks.append("(SELECT count(*) FROM tr) AS tool_results")
-                if layout.payload_table:
-                    parts.append(
-                        f"p AS (DELETE FROM {PAYLOADS} f USING tr WHERE f.namespace = tr.namespace AND f.path = tr.path"
-                        " RETURNING 1)"
-                    )
-                    picks.append("(SELECT count(*) FROM p) AS payloads")
-            row = await conn.fetchrow("WITH " + ",\n".join(parts) + "\nSELECT " + ", ".join(picks), *p.values)
+            before_cascade = await cascade_counter(conn, layout)
+            statement = DeleteStatement(
+                layout, where, before, extra, one_user, runs_by_cascade=before_cascade is not None
+            )
+            row = await conn.fetchrow(statement.sql(), *p.values)
             cascaded = 0
-            if by_cascade is not None:
-                cascaded = int(await conn.fetchval("SELECT pg_stat_get_xact_tuples_deleted(to_regclass($1))", runs))
-                cascaded -= by_cascade
-            sink = await media.hand_over(
-                conn,
-                row.get("media"),
-                runs if layout.has(RUNS) else None,
-                layout.q(SESSIONS),
-                layout.legacy_runs_column,
+            if before_cascade is not None:
+                after = await conn.fetchval("SELECT pg_stat_get_xact_tuples_deleted(to_regclass($1))", layout.q(RUNS))
+                cascaded = int(after) - before_cascade
+            runs = layout.q(RUNS) if layout.has(RUNS) else None
+            sink = await media_refs.hand_over(
+                conn, row.get("media"), runs, layout.q(SESSIONS), layout.legacy_runs_column
             )
     except BaseException:
-        if (current := media.CURRENT.get()) is not None:
+        if (current := media_refs.CURRENT.get()) is not None:
             current.rolled_back(conn)  # keys noted in a transaction that did not commit
         raise
     if sink is not None:  # committed: now the objects may go
         await sink.committed(conn)
-    out = BatchOutcome()
-    c = out.counts
-    c.sessions = int(row["sessions"])
-    c.runs = int(row.get("legacy") or 0) + int(row.get("runs", 0)) + cascaded
-    c.transcripts = int(row.get("transcripts", 0))
-    c.tool_results = int(row.get("tool_results", 0))
-    c.tool_result_payloads = int(row.get("payloads", 0))
-    out.tool_results_without_payload = c.tool_results - c.tool_result_payloads
-    if one_user is None:
-        out.per_user = {str(k): int(v) for k, v in (row["per_user"] or {}).items()}
-    elif c.sessions:
-        out.per_user = {one_user: c.sessions}
-    return out, row
-
-
-def _cascade_fires(tgenabled: str, replication_role: str) -> bool:
-    """Does a trigger in this enabled state fire under this ``session_replication_role``?"""
-    replica = replication_role == "replica"
-    return tgenabled == "A" or (tgenabled == "O" and not replica) or (tgenabled == "R" and replica)
+    return outcome(row, cascaded, one_user), row
 
 
 async def delete_user_memories(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> int:

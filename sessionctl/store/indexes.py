@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from sessionctl.identifiers import quote_ident
-from sessionctl.store.media import ANY_REF
+from sessionctl.store.media_refs import ANY_REF
 from sessionctl.store.tables import RUNS, SESSIONS
 
 
@@ -39,7 +39,7 @@ NEEDED_INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec(
         "sessionctl_runs_media",
         RUNS,
-        # The very condition the erasure's read of media references has (store/media.py), so the
+        # The very condition the erasure's read of media references has (store/media_refs.py), so the
         # planner takes this index for it: only the runs that point at offloaded media are read.
         f"(session_id) WHERE run_data @? '{ANY_REF}'",
         None,

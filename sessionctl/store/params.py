@@ -21,8 +21,7 @@ class Params:
 # "user_id IN (SELECT unnest($n::text[]))", never "user_id = ANY($n)", wherever a list of users is
 # matched: Postgres hashes an ANY array only when it is a constant of the plan, and a statement
 # prepared by asyncpg soon runs a generic plan, where ANY scans the whole array for every row
-# (bulk erasure of 10,000 users without the user_id index: 0.08x of a raw DELETE). IN (subquery)
-# is a hashed lookup, or a join on the index, in every plan.
+# (docs/decisions.md). IN (subquery) is a hashed lookup, or a join on the index, in every plan.
 USERS_1 = "user_id IN (SELECT unnest($1::text[]))"  # the users of parameter $1
 
 

@@ -14,16 +14,16 @@ import asyncpg
 
 from sessionctl.identifiers import quote_ident
 from sessionctl.store import access
-from sessionctl.store import exports as exports_sql
-from sessionctl.store import media as media_sql
+from sessionctl.store import export_registry as exports_sql
+from sessionctl.store import media_refs as media_sql
 from sessionctl.store.shared_stores import VECTOR, SharedTable, find_shared_tables
 from sessionctl.store.tables import PAYLOADS, RUNS, SESSIONS
 
 TABLES_PER_COUNT = 250  # tables counted by one statement (a UNION ALL of one count each)
 # Up to this many people, each table is counted by a statement Postgres builds and runs itself (a
-# temporary function looping over the tables): no plan of a 250-branch union per chunk — 4,000
-# tables in 0.2 s against 0.65 s. More people (or a role that may not create temporary objects, a
-# standby): the union, the list sent once per chunk.
+# temporary function looping over the tables): no plan of a 250-branch union per chunk
+# (docs/decisions.md). More people (or a role that may not create temporary objects, a standby):
+# the union, the list sent once per chunk.
 FEW_PEOPLE = 100
 MEDIA_PENDING = "sessionctl.media_pending"
 EXPORT_FILES = "sessionctl.exports"
@@ -126,40 +126,49 @@ async def count_person(
     every vector and authz table elsewhere, and ``fs.agno_fs``; with ``sessionctl_tables``, the media
     keys pending deletion and (with ``exports``) the export files kept (by HMAC). The stores in
     ``skip`` (``schema.table``: an erasure just recounted them to 0) are not counted again."""
-    tally = Tally()
     skip = skip or set()
     keyed = [t for t in await user_keyed_tables_of(conn, schemas) if f"{t[0]}.{t[1]}" not in skip]
-    needs = [access.Need(schema, table, access.READ) for schema, table, _ in keyed]
-    selects: list[tuple[str, str]] = []
-    if shared:
-        inside = set(schemas)
-        for t in await find_shared_tables(conn):
-            if (t.kind == VECTOR and t.schema in inside) or t.label in skip:
-                continue  # a vector table of an agent schema has a user_id column: counted above
-            selects.append((t.label, f"FROM {t.q} WHERE {t.layout.where}"))
-            needs.append(access.Need(t.schema, t.table, access.READ))
-        if await conn.fetchval("SELECT to_regclass('fs.agno_fs')") is not None:
-            selects.append(("fs.agno_fs", f"FROM {PAYLOADS} WHERE user_id IN (SELECT unnest($1::text[]))"))
-            needs.append(access.Need("fs", "agno_fs", access.READ))
+    others = await _shared_selects(conn, set(schemas), skip) if shared else []
+    needs = [access.Need(s, t, access.READ) for s, t, _ in keyed]
+    needs += [access.Need(schema, table, access.READ) for (schema, table), _ in others]
+    tally = Tally()
     for problem in await access.problems(conn, needs):
         label, _, why = problem.partition(": ")
         tally.unreadable[label] = why
     readable = [t for t in keyed if f"{t[0]}.{t[1]}" not in tally.unreadable]
     each = await _count_each(conn, readable, users) if len(users) <= FEW_PEOPLE else None
-    if each is None:
-        for schema, table, textual in readable:
-            column = "user_id" if textual else "user_id::text"
-            # a semi-join on the list: hashed, where "= ANY" would scan the whole list for every row
-            selects.append(
-                (f"{schema}.{table}", f"FROM {_q(schema, table)} WHERE {column} IN (SELECT unnest($1::text[]))")
-            )
-    tally.rows = await _count(conn, [s for s in selects if s[0] not in tally.unreadable], users)
-    tally.rows.update(each or {})
+    selects = [(f"{s}.{t}", where) for (s, t), where in others if f"{s}.{t}" not in tally.unreadable]
+    if each is None:  # one statement per chunk of tables instead
+        selects += [(f"{s}.{t}", _where_users(s, t, textual)) for s, t, textual in readable]
+    tally.rows = {**await _count(conn, selects, users), **(each or {})}
     if sessionctl_tables:
         tally.rows[MEDIA_PENDING] = await media_sql.count_of_users(conn, hmacs)
         if exports:
             tally.rows[EXPORT_FILES] = await exports_sql.count_live(conn, hmacs)
     return tally
+
+
+def _where_users(schema: str, table: str, textual: bool) -> str:
+    """``FROM … WHERE`` the user-keyed table names one of the users of ``$1``: a semi-join on the
+    list (hashed, where ``= ANY`` would scan the whole list for every row)."""
+    column = "user_id" if textual else "user_id::text"
+    return f"FROM {_q(schema, table)} WHERE {column} IN (SELECT unnest($1::text[]))"
+
+
+async def _shared_selects(
+    conn: asyncpg.Connection, inside: set[str], skip: set[str]
+) -> list[tuple[tuple[str, str], str]]:
+    """((schema, table), ``FROM … WHERE``) of every vector and authz table outside the agent schemas
+    counted with their own tables, and of ``fs.agno_fs`` where it exists. (The pair, not its label:
+    a schema's name may hold a dot.)"""
+    out = []
+    for t in await find_shared_tables(conn):
+        if (t.kind == VECTOR and t.schema in inside) or t.label in skip:
+            continue  # a vector table of an agent schema has a user_id column: counted with it
+        out.append(((t.schema, t.table), f"FROM {t.q} WHERE {t.layout.where}"))
+    if await conn.fetchval("SELECT to_regclass('fs.agno_fs')") is not None:
+        out.append((("fs", "agno_fs"), f"FROM {PAYLOADS} WHERE user_id IN (SELECT unnest($1::text[]))"))
+    return out
 
 
 # ---- a person's rows, read out (access exports of scope "all") ------------------------------------

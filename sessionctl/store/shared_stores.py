@@ -3,7 +3,7 @@ wherever they are in a database: PgVector knowledge tables (schema ``ai`` by def
 name; inside an agent schema too) and AgentOS's authorization tables (``agno_authz_*``, renameable).
 
 Each kind is declared once in :data:`SHARED_LAYOUTS`: the columns that recognise it, the columns
-that name a person, and how an erasure treats its rows (``store.user_stores.USER_STORES`` lists
+that name a person, and how an erasure treats its rows (``store.tables.USER_STORES`` lists
 them beside the agent tables, for the docs and the tests). One catalog query finds them all.
 """
 

@@ -1,13 +1,12 @@
-"""Every Agno table that holds a user's data, and how an erasure of scope "all" treats each."""
+"""Erasing and counting a user's rows in the user-keyed tables of an agent schema (scope "all"), as
+:data:`~sessionctl.store.tables.USER_STORES` declares them."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import asyncpg
 
 from sessionctl.identifiers import quote_ident
+from sessionctl.store.catalog import Layout
 from sessionctl.store.params import USERS_1, rowcount
 from sessionctl.store.tables import (
     PAYLOADS,
@@ -15,59 +14,8 @@ from sessionctl.store.tables import (
     SPANS,
     TOOL_RESULTS,
     TRACES,
+    USER_STORES,
 )
-
-if TYPE_CHECKING:
-    from sessionctl.store.catalog import Layout
-
-
-@dataclass(frozen=True, slots=True)
-class UserStore:
-    """One Agno table that holds a user's data, and how an erasure treats it."""
-
-    table: str
-    action: str  # "delete" the user's rows, or "anonymize" them (the person's columns set to NULL)
-    note: str
-    # "agent": a table of each agent schema, keyed by user_id, erased with scope "all";
-    # "database": found by layout anywhere in a database (store.shared_stores), erased with scope
-    # "all" across all agents (or, for a vector table inside an agent schema, with that agent);
-    # "media": objects of a MediaStorage that the erased sessions' runs point at (sessionctl.media)
-    place: str = "agent"
-
-
-# Every Agno table with a user_id column, in the order an erasure visits them (children first).
-# tests/test_scope_all.py fails when Agno declares a user-keyed table this list does not know.
-USER_STORES: tuple[UserStore, ...] = (
-    UserStore("agno_sessions", "delete", "sessions, purged first with their runs, transcripts and tool results"),
-    UserStore("agno_sessions_sandbox_bindings", "delete", "sandbox leases of the user's sessions"),
-    UserStore("agno_runs", "delete", "runs the user made in sessions owned by others (team sessions)"),
-    UserStore("agno_memories", "delete", "what agents remember about the user"),
-    UserStore("agno_learnings", "delete", "what agents learned from the user"),
-    UserStore("agno_compactions", "delete", "folded transcripts (archived messages, verbatim)"),
-    UserStore("agno_tool_results", "delete", "offloaded tool results and their payloads in fs.agno_fs"),
-    UserStore("agno_traces", "delete", "traces of the user's runs, with their spans"),
-    UserStore("agno_eval_runs", "delete", "evaluations run on the user's data"),
-    UserStore("agno_approvals", "delete", "approval requests of the user's runs"),
-    UserStore("agno_jobs", "delete", "queued background runs, with the user's input"),
-    UserStore("agno_schedule_runs", "delete", "runs of the user's schedules"),
-    UserStore("agno_schedules", "delete", "the user's schedules"),
-    UserStore("agno_knowledge", "delete", "content the user added"),
-    UserStore("agno_metrics", "delete", "the user's daily usage aggregates"),
-    UserStore("agno_auth_tokens", "delete", "the user's OAuth tokens"),
-    UserStore("agno_components", "anonymize", "agents/teams the user defined: shared configuration"),
-    UserStore("agno_company_products", "anonymize", "shared business records the user created"),
-    UserStore("agno_company_projects", "anonymize", "shared business records the user created"),
-    UserStore("agno_company_sources", "anonymize", "shared business records the user created"),
-    UserStore("agno_company_tasks", "anonymize", "shared business records the user created"),
-    UserStore("agno_service_accounts", "anonymize", "service accounts the user created: still in use"),
-    UserStore("PgVector tables (any name; ai by default)", "delete", "the user's knowledge chunks", "database"),
-    UserStore("agno_authz_users", "delete", "the AgentOS login record: email, name, metadata", "database"),
-    UserStore("agno_authz_grouping", "delete", "the user's role assignments", "database"),
-    UserStore("agno_authz_audit", "anonymize", "change events keep what happened, not who (actor, target)", "database"),
-    UserStore("agno_authz_decisions", "anonymize", "access events keep the route, not who (actor, token)", "database"),
-    UserStore("offloaded media", "delete", "images, audio, video, files of the user's runs", "media"),
-)
-KNOWN_USER_TABLES = frozenset(s.table for s in USER_STORES if s.place == "agent")
 
 
 async def user_keyed_tables(conn: asyncpg.Connection, schema: str) -> list[str]:

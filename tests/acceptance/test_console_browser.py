@@ -18,7 +18,7 @@ from playwright.async_api import async_playwright
 from sessionctl.api.app import create_app
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
-from sessionctl.store import ledger
+from sessionctl.store import api_tokens, dsr_requests
 from tests.agno_seed import seed
 from tests.conftest import run_worker
 from tests.service_helpers import make_token, serving
@@ -45,7 +45,7 @@ async def test_a_privacy_officer_signs_in_sees_a_finished_erasure_and_an_overdue
         enq = await p.purge_user_sessions(user_id=USER, agent_id=agent_id, requested_by="TICKET-7")
     await run_worker(s)
     received = datetime.now(UTC) - timedelta(days=40)  # an overdue request in the ledger
-    await ledger.insert_request(
+    await dsr_requests.insert_request(
         conn,
         {
             "request_id": "dsr_overdue000000000001",
@@ -134,6 +134,6 @@ async def test_a_forged_or_revoked_session_and_a_form_without_its_csrf_token_are
         client.cookies.set("sessionctl_console", forged, path="/console")
         assert (await client.get("/console")).headers.get("location") == "/console/login"
         client.cookies.set("sessionctl_console", cookie, path="/console")
-        assert await ledger.revoke_token(conn, "clerk")
+        assert await api_tokens.revoke_token(conn, "clerk")
         resp = await client.get("/console")
         assert resp.status_code == 303 and resp.headers["location"] == "/console/login"  # revoked: signed out

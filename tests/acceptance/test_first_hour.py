@@ -78,11 +78,18 @@ async def test_what_agents_lists_is_what_agent_takes_and_the_output_reads_plainl
 ) -> None:
     worker_env = {**worker_env, "SESSIONCTL_EXPORT_DIR": str(tmp_path)}
     agent = f"plain-{uuid.uuid4().hex[:8]}"
-    assert _cli(worker_env, "demo", "seed", "--agent", agent, "--users", "2", "--sessions", "3").returncode == 0
+    unnamed = f"unnamed-{uuid.uuid4().hex[:8]}"
+    for a in (agent, unnamed):
+        assert _cli(worker_env, "demo", "seed", "--agent", a, "--users", "2", "--sessions", "3").returncode == 0
+    await pg.execute(f'UPDATE "{settings.schema_for(unnamed)}".agno_sessions SET agent_id = NULL')
     listed = _cli(worker_env, "agents")
     assert listed.returncode == 0 and "the first column is what --agent takes" in listed.stderr
     names = [line.split()[0] for line in listed.stdout.splitlines()]
-    name = next(n for n in names if n.replace("_", "-") == agent)  # discovered: named by the naming rule
+    assert agent in names, listed.stdout  # as it was created (its sessions record it), not plain_…
+    guessed = next(line for line in listed.stdout.splitlines() if settings.schema_for(unnamed) in line)
+    assert guessed.startswith(unnamed.replace("-", "_") + " * "), guessed  # the schema's name is all there is
+    assert "* read back from the schema name only" in listed.stderr, listed.stderr
+    name = agent
     sessions = _cli(worker_env, "sessions", "--agent", name, "--user", "-", stdin="demo-user-1\n")
     assert sessions.returncode == 0 and "3 session(s)" in sessions.stderr, sessions
     assert " created 20" in sessions.stdout and "Z " in sessions.stdout  # a time, not epoch seconds
@@ -121,6 +128,48 @@ def test_doctor_on_a_database_without_agents_says_so(worker_env: dict[str, str])
     try:
         env = {**worker_env, "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name}
         done = _cli(env, "doctor")
+        token = _cli(env, "token", "create", "--name", "first", "--scopes", "read")
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     assert done.returncode == 1 and "no Agno agent schema in" in done.stdout, done
+    # a token before `sessionctl migrate`: one line that says what to run
+    assert token.returncode == 2 and token.stderr.count("\n") == 1, token.stderr
+    assert "schema does not exist" in token.stderr and "run `sessionctl migrate` there" in token.stderr
+
+
+async def test_an_export_is_downloaded_from_a_service_started_elsewhere_without_setting_export_dir(
+    settings: Settings, pg: asyncpg.Connection, worker_env: dict[str, str], tmp_path: Path, agent_id: str
+) -> None:
+    """The worker and `serve` started in different directories, SESSIONCTL_EXPORT_DIR unset: both
+    use the state directory's exports (absolute), so the file the worker wrote is downloaded."""
+    import httpx
+
+    from tests.conftest import HASH_KEY
+    from tests.service_helpers import make_token, serve_process
+
+    state = tmp_path / "state"
+    env = {k: v for k, v in worker_env.items() if k != "SESSIONCTL_EXPORT_DIR"} | {"SESSIONCTL_STATE_DIR": str(state)}
+    (tmp_path / "w").mkdir(), (tmp_path / "s").mkdir()
+    assert _cli(env, "demo", "seed", "--agent", agent_id, "--users", "1", "--sessions", "2").returncode == 0
+    token = {"Authorization": "Bearer " + await make_token(pg, f"x-{uuid.uuid4().hex[:8]}", ["export", "read"])}
+    worker = subprocess.Popen(
+        [*SESSIONCTL, "worker"], env=env, cwd=tmp_path / "w", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with serve_process(settings, HASH_KEY, cwd=tmp_path / "s", SESSIONCTL_STATE_DIR=str(state)) as base:
+            async with httpx.AsyncClient(base_url=base, headers=token, timeout=30) as client:
+                asked = await client.post("/v1/exports", json={"user_id": "demo-user-1", "agent_id": agent_id})
+                assert asked.status_code == 202, asked.text
+                job = asked.json()["job_id"]
+                deadline = time.monotonic() + 60
+                while (await client.get(f"/v1/jobs/{job}")).json()["status"] != "succeeded":
+                    assert time.monotonic() < deadline, (await client.get(f"/v1/jobs/{job}")).json()
+                    await asyncio.sleep(0.3)
+                got = await client.get(f"/v1/exports/{job}/file")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert got.status_code == 200 and got.content.count(b'"session"') == 2, got.text[:300]
+    name = got.headers["content-disposition"].split('filename="')[1].rstrip('"')
+    assert (state / "exports" / name).is_file()  # in the state directory's exports
+    assert not any((tmp_path / d / "exports").exists() for d in ("w", "s"))

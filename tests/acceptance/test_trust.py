@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from sessionctl import doctor, exportfile
+from sessionctl import doctor, export_files
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
@@ -31,16 +31,17 @@ from sessionctl.errors import ExportMismatch, InvalidRequest
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
 from sessionctl.restore import import_export
-from sessionctl.store import receipts
+from sessionctl.store import migrations
+from sessionctl.worker.jobindex import JobIndex
 from tests.agno_seed import agno_db, seed, seed_sessions
 from tests.conftest import HASH_KEY, PG_ADMIN_URL, run_worker
 from tests.embedded_services import free_port, redis_server, redis_server_binary
-from worker.jobindex import JobIndex
 
 
 def _index(settings: Settings) -> JobIndex:
     """The job index of the test's deployment (its keys are led by the queue name)."""
     return JobIndex(None, settings.queue_name)
+
 
 USER = "trust-tess-5521@example.com"
 OTHER = "other-otto-8810@example.com"
@@ -196,7 +197,7 @@ async def test_a_missing_grant_in_one_agent_fails_an_all_agents_erasure_before_a
 
     # `verify` cannot count rows it may not read either: it says so instead of reporting 0
     await _admin(f'REVOKE SELECT ON "{schemas[0]}".agno_runs FROM "{role}"', url)
-    from jobs.person import verify_user
+    from sessionctl.jobs.person import verify_user
 
     with pytest.raises(PermissionError, match=rf"{schemas[0]}\.agno_runs: no SELECT"):
         await verify_user(worker, USER)
@@ -228,7 +229,7 @@ async def test_a_worker_with_exactly_the_documented_grants_erases_exports_and_pr
     # the administrator's two commands, as the README gives them
     admin_env = {**worker_env, "DATABASE_URL": url}
     done = subprocess.run([*SESSIONCTL, "migrate"], env=admin_env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and f"version {receipts.LATEST}" in done.stdout, done.stderr
+    assert done.returncode == 0 and f"version {migrations.LATEST}" in done.stdout, done.stderr
     printed = subprocess.run(
         [*SESSIONCTL, "grants", "--role", role], env=admin_env, capture_output=True, text=True, timeout=60
     )
@@ -296,14 +297,21 @@ async def test_a_users_file_is_read_exactly_as_written(
     only_spaces = tmp_path / "spaces.txt"
     only_spaces.write_bytes(b"alice \r\ncarol\r\ndave\r\n")  # CRLF: one line ending, not part of the id
     done = subprocess.run(
-        [*cmd, str(only_spaces), "--ambiguous-ids", "keep", "--json"], env=env, capture_output=True, text=True, timeout=60
+        [*cmd, str(only_spaces), "--ambiguous-ids", "keep", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     await run_worker(settings)
     async with Producer(settings) as producer:
         state = await producer.status(json.loads(done.stdout)["job_id"])
     assert state.status == "succeeded" and state.result["sessions_deleted"] == 5, state
-    left = {r["user_id"]: r["n"] for r in await pg.fetch(f'SELECT user_id, count(*) n FROM "{schema}".agno_sessions GROUP BY 1')}
+    left = {
+        r["user_id"]: r["n"]
+        for r in await pg.fetch(f'SELECT user_id, count(*) n FROM "{schema}".agno_sessions GROUP BY 1')
+    }
     assert left == {"alice": 2}
 
     # the producer API follows the same rule
@@ -350,7 +358,9 @@ async def test_redis_flushed_and_restarted_never_reuses_a_job_id_nor_drops_a_rec
     assert len(set(jobs)) == 3, jobs
     rows = await _receipts(settings.database_url, USER)
     assert [r["job_id"] for r in rows] == jobs
-    assert [json.loads(r["counts"])["sessions"] if isinstance(r["counts"], str) else r["counts"]["sessions"] for r in rows] == [2, 3, 4]
+    assert [
+        json.loads(r["counts"])["sessions"] if isinstance(r["counts"], str) else r["counts"]["sessions"] for r in rows
+    ] == [2, 3, 4]
 
 
 async def test_a_receipt_of_another_erasure_under_the_same_job_id_fails_the_job(
@@ -372,7 +382,10 @@ async def test_a_receipt_of_another_erasure_under_the_same_job_id_fails_the_job(
     async with Producer(settings) as producer:
         redis = await producer.redis()
         await redis.enqueue_job(
-            "purge_user_sessions", {"user_id": USER, "agent_id": agent_id}, _job_id=job_id, _queue_name=settings.queue_name
+            "purge_user_sessions",
+            {"user_id": USER, "agent_id": agent_id},
+            _job_id=job_id,
+            _queue_name=settings.queue_name,
         )
         await run_worker(settings)
         state = await producer.status(job_id)
@@ -418,7 +431,9 @@ async def test_a_job_killed_until_arq_gives_up_is_failed_in_the_index_and_can_be
             w.send_signal(signal.SIGKILL)
             w.wait()
         # the next worker finds the try limit exceeded: arq fails the job without running our code
-        w = subprocess.Popen([*SESSIONCTL, "worker", "--burst"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        w = subprocess.Popen(
+            [*SESSIONCTL, "worker", "--burst"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         await asyncio.to_thread(w.wait, 60)
     finally:
         await tx.rollback()
@@ -426,14 +441,20 @@ async def test_a_job_killed_until_arq_gives_up_is_failed_in_the_index_and_can_be
     meta = await redis.hgetall(_index(settings).meta_key(enq.job_id))
     assert meta[b"state"] == b"failed" and meta[b"error_type"] == b"JobExecutionFailed", meta
     assert b"never finished" in meta[b"error"]
-    listed = subprocess.run([*SESSIONCTL, "jobs", "--failed", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [*SESSIONCTL, "jobs", "--failed", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert enq.job_id in {r["job_id"] for r in json.loads(listed.stdout)}, listed
     status = subprocess.run([*SESSIONCTL, "status", enq.job_id], env=env, capture_output=True, text=True, timeout=60)
     assert status.returncode == 1 and "failed" in status.stdout and "never finished" in status.stdout, status
 
     retried = subprocess.run(
-        [*SESSIONCTL, "retry", enq.job_id, "--user", "-", "--json"], env=env, input=USER + "\n", capture_output=True,
-        text=True, timeout=60,
+        [*SESSIONCTL, "retry", enq.job_id, "--user", "-", "--json"],
+        env=env,
+        input=USER + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert retried.returncode == 0, retried.stderr
     await run_worker(settings)
@@ -443,9 +464,7 @@ async def test_a_job_killed_until_arq_gives_up_is_failed_in_the_index_and_can_be
     await redis.aclose()
 
 
-async def test_a_job_past_its_timeout_is_failed_in_the_index_saying_so(
-    settings: Settings, agent_id: str
-) -> None:
+async def test_a_job_past_its_timeout_is_failed_in_the_index_saying_so(settings: Settings, agent_id: str) -> None:
     schema = settings.schema_for(agent_id)
     await _seed(settings.database_url, agent_id, schema, {USER: 2})
     short = settings.model_copy(update={"purge_timeout": 5})
@@ -479,11 +498,15 @@ async def test_jobs_settles_what_the_index_missed_and_skips_unreadable_entries(
         # two entries of our own index that cannot be read
         await redis.zadd(_index(settings).index_key, {"broken:1": 10**9, "broken:2": 10**9 + 1})
         await redis.set(_index(settings).meta_key("broken:1"), "not a hash")
-        await redis.hset(_index(settings).meta_key("broken:2"), mapping={"kind": "x", "state": "running", "attempt": "many"})
+        await redis.hset(
+            _index(settings).meta_key("broken:2"), mapping={"kind": "x", "state": "running", "attempt": "many"}
+        )
     done = subprocess.run([*SESSIONCTL, "jobs"], env=worker_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "2 unreadable index entries skipped" in done.stderr, done
     assert "failed" in done.stdout and lost.job_id in done.stdout and "JobLost" in done.stdout, done.stdout
-    failed = subprocess.run([*SESSIONCTL, "jobs", "--failed"], env=worker_env, capture_output=True, text=True, timeout=60)
+    failed = subprocess.run(
+        [*SESSIONCTL, "jobs", "--failed"], env=worker_env, capture_output=True, text=True, timeout=60
+    )
     assert failed.returncode == 0 and lost.job_id in failed.stdout, failed
 
 
@@ -512,9 +535,9 @@ async def test_an_edited_export_is_refused_and_never_overwrites_another_users_ru
     record["session"]["runs"][0]["content"] = "overwritten"
     lines[0] = json.dumps(record).encode() + b"\n"
     path.write_bytes(b"".join(lines))
-    manifest_path = path.with_name(path.name + exportfile.MANIFEST_SUFFIX)
+    manifest_path = path.with_name(path.name + export_files.MANIFEST_SUFFIX)
     manifest = json.loads(manifest_path.read_text())
-    manifest["sha256"], manifest["bytes"] = exportfile.file_sha256(path)
+    manifest["sha256"], manifest["bytes"] = export_files.file_sha256(path)
     manifest_path.write_text(json.dumps(manifest))
 
     handle = AgentHandle(agent_id, settings=xs, databases=databases)
@@ -546,7 +569,7 @@ async def test_export_then_erase_refuses_a_published_file_whose_manifest_was_for
         enq = await producer.export_sessions(agent_id=agent_id, user_id=USER, out="dsr.jsonl", then_purge=True)
         # as if this job had published the file before a crash, but the file was since replaced
         (tmp_path / "dsr.jsonl").write_bytes(b"{}\n")
-        sha, size = exportfile.file_sha256(tmp_path / "dsr.jsonl")
+        sha, size = export_files.file_sha256(tmp_path / "dsr.jsonl")
         forged = {"job_id": enq.job_id, "sha256": sha, "bytes": size, "sessions": 0, "counts": {}, "mac": "0" * 64}
         (tmp_path / "dsr.jsonl.manifest.json").write_text(json.dumps(forged))
         await run_worker(xs)
@@ -565,16 +588,31 @@ async def test_import_with_a_bad_run_prints_one_line_without_the_user_or_content
     await _seed(settings.database_url, agent_id, schema, {OTHER: 1})
     secret = "the-confidential-answer-42"
     session = {
-        "session_id": f"{agent_id}-bad", "session_type": "agent", "agent_id": agent_id, "user_id": USER,
-        "session_data": {"session_name": secret}, "created_at": 1_700_000_000, "updated_at": 1_700_000_000,
-        "runs": [{"run_id": "bad-run", "agent_id": agent_id, "content": secret, "created_at": "not-a-time" * 3,
-                  "status": "COMPLETED"}],
+        "session_id": f"{agent_id}-bad",
+        "session_type": "agent",
+        "agent_id": agent_id,
+        "user_id": USER,
+        "session_data": {"session_name": secret},
+        "created_at": 1_700_000_000,
+        "updated_at": 1_700_000_000,
+        "runs": [
+            {
+                "run_id": "bad-run",
+                "agent_id": agent_id,
+                "content": secret,
+                "created_at": "not-a-time" * 3,
+                "status": "COMPLETED",
+            }
+        ],
     }
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"v": 1, "agent": agent_id, "schema": schema, "session": session}) + "\n")
     done = subprocess.run(
         [*SESSIONCTL, "import", str(path), "--agent", agent_id, "--no-verify"],
-        env=worker_env, capture_output=True, text=True, timeout=60,
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode in (1, 2) and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: ") and USER not in done.stderr and secret not in done.stderr, done.stderr
@@ -617,7 +655,10 @@ async def test_user_from_stdin_never_appears_in_the_process_list(
     await _seed(settings.database_url, agent_id, schema, {USER: 2})
     proc = subprocess.Popen(
         [*SESSIONCTL, "purge", "--agent", agent_id, "--user", "-", "--wait", "--timeout", "60", "--json"],
-        env=worker_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=worker_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert proc.stdin is not None
     proc.stdin.write(USER.encode() + b"\n")

@@ -134,7 +134,9 @@ async def test_four_workers_killed_at_random_lose_no_job_and_never_run_one_twice
     for a in range(AGENTS):
         schema = s.schema_for(f"chaos-{a}")
         left += await conn.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = ANY($1)', USERS)
-        assert await conn.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', "bystander") == 4
+        assert (
+            await conn.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE user_id = $1', "bystander") == 4
+        )
     assert left == 0
     per_job = await conn.fetch("SELECT job_id, count(*) AS n FROM sessionctl.receipts GROUP BY 1")
     assert {r["job_id"]: r["n"] for r in per_job} == dict.fromkeys(jobs, 1)  # one receipt each, none twice
@@ -147,8 +149,8 @@ async def test_a_job_whose_worker_died_right_after_picking_it_up_runs_again_with
     then must not hold the job for arq's longest timeout (two hours), only for one lease."""
     from arq.constants import in_progress_key_prefix
 
+    from sessionctl.worker.settings import create
     from tests.conftest import run_worker
-    from worker.settings import create
 
     s = settings.model_copy(update={"lease_ttl": 3})
     await seed(s.database_url, s.schema_for(agent_id), agent_id, USERS[0], 2)

@@ -9,7 +9,7 @@ import sys
 import asyncpg
 
 from sessionctl.config import Settings
-from sessionctl.store import media, receipts
+from sessionctl.store import media_refs, migrations
 from tests.agno_seed import seed
 
 SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]
@@ -26,7 +26,7 @@ async def test_doctor_creates_the_indexes_once_and_is_a_no_op_after(
 ) -> None:
     schema = settings.schema_for(agent_id)
     await seed(settings.database_url, schema, agent_id, "u", 3)
-    await receipts.migrate(pg)  # as `sessionctl migrate` does: this test is about the indexes alone
+    await migrations.migrate(pg)  # as `sessionctl migrate` does: this test is about the indexes alone
 
     rc, report = _doctor(worker_env, "--agent", agent_id)
     assert rc == 1 and report["missing"] == 3 and report["created"] == []
@@ -53,7 +53,7 @@ async def test_doctor_creates_the_indexes_once_and_is_a_no_op_after(
     )
     # the erasure's read of media references takes the partial index: only runs with media are read
     gone = f"gone AS (SELECT session_id, user_id FROM \"{schema}\".agno_sessions WHERE user_id = 'u')"
-    refs = media.refs_of_runs_table(f'"{schema}".agno_runs', "= ANY(ARRAY(SELECT session_id FROM gone))")
+    refs = media_refs.refs_of_runs_table(f'"{schema}".agno_runs', "= ANY(ARRAY(SELECT session_id FROM gone))")
     media_plan = "\n".join(r[0] for r in await pg.fetch(f"EXPLAIN WITH {gone} {refs}"))
     await pg.execute("RESET enable_seqscan")
     assert "sessionctl_sessions_user" in plan  # the listing query can use it
@@ -68,7 +68,7 @@ async def test_doctor_counts_an_existing_user_index_and_replaces_an_invalid_left
 ) -> None:
     schema = settings.schema_for(agent_id)
     await seed(settings.database_url, schema, agent_id, "u", 2)
-    await receipts.migrate(pg)
+    await migrations.migrate(pg)
     await pg.execute(f'CREATE INDEX my_own_user_idx ON "{schema}".agno_sessions (user_id)')
     # an interrupted CREATE INDEX CONCURRENTLY leaves an invalid index behind: simulate one
     await pg.execute(

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from sessionctl import exports
+from sessionctl import export_lifetime
 from sessionctl.config import Settings
 from sessionctl.errors import ExportWithdrawn
 from sessionctl.privacy import user_hmac
@@ -96,14 +96,16 @@ async def test_an_erasure_deletes_the_persons_exports_and_an_export_never_outliv
     gone = await client.get(f"/v1/exports/{mine['job_id']}/file", headers=auth(tokens["all"]))
     assert gone.status_code == 410 and "erased" in gone.json()["detail"]
     assert (await client.get(f"/v1/exports/{kept['job_id']}/file", headers=auth(tokens["all"]))).status_code == 200
-    receipt = await conn.fetchrow("SELECT stores, complete FROM sessionctl.receipts WHERE job_id = $1", erased["job_id"])
+    receipt = await conn.fetchrow(
+        "SELECT stores, complete FROM sessionctl.receipts WHERE job_id = $1", erased["job_id"]
+    )
     assert json.loads(receipt["stores"])["export files"] == 1 and receipt["complete"] is True
 
     # an export that started before that erasure's receipt publishes nothing (a job in flight)
     hmac = user_hmac(HASH_KEY.encode(), USER)
     published: list[str] = []
     with pytest.raises(ExportWithdrawn):
-        await exports.publish(
+        await export_lifetime.publish(
             conn,
             lambda: published.append("published"),
             job_id="in-flight",
@@ -113,7 +115,10 @@ async def test_an_erasure_deletes_the_persons_exports_and_an_export_never_outliv
             started_at=datetime.now(UTC) - timedelta(minutes=5),
             ttl_s=None,
         )
-    assert published == [] and await conn.fetchval("SELECT count(*) FROM sessionctl.exports WHERE job_id = 'in-flight'") == 0
+    assert (
+        published == []
+        and await conn.fetchval("SELECT count(*) FROM sessionctl.exports WHERE job_id = 'in-flight'") == 0
+    )
 
 
 async def test_exports_expire(service: dict[str, Any]) -> None:
@@ -122,7 +127,9 @@ async def test_exports_expire(service: dict[str, Any]) -> None:
     mine = await _export(service, tokens["all"], USER)
     async with running_worker(s):
         await until(lambda: _all_completed(conn), timeout=30)
-        row = await conn.fetchrow("SELECT path, expires_at, published_at FROM sessionctl.exports WHERE job_id = $1", mine["job_id"])
+        row = await conn.fetchrow(
+            "SELECT path, expires_at, published_at FROM sessionctl.exports WHERE job_id = $1", mine["job_id"]
+        )
         assert row["expires_at"] - row["published_at"] == timedelta(seconds=s.export_ttl)  # 7 days by default
         await conn.execute("UPDATE sessionctl.exports SET expires_at = now() - interval '1 second'")
         await until(lambda: conn.fetchval("SELECT deleted_by = 'expired' FROM sessionctl.exports"), timeout=30)

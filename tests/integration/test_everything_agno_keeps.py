@@ -18,11 +18,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from jobs.person import verify_user
 from sessionctl import store
 from sessionctl.config import Settings
+from sessionctl.jobs.person import verify_user
 from sessionctl.producer import Producer
-from sessionctl.store import media
+from sessionctl.store import media_refs
 from tests.agno_seed import agno_db, seed, seed_authz, seed_media_session, seed_sessions, seed_vectors
 from tests.conftest import run_worker
 from tests.embedded_services import answers, free_port
@@ -123,7 +123,7 @@ async def test_the_printed_grants_cover_vectors_and_login_records_and_without_th
     settings: Settings, vector_database: str, agent_id: str
 ) -> None:
     from sessionctl import doctor
-    from sessionctl.store import receipts
+    from sessionctl.store import migrations
 
     s = _on(settings, vector_database)
     schema = s.schema_for(agent_id)
@@ -133,10 +133,17 @@ async def test_the_printed_grants_cover_vectors_and_login_records_and_without_th
     role = f"worker_{uuid.uuid4().hex[:6]}"
     conn = await asyncpg.connect(vector_database)
     try:
-        await receipts.migrate(conn)
+        await migrations.migrate(conn)
         await conn.execute(f"CREATE ROLE {role} LOGIN")
         printed = [line for line in await doctor.grants(s, role) if not line.startswith("--")]
         assert any('"ai"."kb"' in g for g in printed) and any("agno_authz_audit" in g for g in printed), printed
+        # the CLI's default is the same; --sessions-only leaves out what only a person's erasure needs
+        env = {**os.environ, "DATABASE_URL": vector_database, "SESSIONCTL_HASH_KEY": "k" * 32}
+        cli = [sys.executable, "-m", "sessionctl.cli", "grants", "--role", role]
+        every = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+        only = subprocess.run([*cli, "--sessions-only"], env=env, capture_output=True, text=True, check=True).stdout
+        assert [line for line in every if not line.startswith("--")] == printed
+        assert '"ai"."kb"' not in only and "agno_authz" not in only and f'"{schema}"."agno_sessions"' in only, only
         for stmt in printed:
             if '"ai"."kb"' not in stmt:  # all but the vector table's grant
                 await conn.execute(stmt)
@@ -176,7 +183,9 @@ async def test_offloaded_media_in_local_storage_is_deleted_with_the_sessions(
     if doctors_indexes:  # the media references are then found through sessionctl_runs_media
         for spec in store.NEEDED_INDEXES:
             await store.create_index(pg, schema, spec)
-        indexed = await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_runs WHERE run_data @? $1::jsonpath', media.ANY_REF)
+        indexed = await pg.fetchval(
+            f'SELECT count(*) FROM "{schema}".agno_runs WHERE run_data @? $1::jsonpath', media_refs.ANY_REF
+        )
         assert indexed == 3  # the runs with media: 2 of the user's, 1 of the other's
 
     state = await _purge(s, all_agents=True)

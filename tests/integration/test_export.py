@@ -15,14 +15,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from jobs.context import JobContext
-from jobs.export import _verify
-from jobs.targets import resolve_targets
-from sessionctl import exportfile, store
+from sessionctl import export_files, store
 from sessionctl.agents import AgentHandle
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import ExportMismatch
+from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.export_erase import verify as _verify
+from sessionctl.jobs.targets import resolve_targets
 from sessionctl.producer import Producer
 from sessionctl.restore import import_export
 from tests.agno_seed import agno_db, clone_sessions, load_2x_fixture, seed, seed_sessions
@@ -38,7 +38,7 @@ def xsettings(settings: Settings, tmp_path: Path) -> Settings:
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
-    with exportfile.open_records(path) as records:
+    with export_files.open_records(path) as records:
         return list(records)
 
 
@@ -85,7 +85,7 @@ async def test_export_of_5000_sessions_matches_what_agno_returns_line_by_line(
     assert sum(len(ln["session"]["runs"]) for ln in lines) == 5103 * 2
 
     manifest = json.loads(Path(r["manifest_path"]).read_text())
-    assert manifest["sha256"] == exportfile.file_sha256(path)[0] == r["sha256"]
+    assert manifest["sha256"] == export_files.file_sha256(path)[0] == r["sha256"]
     assert manifest["counts"] == {agent_id: 5103} and manifest["format"] == "sessionctl-export/1"
     assert USER not in Path(r["manifest_path"]).read_text() and manifest["user_hmac"] == r["user_hmac"]
     async with Producer(xsettings) as producer:
@@ -161,7 +161,7 @@ async def test_export_then_erase_erases_nothing_when_the_database_moved_on(
     await db.close()
     ctx = JobContext(settings=xsettings, databases=databases, hash_key=HASH_KEY.encode(), job_id="t")
     targets = await resolve_targets(ctx, agent_id, False)
-    manifest = exportfile.read_manifest(Path(state.result["path"]))
+    manifest = export_files.read_manifest(Path(state.result["path"]))
     assert manifest is not None
     with pytest.raises(ExportMismatch, match="holds 5 matching sessions, the export 4"):
         await _verify(ctx, targets, store.Window(user_id=USER), Path(state.result["path"]), manifest)
@@ -271,7 +271,7 @@ def test_worker_killed_mid_export_leaves_no_partial_file_and_the_retry_writes_a_
     path = exports / "big.jsonl.gz"
     ids = [ln["session"]["session_id"] for ln in _lines(path)]
     assert len(ids) == len(set(ids)) == 40_001 == state["result"]["sessions"]
-    assert exportfile.file_sha256(path)[0] == state["result"]["sha256"]
+    assert export_files.file_sha256(path)[0] == state["result"]["sha256"]
     assert sorted(p.name for p in exports.iterdir()) == ["big.jsonl.gz", "big.jsonl.gz.manifest.json"]
     assert recovered_after < 60
 
@@ -279,8 +279,8 @@ def test_worker_killed_mid_export_leaves_no_partial_file_and_the_retry_writes_a_
 async def test_export_then_erase_leaves_a_session_changed_after_the_export(
     xsettings: Settings, pg: asyncpg.Connection, agent_id: str, databases: Databases
 ) -> None:
-    from jobs.export import _erase_exported
-    from jobs.models import ExportRequest
+    from sessionctl.jobs.export_erase import erase_exported as _erase_exported
+    from sessionctl.jobs.models import ExportRequest
 
     schema = xsettings.schema_for(agent_id)
     ids = await seed(xsettings.database_url, schema, agent_id, USER, 3)
@@ -323,7 +323,7 @@ async def _half_migrated(settings: Settings, pg: asyncpg.Connection, agent_id: s
 
 async def _first_page(pg: asyncpg.Connection, schema: str, agent_id: str) -> tuple[Any, list[Any]]:
     """The layout's target and the first export page of Ann's sessions, rendered by Postgres."""
-    from jobs.export import _envelope
+    from sessionctl.jobs.export_stores import envelope as _envelope
 
     await store.init_connection(pg)
     layout = await store.read_layout(pg, schema)
@@ -340,7 +340,7 @@ async def test_lines_rendered_by_postgres_equal_agnos_merge_for_every_layout_of_
 ) -> None:
     """Postgres renders each export line (no JSON round trip in the worker); the runs in it must
     be what Agno's ``merge_runs_table_with_legacy_blob`` gives, whatever the 2.x blob holds."""
-    from jobs.export import _lines, export_records
+    from sessionctl.jobs.export import _lines, export_records
 
     schema = settings.schema_for(agent_id)
     ids = await _half_migrated(settings, pg, agent_id, 9, runs=2)
@@ -379,7 +379,7 @@ async def test_lines_rendered_by_postgres_equal_agnos_merge_for_every_layout_of_
 async def test_a_session_gone_between_a_page_and_agnos_merge_is_left_out_not_a_crash(
     settings: Settings, pg: asyncpg.Connection, agent_id: str
 ) -> None:
-    from jobs.export import _lines
+    from sessionctl.jobs.export import _lines
 
     schema = settings.schema_for(agent_id)
     ids = await _half_migrated(settings, pg, agent_id, 3, runs=1)

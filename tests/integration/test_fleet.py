@@ -10,12 +10,13 @@ from typing import Any
 import asyncpg
 import structlog
 
-from jobs.context import JobContext
-from jobs.purge import Spec, purge_targets
-from jobs.targets import resolve_targets
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.demo import seed_2x
+from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.purge import purge_targets
+from sessionctl.jobs.spec import Spec
+from sessionctl.jobs.targets import resolve_targets
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, seed, seed_sessions
 from tests.conftest import run_worker

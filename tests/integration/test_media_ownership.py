@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from sessionctl import media
+from sessionctl import media_storages
 from sessionctl.config import Settings
 from sessionctl.producer import Producer
 from tests.agno_seed import agno_db, seed_media_session
@@ -26,7 +26,7 @@ async def _plant(pg: asyncpg.Connection, schema: str, session_id: str, ref: dict
     (the run JSON is theirs): a copy of another object's reference, under their own session id."""
     planted = {**ref, "session_id": session_id}
     await pg.execute(
-        f'UPDATE "{schema}".agno_runs SET run_data = jsonb_set(run_data, \'{{files}}\','
+        f"UPDATE \"{schema}\".agno_runs SET run_data = jsonb_set(run_data, '{{files}}',"
         " jsonb_build_array(jsonb_build_object('media_reference', $2::jsonb))) WHERE session_id = $1",
         session_id,
         json.dumps(planted),
@@ -35,7 +35,7 @@ async def _plant(pg: asyncpg.Connection, schema: str, session_id: str, ref: dict
 
 async def _ref_of(pg: asyncpg.Connection, schema: str, session_id: str) -> dict[str, Any]:
     raw = await pg.fetchval(
-        f'SELECT jsonb_path_query_first(run_data, \'strict $.** ? (exists(@.media_reference)).media_reference\')'
+        f"SELECT jsonb_path_query_first(run_data, 'strict $.** ? (exists(@.media_reference)).media_reference')"
         f' FROM "{schema}".agno_runs WHERE session_id = $1',
         session_id,
     )
@@ -65,7 +65,7 @@ async def test_a_planted_reference_to_another_users_object_never_deletes_it(
     prefixed = await seed_media_session(db, storage, agent_id=agent_id, user_id=OTHER, session_id="s1-x", images=1)
     apart = await seed_media_session(db, storage, agent_id=agent_id, user_id=OTHER, session_id="v-2", images=1)
     await db.close()
-    assert prefixed[0].startswith("s1-x-") and media.session_key_prefix("s1") == "s1-"
+    assert prefixed[0].startswith("s1-x-") and media_storages.session_key_prefix("s1") == "s1-"
     await _plant(pg, schema, "s1", await _ref_of(pg, schema, "s1-x"))  # matches s1's key layout, but is s1-x's
     await _plant(pg, schema, "s9", await _ref_of(pg, schema, "v-2"))  # another session's key outright
 
@@ -91,4 +91,4 @@ def test_the_session_key_prefix_is_agnos_own_rule() -> None:
 
     for sid in ("s1", "a/b c", "._lead", "ünï", "x" * 130, "s1-x"):
         key = build_storage_key(f"{sid[:120]}-m1-0123456789abcdef", prefix="agno/media/", mime_type="image/png")
-        assert key.startswith("agno/media/" + media.session_key_prefix(sid)), (sid, key)
+        assert key.startswith("agno/media/" + media_storages.session_key_prefix(sid)), (sid, key)

@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 from sessionctl.config import Settings
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
+from sessionctl.worker.jobindex import JobIndex
 from tests.agno_seed import agno_db, clone_sessions, seed, seed_memory, seed_sessions
 from tests.conftest import HASH_KEY, run_worker
-from worker.jobindex import JobIndex
 
 USER = "kim-91@example.com"
 SESSIONCTL = [sys.executable, "-m", "sessionctl.cli"]

@@ -10,13 +10,13 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from jobs.context import JobContext
-from jobs.models import AgentPurgeResult
-from jobs.targets import Target
-from jobs.walk import Batches, walk_user
 from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
+from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.models import AgentPurgeResult
+from sessionctl.jobs.targets import Target
+from sessionctl.jobs.walk import Batches, walk_user
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
 from sessionctl.producer import Producer
@@ -350,7 +350,9 @@ async def test_a_walk_stops_a_batch_past_its_share_of_what_was_counted(
     res = AgentPurgeResult(agent_id=agent_id, schema_name=schema)
     log = get_logger("test")
     async with databases.connect(s.dsn) as conn:
-        await walk_user(conn, ctx, Target(agent_id, s.dsn, layout), USER, 10, Batches(ctx, res, {}, log, "purge_user_sessions"), log)
+        await walk_user(
+            conn, ctx, Target(agent_id, s.dsn, layout), USER, 10, Batches(ctx, res, {}, log, "purge_user_sessions"), log
+        )
     # slices cut at the 5th counted session, each bounded at 10 // 2 + 3: the first holds 5 and
     # is walked whole; the second stops after 3 batches of 3 (9 > 8)
     assert res.sessions_deleted == 5 + 9

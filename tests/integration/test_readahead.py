@@ -1,4 +1,4 @@
-"""An export's pages read ahead on spare connections (jobs/readahead.py), on real Postgres: the
+"""An export's pages read ahead on spare connections (sessionctl/jobs/readahead.py), on real Postgres: the
 same lines in the same order as one page at a time, never a duplicate or a gap under concurrent
 writes, no connection a job waits for, nothing left running after a failure."""
 
@@ -13,14 +13,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from jobs.export import _envelope, _lines
-from jobs.readahead import PageReader
-from jobs.targets import Target
 from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.errors import DatabaseUnavailable
 from sessionctl.identifiers import Dsn
+from sessionctl.jobs.export import _lines
+from sessionctl.jobs.export_stores import envelope as _envelope
+from sessionctl.jobs.readahead import PageReader
+from sessionctl.jobs.targets import Target
 from tests.agno_seed import agno_db, clone_sessions, seed_sessions
 
 USER = "mara@example.com"
@@ -359,7 +360,7 @@ async def test_an_export_holds_at_most_readers_plus_two_pages(
 
         writing: asyncio.Task[None] | None = None
         async with pages:
-            while (await pages.next()) is not None:  # as jobs/export.py's _write does
+            while (await pages.next()) is not None:  # as sessionctl/jobs/export.py's _write does
                 if writing is not None:
                     await writing
                 writing = asyncio.create_task(write())

@@ -188,7 +188,7 @@ async def test_ttl_cache_and_platform_outage(settings: Settings, pg: asyncpg.Con
             "max_tries": 3,
         }
     )
-    from worker.settings import create as create_worker
+    from sessionctl.worker.settings import create as create_worker
 
     async with Producer(s) as producer:
         first = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER, check_agent=False)

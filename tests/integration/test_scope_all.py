@@ -242,6 +242,6 @@ async def test_a_user_keyed_table_sessionctl_does_not_know_fails_the_erasure(
 
 @pytest.mark.parametrize("scope", ["sessions", "all"])
 def test_scope_is_part_of_the_request_identity(scope: str) -> None:
-    from jobs.models import PurgeRequest
+    from sessionctl.jobs.models import PurgeRequest
 
     assert PurgeRequest(user_id="u", agent_id="a", scope=scope).scope == scope  # type: ignore[arg-type]

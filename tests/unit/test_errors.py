@@ -8,7 +8,7 @@ from pathlib import Path
 
 from arq.worker import JobExecutionFailed
 
-from sessionctl import exportfile
+from sessionctl import export_files
 from sessionctl.errors import ExportWriteFailed, InternalError, StorageFull, TransientError, describe, unexpected
 from sessionctl.privacy import manifest_mac
 
@@ -32,10 +32,10 @@ def test_a_foreign_error_leaves_only_its_class_and_sqlstate() -> None:
 
 
 def test_a_full_disk_is_transient_and_says_where(tmp_path: Path) -> None:
-    full = exportfile.storage_error(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    full = export_files.storage_error(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
     assert isinstance(full, StorageFull) and isinstance(full, TransientError)
     assert str(full).startswith(f"no space left on device writing the export in {tmp_path}")
-    denied = exportfile.storage_error(OSError(errno.EACCES, "Permission denied"), tmp_path)
+    denied = export_files.storage_error(OSError(errno.EACCES, "Permission denied"), tmp_path)
     assert isinstance(denied, ExportWriteFailed) and "permission denied" in str(denied)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.models import BulkPurgeRequest, parse_request
 from sessionctl.errors import InvalidRequest
 from sessionctl.identifiers import ambiguity, clean_ids, read_id_lines
+from sessionctl.jobs.fields import parse_request
+from sessionctl.jobs.models import BulkPurgeRequest
 
 
 def test_lines_split_on_newline_only_crlf_is_one_ending_bom_and_empty_lines_ignored() -> None:

@@ -13,8 +13,8 @@ from arq.jobs import JobStatus
 from sessionctl.config import Settings
 from sessionctl.errors import InvalidRequest
 from sessionctl.producer import Producer
+from sessionctl.worker import serializer
 from tests.conftest import HASH_KEY
-from worker import serializer
 
 USER = "dave-91c2@example.com"
 

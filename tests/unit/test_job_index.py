@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fakeredis
 
-from worker.jobindex import JobIndex
+from sessionctl.worker.jobindex import JobIndex
 
 
 async def test_listing_never_uses_keys() -> None:

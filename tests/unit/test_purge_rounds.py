@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-import jobs.purge as purge
-from jobs.context import JobContext
-from jobs.targets import Target
+import sessionctl.jobs.schema_purge as purge
 from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.errors import ErasureIncomplete
 from sessionctl.identifiers import Dsn
+from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.spec import MAX_ROUNDS, Spec
+from sessionctl.jobs.targets import Target
 from sessionctl.logs import get_logger
 from sessionctl.store.catalog import Layout
 
@@ -71,7 +72,7 @@ def _run(fake: FakeStore, monkeypatch: pytest.MonkeyPatch) -> Any:
     ctx = JobContext(settings=settings, databases=_Databases(), hash_key=b"k", job_id="j")  # type: ignore[arg-type]
     layout = Layout(schema="ag_a", tables=frozenset({"agno_sessions"}), legacy_runs_column=False, payload_table=False)
     target = Target("a", Dsn.parse("postgresql://x@h/d"), layout)
-    return purge.purge_schema(ctx, purge.Spec([USER]), target, get_logger("test"))
+    return purge.purge_schema(ctx, Spec([USER]), target, get_logger("test"))
 
 
 async def test_late_sessions_are_caught_by_the_recount_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,7 +87,7 @@ async def test_a_writer_that_never_stops_fails_the_try_instead_of_a_success(monk
     fake = FakeStore(1, arrivals={n: 1 for n in range(1, 50)})
     with pytest.raises(ErasureIncomplete, match="remain after 5 rounds"):
         await _run(fake, monkeypatch)
-    assert fake.calls.count("count") == purge.MAX_ROUNDS  # every round ended in a recount
+    assert fake.calls.count("count") == MAX_ROUNDS  # every round ended in a recount
 
 
 async def test_nothing_to_delete_is_proved_by_a_count_of_zero(monkeypatch: pytest.MonkeyPatch) -> None:

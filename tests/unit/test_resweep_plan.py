@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.resweep import _covers, plan_again
+from sessionctl.jobs.resweep import _covers, plan_again
 from sessionctl.store.resweep import Swept
 
 

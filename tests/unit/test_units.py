@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sessionctl.errors import DatabaseUnavailable, InvalidConnectionURI, InvalidRequest, describe
 from sessionctl.identifiers import Dsn, quote_ident, schema_for_agent
 from sessionctl.privacy import user_hmac
-from worker import serializer
-from worker.retry import backoff, to_arq
+from sessionctl.worker import serializer
+from sessionctl.worker.retry import backoff, to_arq
 
 
 def test_schema_naming_follows_xpander() -> None:
@@ -133,7 +133,7 @@ def test_a_payload_that_looks_like_an_error_stays_data() -> None:
 async def test_progress_is_best_effort_when_redis_fails() -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from worker.progress import RedisProgress
+    from sessionctl.worker.progress import RedisProgress
 
     class Broken:
         async def set(self, *a: object, **k: object) -> None:

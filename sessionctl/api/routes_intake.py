@@ -1,0 +1,56 @@
+"""Taking requests in — ``POST /v1/erasures``, ``POST /v1/exports`` — and handing an export's file
+to the token that asked for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse
+
+from sessionctl.api import intake
+from sessionctl.api.auth import ERRORS, Eraser, Exporter
+from sessionctl.api.models import Accepted, ErasureIn, ExportIn
+from sessionctl.store import dsr_requests
+from sessionctl.store import export_registry as exports_sql
+
+router = APIRouter(tags=["intake"])
+INTAKE_ERRORS = {**ERRORS, 409: {"description": "request_ref names another request"}, 422: {"description": "bad input"}}
+
+
+@router.post("/v1/erasures", status_code=202, responses=INTAKE_ERRORS)
+async def erasure(body: ErasureIn, request: Request, who: Eraser) -> Accepted:
+    """Erase a person: by default everything sessionctl knows of them at every agent (``scope:
+    sessions`` or an ``agent_id`` narrows it). A worker does it; the webhook and the request say
+    whether it was ``complete``."""
+    state = request.app.state
+    return await intake.take(state.settings, state.connect, state.producer, "erasure", body, body.options(), who)
+
+
+@router.post("/v1/exports", status_code=202, responses=INTAKE_ERRORS)
+async def export(body: ExportIn, request: Request, who: Exporter) -> Accepted:
+    """Export what sessionctl holds of a person (by default everything, at every agent); the token
+    that asked downloads it from ``/v1/exports/{job_id}/file`` until it expires."""
+    state = request.app.state
+    return await intake.take(state.settings, state.connect, state.producer, "export", body, body.options(), who)
+
+
+@router.get(
+    "/v1/exports/{job_id}/file",
+    responses={**ERRORS, 404: {"description": "no export of yours"}, 410: {"description": "expired or erased"}},
+)
+async def export_file(job_id: str, request: Request, who: Exporter) -> FileResponse:
+    """The file an export of yours wrote: only to the token that asked for it, only while it is kept."""
+    async with request.app.state.connect() as conn:
+        served = [r for r in await dsr_requests.requests_of_job(conn, job_id) if r["kind"] == "export"]
+        made = await exports_sql.get(conn, job_id)
+    if not served or served[0]["token_name"] != who.name or made is None:
+        raise HTTPException(404, "no export of yours with this job id")
+    if made["deleted_at"] is not None:
+        why = "expired (SESSIONCTL_EXPORT_TTL)" if made["deleted_by"] == "expired" else "deleted: its person was erased"
+        raise HTTPException(410, f"this export was {why}")
+    base = Path(request.app.state.settings.export_dir).resolve()
+    path = Path(str(made["path"])).resolve()
+    if base not in path.parents or not path.is_file():
+        raise HTTPException(404, "the export file is no longer in EXPORT_DIR")
+    return FileResponse(path, media_type="application/octet-stream", filename=path.name)

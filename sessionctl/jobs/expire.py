@@ -1,0 +1,191 @@
+"""``purge_expired_sessions``: apply the retention policy to every agent schema (or one).
+
+Per agent and per (cutoff, session types) bucket of its rule:
+
+1. note the ids of sessions last updated (or created) before the cutoff — one scan;
+2. with ``export_before_delete``, write them to ``EXPORT_DIR`` first (atomically, with a manifest)
+   and only then delete;
+3. delete in batches walked by primary key, each batch one statement that re-checks the cutoff
+   (a session updated meanwhile is kept) and takes runs, transcripts and tool results with it;
+   pause between batches; stop when the run's time budget is spent (status ``partial``: the next
+   run continues where this one stopped — a repeated run is harmless, it only finds less);
+4. count what is left past the cutoff with our own SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from sessionctl import export_files, metrics, store
+from sessionctl.errors import InvalidRequest
+from sessionctl.jobs import preflight
+from sessionctl.jobs.common import now_iso, settle_media
+from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.export import export_records
+from sessionctl.jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
+from sessionctl.jobs.targets import Target, resolve_targets
+from sessionctl.logs import get_logger
+from sessionctl.retention_policy import Bucket, buckets, load_policy
+from sessionctl.store import access
+
+log = get_logger("sessionctl.retention")
+
+
+async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> RetentionResult:
+    started = now_iso()
+    policy = load_policy(ctx.settings.retention_file)
+    now = int(time.time())
+    as_of = req.as_of if req.as_of is not None else now
+    if as_of > now + 60:
+        raise InvalidRequest("retention as_of is in the future: it would delete sessions before they are due")
+    blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, as_of=as_of)
+    blog.info("retention.start", target=req.target, dry_run=req.dry_run, tick=req.tick)
+    deadline = time.monotonic() + ctx.settings.retention_budget
+    agents: dict[str, dict[str, Any]] = {}
+    partial = False
+    targets = await resolve_targets(ctx, req.agent_id, req.agent_id is None)
+    governed = [t for t in targets if policy.rule_for(t.label, t.layout.schema, ctx.settings.schema_template)]
+    await preflight.check(
+        ctx,
+        governed,
+        lambda layout, _: access.erasure_needs(layout, dry_run=req.dry_run),
+        writes=not req.dry_run,
+        receipt=False,
+        what="this retention run",
+        nothing="Nothing was deleted",
+    )
+    for target in targets:
+        match = policy.rule_for(target.label, target.layout.schema, ctx.settings.schema_template)
+        if match is None:
+            agents[target.label] = {"schema": target.layout.schema, "policy": None, "deleted": 0, "remaining": 0}
+            continue
+        entry, rule = match
+        report: dict[str, Any] = {"schema": target.layout.schema, "policy": entry, "buckets": []}
+        for bucket in buckets(rule, as_of):
+            if partial and not req.dry_run:
+                report["buckets"].append({**bucket.describe(), "skipped": "time budget spent", "remaining": 0})
+                continue
+            b = await _clean_bucket(ctx, req, target, bucket, rule.export_before_delete, as_of, deadline, blog)
+            partial = partial or b.pop("partial", False)
+            report["buckets"].append(b)
+        report["deleted"] = sum(b.get("deleted", 0) for b in report["buckets"])
+        report["remaining"] = sum(b["remaining"] for b in report["buckets"])
+        agents[target.label] = report
+    deleted = sum(a["deleted"] for a in agents.values())
+    remaining = sum(a["remaining"] for a in agents.values())
+    media = 0 if req.dry_run else await settle_media(ctx, [t.dsn for t in governed])
+    status = "dry_run" if req.dry_run else ("partial" if partial or remaining else "succeeded")
+    metrics.SESSIONS_DELETED.labels(PURGE_EXPIRED_SESSIONS).inc(deleted)
+    blog.info("retention.done", status=status, sessions_deleted=deleted, remaining=remaining)
+    return RetentionResult(
+        job_id=ctx.job_id,
+        status=status,  # type: ignore[arg-type]
+        dry_run=req.dry_run,
+        as_of=as_of,
+        target=req.target,
+        sessions_deleted=deleted,
+        remaining=remaining,
+        media_deleted=media,
+        agents=agents,
+        started_at=started,
+        finished_at=now_iso(),
+        requested_by=req.requested_by,
+    )
+
+
+async def _clean_bucket(
+    ctx: JobContext,
+    req: RetentionRequest,
+    target: Target,
+    bucket: Bucket,
+    export_first: bool,
+    as_of: int,
+    deadline: float,
+    blog: Any,
+) -> dict[str, Any]:
+    layout = target.layout
+    types = list(bucket.types) if bucket.types else None
+    exclude = list(bucket.exclude) if bucket.exclude else None
+    out: dict[str, Any] = bucket.describe()
+    async with ctx.databases.connect(target.dsn) as conn:
+        if req.dry_run:
+            out["would_delete"] = await store.count_expired(conn, layout, bucket.cutoff, types, exclude)
+            out["remaining"] = out["would_delete"]
+            return out
+        found = await store.snapshot_expired(conn, layout, bucket.cutoff, types, exclude)
+        if export_first and found:
+            out["export"] = await _export_snapshot(conn, ctx, target, bucket, as_of)
+        deleted, after = 0, None
+        pause = ctx.settings.retention_pause_ms / 1000
+        while True:
+            ids = await store.next_snapshot_ids(conn, after, ctx.settings.batch_size)
+            if not ids:
+                break
+            if time.monotonic() > deadline:  # work left and no time: the next run continues
+                out["partial"] = True
+                blog.warning("retention.budget_spent", agent=target.label, deleted=deleted)
+                break
+            after = ids[-1]
+            t = time.monotonic()
+            outcome = await store.delete_expired_sessions(conn, layout, ids, bucket.cutoff, types, exclude)
+            metrics.BATCH_SECONDS.labels(PURGE_EXPIRED_SESSIONS).observe(time.monotonic() - t)
+            metrics.RUNS_DELETED.labels(PURGE_EXPIRED_SESSIONS).inc(outcome.counts.runs)
+            deleted += outcome.counts.sessions
+            await ctx.progress.update(processed=deleted, total=found, agent=target.label)
+            if pause:
+                await asyncio.sleep(pause)  # leave room for the agents' own traffic
+        out["deleted"] = deleted
+        out["remaining"] = await store.count_expired(conn, layout, bucket.cutoff, types, exclude)  # the proof
+    blog.info("retention.bucket", agent=target.label, cutoff=bucket.cutoff, deleted=deleted, remaining=out["remaining"])
+    return out
+
+
+async def _export_snapshot(
+    conn: asyncpg.Connection, ctx: JobContext, target: Target, bucket: Bucket, as_of: int
+) -> dict[str, Any]:
+    """Write the snapshot's sessions to EXPORT_DIR (published before anything is deleted)."""
+    directory = export_files.ensure_directory(Path(ctx.settings.export_dir))
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in target.layout.schema)
+    kind = "-".join(bucket.types or ()) or "all"
+    base = f"retention-{safe}-{kind}-{as_of}"
+    name = base + ".jsonl.gz"
+    n = 1
+    while (directory / name).exists() or (directory / (name + export_files.MANIFEST_SUFFIX)).exists():
+        n += 1  # a retried run: never overwrite, the earlier file stays valid
+        name = f"{base}-{n}.jsonl.gz"
+    tag = hashlib.sha256(f"{ctx.job_id}{name}".encode()).hexdigest()[:12]
+    writer = export_files.AtomicExport(directory, name, "gz", tag)
+    count, after = 0, None
+    try:
+        while ids := await store.next_snapshot_ids(conn, after, ctx.settings.export_page_size):
+            after = ids[-1]
+            rows = await store.sessions_by_ids(conn, target.layout, ids)
+            runs = await store.runs_for_sessions(conn, target.layout, ids)
+            await asyncio.to_thread(writer.write_records, export_records(target, rows, runs))
+            count += len(rows)
+        manifest = {
+            "format": export_files.FORMAT,
+            "file": name,
+            "compress": "gz",
+            "job_id": ctx.job_id,
+            "user_hmac": None,
+            "target": target.label,
+            "window": {"until": bucket.cutoff, "by": "updated", "types": bucket.types, "exclude_types": bucket.exclude},
+            "counts": {target.label: count},
+            "schemas": {target.label: target.layout.schema},
+            "sessions": count,
+            "written_at": now_iso(),
+        }
+        written = await asyncio.to_thread(writer.commit, manifest, ctx.hash_key)
+    except BaseException as exc:
+        writer.abort()
+        if isinstance(exc, OSError):
+            raise export_files.storage_error(exc, directory) from None
+        raise
+    return {"path": str(written.path), "sessions": count, "sha256": written.sha256}
