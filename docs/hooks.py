@@ -122,6 +122,7 @@ def cell(text: str) -> str:
 LAYERS: list[tuple[str, str, str]] = [
     ("sessionctl/*.py", "sessionctl", "The core: what every layer uses (settings, errors, ids, connections, privacy)."),
     ("sessionctl/store/", "sessionctl/store", ""),
+    ("sessionctl/backends/", "sessionctl/backends", ""),
     ("sessionctl/jobs/", "sessionctl/jobs", ""),
     ("sessionctl/worker/", "sessionctl/worker", ""),
     ("sessionctl/producer.py", "sessionctl/producer.py", ""),

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     """seconds a worker keeps an agent's resolved location"""
     agent_map: str | None = Field(None, validation_alias="SESSIONCTL_AGENT_MAP")
     """the map resolver's TOML file (unset by default)"""
+    config_file: str | None = Field(None, validation_alias="SESSIONCTL_CONFIG")
+    """the deployment file (TOML): the stores outside Agno's Postgres schemas that hold a person's data — vector
+    databases, Agno's SQLite, MySQL and Redis session databases, AgentFS files, AgentOS event streams (see [What an
+    erasure covers](../what-is-erased.md#declared-stores)) (unset: none)"""
     xpander_api_key: str | None = Field(None, validation_alias="XPANDER_API_KEY")
     """the xpander SDK's own variables; with `XPANDER_API_KEY` set, the xpander resolver is on (unset)*, *(unset)*,
     `https://inbound.xpander.ai`)

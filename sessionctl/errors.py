@@ -117,6 +117,15 @@ class SchemaNotReady(PermanentError):
     """sessionctl's own schema is missing from the database, or older than this sessionctl."""
 
 
+class StoreMisdeclared(PermanentError):
+    """A store of the deployment file (SESSIONCTL_CONFIG) is malformed, of an unsupported kind, or
+    names a table, collection or file that does not exist (sessionctl never creates one)."""
+
+
+class ExtraMissing(PermanentError):
+    """A declared store needs a client library that is not installed (an extra of sessionctl)."""
+
+
 class TransientError(SessionctlError):
     """A temporary failure: retried with backoff up to SESSIONCTL_MAX_TRIES."""
 
@@ -143,6 +152,10 @@ class StorageFull(TransientError):
 
 class ErasureIncomplete(TransientError):
     """Sessions of the user remain after the purge loop."""
+
+
+class StoreUnreachable(TransientError):
+    """A store of the deployment file could not be reached (or is held by another process)."""
 
 
 class MediaDeleteFailed(TransientError):

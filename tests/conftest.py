@@ -276,3 +276,24 @@ async def own_database(settings: Settings) -> AsyncIterator[tuple[Settings, asyn
     finally:
         await conn.close()
         await run_sql(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+MYSQL_TEST_URL = os.environ.get("SESSIONCTL_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
+
+
+@pytest.fixture
+def mysql_database() -> Iterator[tuple[str, str]]:
+    """A fresh MariaDB database for one test (Agno's MySQLDb keeps its tables in the database its
+    ``db_schema`` names): (its URL, its name). Dropped after."""
+    import pymysql
+
+    _require("MariaDB", MYSQL_TEST_URL.replace("mysql+pymysql://", "mysql://"))
+    name = f"sct_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    host, port = _host_port(MYSQL_TEST_URL.replace("mysql+pymysql://", "mysql://"))
+    conn = pymysql.connect(host=host, port=port, user="root", password="")
+    try:
+        conn.cursor().execute(f"CREATE DATABASE `{name}`")
+        yield f"{MYSQL_TEST_URL}/{name}", name
+    finally:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()

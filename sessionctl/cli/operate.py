@@ -32,6 +32,7 @@ def worker(
     """Run a worker (`arq sessionctl.worker.settings.WorkerSettings` runs arq's plain one)."""
     from redis.exceptions import RedisError
 
+    from sessionctl import deployment
     from sessionctl.logs import configure_logging
     from sessionctl.worker.settings import create
 
@@ -39,6 +40,7 @@ def worker(
     configure_logging(config.log_format, config.log_level)
     try:
         _ = config.dsn  # a bad DATABASE_URL or REDIS_URL is bad input, said before anything starts
+        deployment.load(config.config_file)  # so is a malformed deployment file (each job reads it again)
         w = create(config, burst=burst)
     except PermanentError as exc:
         fail(EXIT_BAD_INPUT, str(exc))

@@ -11,7 +11,7 @@ from sessionctl.jobs.common import media_stores, now_iso, settle_media
 from sessionctl.jobs.context import JobContext
 from sessionctl.jobs.models import PURGE_USERS, AgentPurgeResult, BulkPurgeRequest, BulkPurgeResult, Completeness
 from sessionctl.jobs.person import completeness
-from sessionctl.jobs.purge import purge_targets, receipt_scope, shared_stores, sum_would
+from sessionctl.jobs.purge import erase_targets, receipt_scope, sum_would
 from sessionctl.jobs.spec import Spec, check_access
 from sessionctl.jobs.targets import resolve_targets
 from sessionctl.logs import get_logger
@@ -33,7 +33,8 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
     await check_access(ctx, spec, targets)
     deleted: dict[str, int] = dict.fromkeys(users, 0)
     remaining: dict[str, int] = dict.fromkeys(users, 0)
-    agents, per_agent, checked = await purge_targets(ctx, spec, targets, blog)
+    erased = await erase_targets(ctx, spec, targets, blog)
+    agents, per_agent, checked, stores = erased.agents, erased.per_user, erased.checked, erased.stores
     for per_user in per_agent.values():
         for u, n in per_user.items():
             deleted[u] += n
@@ -43,7 +44,6 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
             left = await store.count_sessions_per_user(conn, target.layout, users)
         for u in users:
             remaining[u] += left.get(u, 0)
-    stores = await shared_stores(ctx, spec, targets, blog)
     digest = user_hasher(ctx.hash_key)
     hmacs = {u: digest(u) for u in users}
     complete: Completeness | None = None
@@ -51,7 +51,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
         if any(remaining.values()):  # unreachable: purge_schema proves zero per schema first
             raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
         stores.update(media_stores(ctx, await settle_media(ctx, [t.dsn for t in targets], hmacs.values())))
-        complete = await completeness(ctx, users, proven=spec.proven)
+        complete = await completeness(ctx, users, proven=spec.proven, declared=erased.declared)
         stores = await _bulk_receipts(ctx, request, hmacs, deleted, agents, started, stores, checked, complete)
         metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
         metrics.RUNS_DELETED.labels(PURGE_USERS).inc(sum(a.runs_deleted for a in agents.values()))

@@ -188,7 +188,7 @@ async def _write(
             writing = None
         stores = {f"{schemas[label]}.agno_sessions": n for label, n in counts.items()}
         if req.scope == "all" and req.user_id is not None:
-            stores.update(await person_records(ctx, targets, req.user_id, writer))
+            stores.update(await person_records(ctx, targets, req.user_id, writer, everything=req.all_agents))
         manifest = {
             "format": export_files.FORMAT,
             "file": req.out,

@@ -8,6 +8,7 @@ from typing import Any
 
 from sessionctl import export_files, store
 from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.declared import declared_stores
 from sessionctl.jobs.targets import Target
 from sessionctl.store import media_refs as media_sql
 from sessionctl.store import person
@@ -18,11 +19,14 @@ def envelope(target: Target) -> dict[str, Any]:
     return {"v": export_files.FORMAT_VERSION, "agent": target.label, "schema": target.layout.schema}
 
 
-async def person_records(ctx: JobContext, targets: list[Target], user_id: str, writer: Any) -> dict[str, int]:
+async def person_records(
+    ctx: JobContext, targets: list[Target], user_id: str, writer: Any, *, everything: bool = False
+) -> dict[str, int]:
     """Scope "all": after the sessions, the person's rows in every other store an erasure of scope
     "all" clears — each user-keyed table of the agent schemas, the vector and authz tables and
     ``fs.agno_fs`` of each database — and the media objects their runs uploaded (the references: the
-    objects stay in their storage). One record a row; rows (objects) per store."""
+    objects stay in their storage); at every agent (``everything``), their items in the stores the
+    deployment file declares too. One record a row; rows (objects, items) per store."""
     stores: dict[str, int] = {}
 
     async def put(where: str, records: list[dict[str, Any]]) -> None:
@@ -65,4 +69,15 @@ async def person_records(ctx: JobContext, targets: list[Target], user_id: str, w
                 await put(
                     "fs.agno_fs", [{"v": export_files.FORMAT_VERSION, "store": "fs.agno_fs", "row": r} for r in rows]
                 )
+    await declared_records(ctx, user_id, put, everything=everything)
     return stores
+
+
+async def declared_records(ctx: JobContext, user_id: str, put: Any, *, everything: bool) -> None:
+    """The person's items in each store of the deployment file (at every agent), a record each."""
+    async with declared_stores(ctx, [user_id], everything=everything) as declared:
+        for backend in declared.backends if declared is not None else []:
+            head = {"v": export_files.FORMAT_VERSION, "store": backend.label}
+            items = [{**head, "item": item} async for item in backend.rows(user_id)]
+            if items:
+                await put(backend.label, items)

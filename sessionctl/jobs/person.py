@@ -14,6 +14,7 @@ from sessionctl.databases import Databases
 from sessionctl.errors import AgentNotFound, InsufficientPrivilege
 from sessionctl.identifiers import validate_user_id
 from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.declared import counts_of
 from sessionctl.jobs.models import Completeness
 from sessionctl.privacy import user_hmac
 from sessionctl.store import access
@@ -40,13 +41,18 @@ async def tally_person(
 
 
 async def completeness(
-    ctx: JobContext, users: list[str], *, proven: set[tuple[str, str]] | None = None
+    ctx: JobContext,
+    users: list[str],
+    *,
+    proven: set[tuple[str, str]] | None = None,
+    declared: dict[str, int] | None = None,
 ) -> Completeness:
     """After an erasure: is every one of ``users`` gone from every store, and if not, what remains
     (``schema.table`` → rows; led by the database when the deployment spans several). The person's
     export files are not counted here: the erasure deletes them in the transaction that writes its
     receipt (:func:`sessionctl.jobs.common.write_receipt`). The stores the erasure itself recounted to 0 at
-    its end (``proven``) are taken as counted."""
+    its end (``proven``) are taken as counted; ``declared``: what the erasure's recount left in the
+    stores of the deployment file (``-1``: a store that cannot recount)."""
     tallies = await tally_person(ctx, users, exports=False, proven=proven)
     many = len(tallies) > 1
     remains: dict[str, int] = {}
@@ -54,6 +60,7 @@ async def completeness(
         prefix = f"{where}/" if many else ""
         remains.update({prefix + k: n for k, n in tally.rows.items() if n})
         remains.update({prefix + k: UNREADABLE for k in tally.unreadable})
+    remains.update({k: n for k, n in (declared or {}).items() if n})
     return Completeness(complete=not remains, remains=dict(sorted(remains.items())))
 
 
@@ -66,8 +73,10 @@ async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None 
     dbs = Databases(pool_size=1)
     try:
         ctx = JobContext(settings=settings, databases=dbs, hash_key=settings.hash_key_bytes, job_id="verify")
+        declared: dict[str, int] = {}
         if agent_id is None:
             tallies = await tally_person(ctx, [user_id])
+            declared = await counts_of(ctx, [user_id])
         else:
             schema = settings.schema_for(agent_id)
             async with dbs.connect(settings.dsn) as conn:
@@ -92,4 +101,8 @@ async def verify_user(settings: Settings, user_id: str, *, agent_id: str | None 
         for label, n in tally.rows.items():
             schema, _, table = label.partition(".")
             tables.setdefault(f"{where}/{schema}" if many else schema, {})[table] = n
-    return {"user_hmac": hmac, "tables": tables, "total": sum(n for t in tables.values() for n in t.values())}
+    for label, n in declared.items():  # the deployment file's stores, by their label
+        tables[label] = {"items": n}
+    counts = [n for t in tables.values() for n in t.values()]
+    # a store that cannot recount (-1) counts as found: nothing proves the person gone from it
+    return {"user_hmac": hmac, "tables": tables, "total": sum(n if n >= 0 else 1 for n in counts)}

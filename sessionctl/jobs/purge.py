@@ -32,12 +32,14 @@ remain. A dry run counts what would be deleted and deletes nothing.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from sessionctl import metrics
 from sessionctl.errors import ErasureIncomplete
 from sessionctl.jobs.common import media_stores, now_iso, settle_media, write_receipt
 from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.declared import declared_stores
 from sessionctl.jobs.fleet import purge_fleet
 from sessionctl.jobs.models import PURGE_USER_SESSIONS, AgentPurgeResult, Completeness, PurgeRequest, PurgeResult
 from sessionctl.jobs.person import completeness
@@ -63,8 +65,8 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     spec = Spec([request.user_id], request.dry_run, request.memories, request.scope, request.all_agents)
     targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
     await check_access(ctx, spec, targets)
-    agents, _, checked = await purge_targets(ctx, spec, targets, blog)
-    stores = await shared_stores(ctx, spec, targets, blog)
+    erased = await erase_targets(ctx, spec, targets, blog)
+    agents, checked, stores = erased.agents, erased.checked, erased.stores
 
     total_remaining = sum(a.remaining for a in agents.values())
     if total_remaining and not request.dry_run:  # unreachable: purge_schema raises first
@@ -73,7 +75,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     complete = None
     if not request.dry_run:
         stores.update(media_stores(ctx, await settle_media(ctx, [t.dsn for t in targets], [hmac])))
-        complete = await completeness(ctx, [request.user_id], proven=spec.proven)
+        complete = await completeness(ctx, [request.user_id], proven=spec.proven, declared=erased.declared)
         stores = await _receipt(ctx, request, hmac, agents, started, stores, checked, complete)
         metrics.SESSIONS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.sessions_deleted for a in agents.values()))
         metrics.RUNS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.runs_deleted for a in agents.values()))
@@ -111,6 +113,39 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
         elapsed_ms=round((time.monotonic() - t0) * 1000, 1),
     )
     return result
+
+
+@dataclass(slots=True)
+class Erased:
+    """What an erasure did before its receipt: per agent, per user, the schemas checked, the stores
+    beyond the schemas (items per store), and what is left in the declared stores (recounted)."""
+
+    agents: dict[str, AgentPurgeResult]
+    per_user: dict[str, dict[str, int]]
+    checked: int
+    stores: dict[str, int]
+    declared: dict[str, int] = field(default_factory=dict)
+
+
+async def erase_targets(ctx: JobContext, spec: Spec, targets: list[Target], bl: Any) -> Erased:
+    """Erase the users from the targets, then from the stores beyond them. An erasure of scope
+    ``all`` at every agent also covers the stores the deployment file declares
+    (:mod:`sessionctl.jobs.declared`): all opened and checked before the first delete, their event
+    streams erased first (found by the runs, which go with the sessions), the rest after."""
+    everything = spec.scope == "all" and spec.shared_files
+    async with declared_stores(ctx, spec.users, everything=everything) as declared:
+        first: dict[str, int] = {}
+        if declared is not None:
+            await declared.collect_runs(ctx, targets)
+            first = await declared.erase(by_runs=True, dry_run=spec.dry_run)
+        agents, per_user, checked = await purge_targets(ctx, spec, targets, bl)
+        stores = {**first, **await shared_stores(ctx, spec, targets, bl)}
+        if declared is None:
+            return Erased(agents, per_user, checked, stores)
+        stores.update(await declared.erase(by_runs=False, dry_run=spec.dry_run))
+        bl.info("purge.declared_stores", stores=len(declared.backends), items=sum(declared.erased.values()))
+        left = {} if spec.dry_run else await declared.remains()
+        return Erased(agents, per_user, checked, stores, left)
 
 
 async def shared_stores(ctx: JobContext, spec: Spec, targets: list[Target], bl: Any) -> dict[str, int]:

@@ -46,6 +46,7 @@ from sessionctl.store.counts import (
     count_user_sessions,
     count_users_per_schema,
     expired_where,
+    run_ids_of,
 )
 from sessionctl.store.delete import (
     Owned,
@@ -181,6 +182,7 @@ __all__ = [
     "remaining_user_rows",
     "restore_updated_at",
     "rowcount",
+    "run_ids_of",
     "runs_for_sessions",
     "runs_of_other_sessions",
     "schema_exists",

@@ -154,3 +154,17 @@ async def count_users_per_schema(
             schema = chunk[int(r["i"])].schema
             out[schema] = out.get(schema, 0) + int(r["n"])
     return out
+
+
+async def run_ids_of(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> set[str]:
+    """The ids of the users' runs in this schema, and of every run of their sessions (AgentOS keeps
+    a run's event stream under the run's id). Nothing for the 2.x layout (runs inside the session
+    row, before AgentOS's event streams)."""
+    if not layout.has(RUNS):
+        return set()
+    rows = await conn.fetch(
+        f"SELECT run_id FROM {layout.q(RUNS)} WHERE {USERS_1}"
+        f" OR session_id IN (SELECT session_id FROM {layout.q(SESSIONS)} WHERE {USERS_1})",
+        users,
+    )
+    return {str(r["run_id"]) for r in rows}

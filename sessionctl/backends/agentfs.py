@@ -1,0 +1,75 @@
+"""AgentFS's local file system (``agno.fs.local.LocalFileSystem(root)``): a person's files are a
+directory per namespace — their partition, ``<namespace>%%<encoded user id>`` — and, for a namespace
+with ``{user_id}`` in it (declared in ``templates``), the shared directory of the namespace Agno
+resolves for them. Directory names are Agno's own encoding (its code, not a copy). Files carry no
+owner of their own: a person's files are the files of those directories."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from sessionctl.backends.base import Backend, Person
+from sessionctl.errors import StoreMisdeclared
+
+PARTITION = "%%"
+
+
+class AgentFsBackend(Backend):
+    def _open(self) -> None:
+        from agno.fs.local import LocalFileSystem
+
+        self.root = Path(self.decl.root)
+        if not self.root.is_dir():
+            raise StoreMisdeclared(f"{self.label}: no AgentFS directory at {self.root} (sessionctl never creates one)")
+        self.local = LocalFileSystem(self.root)
+        for template in self.decl.templates:
+            if "{user_id}" not in template:
+                raise StoreMisdeclared(f"{self.label}: template {template!r} has no {{user_id}} in it")
+
+    def _dirs(self, user: str) -> list[Path]:
+        """The person's directories that exist."""
+        from agno.fs import FileSystem
+
+        found = [e for e in self.root.iterdir() if e.is_dir() and e.name.endswith(PARTITION + self._enc(user))]
+        for template in self.decl.templates:
+            try:
+                namespace = FileSystem(backend=self.local, namespace=template).resolve(user_id=user).namespace
+            except ValueError:  # an id Agno cannot put in a namespace: it never wrote one there
+                continue
+            found.append(self.root / self.local._encode_namespace(namespace))
+        return [d for d in found if d.is_dir() and PARTITION not in d.name.split(PARTITION + self._enc(user))[0]]
+
+    def _enc(self, user: str) -> str:
+        return str(self.local._encode_user_id(user))
+
+    def _files(self, user: str) -> list[Path]:
+        return [f for d in self._dirs(user) for f in sorted(d.rglob("*")) if f.is_file()]
+
+    def _count(self, person: Person) -> int:
+        return sum(len(self._files(u)) for u in person.users)
+
+    def _erase(self, person: Person) -> int:
+        n = 0
+        for user in person.users:
+            for d in self._dirs(user):
+                n += sum(1 for f in d.rglob("*") if f.is_file())
+                shutil.rmtree(d)
+        return n
+
+    def _rows(self, user: str) -> list[dict[str, Any]]:
+        out = []
+        for f in self._files(user):
+            rel = f.relative_to(self.root).as_posix()
+            out.append({"path": rel, "content": f.read_text(encoding="utf-8", errors="replace")})
+        return out
+
+    def _owners(self) -> list[tuple[str, int]]:
+        found: Counter[str] = Counter()
+        for entry in self.root.iterdir():
+            if entry.is_dir() and PARTITION in entry.name:
+                found[unquote(entry.name.split(PARTITION, 1)[1])] += sum(1 for f in entry.rglob("*") if f.is_file())
+        return list(found.items())

@@ -1,0 +1,120 @@
+"""The stores a deployment file declares, each written through Agno's own classes: a person is
+counted in each, erased from each for good, and a bystander keeps everything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from sessionctl import deployment
+from sessionctl.backends import Person, opened
+from sessionctl.config import Settings
+from sessionctl.jobs.person import verify_user
+from sessionctl.producer import Producer
+from tests.agno_seed import seed
+from tests.agno_stores import EveryStore, every_store
+from tests.conftest import run_worker
+
+
+@pytest.fixture
+def stores(tmp_path: Path, mysql_database: tuple[str, str], redis_url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[EveryStore, list[str]]:
+    users = [f"o'brien-{uuid.uuid4().hex[:6]}", f"Bob-{uuid.uuid4().hex[:6]}"]
+    monkeypatch.setenv("SCT_TEST_MYSQL_URL", mysql_database[0])
+    return every_store(tmp_path, mysql_database, redis_url, users), users
+
+
+def _grep(folder: Path, text: str) -> list[str]:
+    found = subprocess.run(["grep", "-rla", text, str(folder)], capture_output=True, text=True).stdout
+    return found.split()
+
+
+async def test_each_store_finds_the_person_erases_them_for_good_and_keeps_the_bystander(stores: tuple[EveryStore, list[str]]) -> None:
+    seeded, (person, bystander) = stores
+    declared = deployment.load(str(seeded.config))
+    assert len(declared.stores) == 8
+    me = Person([person], set(seeded.run_ids[person]))
+    other = Person([bystander], set(seeded.run_ids[bystander]))
+    async with opened(declared) as backends:
+        before = {b.label: (await b.count(me), await b.count(other)) for b in backends}
+        assert all(mine > 0 and theirs > 0 for mine, theirs in before.values()), before
+        erased = {b.label: await b.erase(me) for b in backends}
+        after = {b.label: (await b.count(me), await b.count(other)) for b in backends}
+    assert erased == {label: mine for label, (mine, _) in before.items()}, (erased, before)
+    assert after == {label: (0, theirs) for label, (_, theirs) in before.items()}, after
+    # gone from the files too, not only from the queries (LanceDB keeps deleted rows in its files
+    # and versions, Chroma in free pages and a segment folder, until rewritten)
+    for kind in ("lancedb", "chroma", "qdrant", "agentfs"):
+        assert _grep(seeded.folders[kind], f"of {person}") == [], kind
+        assert _grep(seeded.folders[kind], f"of {bystander}"), kind
+    # SQLite: overwritten in place (secure_delete), not left in free pages (nor in its journal)
+    files = sorted(seeded.config.parent.glob("agno.db*"))
+    assert not [f for f in files if _grep(f, person)] and [f for f in files if _grep(f, bystander)], files
+
+
+async def _purge(settings: Settings, user: str, **kw: Any) -> Any:
+    async with Producer(settings) as producer:
+        enq = await producer.purge_user_sessions(user_id=user, all_agents=True, scope="all", **kw)
+        await run_worker(settings)
+        return await producer.status(enq.job_id)
+
+
+async def test_one_erasure_of_the_person_empties_every_declared_store_and_the_receipt_lists_each(
+    settings: Settings, stores: tuple[EveryStore, list[str]], agent_id: str
+) -> None:
+    seeded, (person, bystander) = stores
+    s = settings.model_copy(update={"config_file": str(seeded.config)})
+    for user in (person, bystander):
+        await seed(s.database_url, s.schema_for(agent_id), agent_id, user, 2)
+    labels = deployment.load(str(seeded.config)).labels()
+    before = await verify_user(s, person)
+    theirs = (await verify_user(s, bystander))["tables"]
+    assert all(before["tables"][label]["items"] > 0 for label in labels), before["tables"]
+
+    state = await _purge(s, person)
+    assert state.status == "succeeded" and state.result["complete"] is True, state
+    assert all(state.result["stores"][label] == before["tables"][label]["items"] for label in labels), state.result
+    after = await verify_user(s, person)
+    assert after["total"] == 0 and all(after["tables"][label] == {"items": 0} for label in labels), after
+    assert (await verify_user(s, bystander))["tables"] == theirs  # the bystander keeps every row and item
+    conn = await asyncpg.connect(s.database_url)
+    try:
+        receipt = await conn.fetchrow(
+            "SELECT stores FROM sessionctl.receipts WHERE job_id = $1", state.result["job_id"]
+        )
+    finally:
+        await conn.close()
+    assert receipt is not None and set(labels) <= set(json.loads(receipt["stores"])), receipt
+
+
+async def test_an_unreachable_or_missing_store_fails_the_erasure_before_anything_is_deleted(
+    settings: Settings, stores: tuple[EveryStore, list[str]], agent_id: str
+) -> None:
+    from qdrant_client import QdrantClient
+
+    seeded, (person, _) = stores
+    s = settings.model_copy(update={"config_file": str(seeded.config), "max_tries": 1})
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, person, 2)
+    held = QdrantClient(path=str(seeded.folders["qdrant"]))  # local mode: one client per folder
+    try:
+        state = await _purge(s, person)
+    finally:
+        held.close()
+    assert state.status == "failed" and state.error["type"] == "StoreUnreachable", state
+    assert "qdrant:knowledge" in state.error["message"] and "held by another client" in state.error["message"]
+    counts = await verify_user(s, person)
+    assert counts["tables"][s.schema_for(agent_id)]["agno_sessions"] == 2  # nothing was deleted anywhere
+    assert counts["tables"]["lancedb:knowledge"]["items"] == 3 and counts["tables"]["sqlite:agno.db"]["items"] > 0
+
+    good = seeded.config.read_text()
+    seeded.config.write_text(good.replace('table_name = "knowledge"', 'table_name = "knowlege"'))  # a typo
+    state = await _purge(s, person)
+    assert state.status == "failed" and state.error["type"] == "StoreMisdeclared", state
+    assert "table 'knowlege' does not exist" in state.error["message"], state.error
+    seeded.config.write_text(good)
+    assert (await verify_user(s, person))["tables"][s.schema_for(agent_id)]["agno_sessions"] == 2  # nor here
