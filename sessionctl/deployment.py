@@ -132,7 +132,7 @@ class _SqlStore(_Store):
         extra = self.model_extra or {}
         bad = [k for k in extra if not _TABLE_KWARG.fullmatch(k) or not isinstance(extra[k], str)]
         if bad:
-            raise StoreMisdeclared(f"{self.label}: unknown key(s) {', '.join(sorted(bad))}")
+            raise StoreMisdeclared(f"unknown key(s) {', '.join(sorted(bad))} (Agno's *_table arguments only)")
         return {k: str(v) for k, v in extra.items()}
 
 
@@ -256,15 +256,18 @@ def load(path: str | None) -> Deployment:
         parsed = _STORES.validate_python(stores)
     except ValidationError as exc:
         raise StoreMisdeclared(f"SESSIONCTL_CONFIG {path}: {_first_problem(exc, raw)}") from None
+    for i, s in enumerate(parsed):
+        try:
+            if isinstance(s, SqliteStore | MySqlStore):
+                s.tables()
+            if isinstance(s, SqliteStore):
+                s.file()
+        except StoreMisdeclared as exc:
+            raise StoreMisdeclared(f"SESSIONCTL_CONFIG {path}: {_where(i, raw[i])}: {exc}") from None
     labels = [s.label for s in parsed]
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
         raise StoreMisdeclared(f"SESSIONCTL_CONFIG {path}: two stores are named {', '.join(twice)}: give each a name")
-    for s in parsed:
-        if isinstance(s, (SqliteStore, MySqlStore)):
-            s.tables()
-        if isinstance(s, SqliteStore):
-            s.file()
     return Deployment(stores=tuple(parsed))
 
 

@@ -13,7 +13,7 @@ import asyncpg
 from sessionctl import store
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
-from sessionctl.errors import AgentNotFound
+from sessionctl.errors import AgentNotFound, SessionctlError
 from sessionctl.store import access, migrations
 
 
@@ -83,14 +83,40 @@ async def diagnose(settings: Settings, *, agent_id: str | None = None, create: b
                 }
     finally:
         await dbs.close()
+    report["declared_stores"] = await declared_stores(settings) if agent_id is None else []
     report["ok"] = (
-        bool(report["schemas"])
+        all(s["ok"] for s in report["declared_stores"])
+        and bool(report["schemas"])
         and not report["missing"]
         and not report["access_problems"]
         and not report["read_only"]
         and report["receipts"]["ok"]
     )
     return report
+
+
+async def declared_stores(settings: Settings) -> list[dict[str, Any]]:
+    """Each store of the deployment file, opened as an erasure opens it: reachable, and what it
+    names exists (nothing is created)."""
+    from sessionctl import deployment
+    from sessionctl.backends import backend_for
+
+    try:
+        declared = deployment.load(settings.config_file)
+    except SessionctlError as exc:
+        return [{"store": "SESSIONCTL_CONFIG", "ok": False, "detail": str(exc)}]
+    out = []
+    for decl in declared.stores:
+        backend = backend_for(decl)
+        try:
+            await backend.open()
+            note = f"; note: {backend.exemption}" if backend.exemption else ""
+            out.append({"store": backend.label, "ok": True, "detail": f"reachable, and what it names exists{note}"})
+        except SessionctlError as exc:
+            out.append({"store": backend.label, "ok": False, "detail": str(exc).removeprefix(f"{backend.label}: ")})
+        finally:
+            await backend.close()
+    return out
 
 
 async def _receipts(conn: asyncpg.Connection) -> dict[str, Any]:

@@ -157,6 +157,8 @@ class EveryStore:
     config: Path
     run_ids: dict[str, list[str]]  # per user: the runs whose event streams AgentOS keeps
     folders: dict[str, Path]
+    prefix: str  # RedisDb's db_prefix
+    mysql_db: str
 
 
 def every_store(tmp: Path, mysql: tuple[str, str], redis_url: str, users: list[str]) -> EveryStore:
@@ -232,4 +234,4 @@ key_prefix = "{events}"
         encoding="utf-8",
     )
     by_user = {u: [r for r in runs if f"-{u}-s0-" in r] for u in users}
-    return EveryStore(config, by_user, folders)
+    return EveryStore(config, by_user, folders, prefix, mysql_db)

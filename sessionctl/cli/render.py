@@ -80,6 +80,8 @@ def completeness(r: dict[str, Any], users: str = "--user -") -> None:
     how to erase it."""
     if r.get("complete") is None:
         return
+    for label, how in (r.get("exemptions") or {}).items():
+        out.print(f"note      {label}: {how}", markup=False, highlight=False)
     if r["complete"]:
         out.print("complete  yes: nothing of the person is left in any store sessionctl checks", markup=False)
         return
@@ -189,6 +191,8 @@ def doctor(report: dict[str, Any]) -> None:
             p(f"  ACCESS  {problem}", markup=False, highlight=False)
         for problem in info["access_scope_all"]:
             p(f"  access for --scope all: {problem}", markup=False, highlight=False)
+    for s in report.get("declared_stores", []):
+        p(f"{'ok  ' if s['ok'] else 'FAIL'} {s['store']}: {s['detail']}", markup=False, highlight=False)
     for problem in report.get("stores_access_scope_all", []):
         p(f"access for --all-agents --scope all (vector, login tables): {problem}", markup=False, highlight=False)
     if report["missing"]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sessionctl import export_lifetime, metrics, store
 from sessionctl.errors import ErasureIncomplete
-from sessionctl.jobs.common import media_stores, now_iso, settle_media
+from sessionctl.jobs.common import media_stores, now_iso, outcome, settle_media
 from sessionctl.jobs.context import JobContext
 from sessionctl.jobs.models import PURGE_USERS, AgentPurgeResult, BulkPurgeRequest, BulkPurgeResult, Completeness
 from sessionctl.jobs.person import completeness
@@ -52,6 +52,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
             raise ErasureIncomplete(f"{sum(remaining.values())} sessions of the users remain")
         stores.update(media_stores(ctx, await settle_media(ctx, [t.dsn for t in targets], hmacs.values())))
         complete = await completeness(ctx, users, proven=spec.proven, declared=erased.declared)
+        complete.exemptions = erased.exemptions
         stores = await _bulk_receipts(ctx, request, hmacs, deleted, agents, started, stores, checked, complete)
         metrics.SESSIONS_DELETED.labels(PURGE_USERS).inc(sum(deleted.values()))
         metrics.RUNS_DELETED.labels(PURGE_USERS).inc(sum(a.runs_deleted for a in agents.values()))
@@ -73,8 +74,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
         started_at=started,
         finished_at=now_iso(),
         requested_by=request.requested_by,
-        complete=None if complete is None else complete.complete,
-        remains=None if complete is None else complete.remains,
+        **outcome(complete),
     )
     blog.info("purge_users.done", status=result.status, sessions_deleted=result.sessions_deleted, agents=len(agents))
     return result
@@ -107,6 +107,7 @@ async def _bulk_receipts(
         "origin": "request",
         "complete": complete.complete,
         "remains": complete.remains,
+        "exemptions": complete.exemptions,
     }
     sessions = {hmacs[u]: deleted[u] for u in request.user_ids}
     async with ctx.databases.connect(dsn) as conn:

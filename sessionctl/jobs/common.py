@@ -86,6 +86,7 @@ async def write_receipt(
                 origin=origin,
                 complete=None if completeness is None else completeness.complete,
                 remains=None if completeness is None else completeness.remains,
+                exemptions=None if completeness is None else completeness.exemptions,
             )
     return stores
 
@@ -135,3 +136,10 @@ def accumulate(res: AgentPurgeResult, outcome: store.BatchOutcome) -> None:
     res.tool_results_deleted += c.tool_results
     res.tool_result_payloads_deleted += c.tool_result_payloads
     res.tool_results_without_payload += outcome.tool_results_without_payload
+
+
+def outcome(complete: Completeness | None) -> dict[str, Any]:
+    """An erasure result's fields about the person (none for a dry run)."""
+    if complete is None:
+        return {"complete": None, "remains": None, "exemptions": None}
+    return {"complete": complete.complete, "remains": complete.remains, "exemptions": complete.exemptions or None}

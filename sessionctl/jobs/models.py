@@ -123,6 +123,8 @@ class Completeness(BaseModel):
 
     complete: bool  # nothing of the person is left anywhere sessionctl can count
     remains: dict[str, int] = Field(default_factory=dict)  # what is left: store -> rows (-1: cannot be counted)
+    # declared stores where Agno keeps no owner of its own: how the person was found there
+    exemptions: dict[str, str] = Field(default_factory=dict)
 
 
 class AgentPurgeResult(BaseModel):
@@ -169,6 +171,7 @@ class PurgeResult(BaseModel):
     # the person gone from every store verify checks (None: a dry run, which erases nothing)
     complete: bool | None = None
     remains: dict[str, int] | None = None
+    exemptions: dict[str, str] | None = None  # declared stores where Agno keeps no owner: how they were searched
     request_id: str | None = None
 
 
@@ -280,6 +283,7 @@ class BulkPurgeResult(BaseModel):
     requested_by: str | None = None
     complete: bool | None = None  # every user gone from every store verify checks (None: a dry run)
     remains: dict[str, int] | None = None  # what is left of them, all together
+    exemptions: dict[str, str] | None = None
 
 
 PURGE_EXPIRED_SESSIONS: Literal["purge_expired_sessions"] = "purge_expired_sessions"
@@ -362,6 +366,7 @@ class ResweepResult(BaseModel):
     matches: list[ResweepMatch]
     erasures: dict[str, str]  # user HMAC -> the job id of the erasure enqueued for them (erase)
     media_retried: int  # keys left pending by lost jobs whose objects are now gone
+    stores_not_swept: list[str] = Field(default_factory=list)  # declared stores whose owners cannot be listed
     started_at: str
     finished_at: str
     requested_by: str | None = None

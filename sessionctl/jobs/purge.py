@@ -37,7 +37,7 @@ from typing import Any
 
 from sessionctl import metrics
 from sessionctl.errors import ErasureIncomplete
-from sessionctl.jobs.common import media_stores, now_iso, settle_media, write_receipt
+from sessionctl.jobs.common import media_stores, now_iso, outcome, settle_media, write_receipt
 from sessionctl.jobs.context import JobContext
 from sessionctl.jobs.declared import declared_stores
 from sessionctl.jobs.fleet import purge_fleet
@@ -76,6 +76,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     if not request.dry_run:
         stores.update(media_stores(ctx, await settle_media(ctx, [t.dsn for t in targets], [hmac])))
         complete = await completeness(ctx, [request.user_id], proven=spec.proven, declared=erased.declared)
+        complete.exemptions = erased.exemptions
         stores = await _receipt(ctx, request, hmac, agents, started, stores, checked, complete)
         metrics.SESSIONS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.sessions_deleted for a in agents.values()))
         metrics.RUNS_DELETED.labels(PURGE_USER_SESSIONS).inc(sum(a.runs_deleted for a in agents.values()))
@@ -98,8 +99,7 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
         finished_at=now_iso(),
         requested_by=request.requested_by,
         origin=request.origin,
-        complete=None if complete is None else complete.complete,
-        remains=None if complete is None else complete.remains,
+        **outcome(complete),
         request_id=request.request_id,
     )
     blog.info(
@@ -125,6 +125,7 @@ class Erased:
     checked: int
     stores: dict[str, int]
     declared: dict[str, int] = field(default_factory=dict)
+    exemptions: dict[str, str] = field(default_factory=dict)
 
 
 async def erase_targets(ctx: JobContext, spec: Spec, targets: list[Target], bl: Any) -> Erased:
@@ -145,7 +146,8 @@ async def erase_targets(ctx: JobContext, spec: Spec, targets: list[Target], bl: 
         stores.update(await declared.erase(by_runs=False, dry_run=spec.dry_run))
         bl.info("purge.declared_stores", stores=len(declared.backends), items=sum(declared.erased.values()))
         left = {} if spec.dry_run else await declared.remains()
-        return Erased(agents, per_user, checked, stores, left)
+        notes = {b.label: b.exemption for b in declared.backends if b.exemption}
+        return Erased(agents, per_user, checked, stores, left, notes)
 
 
 async def shared_stores(ctx: JobContext, spec: Spec, targets: list[Target], bl: Any) -> dict[str, int]:

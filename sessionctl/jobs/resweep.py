@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sessionctl import metrics, store
+from sessionctl import deployment, metrics, store
+from sessionctl.backends import opened
 from sessionctl.errors import InsufficientPrivilege
 from sessionctl.identifiers import Dsn
 from sessionctl.jobs.common import now_iso
@@ -97,6 +98,8 @@ async def resweep(ctx: JobContext, req: ResweepRequest) -> ResweepResult:
                         seen += len(batch)
                         await _match(ctx, rconn, erased, st, batch, prefix, matches, found)
         media_retried += await _stale_media(ctx, dsn)
+    declared_swept, declared_seen, not_swept = await _sweep_declared(ctx, erased, matches, found)
+    swept_count, seen = swept_count + declared_swept, seen + declared_seen
     erasures = await _erase_again(ctx, found) if erase and found else {}
     users = {m.user_hmac for m in matches}
     metrics.RESWEEP_USERS.set(len(users))
@@ -113,10 +116,36 @@ async def resweep(ctx: JobContext, req: ResweepRequest) -> ResweepResult:
         matches=matches,
         erasures=erasures,
         media_retried=media_retried,
+        stores_not_swept=not_swept,
         started_at=started,
         finished_at=now_iso(),
         requested_by=req.requested_by,
     )
+
+
+async def _sweep_declared(
+    ctx: JobContext, erased: set[str] | None, matches: list[ResweepMatch], found: dict[str, _Found]
+) -> tuple[int, int, list[str]]:
+    """The owners of each store the deployment file declares, matched as the vector and AgentOS
+    tables are (an all-agents erasure of scope ``all`` covers them); stores swept, owners seen, and
+    the stores whose owners cannot be listed (Agno keeps no id there: a hash, or a run)."""
+    declared = deployment.load(ctx.settings.config_file)
+    if not declared.stores:
+        return 0, 0, []
+    swept = seen = 0
+    not_listed: list[str] = []
+    async with opened(declared) as backends, ctx.databases.connect(ctx.settings.dsn) as rconn:
+        for b in backends:
+            if not b.lists_owners:
+                not_listed.append(b.label)
+                continue
+            owners = await b.owners()
+            swept, seen = swept + 1, seen + len(owners)
+            st = sweep_sql.Swept(b.label, "items", "user_id", "database", None)
+            for i in range(0, len(owners), 1000):
+                batch = [(key, n, None) for key, n in owners[i : i + 1000]]
+                await _match(ctx, rconn, erased, st, batch, "", matches, found)
+    return swept, seen, not_listed
 
 
 async def _stores(ctx: JobContext, dsn: Dsn, group: list[Target]) -> list[sweep_sql.Swept]:

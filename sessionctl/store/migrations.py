@@ -173,6 +173,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX exports_expiry ON sessionctl.exports (expires_at) WHERE deleted_at IS NULL;
         """,
     ),
+    (
+        7,
+        """
+        -- how the receipt's declared stores find a person where Agno keeps no owner of its own
+        ALTER TABLE sessionctl.receipts ADD COLUMN exemptions jsonb NOT NULL DEFAULT '{}';
+        """,
+    ),
 ]
 
 

@@ -60,14 +60,16 @@ async def record(
     origin: str = "request",
     complete: bool | None = None,
     remains: dict[str, int] | None = None,
+    exemptions: dict[str, str] | None = None,
 ) -> bool:
     """Append the receipt; ``False`` if an earlier try of this same job already wrote it (a retry
     after a crash). A receipt under this job id that records another erasure raises
     :class:`ReceiptConflict`: a receipt is never silently skipped."""
     row = await conn.fetchrow(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
-        " late_sessions, started_at, finished_at, requested_by, scope, stores, origin, complete, remains)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15::jsonb)"
+        " late_sessions, started_at, finished_at, requested_by, scope, stores, origin, complete, remains, exemptions)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 0, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15::jsonb,"
+        " $16::jsonb)"
         " ON CONFLICT (job_id, user_hmac) DO NOTHING RETURNING id",
         job_id,
         kind,
@@ -84,6 +86,7 @@ async def record(
         origin,
         complete,
         remains or {},
+        exemptions or {},
     )
     if row is not None:
         return True
@@ -139,10 +142,10 @@ async def record_many(
     hmacs = list(sessions)
     written = await conn.fetch(
         "INSERT INTO sessionctl.receipts (job_id, kind, user_hmac, target, agents, counts, remaining,"
-        " late_sessions, started_at, finished_at, requested_by, scope, stores, origin, complete, remains)"
+        " late_sessions, started_at, finished_at, requested_by, scope, stores, origin, complete, remains, exemptions)"
         # JSON sent as text: a pooled connection's jsonb codec would encode a str as a JSON string
         " SELECT $1, $2, x.h, $3, $4::text::jsonb, jsonb_build_object('sessions', x.n, 'schemas_checked', $5::int),"
-        " 0, 0, $6, $7, $8, $9, $10::text::jsonb, $11, $14, $15::text::jsonb"
+        " 0, 0, $6, $7, $8, $9, $10::text::jsonb, $11, $14, $15::text::jsonb, $16::text::jsonb"
         " FROM unnest($12::text[], $13::bigint[]) AS x(h, n)"
         " ON CONFLICT (job_id, user_hmac) DO NOTHING RETURNING user_hmac",
         shared["job_id"],
@@ -160,6 +163,7 @@ async def record_many(
         [sessions[h] for h in hmacs],
         shared.get("complete"),
         json.dumps(shared.get("remains") or {}),
+        json.dumps(shared.get("exemptions") or {}),
     )
     if len(written) < len(hmacs):
         done = {r["user_hmac"] for r in written}
@@ -173,7 +177,8 @@ async def find(conn: asyncpg.Connection, user_hmac: str) -> list[dict[str, Any]]
         return []
     rows = await conn.fetch(
         "SELECT id, job_id, kind, user_hmac, target, agents, counts, remaining, late_sessions, started_at,"
-        " finished_at, requested_by, recorded_at, scope, stores, origin, complete, remains FROM sessionctl.receipts"
+        " finished_at, requested_by, recorded_at, scope, stores, origin, complete, remains, exemptions"
+        " FROM sessionctl.receipts"
         " WHERE user_hmac = $1 ORDER BY finished_at",
         user_hmac,
     )

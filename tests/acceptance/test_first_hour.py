@@ -173,3 +173,18 @@ async def test_an_export_is_downloaded_from_a_service_started_elsewhere_without_
     name = got.headers["content-disposition"].split('filename="')[1].rstrip('"')
     assert (state / "exports" / name).is_file()  # in the state directory's exports
     assert not any((tmp_path / d / "exports").exists() for d in ("w", "s"))
+
+
+def test_a_malformed_deployment_file_or_a_missing_store_is_one_line(worker_env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "deployment.toml"
+    config.write_text('[[stores]]\nkind = "lancedb"\nuri = "/nowhere"\n', encoding="utf-8")
+    env = {**worker_env, "SESSIONCTL_CONFIG": str(config)}
+    worker = _cli(env, "worker", "--burst")
+    assert worker.returncode == 2 and worker.stderr.count("\n") == 1, worker.stderr
+    assert f"error: SESSIONCTL_CONFIG {config}: stores[0] (lancedb): table_name: Field required" in worker.stderr
+    config.write_text('[[stores]]\nkind = "lancedb"\nuri = "/nowhere"\ntable_name = "kb"\n', encoding="utf-8")
+    doctor = _cli(env, "doctor")
+    assert doctor.returncode == 1 and "FAIL lancedb:kb: no LanceDB database at /nowhere (sessionctl never creates one)" in doctor.stdout
+    verify = _cli(env, "verify", "--user", "-", stdin="someone\n")
+    assert verify.returncode == 2 and verify.stderr.count("\n") == 1, verify.stderr
+    assert "no LanceDB database at /nowhere" in verify.stderr

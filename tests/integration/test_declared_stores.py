@@ -118,3 +118,47 @@ async def test_an_unreachable_or_missing_store_fails_the_erasure_before_anything
     assert "table 'knowlege' does not exist" in state.error["message"], state.error
     seeded.config.write_text(good)
     assert (await verify_user(s, person))["tables"][s.schema_for(agent_id)]["agno_sessions"] == 2  # nor here
+
+
+async def test_the_access_export_holds_the_persons_items_from_every_declared_store(
+    settings: Settings, stores: tuple[EveryStore, list[str]], agent_id: str, tmp_path: Path
+) -> None:
+    seeded, (person, bystander) = stores
+    s = settings.model_copy(update={"config_file": str(seeded.config), "export_dir": str(tmp_path / "exports")})
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, person, 1)
+    async with Producer(s) as producer:
+        enq = await producer.export_sessions(out="person.jsonl", all_agents=True, user_id=person, scope="all")
+        await run_worker(s)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded", state
+    lines = [json.loads(x) for x in (tmp_path / "exports" / "person.jsonl").read_text().splitlines()]
+    items: dict[str, int] = {}
+    for line in lines:
+        if "item" in line:
+            items[line["store"]] = items.get(line["store"], 0) + 1
+    assert items == {
+        "lancedb:knowledge": 3, "qdrant:knowledge": 3, "chroma:knowledge": 3, "sqlite:agno.db": items["sqlite:agno.db"],
+        f"mysql:{seeded.mysql_db}": 4, f"redis:{seeded.prefix}": 4, "agentfs:agentfs": 2,
+    }  # fmt: skip
+    assert items["sqlite:agno.db"] >= 4  # session, 2 runs, memory, their AgentFS files and tool result
+    assert all(state.result["stores"][label] == n for label, n in items.items()), state.result["stores"]
+    text = (tmp_path / "exports" / "person.jsonl").read_text()
+    assert bystander not in text  # nobody else's data
+
+
+async def test_the_resweep_finds_a_person_back_in_a_declared_store(
+    settings: Settings, stores: tuple[EveryStore, list[str]]
+) -> None:
+    from tests.agno_stores import seed_lancedb
+
+    seeded, (person, _) = stores
+    s = settings.model_copy(update={"config_file": str(seeded.config)})
+    assert (await _purge(s, person)).status == "succeeded"
+    seed_lancedb(seeded.folders["lancedb"], {person: 2})  # an agent wrote their chunks back
+    async with Producer(s) as producer:
+        enq = await producer.resweep()
+        await run_worker(s)
+        state = await producer.status(enq.job_id)
+    where = {m["where"]: m["rows"] for m in state.result["matches"]}
+    assert where == {"lancedb:knowledge.items": 2}, state.result
+    assert sorted(state.result["stores_not_swept"]) == ["agentos_events:" + seeded.prefix + ":os:events", "chroma:knowledge"]
