@@ -17,8 +17,17 @@
     [agents."ai"]
     keep = true                     # never clean this one
 
+    [default.items]                 # beyond sessions, each by its own time, in every agent schema
+    memories = 365                  # agno_memories (last update, else creation)
+    traces = 30                     # agno_traces, with their spans
+    evals = 180                     # agno_eval_runs
+
+    [stores."sqlite:agno.db"]       # a store of the deployment file (SESSIONCTL_CONFIG), by its label:
+    max_age_days = 90               # its sessions (with their runs) and memories; its files by mtime
+
 An agent without a matching entry follows ``[default]``; without ``[default]``, it is not cleaned.
-The first matching entry wins (exact id or schema before globs).
+The first matching entry wins (exact id or schema before globs). A vector store or an event stream
+keeps no time per item: naming one under ``[stores]`` is refused (event streams expire on their own).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import fnmatch
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,13 +45,27 @@ from sessionctl.errors import InvalidRequest
 DAY = 86_400
 
 
+Days = Annotated[int, Field(ge=1, le=36_500)]
+# What an agent schema keeps beyond sessions that a policy may clean by age (store.expiry holds how).
+Item = Literal["memories", "traces", "evals"]
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_age_days: int | None = Field(None, ge=1, le=36_500)
+    max_age_days: Days | None = None
     session_types: dict[str, int] = Field(default_factory=dict)
     export_before_delete: bool = False
     keep: bool = False
+    items: dict[Item, Days] = Field(default_factory=dict)
+
+
+class StoreRule(BaseModel):
+    """A declared store's items older than ``max_age_days`` (by their own time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_age_days: Days
 
 
 class Policy(BaseModel):
@@ -50,6 +73,7 @@ class Policy(BaseModel):
 
     default: Rule | None = None
     agents: dict[str, Rule] = Field(default_factory=dict)
+    stores: dict[str, StoreRule] = Field(default_factory=dict)
 
     def rule_for(self, label: str, schema: str, template: str = "ag_{agent}") -> tuple[str, Rule] | None:
         """(which entry, the rule) for an agent, or None when it is not to be cleaned. Keys are agent
@@ -162,6 +186,7 @@ async def preview(settings: Any) -> tuple[int, list[dict[str, Any]]]:
 
     from sessionctl import store
     from sessionctl.databases import Databases
+    from sessionctl.store import expiry
 
     policy = load_policy(settings.retention_file)
     now = int(time.time())
@@ -181,6 +206,9 @@ async def preview(settings: Any) -> tuple[int, list[dict[str, Any]]]:
                     types, exclude = list(b.types) if b.types else None, list(b.exclude or ()) or None
                     n = await store.count_expired(conn, layout, b.cutoff, types, exclude)
                     bs.append({**b.describe(), "would_delete": n})
+                items = {}
+                for item, days in sorted(rule.items.items()):
+                    items[item] = await expiry.count_expired_items(conn, layout, item, now - days * DAY)
                 rows.append(
                     {
                         "schema": schema,
@@ -190,8 +218,34 @@ async def preview(settings: Any) -> tuple[int, list[dict[str, Any]]]:
                         "export_before_delete": rule.export_before_delete,
                         "would_delete": sum(x["would_delete"] for x in bs),
                         "buckets": bs,
+                        "items": items,
                     }
                 )
     finally:
         await dbs.close()
-    return now, rows
+    return now, rows + await _store_rows(settings, policy, now)
+
+
+async def _store_rows(settings: Any, policy: Policy, now: int) -> list[dict[str, Any]]:
+    """The declared stores the policy names, with what their items older than the cutoff are."""
+    from sessionctl import deployment
+    from sessionctl.backends import opened
+
+    if not policy.stores:
+        return []
+    declared = deployment.load(settings.config_file)
+    chosen = [s for s in declared.stores if s.label in policy.stores]
+    missing = sorted(set(policy.stores) - {s.label for s in chosen})
+    if missing:
+        names = ", ".join(missing)
+        raise InvalidRequest(f"the retention policy names store(s) {names} the deployment file does not declare")
+    rows = []
+    async with opened(deployment.Deployment(stores=tuple(chosen))) as backends:
+        for b in backends:
+            days = policy.stores[b.label].max_age_days
+            n = (await b.expire(now - days * DAY, dry_run=True))[0] if b.expires else 0
+            rows.append(
+                {"schema": b.label, "policy": f"stores.{b.label}", "max_age_days": days, "session_types": {},
+                 "export_before_delete": False, "would_delete": n, "buckets": []}
+            )  # fmt: skip
+    return rows

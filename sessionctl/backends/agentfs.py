@@ -19,6 +19,7 @@ PARTITION = "%%"
 
 
 class AgentFsBackend(Backend):
+    expires = True
     def _open(self) -> None:
         from agno.fs.local import LocalFileSystem
 
@@ -66,6 +67,15 @@ class AgentFsBackend(Backend):
             rel = f.relative_to(self.root).as_posix()
             out.append({"path": rel, "content": f.read_text(encoding="utf-8", errors="replace")})
         return out
+
+    def _expire(self, cutoff: int, dry_run: bool) -> tuple[int, int]:
+        """Files last written before ``cutoff`` (their mtime: AgentFS keeps no other time on disk)."""
+        old = [f for f in self.root.rglob("*") if f.is_file() and f.stat().st_mtime < cutoff]
+        if dry_run:
+            return len(old), len(old)
+        for f in old:
+            f.unlink(missing_ok=True)
+        return len(old), sum(1 for f in self.root.rglob("*") if f.is_file() and f.stat().st_mtime < cutoff)
 
     def _owners(self) -> list[tuple[str, int]]:
         found: Counter[str] = Counter()

@@ -38,6 +38,7 @@ class Backend(ABC):
     lists_owners: ClassVar[bool] = True  # the re-sweep can list whose items it holds
     holds_runs: ClassVar[bool] = False  # a session database: knows the person's run ids
     by_runs: ClassVar[bool] = False  # finds a person's items through their run ids only
+    expires: ClassVar[bool] = False  # keeps a time per item: a retention policy may clean it by age
     # where Agno keeps no owner sessionctl can read, what that means (docs, receipts)
     exemption: ClassVar[str | None] = None
 
@@ -78,6 +79,14 @@ class Backend(ABC):
     async def owners(self) -> list[tuple[str, int]]:
         """Every owner id with how many items it has (the re-sweep HMACs them at once)."""
         return await self.call(self._owners)
+
+    async def expire(self, cutoff: int, *, dry_run: bool) -> tuple[int, int]:
+        """Items older than ``cutoff`` (epoch seconds, by their own time): (deleted — in a dry run,
+        that would be —, left after)."""
+        return await self.call(self._expire, cutoff, dry_run)
+
+    def _expire(self, cutoff: int, dry_run: bool) -> tuple[int, int]:
+        raise NotImplementedError
 
     async def run_ids(self, users: list[str]) -> set[str]:
         """The ids of the users' runs this store holds (a session database; nothing elsewhere)."""

@@ -61,15 +61,16 @@ class _RedisBackend(Backend):
 
 class RedisSessionBackend(_RedisBackend):
     holds_runs = True
+    expires = True
 
     async def open(self) -> None:
         await super().open()
         self.prefix = self.decl.db_prefix
-        async for _ in self.redis.scan_iter(match=f"{self.prefix}:sessions:*", count=SCAN_COUNT):
+        async for _ in self.redis.scan_iter(match=f"{self.prefix}:*", count=SCAN_COUNT):
             return
         raise StoreMisdeclared(
-            f"{self.label}: no Agno session under {self.prefix}:sessions:* in that Redis database"
-            " (another db_prefix, or another database number?)"
+            f"{self.label}: nothing under {self.prefix}:* in that Redis database: another db_prefix, or another"
+            " database number? (an unused prefix and a mistyped one look alike: it would always count 0)"
         )
 
     async def _records(self, users: list[str]) -> dict[str, dict[str, Any]]:
@@ -150,6 +151,29 @@ class RedisSessionBackend(_RedisBackend):
                 found[key.removeprefix(prefix)] += int(await self.redis.scard(key))
         return [(u, n) for u, n in found.items() if n]
 
+    async def expire(self, cutoff: int, *, dry_run: bool) -> tuple[int, int]:
+        """Sessions (with their runs) and memories last updated, else created, before ``cutoff``."""
+        old = await self._older(cutoff)
+        if dry_run or not old:
+            return len(old), len(old)
+        runs: set[str] = set()
+        for key, value in old.items():
+            if ":sessions:" in key:
+                listed = f"{self.prefix}:runs:by_session:{value['session_id']}"
+                runs |= {f"{self.prefix}:runs:{r}" for r in await self.redis.zrange(listed, 0, -1)} | {listed}
+        keys = sorted(set(old) | runs)
+        for i in range(0, len(keys), 500):
+            await self.redis.unlink(*keys[i : i + 500])
+        await self._drop_entries({k.rsplit(":", 1)[1] for k in keys if ":by_session:" not in k})
+        return len(old), len(await self._older(cutoff))
+
+    async def _older(self, cutoff: int) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for table in ("sessions", "memories"):
+            records = await self._read({k async for k in self._scan(table)})
+            found |= {k: v for k, v in records.items() if _time(v, cutoff) < cutoff}
+        return found
+
     async def run_ids(self, users: list[str]) -> set[str]:
         mine = await self._records(users)
         return {str(v["run_id"]) for k, v in mine.items() if ":runs:" in k and v.get("run_id")}
@@ -185,3 +209,9 @@ class EventStreamBackend(_RedisBackend):
     async def rows(self, user: str) -> Any:  # streams are not exported: they hold what the runs hold
         for _ in ():
             yield {}
+
+
+def _time(record: dict[str, Any], default: int) -> int:
+    """A record's last update, else its creation (epoch seconds); ``default`` when it has neither."""
+    value = record.get("updated_at") or record.get("created_at")
+    return int(value) if isinstance(value, int | float) else default

@@ -16,6 +16,7 @@ from sessionctl.store.tables import SESSIONS
 
 class SqlBackend(Backend):
     holds_runs = True
+    expires = True
     dialect = "sqlite"
 
     def _open(self) -> None:
@@ -75,6 +76,17 @@ class SqlBackend(Backend):
     def _owners(self) -> list[tuple[str, int]]:
         with self.engine.connect() as conn:
             return list(sql_dbs.owners(conn, self.layout).items())
+
+    def _expire(self, cutoff: int, dry_run: bool) -> tuple[int, int]:
+        """Sessions (with their runs) and memories last updated, else created, before ``cutoff``."""
+        with self.engine.connect() as conn:
+            found = sql_dbs.count_expired(conn, self.layout, cutoff)
+        if dry_run or not found:
+            return found, found
+        with self.engine.begin() as conn:
+            deleted = sql_dbs.delete_expired(conn, self.layout, cutoff)
+        with self.engine.connect() as conn:
+            return deleted, sql_dbs.count_expired(conn, self.layout, cutoff)
 
     async def run_ids(self, users: list[str]) -> set[str]:
         return await self.call(self._run_ids, users)

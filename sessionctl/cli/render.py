@@ -313,8 +313,9 @@ def retention(rows: list[dict[str, Any]]) -> None:
         ages = f"max {r['max_age_days']} days" if r["max_age_days"] else "no default age"
         types = "".join(f", {t} {d} days" for t, d in r["session_types"].items())
         export_first = ", export first" if r["export_before_delete"] else ""
+        items = "".join(f", {i} {n}" for i, n in (r.get("items") or {}).items())
         out.print(
-            f"{r['schema']}: {r['policy']}: {ages}{types}{export_first} — would delete {r['would_delete']} now",
+            f"{r['schema']}: {r['policy']}: {ages}{types}{export_first} — would delete {r['would_delete']} now{items}",
             markup=False,
             highlight=False,
         )

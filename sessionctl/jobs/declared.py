@@ -31,6 +31,7 @@ class Declared:
     backends: list[Backend]
     person: Person
     erased: dict[str, int] = field(default_factory=dict)
+    proven: set[str] = field(default_factory=set)  # recounted to 0 right after their erasure
 
     async def collect_runs(self, ctx: JobContext, targets: list[Target]) -> None:
         """The person's run ids, from every agent schema and every declared session database —
@@ -58,13 +59,18 @@ class Declared:
             out[b.label] = await b.erase(self.person)
             if b.recounts and await b.count(self.person):
                 raise ErasureIncomplete(f"items of the user remain in {b.label} after its erasure")
+            if b.recounts:
+                self.proven.add(b.label)
         self.erased.update(out)
         return out
 
     async def remains(self) -> dict[str, int]:
-        """What is left of the person in each store (a store that cannot recount: -1)."""
+        """What is left of the person in each store (a store that cannot recount: -1); the stores
+        this job recounted to 0 right after erasing them are not counted twice."""
         out: dict[str, int] = {}
         for b in self.backends:
+            if b.label in self.proven:
+                continue
             n = await b.count(self.person) if b.recounts else UNCOUNTABLE
             if n:
                 out[b.label] = n

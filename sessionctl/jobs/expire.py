@@ -27,6 +27,7 @@ from sessionctl.errors import InvalidRequest
 from sessionctl.jobs import preflight
 from sessionctl.jobs.common import now_iso, settle_media
 from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.expire_items import clean_items, clean_stores, item_needs
 from sessionctl.jobs.export import export_records
 from sessionctl.jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
 from sessionctl.jobs.targets import Target, resolve_targets
@@ -51,10 +52,14 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
     partial = False
     targets = await resolve_targets(ctx, req.agent_id, req.agent_id is None)
     governed = [t for t in targets if policy.rule_for(t.label, t.layout.schema, ctx.settings.schema_template)]
+    items = {i for t in governed for i in _rule(policy, ctx, t).items}
     await preflight.check(
         ctx,
         governed,
-        lambda layout, _: access.erasure_needs(layout, dry_run=req.dry_run),
+        lambda layout, _: [
+            *access.erasure_needs(layout, dry_run=req.dry_run),
+            *item_needs(layout, items, dry_run=req.dry_run),
+        ],
         writes=not req.dry_run,
         receipt=False,
         what="this retention run",
@@ -65,20 +70,11 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
         if match is None:
             agents[target.label] = {"schema": target.layout.schema, "policy": None, "deleted": 0, "remaining": 0}
             continue
-        entry, rule = match
-        report: dict[str, Any] = {"schema": target.layout.schema, "policy": entry, "buckets": []}
-        for bucket in buckets(rule, as_of):
-            if partial and not req.dry_run:
-                report["buckets"].append({**bucket.describe(), "skipped": "time budget spent", "remaining": 0})
-                continue
-            b = await _clean_bucket(ctx, req, target, bucket, rule.export_before_delete, as_of, deadline, blog)
-            partial = partial or b.pop("partial", False)
-            report["buckets"].append(b)
-        report["deleted"] = sum(b.get("deleted", 0) for b in report["buckets"])
-        report["remaining"] = sum(b["remaining"] for b in report["buckets"])
-        agents[target.label] = report
+        agents[target.label], spent = await _clean_target(ctx, req, target, match, as_of, deadline, partial, blog)
+        partial = partial or spent
+    stores = await clean_stores(ctx, policy, as_of, dry_run=req.dry_run)
     deleted = sum(a["deleted"] for a in agents.values())
-    remaining = sum(a["remaining"] for a in agents.values())
+    remaining = sum(a["remaining"] for a in agents.values()) + _left(agents, stores)
     media = 0 if req.dry_run else await settle_media(ctx, [t.dsn for t in governed])
     status = "dry_run" if req.dry_run else ("partial" if partial or remaining else "succeeded")
     metrics.SESSIONS_DELETED.labels(PURGE_EXPIRED_SESSIONS).inc(deleted)
@@ -93,10 +89,51 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
         remaining=remaining,
         media_deleted=media,
         agents=agents,
+        stores=stores or None,
         started_at=started,
         finished_at=now_iso(),
         requested_by=req.requested_by,
     )
+
+
+async def _clean_target(
+    ctx: JobContext,
+    req: RetentionRequest,
+    target: Target,
+    match: tuple[str, Any],
+    as_of: int,
+    deadline: float,
+    partial: bool,
+    blog: Any,
+) -> tuple[dict[str, Any], bool]:
+    """One agent schema under its rule: each bucket of sessions, then the items the rule names; its
+    report, and whether the time budget ran out."""
+    entry, rule = match
+    report: dict[str, Any] = {"schema": target.layout.schema, "policy": entry, "buckets": []}
+    for bucket in buckets(rule, as_of):
+        if partial and not req.dry_run:
+            report["buckets"].append({**bucket.describe(), "skipped": "time budget spent", "remaining": 0})
+            continue
+        b = await _clean_bucket(ctx, req, target, bucket, rule.export_before_delete, as_of, deadline, blog)
+        partial = partial or b.pop("partial", False)
+        report["buckets"].append(b)
+    report["deleted"] = sum(b.get("deleted", 0) for b in report["buckets"])
+    report["remaining"] = sum(b["remaining"] for b in report["buckets"])
+    if rule.items:
+        report["items"] = await clean_items(ctx, target, rule, as_of, dry_run=req.dry_run, deadline=deadline)
+    return report, partial
+
+
+def _rule(policy: Any, ctx: JobContext, target: Target) -> Any:
+    match = policy.rule_for(target.label, target.layout.schema, ctx.settings.schema_template)
+    assert match is not None
+    return match[1]
+
+
+def _left(agents: dict[str, dict[str, Any]], stores: dict[str, dict[str, int]]) -> int:
+    """What remains past the cutoffs beyond sessions: the items of each schema, each store's."""
+    items = sum(int(i["remaining"]) for a in agents.values() for i in a.get("items", {}).values())
+    return items + sum(s["remaining"] for s in stores.values())
 
 
 async def _clean_bucket(

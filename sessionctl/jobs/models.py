@@ -324,6 +324,7 @@ class RetentionResult(BaseModel):
     remaining: int  # past the cutoff, counted after the run (0 unless the time budget ran out)
     media_deleted: int = 0  # offloaded media objects of the deleted sessions
     agents: dict[str, dict[str, Any]]
+    stores: dict[str, dict[str, int]] | None = None  # the declared stores the policy names
     started_at: str
     finished_at: str
     requested_by: str | None = None

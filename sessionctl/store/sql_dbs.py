@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
-from sessionctl.store.tables import RUNS, SESSIONS, SPANS, TOOL_RESULTS, TRACES, TRANSCRIPTS, USER_STORES
+from sessionctl.store.tables import MEMORIES, RUNS, SESSIONS, SPANS, TOOL_RESULTS, TRACES, TRANSCRIPTS, USER_STORES
 
 FS = "agno_fs"
 COMPACTIONS = "agno_compactions"
@@ -217,3 +217,43 @@ def run_ids(conn: Connection, layout: SqlLayout, users: list[str]) -> set[str]:
         return set()
     where = layout.owner() + (f" OR session_id IN ({_sessions(layout)})" if layout.has(SESSIONS) else "")
     return {str(r[0]) for r in _run(conn, f"SELECT run_id FROM {layout.q(RUNS)} WHERE {where}", users).all()}
+
+
+def _expired_sessions(layout: SqlLayout) -> str:
+    return f"SELECT session_id FROM {layout.q(SESSIONS)} WHERE coalesce(updated_at, created_at) < :cutoff"
+
+
+def count_expired(conn: Connection, layout: SqlLayout, cutoff: int) -> int:
+    """Sessions and memories last updated (else created) before ``cutoff`` (a retention policy)."""
+    n = 0
+    for table in (SESSIONS, MEMORIES):
+        if layout.has(table):
+            where = f"{layout.q(table)} WHERE coalesce(updated_at, created_at) < :cutoff"
+            n += int(_run(conn, f"SELECT count(*) FROM {where}", cutoff=cutoff).scalar() or 0)
+    return n
+
+
+def delete_expired(conn: Connection, layout: SqlLayout, cutoff: int) -> int:
+    """Delete them, each session with what Agno's ``delete_sessions`` takes with it, in the caller's
+    transaction; how many sessions and memories went."""
+    n = 0
+    if layout.has(SESSIONS):
+        sessions = _expired_sessions(layout)
+        if layout.has(TRANSCRIPTS):
+            _run(conn, f"DELETE FROM {layout.q(TRANSCRIPTS)} WHERE agno_session_id IN ({sessions})", cutoff=cutoff)
+        if layout.has(TOOL_RESULTS) and layout.has(FS):
+            fs = layout.q(FS)
+            _run(
+                conn,
+                f"DELETE FROM {fs} WHERE EXISTS (SELECT 1 FROM {layout.q(TOOL_RESULTS)} r WHERE r.session_id IN"
+                f" ({sessions}) AND r.namespace = {fs}.namespace AND r.path = {fs}.path)",
+                cutoff=cutoff,
+            )
+        for child in (RUNS, COMPACTIONS, TOOL_RESULTS):
+            if layout.has(child):
+                _run(conn, f"DELETE FROM {layout.q(child)} WHERE session_id IN ({sessions})", cutoff=cutoff)
+    for table in (SESSIONS, MEMORIES):
+        if layout.has(table):
+            where = f"{layout.q(table)} WHERE coalesce(updated_at, created_at) < :cutoff"
+            n += _run(conn, f"DELETE FROM {where}", cutoff=cutoff).rowcount
+    return int(n)

@@ -162,3 +162,55 @@ async def test_the_resweep_finds_a_person_back_in_a_declared_store(
     where = {m["where"]: m["rows"] for m in state.result["matches"]}
     assert where == {"lancedb:knowledge.items": 2}, state.result
     assert sorted(state.result["stores_not_swept"]) == ["agentos_events:" + seeded.prefix + ":os:events", "chroma:knowledge"]
+
+
+async def test_retention_cleans_memories_traces_and_evals_and_a_declared_session_store_by_their_own_time(
+    settings: Settings, stores: tuple[EveryStore, list[str]], agent_id: str, tmp_path: Path
+) -> None:
+    import sqlite3
+    import time as clock
+
+    from tests.agno_seed import agno_db, seed_memory
+
+    seeded, (person, bystander) = stores
+    schema = settings.schema_for(agent_id)
+    db = agno_db(settings.database_url, schema)
+    for user in (person, bystander):
+        await seed(settings.database_url, schema, agent_id, user, 1)
+        await seed_memory(db, agent_id, user)
+    await db.close()
+    old = int(clock.time()) - 90 * 86_400
+    conn = await asyncpg.connect(settings.database_url)
+    try:  # the person's memory is 90 days old; the bystander's is new
+        await conn.execute(f'UPDATE "{schema}".agno_memories SET created_at = $1, updated_at = $1 WHERE user_id = $2', old, person)
+    finally:
+        await conn.close()
+    with sqlite3.connect(seeded.config.parent / "agno.db") as lite:  # and so are their session and memory there
+        lite.execute("UPDATE agno_sessions SET created_at = ?, updated_at = ? WHERE user_id = ?", (old, old, person))
+        lite.execute("UPDATE agno_memories SET created_at = ?, updated_at = ? WHERE user_id = ?", (old, old, person))
+    policy = tmp_path / "retention.toml"
+    policy.write_text(
+        f'[agents."{agent_id}"]\nmax_age_days = 365\n[agents."{agent_id}".items]\nmemories = 30\n'
+        '[stores."sqlite:agno.db"]\nmax_age_days = 30\n'
+    )
+    s = settings.model_copy(update={"config_file": str(seeded.config), "retention_file": str(policy)})
+    async with Producer(s) as producer:
+        enq = await producer.run_retention(agent_id=agent_id)
+        await run_worker(s)
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded", state
+    assert state.result["agents"][agent_id]["items"] == {"memories": {"deleted": 1, "remaining": 0}}
+    assert state.result["stores"] == {"sqlite:agno.db": {"deleted": 2, "remaining": 0}}  # a session and a memory
+    left = await verify_user(s, person)
+    assert left["tables"][schema]["agno_memories"] == 0 and (await verify_user(s, bystander))["tables"][schema]["agno_memories"] == 1
+    with sqlite3.connect(seeded.config.parent / "agno.db") as lite:
+        runs = lite.execute("SELECT count(*) FROM agno_runs WHERE session_id = ?", (f"sq-{person}-s0",)).fetchone()[0]
+        kept = lite.execute("SELECT count(*) FROM agno_sessions WHERE user_id = ?", (bystander,)).fetchone()[0]
+    assert runs == 0 and kept == 1  # the session went with its runs; the recent one stays
+
+    policy.write_text('[stores."lancedb:knowledge"]\nmax_age_days = 30\n')
+    async with Producer(s) as producer:
+        enq = await producer.run_retention(agent_id=agent_id)
+        await run_worker(s)
+        refused = await producer.status(enq.job_id)
+    assert refused.status == "failed" and "keep(s) no time per item" in refused.error["message"], refused

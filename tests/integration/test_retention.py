@@ -227,3 +227,38 @@ def test_retention_cli_show_and_bad_policy(worker_env: dict[str, str], tmp_path:
     res = subprocess.run([*SESSIONCTL, "retention", "show", "--json"], env=good, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "agents" in json.loads(res.stdout)
+
+
+async def test_items_beyond_sessions_go_by_their_own_time_traces_with_their_spans(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, tmp_path: Path
+) -> None:
+    schema = settings.schema_for(agent_id)
+    await seed(settings.database_url, schema, agent_id, "u1", 1)
+    old, new = int(time.time()) - 100 * 86_400, int(time.time()) - 86_400
+    await pg.execute(
+        f'CREATE TABLE "{schema}".agno_traces (trace_id text PRIMARY KEY, user_id text, created_at text NOT NULL);'
+        f'CREATE TABLE "{schema}".agno_spans (span_id text PRIMARY KEY, trace_id text NOT NULL);'
+        f'CREATE TABLE "{schema}".agno_eval_runs (run_id text PRIMARY KEY, user_id text, created_at bigint NOT NULL,'
+        " updated_at bigint)"
+    )
+    for i, at in enumerate((old, new)):  # Agno's layouts: ISO text for traces, epoch seconds for evals
+        iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+        await pg.execute(f'INSERT INTO "{schema}".agno_traces VALUES ($1, $2, $3)', f"t{i}", "u1", iso)
+        await pg.execute(f'INSERT INTO "{schema}".agno_spans VALUES ($1, $2), ($3, $2)', f"s{i}a", f"t{i}", f"s{i}b")
+        await pg.execute(f'INSERT INTO "{schema}".agno_eval_runs VALUES ($1, $2, $3, NULL)', f"e{i}", "u1", at)
+    policy = f'[agents."{agent_id}"]\nkeep = false\n[agents."{agent_id}".items]\ntraces = 30\nevals = 30\n'
+    s = settings.model_copy(update={"retention_file": _policy(tmp_path, policy)})
+    async with Producer(s) as producer:
+        dry = await producer.run_retention(agent_id=agent_id, dry_run=True)
+        await run_worker(s)
+        enq = await producer.run_retention(agent_id=agent_id)
+        await run_worker(s)
+        dry_state, state = await producer.status(dry.job_id), await producer.status(enq.job_id)
+    assert dry_state.result["agents"][agent_id]["items"] == {
+        "evals": {"would_delete": 1, "remaining": 1}, "traces": {"would_delete": 1, "remaining": 1}
+    }  # fmt: skip
+    assert state.status == "succeeded", state
+    assert state.result["agents"][agent_id]["items"] == {"evals": {"deleted": 1, "remaining": 0}, "traces": {"deleted": 1, "remaining": 0}}
+    assert [r["trace_id"] for r in await pg.fetch(f'SELECT trace_id FROM "{schema}".agno_traces')] == ["t1"]
+    assert {r["trace_id"] for r in await pg.fetch(f'SELECT trace_id FROM "{schema}".agno_spans')} == {"t1"}  # with its spans
+    assert [r["run_id"] for r in await pg.fetch(f'SELECT run_id FROM "{schema}".agno_eval_runs')] == ["e1"]
