@@ -142,6 +142,7 @@ class SqliteStore(_SqlStore):
     kind: Literal["sqlite"]
     db_file: str | None = None
     db_url: str | None = None
+    templates: list[str] = Field(default_factory=list)  # AgentFS namespaces with {user_id} in this file
 
     def default_name(self) -> str:
         return Path(self.file()).name

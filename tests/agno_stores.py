@@ -113,6 +113,7 @@ def seed_sqlite_files(db: Any, users: list[str]) -> None:
             }
         )  # fmt: skip
         FileSystem(db=db, namespace=f"tool-results/s{i}").write("r.txt", f"payload of {user}")
+        FileSystem(db=db, namespace="radar/{user_id}").resolve(user_id=user).write("a.md", f"radar of {user}")
 
 
 def seed_agentfs(root: Path, users: list[str], template: str = "radar/{user_id}") -> None:
@@ -210,6 +211,7 @@ collection = "knowledge"
 [[stores]]
 kind = "sqlite"
 db_file = "{sqlite}"
+templates = ["radar/{{user_id}}"]
 
 [[stores]]
 kind = "mysql"

@@ -54,5 +54,6 @@ async def opened(deployment: Deployment) -> AsyncIterator[list[Backend]]:
             await backend.open()
         yield backends
     finally:
-        for backend in backends:
-            await backend.close()
+        for backend in backends:  # each one, whatever another's close raised
+            with contextlib.suppress(Exception):
+                await backend.close()

@@ -18,6 +18,29 @@ from sessionctl.errors import StoreMisdeclared
 PARTITION = "%%"
 
 
+def check_templates(label: str, templates: list[str]) -> None:
+    for template in templates:
+        if "{user_id}" not in template or template.count("{") != 1:
+            raise StoreMisdeclared(
+                f"{label}: template {template!r} must hold {{user_id}} and no other placeholder"
+                " (a namespace per agent or team cannot be listed for a person)"
+            )
+
+
+def resolved(template: str, user: str) -> str | None:
+    """The namespace Agno resolves ``template`` to for ``user`` (its own code), or ``None`` when
+    Agno refuses the id there (it then never wrote such a namespace)."""
+    from agno.fs import FileSystem
+    from agno.fs.errors import FileSystemError
+    from agno.fs.local import LocalFileSystem
+
+    try:
+        fs = FileSystem(backend=LocalFileSystem("/nonexistent"), namespace=template)  # names only: no file is touched
+        return str(fs.resolve(user_id=user).namespace)
+    except FileSystemError:
+        return None
+
+
 class AgentFsBackend(Backend):
     expires = True
     def _open(self) -> None:
@@ -27,21 +50,15 @@ class AgentFsBackend(Backend):
         if not self.root.is_dir():
             raise StoreMisdeclared(f"{self.label}: no AgentFS directory at {self.root} (sessionctl never creates one)")
         self.local = LocalFileSystem(self.root)
-        for template in self.decl.templates:
-            if "{user_id}" not in template:
-                raise StoreMisdeclared(f"{self.label}: template {template!r} has no {{user_id}} in it")
+        check_templates(self.label, self.decl.templates)
 
     def _dirs(self, user: str) -> list[Path]:
         """The person's directories that exist."""
-        from agno.fs import FileSystem
-
         found = [e for e in self.root.iterdir() if e.is_dir() and e.name.endswith(PARTITION + self._enc(user))]
         for template in self.decl.templates:
-            try:
-                namespace = FileSystem(backend=self.local, namespace=template).resolve(user_id=user).namespace
-            except ValueError:  # an id Agno cannot put in a namespace: it never wrote one there
-                continue
-            found.append(self.root / self.local._encode_namespace(namespace))
+            namespace = resolved(template, user)
+            if namespace is not None:
+                found.append(self.root / self.local._encode_namespace(namespace))
         return [d for d in found if d.is_dir() and PARTITION not in d.name.split(PARTITION + self._enc(user))[0]]
 
     def _enc(self, user: str) -> str:

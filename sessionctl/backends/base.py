@@ -39,8 +39,9 @@ class Backend(ABC):
     holds_runs: ClassVar[bool] = False  # a session database: knows the person's run ids
     by_runs: ClassVar[bool] = False  # finds a person's items through their run ids only
     expires: ClassVar[bool] = False  # keeps a time per item: a retention policy may clean it by age
-    # where Agno keeps no owner sessionctl can read, what that means (docs, receipts)
-    exemption: ClassVar[str | None] = None
+    # where Agno keeps no owner sessionctl can read, or the backend keeps deleted data: what that
+    # means (docs, receipts)
+    exemption: str | None = None
 
     def __init__(self, decl: Any) -> None:
         self.decl = decl

@@ -10,6 +10,7 @@ segments and compacts the file (``VACUUM``)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from hashlib import md5
@@ -20,6 +21,7 @@ from sessionctl.backends.base import Backend, Person, needs
 from sessionctl.errors import StoreMisdeclared, StoreUnreachable
 
 MAX_NAME, SUFFIX = 512, 2 + 16  # Chroma's longest collection name; "__" + md5[:16]
+_SEGMENT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # a segment's folder
 PAGE = 1000
 
 
@@ -57,6 +59,11 @@ class ChromaBackend(Backend):
                 f"{self.label}: collection {self.decl.collection!r} does not exist (sessionctl never creates one)"
             )
 
+    def _close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None and hasattr(client, "close"):
+            client.close()
+
     def _get(self, name: str) -> Any:
         try:
             return self.client.get_collection(name)
@@ -72,24 +79,25 @@ class ChromaBackend(Backend):
         for user in person.users:
             name = collection_for(self.decl.collection, user)
             found = self._get(name)
-            if found is None:
-                continue
-            n += int(found.count())
-            segments = self._segments(name)
-            self.client.delete_collection(name)
-            for segment in segments:  # the vectors' folder outlives the collection otherwise
-                shutil.rmtree(Path(self.decl.path) / segment, ignore_errors=True)
-        if n:
-            with sqlite3.connect(self.file) as db:  # deleted rows stay readable in free pages until then
-                db.execute("VACUUM")
+            if found is not None:
+                n += int(found.count())
+                self.client.delete_collection(name)
+        self._scrub(deleted=n > 0)  # on every try: one that failed after its delete left data on disk
         return n
 
-    def _segments(self, collection: str) -> list[str]:
+    def _scrub(self, *, deleted: bool) -> None:
+        """What Chroma leaves of deleted collections: the folders of segments no collection has any
+        more (their vectors), and their text in ``chroma.sqlite3`` — in free pages, or in pages
+        still in use — compacted away when this try deleted, or free pages remain from one before."""
         with sqlite3.connect(f"file:{self.file}?mode=ro", uri=True) as db:
-            rows = db.execute(
-                "SELECT s.id FROM segments s JOIN collections c ON c.id = s.collection WHERE c.name = ?", (collection,)
-            ).fetchall()
-        return [str(r[0]) for r in rows if "/" not in str(r[0]) and ".." not in str(r[0])]
+            known = {str(r[0]) for r in db.execute("SELECT id FROM segments")}
+            free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        for entry in Path(self.decl.path).iterdir():
+            if entry.is_dir() and _SEGMENT.fullmatch(entry.name) and entry.name not in known:
+                shutil.rmtree(entry, ignore_errors=True)
+        if deleted or free:
+            with sqlite3.connect(self.file) as db:
+                db.execute("VACUUM")
 
     def _rows(self, user: str) -> list[dict[str, Any]]:
         found = self._get(collection_for(self.decl.collection, user))

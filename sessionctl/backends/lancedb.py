@@ -48,6 +48,11 @@ class LanceDbBackend(Backend):
                 f"{self.label}: table {self.decl.table_name!r} does not exist in {uri} (sessionctl never creates one)"
             )
         self.table = self.db.open_table(self.decl.table_name)
+        if uri.startswith(_REMOTE):
+            self.exemption = (
+                "LanceDB on object storage or Cloud: the delete is what sessionctl does there; the rows leave the"
+                " files when the table is compacted and its old versions cleaned up"
+            )
         if "user_id" not in self.table.schema.names:
             raise StoreMisdeclared(
                 f"{self.label}: table {self.decl.table_name!r} has no user_id column (written before Agno 3, every"
@@ -69,22 +74,31 @@ class LanceDbBackend(Backend):
 
     def _erase(self, person: Person) -> int:
         found = self._count(person)
-        if not found:
-            return 0
-        for part in chunks(person.users):
+        for part in chunks(person.users) if found else ():
             self.table.delete(owner_filter(part))
-        self._rewrite()
+        if not self.decl.uri.startswith(_REMOTE):
+            self._rewrite()  # on every try: one that failed after its delete left the rows in the files
         return found
 
     def _rewrite(self) -> None:
-        """Rewrite the fragments that held deleted rows, then drop every older version: before this
+        """Rewrite the fragments that hold deleted rows, then drop every older version: before this
         the rows are still in the files (and a checkout of an old version reads them)."""
         needs("lance", self.label, "lancedb")  # pylance: the dataset's own compaction
-        self.table.to_lance().optimize.compact_files(materialize_deletions_threshold=0.0)
+        dataset = self.table.to_lance()
+        committed = _data_files(dataset)
+        if any(f.deletion_file() is not None for f in dataset.get_fragments()):
+            dataset.optimize.compact_files(materialize_deletions_threshold=0.0)
         self.table.checkout_latest()  # a handle on an old version would keep its files
         with warnings.catch_warnings():  # "removes every version except the latest": what an erasure wants
             warnings.filterwarnings("ignore", message=r"optimize\(cleanup_older_than=0\)", category=UserWarning)
-            self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+            self.table.optimize(cleanup_older_than=timedelta(0))
+        # The cleanup keeps files it cannot tell from a writer's work in progress. The files some
+        # committed version referred to are not that: those no version refers to any more go.
+        live = _data_files(self.table.to_lance(), every_version=False)
+        data = Path(self.decl.uri) / f"{self.decl.table_name}.lance" / "data"
+        for name in committed - live:
+            if "/" not in name and name.endswith(".lance"):
+                (data / name).unlink(missing_ok=True)
 
     def _rows(self, user: str) -> list[dict[str, Any]]:
         found = (
@@ -95,6 +109,16 @@ class LanceDbBackend(Backend):
     def _owners(self) -> list[tuple[str, int]]:
         owners = self.table.search().select(["user_id"]).limit(None).to_arrow()["user_id"].to_pylist()
         return [(str(k), n) for k, n in Counter(owners).items() if k is not None]
+
+
+def _data_files(dataset: Any, every_version: bool = True) -> set[str]:
+    """The data files the dataset's current version (or every version it keeps) refers to."""
+    versions = [v["version"] for v in dataset.versions()] if every_version else [None]
+    files: set[str] = set()
+    for version in versions:
+        ds = dataset if version is None else dataset.checkout_version(version)
+        files |= {d.path for f in ds.get_fragments() for d in f.data_files()}
+    return files
 
 
 def _payload(text: Any) -> Any:

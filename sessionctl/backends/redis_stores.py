@@ -26,6 +26,7 @@ from sessionctl.errors import StoreMisdeclared, StoreUnreachable
 
 INDEXED = ("sessions", "runs", "memories", "traces")  # tables with an index:user_id set
 SCANNED = ("evals", "knowledge", "metrics")  # records naming a user, without an index
+QUEUES = ("queued", "all", "running")  # Agno's job queue: sorted sets of job ids
 SCAN_COUNT = 1000
 
 
@@ -66,7 +67,7 @@ class RedisSessionBackend(_RedisBackend):
     async def open(self) -> None:
         await super().open()
         self.prefix = self.decl.db_prefix
-        async for _ in self.redis.scan_iter(match=f"{self.prefix}:*", count=SCAN_COUNT):
+        async for _ in self.redis.scan_iter(match=f"{_glob_literal(self.prefix)}:*", count=SCAN_COUNT):
             return
         raise StoreMisdeclared(
             f"{self.label}: nothing under {self.prefix}:* in that Redis database: another db_prefix, or another"
@@ -84,21 +85,37 @@ class RedisSessionBackend(_RedisBackend):
             keys |= {k async for k in self._scan(table)}
         found = await self._read(keys)
         mine = {k: v for k, v in found.items() if v.get("user_id") in wanted}
+        return mine | await self._hanging_off(mine, wanted)
+
+    async def _hanging_off(self, mine: dict[str, dict[str, Any]], wanted: set[str]) -> dict[str, dict[str, Any]]:
+        """Every run of the users' sessions (whoever made it), the spans of their traces, and their
+        queued runs (with their input)."""
+        more: dict[str, dict[str, Any]] = {}
         sessions = {v["session_id"] for k, v in mine.items() if k.startswith(f"{self.prefix}:sessions:")}
-        for sid in sessions:  # every run of their sessions, whoever made it
+        for sid in sessions:
             runs = await self.redis.zrange(f"{self.prefix}:runs:by_session:{sid}", 0, -1)
-            mine |= await self._read({f"{self.prefix}:runs:{r}" for r in runs})
+            more |= await self._read({f"{self.prefix}:runs:{r}" for r in runs})
         traces = {v.get("trace_id") for k, v in mine.items() if k.startswith(f"{self.prefix}:traces:")}
         if traces - {None}:
             spans = await self._read({k async for k in self._scan("spans")})
-            mine |= {k: v for k, v in spans.items() if v.get("trace_id") in traces}
-        return mine
+            more |= {k: v for k, v in spans.items() if v.get("trace_id") in traces}
+        pattern = f"{_glob_literal(self.prefix)}:jobs:job:*"
+        jobs = await self._read({k async for k in self.redis.scan_iter(match=pattern, count=SCAN_COUNT)})
+        return more | {k: v for k, v in jobs.items() if v.get("user_id") in wanted}
+
+    async def _idempotency_keys(self, users: list[str]) -> list[str]:
+        """Agno's job-queue dedup keys of the users (their id is in the key's name)."""
+        out: list[str] = []
+        for user in users:
+            head = _glob_literal(f"{self.prefix}:jobs:idem:u{len(user)}:{user}:")
+            out += [k async for k in self.redis.scan_iter(match=head + "*", count=SCAN_COUNT)]
+        return out
 
     def _index(self, table: str, user: str) -> str:
         return f"{self.prefix}:{table}:index:user_id:{user}"
 
     async def _scan(self, table: str) -> Any:
-        async for key in self.redis.scan_iter(match=f"{self.prefix}:{table}:*", count=SCAN_COUNT):
+        async for key in self.redis.scan_iter(match=f"{_glob_literal(self.prefix)}:{table}:*", count=SCAN_COUNT):
             if ":index:" not in key and ":by_session:" not in key:
                 yield key
 
@@ -117,27 +134,40 @@ class RedisSessionBackend(_RedisBackend):
         return out
 
     async def count(self, person: Person) -> int:
-        return len(await self._records(person.users))
+        return len(await self._records(person.users)) + len(await self._idempotency_keys(person.users))
 
     async def erase(self, person: Person) -> int:
         mine = await self._records(person.users)
+        idem = await self._idempotency_keys(person.users)
         index_sets = [self._index(t, u) for t in INDEXED for u in person.users]
         by_session = [f"{self.prefix}:runs:by_session:{v['session_id']}" for k, v in mine.items() if ":sessions:" in k]
+        keys = sorted(mine)
         async with self.redis.pipeline(transaction=True) as pipe:
-            for i in range(0, len(mine), 500):
-                pipe.unlink(*list(mine)[i : i + 500])
-            pipe.unlink(*index_sets, *by_session)
+            for i in range(0, len(keys), 500):
+                pipe.unlink(*keys[i : i + 500])
+            pipe.unlink(*index_sets, *by_session, *idem)
             await pipe.execute()
-        await self._drop_entries({k.rsplit(":", 1)[1] for k in mine})
-        return len(mine)
+        await self._drop_entries(keys)
+        return len(mine) + len(idem)
 
-    async def _drop_entries(self, ids: set[str]) -> None:
-        """Take the erased records' ids out of Agno's other index sets (agent, session, status…)."""
-        if not ids:
-            return
-        async for key in self.redis.scan_iter(match=f"{self.prefix}:*:index:*", count=SCAN_COUNT):
-            if await self.redis.type(key) == "set":
-                await self.redis.srem(key, *ids)
+    async def _drop_entries(self, keys: list[str]) -> None:
+        """Take the erased records' ids out of Agno's other index sets of their own table (agent,
+        session, status…) and out of its job queues."""
+        by_table: dict[str, set[str]] = {}
+        for key in keys:
+            table, _, record = key.removeprefix(f"{self.prefix}:").partition(":")
+            if table == "jobs":
+                table, record = "jobs", record.removeprefix("job:")
+            by_table.setdefault(table, set()).add(record)
+        for table, ids in by_table.items():
+            if table == "jobs":
+                for queue in QUEUES:
+                    await self.redis.zrem(f"{self.prefix}:jobs:{queue}", *ids)
+                continue
+            pattern = f"{_glob_literal(self.prefix)}:{_glob_literal(table)}:index:*"
+            async for key in self.redis.scan_iter(match=pattern, count=SCAN_COUNT):
+                if await self.redis.type(key) == "set":
+                    await self.redis.srem(key, *ids)
 
     async def rows(self, user: str) -> Any:
         for key, value in sorted((await self._records([user])).items()):
@@ -164,7 +194,7 @@ class RedisSessionBackend(_RedisBackend):
         keys = sorted(set(old) | runs)
         for i in range(0, len(keys), 500):
             await self.redis.unlink(*keys[i : i + 500])
-        await self._drop_entries({k.rsplit(":", 1)[1] for k in keys if ":by_session:" not in k})
+        await self._drop_entries([k for k in keys if ":by_session:" not in k])
         return len(old), len(await self._older(cutoff))
 
     async def _older(self, cutoff: int) -> dict[str, dict[str, Any]]:
@@ -215,3 +245,8 @@ def _time(record: dict[str, Any], default: int) -> int:
     """A record's last update, else its creation (epoch seconds); ``default`` when it has neither."""
     value = record.get("updated_at") or record.get("created_at")
     return int(value) if isinstance(value, int | float) else default
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` matched literally by a Redis ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

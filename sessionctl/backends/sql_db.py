@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sessionctl.backends.agentfs import check_templates, resolved
 from sessionctl.backends.base import Backend, Person, chunks, jsonable, needs
 from sessionctl.errors import StoreMisdeclared, StoreUnreachable, UnknownUserData
 from sessionctl.store import sql_dbs
@@ -21,6 +22,7 @@ class SqlBackend(Backend):
 
     def _open(self) -> None:
         sqlalchemy = needs("sqlalchemy", self.label, self.dialect)
+        check_templates(self.label, getattr(self.decl, "templates", []))
         self.engine = sqlalchemy.create_engine(self._url(), pool_pre_ping=True)
         if self.dialect == "sqlite":  # deleted rows overwritten, not left readable in free pages
             sqlalchemy.event.listen(self.engine, "connect", _secure_delete)
@@ -53,9 +55,15 @@ class SqlBackend(Backend):
         if engine is not None:
             engine.dispose()
 
+    def _namespaces(self, users: list[str]) -> list[str]:
+        """The AgentFS namespaces of the declared templates, resolved for the users."""
+        found = (resolved(t, u) for t in getattr(self.decl, "templates", []) for u in users)
+        return [n for n in found if n is not None]
+
     def _count(self, person: Person) -> int:
         with self.engine.connect() as conn:
-            return sum(sum(sql_dbs.count_person(conn, self.layout, part).values()) for part in chunks(person.users))
+            n = sum(sum(sql_dbs.count_person(conn, self.layout, part).values()) for part in chunks(person.users))
+            return n + sql_dbs.namespace_files(conn, self.layout, self._namespaces(person.users))
 
     def _erase(self, person: Person) -> int:
         found = self._count(person)
@@ -63,14 +71,21 @@ class SqlBackend(Backend):
             with self.engine.begin() as conn:  # one transaction: the person, or nothing
                 for part in chunks(person.users):
                     sql_dbs.erase_person(conn, self.layout, part)
-            if self.dialect == "sqlite":  # the old pages live on in the write-ahead log until it is truncated
-                with self.engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                sql_dbs.namespace_files(conn, self.layout, self._namespaces(person.users), erase=True)
+        if self.dialect == "sqlite":  # on every try: the old pages live on in the write-ahead log until then
+            with self.engine.connect() as conn:
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+            if busy is not None and busy[0]:
+                raise StoreUnreachable(
+                    f"{self.label}: a reader holds the SQLite file open, so the erased rows' old pages are still in"
+                    " its write-ahead log; retried"
+                )
         return found
 
     def _rows(self, user: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             found = sql_dbs.person_rows(conn, self.layout, user)
+            found += sql_dbs.namespace_rows(conn, self.layout, self._namespaces([user]))
         return [{"table": r["table"], "row": {k: jsonable(v) for k, v in r["row"].items()}} for r in found]
 
     def _owners(self) -> list[tuple[str, int]]:

@@ -27,7 +27,7 @@ from sessionctl.errors import InvalidRequest
 from sessionctl.jobs import preflight
 from sessionctl.jobs.common import now_iso, settle_media
 from sessionctl.jobs.context import JobContext
-from sessionctl.jobs.expire_items import clean_items, clean_stores, item_needs
+from sessionctl.jobs.expire_items import check_stores, clean_items, clean_stores, item_needs
 from sessionctl.jobs.export import export_records
 from sessionctl.jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
 from sessionctl.jobs.targets import Target, resolve_targets
@@ -53,6 +53,8 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
     targets = await resolve_targets(ctx, req.agent_id, req.agent_id is None)
     governed = [t for t in targets if policy.rule_for(t.label, t.layout.schema, ctx.settings.schema_template)]
     items = {i for t in governed for i in _rule(policy, ctx, t).items}
+    every = req.agent_id is None  # declared stores belong to no one agent: a run at every agent cleans them
+    await check_stores(ctx, policy if every else None)  # before anything is deleted
     await preflight.check(
         ctx,
         governed,
@@ -72,7 +74,7 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
             continue
         agents[target.label], spent = await _clean_target(ctx, req, target, match, as_of, deadline, partial, blog)
         partial = partial or spent
-    stores = await clean_stores(ctx, policy, as_of, dry_run=req.dry_run)
+    stores = await clean_stores(ctx, policy, as_of, dry_run=req.dry_run) if every else {}
     deleted = sum(a["deleted"] for a in agents.values())
     remaining = sum(a["remaining"] for a in agents.values()) + _left(agents, stores)
     media = 0 if req.dry_run else await settle_media(ctx, [t.dsn for t in governed])

@@ -18,6 +18,8 @@ from sessionctl.retention_policy import DAY, Policy, Rule
 from sessionctl.store import access, expiry
 from sessionctl.store.tables import SPANS
 
+TIMED = ("sqlite", "mysql", "redis", "agentfs")  # the declared kinds that keep a time per item
+
 
 async def clean_items(
     ctx: JobContext, target: Target, rule: Rule, as_of: int, *, dry_run: bool, deadline: float
@@ -50,10 +52,9 @@ def item_needs(layout: Any, items: set[str], *, dry_run: bool) -> list[access.Ne
     return [access.Need(layout.schema, t, how) for t in tables if layout.has(t)]
 
 
-async def clean_stores(ctx: JobContext, policy: Policy, as_of: int, *, dry_run: bool) -> dict[str, dict[str, int]]:
-    """The declared stores the policy names, cleaned of items older than their cutoff."""
-    if not policy.stores:
-        return {}
+def _chosen(ctx: JobContext, policy: Policy) -> deployment.Deployment:
+    """The declared stores the policy names; refused when it names one the file does not declare,
+    or one that keeps no time per item."""
     declared = deployment.load(ctx.settings.config_file)
     known = {s.label: s for s in declared.stores}
     unknown = sorted(set(policy.stores) - set(known))
@@ -62,15 +63,30 @@ async def clean_stores(ctx: JobContext, policy: Policy, as_of: int, *, dry_run: 
             f"the retention policy names store(s) {', '.join(unknown)} the deployment file does not declare"
             f" (declared: {', '.join(known) or 'none'})"
         )
-    chosen = deployment.Deployment(stores=tuple(known[label] for label in sorted(policy.stores)))
+    timeless = sorted(label for label in policy.stores if known[label].kind not in TIMED)
+    if timeless:
+        raise InvalidRequest(
+            f"the retention policy names {', '.join(timeless)}, which keep(s) no time per item: such a store"
+            " cannot be cleaned by age (event streams expire on their own); remove it from [stores]"
+        )
+    return deployment.Deployment(stores=tuple(known[label] for label in sorted(policy.stores)))
+
+
+async def check_stores(ctx: JobContext, policy: Policy | None) -> None:
+    """Before a retention run deletes anything: the stores its policy names are declared, keep a
+    time per item, and answer."""
+    if policy is None or not policy.stores:
+        return
+    async with opened(_chosen(ctx, policy)):
+        return
+
+
+async def clean_stores(ctx: JobContext, policy: Policy, as_of: int, *, dry_run: bool) -> dict[str, dict[str, int]]:
+    """The declared stores the policy names, cleaned of items older than their cutoff."""
+    if not policy.stores:
+        return {}
     out: dict[str, dict[str, Any]] = {}
-    async with opened(chosen) as backends:
-        timeless = [b.label for b in backends if not b.expires]
-        if timeless:
-            raise InvalidRequest(
-                f"the retention policy names {', '.join(timeless)}, which keep(s) no time per item: such a store"
-                " cannot be cleaned by age (event streams expire on their own); remove it from [stores]"
-            )
+    async with opened(_chosen(ctx, policy)) as backends:
         for b in backends:
             done, left = await b.expire(as_of - policy.stores[b.label].max_age_days * DAY, dry_run=dry_run)
             out[b.label] = {("would_delete" if dry_run else "deleted"): done, "remaining": left}

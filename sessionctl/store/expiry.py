@@ -42,9 +42,9 @@ async def delete_expired_items(conn: asyncpg.Connection, layout: Layout, item: s
     if not layout.has(e.table):
         return 0
     q = layout.q(e.table)
-    pick = f"SELECT ctid FROM {q} WHERE {e.older} LIMIT {int(limit)}"
-    async with conn.transaction():
-        if item == "traces" and layout.has(SPANS):
-            traces = f"SELECT trace_id FROM {q} WHERE ctid IN ({pick})"
-            await conn.execute(f"DELETE FROM {layout.q(SPANS)} WHERE trace_id IN ({traces})", cutoff)
-        return rowcount(await conn.execute(f"DELETE FROM {q} WHERE ctid IN ({pick}) AND {e.older}", cutoff))
+    gone = f"DELETE FROM {q} WHERE ctid IN (SELECT ctid FROM {q} WHERE {e.older} LIMIT {int(limit)}) AND {e.older}"
+    if item == "traces" and layout.has(SPANS):  # the spans of exactly the traces deleted
+        spans = f"DELETE FROM {layout.q(SPANS)} WHERE trace_id IN (SELECT trace_id FROM gone)"
+        both = f"WITH gone AS ({gone} RETURNING trace_id), s AS ({spans}) SELECT count(*) FROM gone"
+        return int(await conn.fetchval(both, cutoff))
+    return rowcount(await conn.execute(gone, cutoff))

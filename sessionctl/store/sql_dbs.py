@@ -93,7 +93,7 @@ def _run(conn: Connection, sql: str, users: list[str] | None = None, **params: A
 def read_layout(conn: Connection, dialect: str, schema: str | None, renamed: dict[str, str]) -> SqlLayout:
     """The tables of the database (``renamed``: the ``*_table`` arguments the agent gave Agno's class)."""
     names = {TABLE_KWARGS[k]: v for k, v in renamed.items() if k in TABLE_KWARGS}
-    if SESSIONS in names and "runs_table" not in renamed:  # Agno names runs after a renamed sessions table
+    if names.get(SESSIONS, SESSIONS) != SESSIONS and "runs_table" not in renamed:  # Agno's own rule
         names[RUNS] = f"{names[SESSIONS]}_runs"
     if dialect == "mysql":
         rows = _run(
@@ -205,9 +205,10 @@ def owners(conn: Connection, layout: SqlLayout) -> Counter[str]:
     """Every owner id with its rows, over the tables with a ``user_id`` column (the re-sweep)."""
     found: Counter[str] = Counter()
     for table in layout.user_tables:
-        rows = _run(conn, f"SELECT user_id, count(*) FROM {layout.q(table)} WHERE user_id <> '' GROUP BY user_id")
+        key = "BINARY user_id" if layout.dialect == "mysql" else "user_id"  # 'Alice' and 'alice' are two people
+        rows = _run(conn, f"SELECT {key}, count(*) FROM {layout.q(table)} WHERE user_id <> '' GROUP BY {key}")
         for uid, n in rows.all():
-            found[str(uid)] += int(n)
+            found[uid.decode() if isinstance(uid, bytes) else str(uid)] += int(n)
     return found
 
 
@@ -257,3 +258,21 @@ def delete_expired(conn: Connection, layout: SqlLayout, cutoff: int) -> int:
             where = f"{layout.q(table)} WHERE coalesce(updated_at, created_at) < :cutoff"
             n += _run(conn, f"DELETE FROM {where}", cutoff=cutoff).rowcount
     return int(n)
+
+
+def namespace_files(conn: Connection, layout: SqlLayout, namespaces: list[str], *, erase: bool = False) -> int:
+    """AgentFS files in namespaces named after the person (a ``{user_id}`` template: kept with
+    ``user_id = ''``): counted, or deleted."""
+    if not namespaces or not layout.has(FS):
+        return 0
+    where = f"{layout.q(FS)} WHERE namespace IN :users AND user_id = ''"
+    if erase:
+        return int(_run(conn, f"DELETE FROM {where}", namespaces).rowcount)
+    return int(_run(conn, f"SELECT count(*) FROM {where}", namespaces).scalar() or 0)
+
+
+def namespace_rows(conn: Connection, layout: SqlLayout, namespaces: list[str]) -> list[dict[str, Any]]:
+    if not namespaces or not layout.has(FS):
+        return []
+    result = _run(conn, f"SELECT * FROM {layout.q(FS)} WHERE namespace IN :users AND user_id = ''", namespaces)
+    return [{"table": FS, "row": dict(r._mapping)} for r in result]

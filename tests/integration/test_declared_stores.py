@@ -194,12 +194,12 @@ async def test_retention_cleans_memories_traces_and_evals_and_a_declared_session
         '[stores."sqlite:agno.db"]\nmax_age_days = 30\n'
     )
     s = settings.model_copy(update={"config_file": str(seeded.config), "retention_file": str(policy)})
-    async with Producer(s) as producer:
-        enq = await producer.run_retention(agent_id=agent_id)
+    async with Producer(s) as producer:  # at every agent: the declared stores belong to none of them
+        enq = await producer.run_retention()
         await run_worker(s)
         state = await producer.status(enq.job_id)
     assert state.status == "succeeded", state
-    assert state.result["agents"][agent_id]["items"] == {"memories": {"deleted": 1, "remaining": 0}}
+    assert state.result["agents"][schema]["items"] == {"memories": {"deleted": 1, "remaining": 0}}
     assert state.result["stores"] == {"sqlite:agno.db": {"deleted": 2, "remaining": 0}}  # a session and a memory
     left = await verify_user(s, person)
     assert left["tables"][schema]["agno_memories"] == 0 and (await verify_user(s, bystander))["tables"][schema]["agno_memories"] == 1
@@ -208,9 +208,10 @@ async def test_retention_cleans_memories_traces_and_evals_and_a_declared_session
         kept = lite.execute("SELECT count(*) FROM agno_sessions WHERE user_id = ?", (bystander,)).fetchone()[0]
     assert runs == 0 and kept == 1  # the session went with its runs; the recent one stays
 
-    policy.write_text('[stores."lancedb:knowledge"]\nmax_age_days = 30\n')
+    policy.write_text(f'[agents."{agent_id}"]\nmax_age_days = 1\n[stores."lancedb:knowledge"]\nmax_age_days = 30\n')
     async with Producer(s) as producer:
-        enq = await producer.run_retention(agent_id=agent_id)
+        enq = await producer.run_retention()
         await run_worker(s)
         refused = await producer.status(enq.job_id)
     assert refused.status == "failed" and "keep(s) no time per item" in refused.error["message"], refused
+    assert (await verify_user(s, bystander))["tables"][schema]["agno_sessions"] == 1  # refused before any delete

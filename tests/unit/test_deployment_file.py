@@ -140,3 +140,20 @@ def test_lancedb_filters_quote_any_id_exactly() -> None:
 
     assert owner_filter(["o'brien"]) == "user_id = 'o''brien'"
     assert owner_filter(["a", "b\\'c"]) == "user_id IN ('a', 'b\\''c')"
+
+
+def test_a_template_must_name_the_person_and_nothing_else() -> None:
+    from sessionctl.backends.agentfs import check_templates, resolved
+
+    check_templates("agentfs:fs", ["radar/{user_id}"])
+    for bad in ("radar", "{agent_id}/{user_id}"):
+        with pytest.raises(StoreMisdeclared, match=r"must hold \{user_id\} and no other placeholder"):
+            check_templates("agentfs:fs", [bad])
+    assert resolved("radar/{user_id}", "Bob.Smith") == "radar/%42ob.%53mith"  # Agno's own encoding
+    assert resolved("radar/{user_id}", "a/b") is None  # an id Agno refuses there: it never wrote one
+
+
+def test_a_redis_scan_pattern_takes_an_id_literally() -> None:
+    from sessionctl.backends.redis_stores import _glob_literal
+
+    assert _glob_literal("agno:jobs:idem:u5:a*b?[:") == "agno:jobs:idem:u5:a\\*b\\?\\[:"
