@@ -123,6 +123,7 @@ LAYERS: list[tuple[str, str, str]] = [
     ("sessionctl/*.py", "sessionctl", "The core: what every layer uses (settings, errors, ids, connections, privacy)."),
     ("sessionctl/store/", "sessionctl/store", ""),
     ("sessionctl/backends/", "sessionctl/backends", ""),
+    ("sessionctl/connectors/", "sessionctl/connectors", ""),
     ("sessionctl/jobs/", "sessionctl/jobs", ""),
     ("sessionctl/worker/", "sessionctl/worker", ""),
     ("sessionctl/producer.py", "sessionctl/producer.py", ""),

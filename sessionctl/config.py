@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sessionctl.errors import InvalidRequest
@@ -21,7 +21,11 @@ DEV_HASH_KEY = "sessionctl-insecure-development-key"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", populate_by_name=True, use_attribute_docstrings=True
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        hide_input_in_errors=True,  # a secret set wrong never shows in the error about it
     )
 
     redis_url: str = Field(
@@ -165,9 +169,16 @@ class Settings(BaseSettings):
     openapi: Literal["off", "token", "public"] = Field("off", validation_alias="SESSIONCTL_OPENAPI")
     """the DSR service's OpenAPI spec: `off`; `token`: `/openapi.json` for any valid bearer token; `public`: the
     spec, `/docs` and `/redoc` without a token (a private network only)"""
+    webhook_scheme: Literal["stripe", "standard"] = Field("stripe", validation_alias="SESSIONCTL_WEBHOOK_SCHEME")
+    """how completion webhooks are signed: `stripe` (`X-Sessionctl-Signature: t=…,v1=…`, as Stripe signs) or
+    `standard` ([Standard Webhooks](https://www.standardwebhooks.com): `webhook-id`, `webhook-timestamp`,
+    `webhook-signature`; every secret is then `whsec_` + base64 of a key of 24 to 64 bytes)"""
     webhook_secret: SecretStr | None = Field(None, validation_alias="SESSIONCTL_WEBHOOK_SECRET")
-    """the key completion webhooks are signed with (`X-Sessionctl-Signature`); a request with a `callback_url` is
-    refused while it is unset"""
+    """a secret completion webhooks are signed with (one more besides `SESSIONCTL_WEBHOOK_SECRETS`); a request with
+    a `callback_url` is refused while neither is set"""
+    webhook_secrets: SecretStr | None = Field(None, validation_alias="SESSIONCTL_WEBHOOK_SECRETS")
+    """comma-separated secrets, all valid at once: every webhook carries one signature per secret, so a secret is
+    rotated without a gap (add the new one, deploy the receivers, remove the old one) (unset)"""
     webhook_allowed_hosts: str = Field("", validation_alias="SESSIONCTL_WEBHOOK_ALLOWED_HOSTS")
     """comma-separated `host` (any port) or `host:port` a `callback_url` may point at; empty: no callbacks"""
     webhook_timeout: float = Field(10.0, gt=0, le=120, validation_alias="SESSIONCTL_WEBHOOK_TIMEOUT")
@@ -177,6 +188,35 @@ class Settings(BaseSettings):
     """hours a webhook is retried (backoff 1 s, 2 s, 4 s … at most an hour apart) before it is given up"""
     dsr_deadline_days: int | None = Field(None, ge=1, le=366, validation_alias="SESSIONCTL_DSR_DEADLINE_DAYS")
     """days a data-subject request is due in after it was received; unset: one calendar month (GDPR art. 12(3))"""
+    transcend_sombra_url: str | None = Field(None, validation_alias="SESSIONCTL_TRANSCEND_SOMBRA_URL")
+    """Transcend: your Sombra gateway (`https://multi-tenant.sombra.transcend.io` or your own); set, with the
+    audience and API key, `POST /v1/connectors/transcend` takes Transcend's webhooks and workers answer Sombra"""
+    transcend_audience: str | None = Field(None, validation_alias="SESSIONCTL_TRANSCEND_AUDIENCE")
+    """Transcend: the audience Sombra's tokens must name (your organization's URI in Transcend)"""
+    transcend_api_key: SecretStr | None = Field(None, validation_alias="SESSIONCTL_TRANSCEND_API_KEY")
+    """Transcend: the API key of this data silo (sent as `authorization: Bearer …` to Sombra)"""
+    transcend_sombra_api_key: SecretStr | None = Field(None, validation_alias="SESSIONCTL_TRANSCEND_SOMBRA_API_KEY")
+    """Transcend: a self-hosted Sombra's internal key (sent as `x-sombra-authorization: Bearer …`)"""
+    transcend_data_silo_id: str | None = Field(None, validation_alias="SESSIONCTL_TRANSCEND_DATA_SILO_ID")
+    """Transcend pull mode: the data silo whose pending requests workers fetch (nothing inbound needed)"""
+    transcend_pull_seconds: float = Field(300.0, ge=5, le=86400, validation_alias="SESSIONCTL_TRANSCEND_PULL_SECONDS")
+    """Transcend pull mode: seconds between two fetches of pending requests"""
+    transcend_inline_max_bytes: int = Field(
+        5_000_000, ge=1000, le=50_000_000, validation_alias="SESSIONCTL_TRANSCEND_INLINE_MAX_BYTES"
+    )
+    """Transcend: an access export up to this size goes in one `POST /v1/data-silo`; a larger one in pages
+    of `POST /v1/datapoint-chunked`"""
+    ketch_secret: SecretStr | None = Field(None, validation_alias="SESSIONCTL_KETCH_SECRET")
+    """Ketch: the `Authorization` value Ketch's DSR forwarder sends (set in Ketch's connection); set, it turns
+    `POST /v1/connectors/ketch` on"""
+    identity_query: str | None = Field(None, validation_alias="SESSIONCTL_IDENTITY_QUERY")
+    """the SQL that turns a DSR platform's identifier into the person's user ids: `$1` the identifier, `$2` its
+    type (`email`, `account_id`…), the first column of each row a user id; unset: the identifier is the user id"""
+    identity_database_url: SecretStr | None = Field(None, validation_alias="SESSIONCTL_IDENTITY_DATABASE_URL")
+    """the Postgres database `SESSIONCTL_IDENTITY_QUERY` runs in (default: `DATABASE_URL`)"""
+    identity_function: str | None = Field(None, validation_alias="SESSIONCTL_IDENTITY_FUNCTION")
+    """instead of a query: `package.module:function`, called with (identifier, type), returning the user ids
+    (a list, or an awaitable of one)"""
     log_format: Literal["auto", "json", "console"] = Field("auto", validation_alias="SESSIONCTL_LOG_FORMAT")
     """`json`, `console`, or `auto` (JSON unless stderr is a terminal)"""
     log_level: str = Field("INFO", validation_alias="SESSIONCTL_LOG_LEVEL")
@@ -191,6 +231,19 @@ class Settings(BaseSettings):
             schema_for_agent("a0", value)
         except (KeyError, IndexError, InvalidRequest) as exc:
             raise ValueError("SESSIONCTL_SCHEMA_TEMPLATE must yield a safe schema name, e.g. ag_{agent}") from exc
+        return value
+
+    @field_validator("webhook_secret", "webhook_secrets")
+    @classmethod
+    def _webhook_secrets_fit_scheme(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and info.data.get("webhook_scheme") == "standard":
+            from sessionctl.webhooks import standard_key
+
+            for n, secret in enumerate(_entries(value), 1):
+                try:
+                    standard_key(secret)
+                except ValueError as exc:
+                    raise ValueError(f"with SESSIONCTL_WEBHOOK_SCHEME=standard, secret {n} {exc}") from None
         return value
 
     @field_validator("export_dir")
@@ -212,11 +265,31 @@ class Settings(BaseSettings):
         return schema_for_agent(agent_id, self.schema_template)
 
     @property
+    def webhook_secret_values(self) -> list[str]:
+        """Every webhook secret, `SESSIONCTL_WEBHOOK_SECRETS`' then `SESSIONCTL_WEBHOOK_SECRET`, each once."""
+        both = [*_entries(self.webhook_secrets), *_entries(self.webhook_secret)]
+        return list(dict.fromkeys(both))
+
+    def webhook_keys(self) -> list[bytes]:
+        """The keys every webhook is signed with, one signature each (none: webhooks cannot be sent)."""
+        from sessionctl.webhooks import standard_key
+
+        values = self.webhook_secret_values
+        return [standard_key(v) if self.webhook_scheme == "standard" else v.encode() for v in values]
+
+    @property
     def hash_key_bytes(self) -> bytes:
         if self.hash_key is None or not self.hash_key.get_secret_value():
             _warn_dev_key()
             return DEV_HASH_KEY.encode()
         return self.hash_key.get_secret_value().encode()
+
+
+def _entries(value: SecretStr | None) -> list[str]:
+    """A comma-separated secret's entries, blanks dropped."""
+    if value is None:
+        return []
+    return [e.strip() for e in value.get_secret_value().split(",") if e.strip()]
 
 
 def state_dir() -> Path:

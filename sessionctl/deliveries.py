@@ -19,6 +19,7 @@ import httpx
 
 from sessionctl import export_lifetime, metrics, webhooks
 from sessionctl.config import Settings
+from sessionctl.connectors import answers, pull
 from sessionctl.errors import SessionctlError
 from sessionctl.ledger import Enqueue, reconcile
 from sessionctl.logs import get_logger
@@ -46,6 +47,7 @@ class Deliveries:
         self.enqueue = enqueue  # how a request whose job vanished is enqueued again
         self.wake = asyncio.Event()
         self.open_requests: int | None = None  # waiting for a job at the last round; None: not looked yet
+        self.next_pull = 0.0  # when Transcend's pending requests are fetched next (pull mode)
 
     def may_have_requests(self) -> bool:
         """Could a job of this worker serve an open request? (``False`` only when the last round
@@ -71,7 +73,9 @@ class Deliveries:
                 self.wake.clear()
 
     async def once(self, client: httpx.AsyncClient) -> int:
-        """One round: settle what ended unseen, then deliver what is due. Deliveries made."""
+        """One round: settle what ended unseen, fetch Transcend's pending requests when pull mode is
+        on and due, then deliver what is due. Deliveries made."""
+        await self._pull(client)
         async with self.connect() as conn:
             await reconcile(conn, self.settings, self.job_state, self.enqueue)
             open_, overdue = await dsr_requests.open_and_overdue(conn)
@@ -85,8 +89,29 @@ class Deliveries:
             sent += await self._deliver(client, dict(d))
         return sent
 
+    async def _pull(self, client: httpx.AsyncClient) -> None:
+        """Transcend's pull mode: its pending requests filed, every ``SESSIONCTL_TRANSCEND_PULL_SECONDS``."""
+        if not pull.enabled(self.settings) or self.enqueue is None or time.monotonic() < self.next_pull:
+            return
+        self.next_pull = time.monotonic() + self.settings.transcend_pull_seconds
+        try:
+            filed = await pull.pull_round(client, self.settings, self.connect, self.enqueue)
+        except (httpx.HTTPError, ValueError) as exc:  # Sombra unreachable or not JSON: the next round tries
+            log.warning("transcend.pull_failed", error_type=type(exc).__name__)
+            return
+        if filed:
+            log.info("transcend.pulled", filed=filed)
+
     async def _deliver(self, client: httpx.AsyncClient, d: dict[str, Any]) -> int:
-        secret = self.settings.webhook_secret
+        if d.get("kind", "webhook") == "webhook":
+            attempt = await self._webhook(client, d)
+        else:  # a DSR platform's answer (sessionctl.connectors.answers)
+            attempt = await answers.deliver(client, self.settings, self.connect, d)
+        return await self._recorded(d, attempt)
+
+    async def _webhook(self, client: httpx.AsyncClient, d: dict[str, Any]) -> dict[str, Any]:
+        """One attempt at a caller's webhook: checked against the allowed hosts again, signed now."""
+        keys = self.settings.webhook_keys()
         body = d["body"] if isinstance(d["body"], str) else json.dumps(d["body"])
         refused = None
         try:  # checked again now: a host removed from the allowed list since intake receives nothing
@@ -95,14 +120,22 @@ class Deliveries:
             refused = f"not sent: {exc}"
         if refused is not None:
             attempt: dict[str, Any] = {"at": round(time.time(), 3), "ok": False, "error": refused}
-        elif secret is None:
-            unset = "SESSIONCTL_WEBHOOK_SECRET unset"
+        elif not keys:
+            unset = "SESSIONCTL_WEBHOOK_SECRET and SESSIONCTL_WEBHOOK_SECRETS unset"
             attempt = {"at": round(time.time(), 3), "ok": False, "error": unset}
-        else:
-            attempt = await webhooks.post(client, d["url"], body.encode(), secret.get_secret_value().encode())
+        else:  # signed now, by the scheme and every secret configured now; the event id is the delivery's
+            headers = webhooks.signed_headers(self.settings.webhook_scheme, keys, d["event_id"], body.encode())
+            attempt = await webhooks.post(client, d["url"], body.encode(), headers)
+        if refused is not None:
+            attempt["final"] = True
+        return attempt
+
+    async def _recorded(self, d: dict[str, Any], attempt: dict[str, Any]) -> int:
+        """Note the attempt: delivered, due again after a backoff, or given up."""
+        refused = attempt.pop("final", False)
         tries = int(d["tries"]) + 1
         age_h = (datetime.now(UTC) - d["created_at"]).total_seconds() / 3600
-        give_up = refused is not None or age_h >= self.settings.webhook_give_up_hours
+        give_up = refused or age_h >= self.settings.webhook_give_up_hours
         retry = None if attempt["ok"] or give_up else webhooks.backoff_s(tries)
         async with self.connect() as conn:
             await webhook_deliveries.record_attempt(
@@ -113,6 +146,8 @@ class Deliveries:
         log.info(
             "webhook." + outcome,
             delivery=d["id"],
+            kind=d.get("kind", "webhook"),
+            event_id=d["event_id"],
             request_id=d["request_id"],
             job_id=d["job_id"],
             attempt=tries,

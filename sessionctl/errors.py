@@ -18,6 +18,8 @@
     │   ├── ExportMismatch                       an export does not verify: nothing is erased
     │   ├── ExportWithdrawn                      the person was erased while their export ran: not published
     │   ├── RequestNotRecorded                   a request's job the ledger does not name: not run
+    │   ├── PersonOnHold                         the person is under a legal hold: not erased
+    │   ├── PlatformNotAuthenticated             a DSR platform's call that is forged, expired or replayed
     │   └── UnknownUserData                      a user-keyed table sessionctl cannot erase yet
     └── TransientError                   retried with backoff (arq ``Retry``), bounded tries
         ├── DatabaseUnavailable                  Postgres refused, reset, restarting, timed out
@@ -103,6 +105,16 @@ class ExportWithdrawn(PermanentError):
 
 class RequestNotRecorded(PermanentError):
     """This job's data-subject request is not in the ledger, or does not list this job: nothing was done."""
+
+
+class PersonOnHold(PermanentError):
+    """The person is under a legal hold (``sessionctl hold list``): nothing was erased; their request ends
+    ``on_hold``."""
+
+
+class PlatformNotAuthenticated(PermanentError):
+    """A call said to come from a DSR platform whose token or secret does not verify, has expired, or
+    was used before: nothing was recorded."""
 
 
 class UnknownUserData(PermanentError):

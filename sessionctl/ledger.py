@@ -28,6 +28,7 @@ import asyncpg
 
 from sessionctl import webhooks
 from sessionctl.config import Settings
+from sessionctl.connectors import answers
 from sessionctl.errors import InvalidRequest
 from sessionctl.logs import get_logger
 from sessionctl.privacy import seal_subject, unseal_subject
@@ -185,8 +186,10 @@ async def settle_job(
     """A job ended: close (or keep open) the requests it served, and note a webhook for each that
     asked for one — in one transaction. How many webhooks were noted. ``partial`` and ``not_found``
     count as failed, and so does an erasure without its receipt (an export writes none: its
-    verified file is its proof)."""
-    status = status if status in ("succeeded", "dry_run") else "failed"
+    verified file is its proof); an erasure refused by a legal hold ends ``on_hold``. A request a
+    DSR platform sent is answered to the platform once every ledger request it became has ended."""
+    held = status == "failed" and isinstance(error, dict) and error.get("type") == "PersonOnHold"
+    status = "on_hold" if held else status if status in ("succeeded", "dry_run") else "failed"
     noted = 0
     async with conn.transaction():
         receipt = await dsr_requests.receipt_of_job(conn, job_id) if status == "succeeded" else None
@@ -205,6 +208,8 @@ async def settle_job(
                 noted += await webhook_deliveries.add_delivery(
                     conn, request["request_id"], job_id, request["callback_url"], body
                 )
+            if request["connector_request_id"]:  # a DSR platform's request: answered once all its parts end
+                noted += await answers.note_if_ended(conn, settings, request["connector_request_id"], error)
     return noted
 
 

@@ -9,7 +9,7 @@ import secrets
 
 # read: the requests and jobs this token made; erase, export: make them; audit: every request and
 # job, and the console (never an export's content: only the token that asked downloads it)
-SCOPES = ("read", "erase", "export", "audit")
+SCOPES = ("read", "erase", "export", "audit", "hold")
 PREFIX = "sct_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -1,19 +1,30 @@
 """Completion webhooks of the DSR service: which callback URLs are allowed, the body (never a raw
-user id), the signature, and delivering the ones owed (``sessionctl.webhook_deliveries``: durable,
+user id), the signatures, and delivering the ones owed (``sessionctl.webhook_deliveries``: durable,
 retried with backoff until a 2xx or ``SESSIONCTL_WEBHOOK_GIVE_UP_HOURS``).
 
-Signature: ``X-Sessionctl-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``,
-as Stripe signs its webhooks; a receiver checks it with :func:`verify` (or the same three lines)
-and rejects a ``t`` too far from its clock. Delivery is at least once: a receiver deduplicates on
-``(job_id, request_id)``.
+Two schemes (``SESSIONCTL_WEBHOOK_SCHEME``), each checked by receivers with their own libraries:
+
+- ``stripe`` (the default): ``X-Sessionctl-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+  "<t>.<body>")>``, exactly as Stripe signs (``stripe.WebhookSignature.verify_header`` accepts it),
+  and the event id in ``X-Sessionctl-Event-Id``;
+- ``standard``: `Standard Webhooks <https://www.standardwebhooks.com>`_ — ``webhook-id`` (the event
+  id), ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256(key,
+  "<id>.<timestamp>.<body>")>``, the key being the base64 after ``whsec_`` in the secret.
+
+Every secret configured signs every delivery (one ``v1`` each), so a secret is rotated without a
+gap. Delivery is at least once: a receiver drops a repeat by its ``event_id`` (the same across
+retries and resends).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +33,8 @@ import httpx
 from sessionctl.errors import InvalidRequest
 
 HEADER = "X-Sessionctl-Signature"
+EVENT_ID_HEADER = "X-Sessionctl-Event-Id"
+STANDARD_PREFIX = "whsec_"
 # What a result says of an erasure or an export: counts only (results never hold a raw user id).
 _COUNTS = (
     "sessions_deleted",
@@ -63,34 +76,87 @@ def check_callback(url: str, allowed_hosts: str) -> str:
     )
 
 
-def sign(secret: bytes, body: bytes, t: int | None = None) -> str:
-    """The ``X-Sessionctl-Signature`` header value of this body."""
+def new_event_id() -> str:
+    """A delivery's event id, made once when it is noted: the same across its retries and resends."""
+    return "evt_" + secrets.token_hex(16)
+
+
+def sign(secret: bytes | Sequence[bytes], body: bytes, t: int | None = None) -> str:
+    """The ``X-Sessionctl-Signature`` header value of this body: one ``v1`` per secret, as Stripe
+    writes a header signed with several secrets (its verifier accepts any one that matches)."""
     t = int(time.time()) if t is None else t
-    mac = hmac.new(secret, str(t).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
+    keys = [secret] if isinstance(secret, bytes) else list(secret)
+    macs = (hmac.new(key, str(t).encode() + b"." + body, hashlib.sha256).hexdigest() for key in keys)
+    return f"t={t}," + ",".join(f"v1={mac}" for mac in macs)
 
 
 def verify(secret: bytes, header: str, body: bytes, *, tolerance_s: int = 300, now: float | None = None) -> bool:
-    """Does the header sign this body, within ``tolerance_s`` of now? (For receivers and tests.)"""
+    """Does the header sign this body with this secret (any of its ``v1``), within ``tolerance_s``
+    of now? (For receivers and tests.)"""
     try:
-        fields = dict(part.split("=", 1) for part in header.split(","))
-        t = int(fields["t"])
-        given = fields["v1"]
-    except (KeyError, ValueError):
+        fields = [part.split("=", 1) for part in header.split(",")]
+        (t,) = [int(v) for k, v in fields if k == "t"]
+        given = [v for k, v in fields if k == "v1"]
+    except ValueError:
         return False
     if abs((time.time() if now is None else now) - t) > tolerance_s:
         return False
     want = hmac.new(secret, str(t).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(want, given)
+    return any(hmac.compare_digest(want, g) for g in given)
+
+
+def standard_key(secret: str) -> bytes:
+    """The key of a Standard Webhooks secret (``whsec_`` + base64 of at least 24 bytes); a
+    ``ValueError`` saying what is wrong otherwise (never the secret itself)."""
+    if not secret.startswith(STANDARD_PREFIX):
+        raise ValueError("must start with whsec_ (whsec_ + base64 of a random key of 24 to 64 bytes)")
+    try:
+        encoded = secret[len(STANDARD_PREFIX) :]
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)  # padding optional, as the libraries
+    except ValueError:
+        raise ValueError("must be whsec_ + base64 of the key: the part after whsec_ is not base64") from None
+    if len(key) < 24:
+        raise ValueError(f"its key is {len(key)} bytes: use at least 24 (whsec_ + base64 of 24 to 64 random bytes)")
+    return key
+
+
+def sign_standard(keys: Sequence[bytes], event_id: str, t: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value: ``v1,<base64>`` per key, space-separated."""
+    signed = f"{event_id}.{t}.".encode() + body
+    return " ".join("v1," + base64.b64encode(hmac.new(k, signed, hashlib.sha256).digest()).decode() for k in keys)
+
+
+def signed_headers(
+    scheme: str, keys: Sequence[bytes], event_id: str, body: bytes, t: int | None = None
+) -> dict[str, str]:
+    """Every header of one attempt: the content type, the event id and the signatures of
+    ``scheme`` (``stripe`` or ``standard``), one per key."""
+    t = int(time.time()) if t is None else t
+    if scheme == "standard":
+        return {
+            "Content-Type": "application/json",
+            "webhook-id": event_id,
+            "webhook-timestamp": str(t),
+            "webhook-signature": sign_standard(keys, event_id, t, body),
+        }
+    return {"Content-Type": "application/json", EVENT_ID_HEADER: event_id, HEADER: sign(keys, body, t)}
+
+
+def probe_body(event_id: str) -> dict[str, Any]:
+    """The body of a test event (``sessionctl webhooks test``): what a receiver needs to check its
+    verification, and nothing about anyone."""
+    return {"event": "test", "event_id": event_id, "sent_at": int(time.time())}
 
 
 def body_for(
     request: dict[str, Any], job_id: str, kind: str, status: str, result: dict[str, Any] | None, error: Any
 ) -> dict[str, Any]:
     """The JSON a callback gets: what happened to the request, counts, the receipt — no raw id."""
-    event = f"{request['kind']}.{ {'succeeded': 'completed', 'dry_run': 'dry_run'}.get(status, 'failed') }"
+    ended = {"succeeded": "completed", "dry_run": "dry_run", "on_hold": "on_hold"}.get(status, "failed")
+    event = f"{request['kind']}.{ended}"
     out: dict[str, Any] = {
         "event": event,
+        "event_id": new_event_id(),
         "job_id": job_id,
         "request_id": request["request_id"],
         "request_ref": request["request_ref"],
@@ -121,16 +187,16 @@ def backoff_s(tries: int) -> float:
     return float(min(3600, 2 ** max(0, tries - 1)))
 
 
-async def post(client: httpx.AsyncClient, url: str, body: bytes, secret: bytes) -> dict[str, Any]:
-    """One attempt: its outcome (``ok`` on a 2xx), for the delivery's record. Redirects are not
-    followed (a redirect could lead outside the allowed hosts)."""
+async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """One attempt with these (signed) headers: its outcome (``ok`` on a 2xx), for the delivery's
+    record. Redirects are not followed (a redirect could lead outside the allowed hosts)."""
     started = time.time()
     attempt: dict[str, Any] = {"at": round(started, 3)}
     try:
         resp = await client.post(
             url,
             content=body,
-            headers={"Content-Type": "application/json", HEADER: sign(secret, body)},
+            headers=headers,
             follow_redirects=False,
         )
         attempt["status_code"] = resp.status_code
@@ -140,3 +206,13 @@ async def post(client: httpx.AsyncClient, url: str, body: bytes, secret: bytes) 
         attempt["error"] = type(exc).__name__
     attempt["ms"] = round((time.time() - started) * 1000, 1)
     return attempt
+
+
+async def send_probe(url: str, scheme: str, keys: Sequence[bytes], timeout: float) -> dict[str, Any]:
+    """A test event to ``url`` (already checked against the allowed hosts), signed and sent now,
+    not queued: the attempt (``status_code``, ``ok``, ``ms``) and its ``event_id``."""
+    event_id = new_event_id()
+    body = json.dumps(probe_body(event_id)).encode()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout), trust_env=False) as client:
+        attempt = await post(client, url, body, signed_headers(scheme, keys, event_id, body))
+    return {"event_id": event_id, **attempt}

@@ -1,7 +1,8 @@
 """``sessionctl serve``: the DSR service over HTTP, put together — intake (:mod:`.routes_intake`,
 :mod:`.intake`), jobs and receipts (:mod:`.routes_jobs`), the deadline ledger
-(:mod:`.routes_requests`), health, the console (:mod:`.console`), the errors (:mod:`.errors`) and
-the spec (:mod:`.spec`).
+(:mod:`.routes_requests`), webhooks resent and tested (:mod:`.routes_webhooks`), DSR platforms
+(:mod:`.routes_connectors`), legal holds (:mod:`.routes_holds`), health, the
+console (:mod:`.console`), the errors (:mod:`.errors`) and the spec (:mod:`.spec`).
 
 It records and enqueues (through the same :class:`~sessionctl.producer.Producer` as the CLI) and
 reads; workers do the work. No endpoint takes a raw user id in its path or query: they come in POST
@@ -19,9 +20,20 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from sessionctl import __version__
-from sessionctl.api import console, errors, routes_intake, routes_jobs, routes_requests, spec
+from sessionctl.api import (
+    console,
+    errors,
+    routes_connectors,
+    routes_holds,
+    routes_intake,
+    routes_jobs,
+    routes_requests,
+    routes_webhooks,
+    spec,
+)
 from sessionctl.api.auth import Tokens
 from sessionctl.config import Settings, load_settings
+from sessionctl.connectors.sombra import SombraKeys
 from sessionctl.databases import Databases
 from sessionctl.producer import Producer
 
@@ -61,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.databases = databases
         app.state.connect = lambda: databases.connect(settings.dsn)
         app.state.tokens = Tokens(app.state.connect)
+        app.state.sombra = SombraKeys(settings)
         async with Producer(settings) as producer:
             app.state.producer = producer
             try:
@@ -80,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     spec.install(app, settings)
     spec.webhooks(app)
-    for router in (health, routes_intake.router, routes_jobs.router, routes_requests.router):
-        app.include_router(router)
+    routers = (health, routes_intake, routes_jobs, routes_requests, routes_webhooks, routes_connectors, routes_holds)
+    for router in routers:
+        app.include_router(router if isinstance(router, APIRouter) else router.router)
     app.include_router(console.router(settings))
     return app

@@ -51,8 +51,12 @@ async def take(
     if received < now - OLDEST:
         raise HTTPException(422, "received_at is more than ten years ago")
     if body.callback_url is not None:
-        if settings.webhook_secret is None:
-            raise HTTPException(422, "callback_url needs SESSIONCTL_WEBHOOK_SECRET set on this service and workers")
+        if not settings.webhook_secret_values:
+            raise HTTPException(
+                422,
+                "callback_url needs SESSIONCTL_WEBHOOK_SECRET or SESSIONCTL_WEBHOOK_SECRETS set on this service and"
+                " workers",
+            )
         webhooks.check_callback(body.callback_url, settings.webhook_allowed_hosts)
     if body.agent_id is not None:
         await producer.require_agent(body.agent_id)  # an agent without session storage: 422, nothing recorded

@@ -105,22 +105,44 @@ class ReceiptSearch(In):
     user_id: UserId
 
 
+class HoldIn(In):
+    user_id: UserId
+    reason: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(text)]
+
+
+class HoldRelease(In):
+    user_id: UserId
+
+
 class DueDateChange(In):
     until: AwareDatetime
     reason: Text
 
 
 class WebhookBody(BaseModel):
-    """What a callback_url receives when a request's job ends (signed: ``X-Sessionctl-Signature``)."""
+    """What a callback_url receives when a request's job ends (signed as ``SESSIONCTL_WEBHOOK_SCHEME`` says:
+    ``X-Sessionctl-Signature``, or Standard Webhooks' ``webhook-signature``)."""
 
     event: Literal[
-        "erasure.completed", "erasure.dry_run", "erasure.failed", "export.completed", "export.dry_run", "export.failed"
+        "erasure.completed",
+        "erasure.dry_run",
+        "erasure.on_hold",
+        "erasure.failed",
+        "export.completed",
+        "export.dry_run",
+        "export.failed",
     ]
+    event_id: str = Field(
+        description="this delivery's id (evt_…), the same across its retries and resends: drop a repeat by it"
+        " (delivery is at least once); also in the header webhook-id or X-Sessionctl-Event-Id"
+    )
     job_id: str
     request_id: str
     request_ref: str | None
     kind: str
-    status: Literal["succeeded", "dry_run", "failed"]
+    status: Literal["succeeded", "dry_run", "on_hold", "failed"] = Field(
+        description="on_hold: the person is under a legal hold, nothing was erased"
+    )
     user_hmac: str = Field(description="the person, as the HMAC of their id under the operator's key: never the id")
     complete: bool | None = Field(
         None,
@@ -141,3 +163,27 @@ class WebhookBody(BaseModel):
     stores: dict[str, int] | None = None
     would_delete: dict[str, int] | None = None
     error: dict[str, str] | None = None
+
+
+class WebhookTestIn(In):
+    url: Annotated[str, Field(max_length=2000, description="where to send the test event"), AfterValidator(text)]
+
+
+class WebhookAttempt(BaseModel):
+    """One attempt to deliver a test event, sent at once (not queued)."""
+
+    event_id: str
+    ok: bool = Field(description="the receiver answered 2xx")
+    status_code: int | None = Field(None, description="the receiver's answer (none: no answer)")
+    error: str | None = Field(None, description="why there was no answer (a timeout, a refused connection)")
+    ms: float
+
+
+class Resent(BaseModel):
+    """A delivery due again at once, with its event id and body."""
+
+    delivery_id: int
+    event_id: str
+    request_id: str
+    job_id: str
+    attempts: int = Field(description="attempts made so far (the next ones are added)")

@@ -46,12 +46,14 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 def webhooks(app: FastAPI) -> None:
     """The completion webhooks, declared in the spec (OpenAPI ``webhooks``)."""
-    for event in ("erasure.completed", "erasure.dry_run", "erasure.failed", "export.completed", "export.failed"):
+    events = ("erasure.completed", "erasure.dry_run", "erasure.on_hold", "erasure.failed", "export.completed")
+    for event in (*events, "export.failed"):
 
         async def hook(body: WebhookBody) -> None:
-            """Sent to a request's callback_url when its job ends, signed with ``X-Sessionctl-Signature:
-            t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``; at least once (deduplicate on
-            ``(job_id, request_id)``)."""
+            """Sent to a request's callback_url when its job ends, signed as ``SESSIONCTL_WEBHOOK_SCHEME``
+            says (``X-Sessionctl-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``,
+            Stripe's scheme; or Standard Webhooks' ``webhook-id``/``webhook-timestamp``/``webhook-signature``);
+            at least once: deduplicate on ``event_id``."""
 
         app.webhooks.post(event, summary=f"{event}: a request's job ended")(hook)
 

@@ -9,12 +9,13 @@ unreachable.
 - :mod:`.enqueue`: purge, export, retention run, status, jobs, retry;
 - :mod:`.inspect`: receipts, verify, sessions, agents, import, retention show;
 - :mod:`.operate`: worker, health, doctor, grants, migrate;
+- :mod:`.service`: serve, token, requests; :mod:`.webhooks`: webhooks list, resend, test;
 - :mod:`.render`: how each kind of result reads on a terminal.
 """
 
 from __future__ import annotations
 
-from sessionctl.cli import enqueue, inspect, operate, service  # noqa: F401 - commands register on import, in this order
+from sessionctl.cli import enqueue, holds, inspect, operate, service, webhooks  # noqa: F401 - commands register on import, in this order
 from sessionctl.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -9,6 +9,7 @@ from sessionctl import export_lifetime, metrics, store
 from sessionctl.errors import ErasureIncomplete
 from sessionctl.jobs.common import media_stores, now_iso, outcome, settle_media
 from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.holds import refuse_held
 from sessionctl.jobs.models import PURGE_USERS, AgentPurgeResult, BulkPurgeRequest, BulkPurgeResult, Completeness
 from sessionctl.jobs.person import completeness
 from sessionctl.jobs.purge import erase_targets, receipt_scope, sum_would
@@ -28,6 +29,8 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
     users = request.user_ids
     blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, users=len(users))
     blog.info("purge_users.start", target=request.target, dry_run=request.dry_run, scope=request.scope)
+    if not request.dry_run:
+        await refuse_held(ctx, users)
     spec = Spec(users, request.dry_run, request.memories, request.scope, request.all_agents, kind=PURGE_USERS)
     targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
     await check_access(ctx, spec, targets)

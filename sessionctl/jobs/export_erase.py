@@ -15,6 +15,7 @@ from sessionctl import export_files, metrics, store
 from sessionctl.errors import ExportMismatch
 from sessionctl.jobs.common import accumulate, media_stores, settle_media, write_receipt
 from sessionctl.jobs.context import JobContext
+from sessionctl.jobs.holds import refuse_held
 from sessionctl.jobs.models import EXPORT_SESSIONS, AgentPurgeResult, ExportRequest
 from sessionctl.jobs.person import completeness
 from sessionctl.jobs.targets import Target
@@ -90,6 +91,7 @@ async def erase_exported(
     the export (the user kept chatting) is left alone and fails the job: what was not handed over
     is not erased."""
     assert req.user_id is not None
+    await refuse_held(ctx, [req.user_id])
     by_label = {t.label: t for t in targets}
     results = {t.label: AgentPurgeResult(agent_id=t.label, schema_name=t.layout.schema) for t in targets}
     batch: dict[str, list[tuple[str, int | None]]] = {}

@@ -41,6 +41,7 @@ from sessionctl.jobs.common import media_stores, now_iso, outcome, settle_media,
 from sessionctl.jobs.context import JobContext
 from sessionctl.jobs.declared import declared_stores
 from sessionctl.jobs.fleet import purge_fleet
+from sessionctl.jobs.holds import refuse_held
 from sessionctl.jobs.models import PURGE_USER_SESSIONS, AgentPurgeResult, Completeness, PurgeRequest, PurgeResult
 from sessionctl.jobs.person import completeness
 from sessionctl.jobs.schema_purge import purge_schema
@@ -62,6 +63,8 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     )
     t0 = time.monotonic()
 
+    if not request.dry_run:
+        await refuse_held(ctx, [request.user_id])
     spec = Spec([request.user_id], request.dry_run, request.memories, request.scope, request.all_agents)
     targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
     await check_access(ctx, spec, targets)

@@ -13,7 +13,7 @@ import asyncpg
 REQUEST_COLUMNS = (
     "request_id, kind, request_ref, user_hmac, target, options, received_at, first_due_at, due_at, extensions,"
     " status, dry_run, job_ids, last_job_status, callback_url, requested_by, token_name, completed_at, receipt_id,"
-    " complete, remains, late, job_added_at, created_at"
+    " complete, remains, late, job_added_at, created_at, connector_request_id"
 )
 # Requests still waiting for a job to end: open ones, and dry runs not finished yet (a dry run is never
 # an open request of the ledger: it is recorded with status "dry_run" from the start).
@@ -195,17 +195,18 @@ async def settle(
     complete: bool | None = None,
     remains: dict[str, int] | None = None,
 ) -> list[asyncpg.Record]:
-    """The job ended with ``status`` (``succeeded``, ``dry_run`` or ``failed``): the requests it
-    served and that were waiting for it become ``completed`` (late or not; the sealed id destroyed),
-    finished dry runs, or stay open (failed; a new job may serve them). The requests settled now,
+    """The job ended with ``status`` (``succeeded``, ``dry_run``, ``on_hold`` or ``failed``): the
+    requests it served and that were waiting for it become ``completed`` (late or not; the sealed id
+    destroyed), finished dry runs, ``on_hold`` (a legal hold stopped the erasure), or stay open
+    (failed; a new job may serve them). The requests settled now,
     with their callback URL (each once: a request already closed is not returned again)."""
-    closing = {"succeeded": "completed", "dry_run": "dry_run"}.get(status)
+    closing = {"succeeded": "completed", "dry_run": "dry_run", "on_hold": "on_hold"}.get(status)
     return list(
         await conn.fetch(
             "UPDATE sessionctl.dsr_requests SET last_job_status = $2,"
             " status = CASE WHEN $3::text IS NULL THEN status WHEN dry_run THEN 'dry_run' ELSE $3 END,"
             " completed_at = CASE WHEN $3::text IS NULL THEN completed_at ELSE now() END,"
-            " late = CASE WHEN $3::text IS NULL OR dry_run THEN late ELSE now() > due_at END,"
+            " late = CASE WHEN $3::text IS NULL OR dry_run OR $3 = 'on_hold' THEN late ELSE now() > due_at END,"
             " subject = CASE WHEN $3::text IS NULL THEN subject END,"
             " receipt_id = coalesce($4, receipt_id), complete = coalesce($5, complete),"
             " remains = coalesce($6::text::jsonb, remains)"

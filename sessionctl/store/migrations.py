@@ -180,6 +180,63 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE sessionctl.receipts ADD COLUMN exemptions jsonb NOT NULL DEFAULT '{}';
         """,
     ),
+    (
+        8,
+        """
+        -- every webhook delivery has an event id, made once when it is noted (the default covers a row
+        -- noted by an older sessionctl), the same across retries and resends: receivers drop repeats by it
+        ALTER TABLE sessionctl.webhook_deliveries
+            ADD COLUMN event_id text DEFAULT 'evt_' || replace(gen_random_uuid()::text, '-', '');
+        UPDATE sessionctl.webhook_deliveries SET body = body || jsonb_build_object('event_id', event_id);
+        ALTER TABLE sessionctl.webhook_deliveries ALTER COLUMN event_id SET NOT NULL;
+        CREATE UNIQUE INDEX webhook_deliveries_event ON sessionctl.webhook_deliveries (event_id);
+        """,
+    ),
+    (
+        9,
+        """
+        -- legal holds: a person under hold is not erased (their requests end on_hold)
+        CREATE TABLE sessionctl.legal_holds (
+            id          bigserial   PRIMARY KEY,
+            user_hmac   text        NOT NULL,
+            reason      text        NOT NULL,
+            placed_by   text        NOT NULL,
+            placed_at   timestamptz NOT NULL DEFAULT now(),
+            released_at timestamptz,
+            released_by text
+        );
+        CREATE UNIQUE INDEX legal_holds_active ON sessionctl.legal_holds (user_hmac) WHERE released_at IS NULL;
+        ALTER TABLE sessionctl.dsr_requests DROP CONSTRAINT IF EXISTS dsr_requests_status_check;
+        ALTER TABLE sessionctl.dsr_requests ADD CONSTRAINT dsr_requests_status_check
+            CHECK (status IN ('open', 'completed', 'dry_run', 'on_hold'));
+        -- a DSR platform's request (Transcend, Ketch): the person's identifier as HMAC, the ledger
+        -- requests it became (one per user id the identity mapping found), how to answer the platform
+        -- (sealed: a nonce or a callback's credentials), how it ended
+        CREATE TABLE sessionctl.connector_requests (
+            id              text        PRIMARY KEY,
+            platform        text        NOT NULL,
+            kind            text        NOT NULL CHECK (kind IN ('erasure', 'export')),
+            platform_ref    text        NOT NULL,
+            replay_key      text        NOT NULL,
+            identifier_hmac text        NOT NULL,
+            user_hmacs      text[]      NOT NULL DEFAULT '{}',
+            request_ids     text[]      NOT NULL DEFAULT '{}',
+            reply           bytea,
+            status          text        NOT NULL DEFAULT 'open'
+                                        CHECK (status IN ('open', 'on_hold', 'not_found', 'completed', 'failed')),
+            outcome         jsonb,
+            received_at     timestamptz NOT NULL DEFAULT now(),
+            completed_at    timestamptz,
+            UNIQUE (platform, replay_key)
+        );
+        CREATE INDEX connector_requests_ref ON sessionctl.connector_requests (platform, platform_ref);
+        ALTER TABLE sessionctl.dsr_requests ADD COLUMN connector_request_id text;
+        CREATE INDEX dsr_requests_connector ON sessionctl.dsr_requests (connector_request_id)
+            WHERE connector_request_id IS NOT NULL;
+        -- what a delivery is: a caller's webhook, or a connector's answer to its platform
+        ALTER TABLE sessionctl.webhook_deliveries ADD COLUMN kind text NOT NULL DEFAULT 'webhook';
+        """,
+    ),
 ]
 
 
@@ -197,7 +254,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
             " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM sessionctl.schema_migrations")}
-        for version, sql in MIGRATIONS:
+        for version, sql in sorted(MIGRATIONS):
             if version not in done:
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO sessionctl.schema_migrations (version) VALUES ($1)", version)

@@ -1,0 +1,29 @@
+"""Legal holds, checked by every erasure before anything is deleted: a person under hold
+(``sessionctl hold place``) is not erased — the job fails with
+:class:`~sessionctl.errors.PersonOnHold` and the request it served ends ``on_hold``."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from sessionctl.errors import PersonOnHold
+from sessionctl.jobs.context import JobContext
+from sessionctl.privacy import user_hmac
+from sessionctl.store import legal_holds
+
+
+async def refuse_held(ctx: JobContext, user_ids: list[str]) -> None:
+    """Raise :class:`PersonOnHold` when any of these people is under a legal hold (a database
+    without sessionctl's holds table has no hold)."""
+    hmacs = [user_hmac(ctx.hash_key, u) for u in user_ids]
+    try:
+        async with ctx.databases.connect(ctx.settings.dsn) as conn:
+            held = await legal_holds.active(conn, hmacs)
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return
+    if held:
+        who = "the person is" if len(user_ids) == 1 else f"{len(held)} of the {len(user_ids)} people are"
+        raise PersonOnHold(
+            f"{who} under a legal hold (hold {', '.join(str(h['id']) for h in held)}): nothing was erased;"
+            " release it first with `sessionctl hold release --user -` if the hold has ended"
+        )
