@@ -209,6 +209,10 @@ class Settings(BaseSettings):
     ketch_secret: SecretStr | None = Field(None, validation_alias="SESSIONCTL_KETCH_SECRET")
     """Ketch: the `Authorization` value Ketch's DSR forwarder sends (set in Ketch's connection); set, it turns
     `POST /v1/connectors/ketch` on"""
+    ketch_identity_spaces: str = Field("", validation_alias="SESSIONCTL_KETCH_IDENTITY_SPACES")
+    """Ketch: the comma-separated identity spaces whose raw values identify the person here (empty: any); without
+    an identity mapping, a request with identities of several spaces is refused — a value of another space could be
+    someone else's user id"""
     identity_query: str | None = Field(None, validation_alias="SESSIONCTL_IDENTITY_QUERY")
     """the SQL that turns a DSR platform's identifier into the person's user ids: `$1` the identifier, `$2` its
     type (`email`, `account_id`…), the first column of each row a user id; unset: the identifier is the user id"""
@@ -245,6 +249,26 @@ class Settings(BaseSettings):
                 except ValueError as exc:
                     raise ValueError(f"with SESSIONCTL_WEBHOOK_SCHEME=standard, secret {n} {exc}") from None
         return value
+
+    @field_validator("ketch_secret", "transcend_api_key")
+    @classmethod
+    def _platform_secret_long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """A platform's secret that is set is a real one: an empty or short value (a blank line in
+        ``.env``) would let anyone in, or answer nobody."""
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            name = "SESSIONCTL_KETCH_SECRET" if info.field_name == "ketch_secret" else "SESSIONCTL_TRANSCEND_API_KEY"
+            raise ValueError(f"{name} is set but shorter than 16 characters: set the real secret, or unset it")
+        return value
+
+    @field_validator("transcend_sombra_url")
+    @classmethod
+    def _sombra_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = value.strip().rstrip("/")
+        if not url.startswith(("https://", "http://")):
+            raise ValueError("SESSIONCTL_TRANSCEND_SOMBRA_URL must be an https:// URL (your Sombra gateway)")
+        return url
 
     @field_validator("export_dir")
     @classmethod

@@ -186,7 +186,7 @@ async def preview(settings: Any) -> tuple[int, list[dict[str, Any]]]:
 
     from sessionctl import store
     from sessionctl.databases import Databases
-    from sessionctl.store import expiry
+    from sessionctl.store import expiry, legal_holds
 
     policy = load_policy(settings.retention_file)
     now = int(time.time())
@@ -194,6 +194,7 @@ async def preview(settings: Any) -> tuple[int, list[dict[str, Any]]]:
     dbs = Databases(pool_size=1)
     try:
         async with dbs.connect(settings.dsn) as conn:
+            keep = await legal_holds.held_user_ids(conn, settings.hash_key_bytes)  # left out, as a run does
             for schema in await store.discover_agent_schemas(conn):
                 layout = await store.read_layout(conn, schema)
                 match = policy.rule_for(schema, schema, settings.schema_template)
@@ -204,11 +205,11 @@ async def preview(settings: Any) -> tuple[int, list[dict[str, Any]]]:
                 bs = []
                 for b in buckets(rule, now):
                     types, exclude = list(b.types) if b.types else None, list(b.exclude or ()) or None
-                    n = await store.count_expired(conn, layout, b.cutoff, types, exclude)
+                    n = await store.count_expired(conn, layout, b.cutoff, types, exclude, keep)
                     bs.append({**b.describe(), "would_delete": n})
                 items = {}
                 for item, days in sorted(rule.items.items()):
-                    items[item] = await expiry.count_expired_items(conn, layout, item, now - days * DAY)
+                    items[item] = await expiry.count_expired_items(conn, layout, item, now - days * DAY, keep)
                 rows.append(
                     {
                         "schema": schema,
@@ -223,11 +224,12 @@ async def preview(settings: Any) -> tuple[int, list[dict[str, Any]]]:
                 )
     finally:
         await dbs.close()
-    return now, rows + await _store_rows(settings, policy, now)
+    return now, rows + await _store_rows(settings, policy, now, keep)
 
 
-async def _store_rows(settings: Any, policy: Policy, now: int) -> list[dict[str, Any]]:
-    """The declared stores the policy names, with what their items older than the cutoff are."""
+async def _store_rows(settings: Any, policy: Policy, now: int, keep: list[str]) -> list[dict[str, Any]]:
+    """The declared stores the policy names, with what their items older than the cutoff are (none
+    of the people of ``keep``, under a legal hold)."""
     from sessionctl import deployment
     from sessionctl.backends import opened
 
@@ -243,7 +245,7 @@ async def _store_rows(settings: Any, policy: Policy, now: int) -> list[dict[str,
     async with opened(deployment.Deployment(stores=tuple(chosen))) as backends:
         for b in backends:
             days = policy.stores[b.label].max_age_days
-            n = (await b.expire(now - days * DAY, dry_run=True))[0] if b.expires else 0
+            n = (await b.expire(now - days * DAY, dry_run=True, keep=keep))[0] if b.expires else 0
             rows.append(
                 {"schema": b.label, "policy": f"stores.{b.label}", "max_age_days": days, "session_types": {},
                  "export_before_delete": False, "would_delete": n, "buckets": []}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,7 @@ def every_store(tmp: Path, mysql: tuple[str, str], redis_url: str, users: list[s
     from agno.db.redis import RedisDb
     from agno.db.sqlite import SqliteDb
 
-    tag = tmp.name[-12:].replace("-", "_")
+    tag = uuid.uuid4().hex[:12]  # unique per run: tmp folder names repeat, and the Redis is shared
     folders = {k: tmp / k for k in ("lancedb", "qdrant", "chroma", "agentfs")}
     for f in folders.values():
         f.mkdir()

@@ -18,8 +18,10 @@ from pydantic import ValidationError
 from sessionctl.config import Settings
 from sessionctl.connectors import filing, identity, ketch, transcend
 from sessionctl.connectors.filing import Filing, PlatformRequest
+from sessionctl.connectors.replies import seal_reply
 from sessionctl.connectors.sombra import SombraKeys
 from sessionctl.errors import InvalidRequest, PlatformNotAuthenticated
+from sessionctl.store import connector_requests
 
 router = APIRouter(tags=["connectors"])
 ANSWERS: dict[int | str, dict[str, Any]] = {
@@ -48,6 +50,10 @@ async def _file(request: Request, req: PlatformRequest, identities: list[tuple[s
     state = request.app.state
     async with state.connect() as conn:
         earlier = await filing.filed_before(conn, req)
+        if earlier is not None and earlier["status"] == "open":  # sent again: the newest nonce answers it
+            await connector_requests.set_reply(
+                conn, earlier["id"], seal_reply(state.settings, earlier["id"], req.reply)
+            )
     if earlier is not None:
         return Filing(earlier, new=False)
     ids: list[str] = []
@@ -140,9 +146,7 @@ async def ketch_request(request: Request) -> JSONResponse:
         ketch.check_callbacks(body, settings.webhook_allowed_hosts)
     except InvalidRequest as exc:
         raise HTTPException(422, str(exc)) from None
-    raw = [(i.identityValue, i.identitySpace) for i in body.request.identities if i.identityFormat == "raw"]
-    if not raw:
-        raise HTTPException(422, "no raw identity: sessionctl maps raw identities (identityFormat raw) to user ids")
+    raw = _ketch_identities(settings, body)
     req = PlatformRequest(
         platform="ketch",
         kind=kind,
@@ -158,8 +162,32 @@ async def ketch_request(request: Request) -> JSONResponse:
     )
     async with request.app.state.connect() as conn:
         known = await filing.seen(conn, req)
+    if known is not None and known["kind"] != kind:
+        raise HTTPException(409, "metadata.uid names a request of another kind: a uid means one request")
     filed = Filing(known, new=False) if known is not None else await _file(request, req, raw)
     return JSONResponse(_ketch_response(kind, body.metadata, filed.row))
+
+
+def _ketch_identities(settings: Settings, body: ketch.DsrRequest) -> list[tuple[str, str]]:
+    """(value, space) of the raw identities that identify the person here."""
+    spaces = {s.strip() for s in settings.ketch_identity_spaces.split(",") if s.strip()}
+    raw = [
+        (i.identityValue, i.identitySpace)
+        for i in body.request.identities
+        if i.identityFormat == "raw" and (not spaces or i.identitySpace in spaces)
+    ]
+    if not raw:
+        raise HTTPException(
+            422, "no raw identity of the spaces SESSIONCTL_KETCH_IDENTITY_SPACES names: nothing identifies the person"
+        )
+    mapped = settings.identity_query or settings.identity_function
+    if not mapped and len({space for _, space in raw}) > 1:
+        raise HTTPException(
+            422,
+            "identities of several spaces and no identity mapping: set SESSIONCTL_KETCH_IDENTITY_SPACES to the space"
+            " whose values are your user ids, or SESSIONCTL_IDENTITY_QUERY",
+        )
+    return raw
 
 
 def _ketch_response(kind: str, metadata: ketch.Metadata, row: Any) -> dict[str, Any]:

@@ -30,11 +30,14 @@ def hold_out(r: Any) -> dict[str, Any]:
 
 @router.post("/v1/holds", status_code=201, responses={**ERRORS, 200: {"description": "already held"}})
 async def place(body: HoldIn, request: Request, who: Holder) -> dict[str, Any]:
-    """Place a legal hold: the person's erasures end ``on_hold`` (nothing erased) until it is released."""
+    """Place a legal hold: the person's erasures end ``on_hold`` (nothing erased) and retention keeps
+    everything of theirs until it is released."""
     state = request.app.state
+    key = state.settings.hash_key_bytes
+    person = user_hmac(key, body.user_id)
     async with state.connect() as conn:
         row, new = await legal_holds.place(
-            conn, user_hmac(state.settings.hash_key_bytes, body.user_id), body.reason, who.name
+            conn, person, legal_holds.seal(key, person, body.user_id), body.reason, who.name
         )
     return {**hold_out(row), "placed_now": new}
 

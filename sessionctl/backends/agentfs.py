@@ -43,6 +43,7 @@ def resolved(template: str, user: str) -> str | None:
 
 class AgentFsBackend(Backend):
     expires = True
+
     def _open(self) -> None:
         from agno.fs.local import LocalFileSystem
 
@@ -85,14 +86,24 @@ class AgentFsBackend(Backend):
             out.append({"path": rel, "content": f.read_text(encoding="utf-8", errors="replace")})
         return out
 
-    def _expire(self, cutoff: int, dry_run: bool) -> tuple[int, int]:
-        """Files last written before ``cutoff`` (their mtime: AgentFS keeps no other time on disk)."""
-        old = [f for f in self.root.rglob("*") if f.is_file() and f.stat().st_mtime < cutoff]
+    def _expire(self, cutoff: int, dry_run: bool, keep: list[str]) -> tuple[int, int]:
+        """Files last written before ``cutoff`` (their mtime: AgentFS keeps no other time on disk),
+        but none in the directories of the users of ``keep`` (under a legal hold)."""
+        held = [d for u in keep for d in self._dirs(u)]
+        old = self._older(cutoff, held)
         if dry_run:
             return len(old), len(old)
         for f in old:
             f.unlink(missing_ok=True)
-        return len(old), sum(1 for f in self.root.rglob("*") if f.is_file() and f.stat().st_mtime < cutoff)
+        return len(old), len(self._older(cutoff, held))
+
+    def _older(self, cutoff: int, held: list[Path]) -> list[Path]:
+        """Files last written before ``cutoff``, outside the ``held`` directories."""
+        return [
+            f
+            for f in self.root.rglob("*")
+            if f.is_file() and f.stat().st_mtime < cutoff and not any(f.is_relative_to(d) for d in held)
+        ]
 
     def _owners(self) -> list[tuple[str, int]]:
         found: Counter[str] = Counter()

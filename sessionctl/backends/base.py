@@ -81,12 +81,13 @@ class Backend(ABC):
         """Every owner id with how many items it has (the re-sweep HMACs them at once)."""
         return await self.call(self._owners)
 
-    async def expire(self, cutoff: int, *, dry_run: bool) -> tuple[int, int]:
-        """Items older than ``cutoff`` (epoch seconds, by their own time): (deleted — in a dry run,
-        that would be —, left after)."""
-        return await self.call(self._expire, cutoff, dry_run)
+    async def expire(self, cutoff: int, *, dry_run: bool, keep: list[str] | None = None) -> tuple[int, int]:
+        """Items older than ``cutoff`` (epoch seconds, by their own time), none of the users of
+        ``keep`` (under a legal hold: kept, and not counted as left): (deleted — in a dry run, that
+        would be —, left after)."""
+        return await self.call(self._expire, cutoff, dry_run, list(keep or ()))
 
-    def _expire(self, cutoff: int, dry_run: bool) -> tuple[int, int]:
+    def _expire(self, cutoff: int, dry_run: bool, keep: list[str]) -> tuple[int, int]:
         raise NotImplementedError
 
     async def run_ids(self, users: list[str]) -> set[str]:

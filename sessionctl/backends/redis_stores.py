@@ -181,9 +181,11 @@ class RedisSessionBackend(_RedisBackend):
                 found[key.removeprefix(prefix)] += int(await self.redis.scard(key))
         return [(u, n) for u, n in found.items() if n]
 
-    async def expire(self, cutoff: int, *, dry_run: bool) -> tuple[int, int]:
-        """Sessions (with their runs) and memories last updated, else created, before ``cutoff``."""
-        old = await self._older(cutoff)
+    async def expire(self, cutoff: int, *, dry_run: bool, keep: list[str] | None = None) -> tuple[int, int]:
+        """Sessions (with their runs) and memories last updated, else created, before ``cutoff``;
+        none of the users of ``keep`` (under a legal hold)."""
+        held = set(keep or ())
+        old = await self._older(cutoff, held)
         if dry_run or not old:
             return len(old), len(old)
         runs: set[str] = set()
@@ -195,13 +197,13 @@ class RedisSessionBackend(_RedisBackend):
         for i in range(0, len(keys), 500):
             await self.redis.unlink(*keys[i : i + 500])
         await self._drop_entries([k for k in keys if ":by_session:" not in k])
-        return len(old), len(await self._older(cutoff))
+        return len(old), len(await self._older(cutoff, held))
 
-    async def _older(self, cutoff: int) -> dict[str, dict[str, Any]]:
+    async def _older(self, cutoff: int, keep: set[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for table in ("sessions", "memories"):
             records = await self._read({k async for k in self._scan(table)})
-            found |= {k: v for k, v in records.items() if _time(v, cutoff) < cutoff}
+            found |= {k: v for k, v in records.items() if _time(v, cutoff) < cutoff and v.get("user_id") not in keep}
         return found
 
     async def run_ids(self, users: list[str]) -> set[str]:

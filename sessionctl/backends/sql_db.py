@@ -41,7 +41,7 @@ class SqlBackend(Backend):
         if unknown:
             raise UnknownUserData(
                 f"{self.label}: table(s) {', '.join(unknown)} hold a user_id column sessionctl has no rule for;"
-                " name Agno's table argument for each in the store (e.g. memory_table = \"…\"), or remove them"
+                ' name Agno\'s table argument for each in the store (e.g. memory_table = "…"), or remove them'
             )
 
     def _url(self) -> str:
@@ -92,16 +92,17 @@ class SqlBackend(Backend):
         with self.engine.connect() as conn:
             return list(sql_dbs.owners(conn, self.layout).items())
 
-    def _expire(self, cutoff: int, dry_run: bool) -> tuple[int, int]:
-        """Sessions (with their runs) and memories last updated, else created, before ``cutoff``."""
+    def _expire(self, cutoff: int, dry_run: bool, keep: list[str]) -> tuple[int, int]:
+        """Sessions (with their runs) and memories last updated, else created, before ``cutoff``;
+        none of the users of ``keep``."""
         with self.engine.connect() as conn:
-            found = sql_dbs.count_expired(conn, self.layout, cutoff)
+            found = sql_dbs.count_expired(conn, self.layout, cutoff, keep)
         if dry_run or not found:
             return found, found
         with self.engine.begin() as conn:
-            deleted = sql_dbs.delete_expired(conn, self.layout, cutoff)
+            deleted = sql_dbs.delete_expired(conn, self.layout, cutoff, keep)
         with self.engine.connect() as conn:
-            return deleted, sql_dbs.count_expired(conn, self.layout, cutoff)
+            return deleted, sql_dbs.count_expired(conn, self.layout, cutoff, keep)
 
     async def run_ids(self, users: list[str]) -> set[str]:
         return await self.call(self._run_ids, users)

@@ -1,5 +1,5 @@
 """``sessionctl hold``: legal holds — a person under hold is not erased (their erasures end
-``on_hold``, and a DSR platform is told so) until the hold is released."""
+``on_hold``, and a DSR platform is told so) nor cleaned by retention until the hold is released."""
 
 from __future__ import annotations
 
@@ -21,11 +21,15 @@ app.add_typer(hold_app, name="hold")
 User = Annotated[str, typer.Option("--user", help=USER_HELP)]
 
 
-def _person(user: str) -> str:
+def _user(user: str) -> str:
     try:
-        return user_hmac(settings().hash_key_bytes, validate_user_id(user_value(user) or ""))
+        return validate_user_id(user_value(user) or "")
     except InvalidRequest as exc:
         fail(EXIT_BAD_INPUT, str(exc))
+
+
+def _person(user: str) -> str:
+    return user_hmac(settings().hash_key_bytes, _user(user))
 
 
 @hold_app.command("place")
@@ -33,17 +37,21 @@ def hold_place(
     user: User,
     reason: Annotated[str, typer.Option("--reason", help="Why (a matter, a ticket): kept with the hold.")],
 ) -> None:
-    """Place a legal hold on a person: their erasures are refused (``on_hold``) until it is released."""
+    """Place a legal hold on a person: their erasures are refused (``on_hold``) and retention keeps
+    everything of theirs until it is released."""
     from sessionctl.store import legal_holds
 
-    person = _person(user)
+    user_id = _user(user)
+    key = settings().hash_key_bytes
+    person = user_hmac(key, user_id)
     try:
         why = storable_text(reason.strip(), "--reason")
     except InvalidRequest as exc:
         fail(EXIT_BAD_INPUT, str(exc))
     if not why:
         fail(EXIT_BAD_INPUT, "--reason is empty: say why the person is held")
-    row, new = run(_conn_do(settings(), lambda conn: legal_holds.place(conn, person, why[:500], "cli")))
+    sealed = legal_holds.seal(key, person, user_id)  # retention leaves the person out by it
+    row, new = run(_conn_do(settings(), lambda conn: legal_holds.place(conn, person, sealed, why[:500], "cli")))
     said = "placed" if new else "already in place"
     out.print(f"hold {row['id']} {said} on user {person} since {_iso(row['placed_at'])}", markup=False)
 

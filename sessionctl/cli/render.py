@@ -70,6 +70,8 @@ def retention_run(state: Any, r: dict[str, Any]) -> None:
     line(f"job       {state.job_id}")
     line(f"status    {state.status}  (as of {r['as_of']})")
     line(f"deleted   sessions={r['sessions_deleted']}  remaining past cutoff {r['remaining']}")
+    if r.get("held"):
+        line(f"held      {r['held']} person(s) under a legal hold: everything of theirs kept")
     for name, a in sorted(r["agents"].items()):
         what = f"policy {a['policy']}: deleted {a['deleted']}" if a.get("policy") else "kept (no policy)"
         line(f"  {name}: {what}")

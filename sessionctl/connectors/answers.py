@@ -35,7 +35,7 @@ def summary(kind: str, children: list[Any], error: Any) -> tuple[str, dict[str, 
         "requests": [c["request_id"] for c in children],
         "user_hmacs": [c["user_hmac"] for c in children],
         "receipts": [c["receipt_id"] for c in children if c["receipt_id"] is not None],
-        "export_jobs": [c["job_ids"][-1] for c in children if kind == "export" and c["status"] == "completed"],
+        "held": sum(1 for c in children if c["status"] == "on_hold"),
     }
     if kind == "erasure" and status == "completed":
         outcome["complete"] = all(bool(c["complete"]) for c in children)
@@ -57,18 +57,27 @@ def _remains(children: list[Any]) -> dict[str, int]:
 async def note_if_ended(conn: asyncpg.Connection, settings: Settings, connector_id: str, error: Any) -> int:
     """The platform request's answer, noted once every ledger request it became has ended (a failed
     one counts as ended: the platform hears of the failure). Answers noted (0 or 1)."""
-    row = await connector_requests.lock_open(conn, connector_id)
+    row = await connector_requests.lock_unsettled(conn, connector_id)
     if row is None:
         return 0
     children = await connector_requests.children(conn, connector_id)
     if not children or any(c["status"] == "open" and c["last_job_status"] != "failed" for c in children):
         return 0
     status, outcome = summary(row["kind"], children, error)
+    if row["status"] == "failed" and status == "failed":
+        return 0  # told already; a retried part that fails again changes nothing
     await connector_requests.close(conn, connector_id, status, outcome)
     body = {"connector_request_id": connector_id, **outcome}
     return int(
         await connector_requests.add_answer(conn, connector_id, children[0]["request_id"], row["platform"], body)
     )
+
+
+async def note_at_filing(conn: asyncpg.Connection, connector_id: str, platform: str, kind: str, status: str) -> int:
+    """The answer to a pulled request that ended as it was filed (``on_hold``, ``not_found``): no
+    response carried it, so it is delivered like any other."""
+    body = {"connector_request_id": connector_id, "status": status, "kind": kind, "requests": []}
+    return int(await connector_requests.add_answer(conn, connector_id, None, platform, body))
 
 
 Connect = Callable[[], Any]
@@ -79,14 +88,17 @@ async def deliver(client: httpx.AsyncClient, settings: Settings, connect: Connec
     started = time.time()
     outcome = d["body"] if isinstance(d["body"], dict) else json.loads(d["body"])
     connector_id = str(outcome["connector_request_id"])
+    exported = outcome["kind"] == "export" and outcome["status"] == "completed"
     async with connect() as conn:
         row = await connector_requests.get(conn, connector_id)
-        paths = await _export_paths(conn, outcome.get("export_jobs") or [])
+        found = await export_registry.latest_of_requests(conn, outcome["requests"]) if exported else []
     reply = None if row is None else open_reply(settings, connector_id, row["reply"])
     if reply is None:
-        return {"at": round(started, 3), "ok": False, "error": "the answer's credentials do not open: not sent"}
-    if len(paths) < len(outcome.get("export_jobs") or []):
-        return {"at": round(started, 3), "ok": False, "error": "an export of the request is gone (expired or erased)"}
+        return {"at": round(started, 3), "ok": False, "error": "not sent: the answer's credentials do not open"}
+    if exported and len(found) < len(outcome["requests"]):  # expired or erased before it could be sent
+        gone = {"type": "ExportGone", "message": "the access export is no longer kept (expired or erased): ask again"}
+        outcome = {**outcome, "status": "failed", "error": gone}
+    paths = [(str(f["user_hmac"]), Path(str(f["path"]))) for f in found]
     records = _records(settings, paths)
     try:
         if d["kind"] == "transcend":
@@ -100,15 +112,6 @@ async def deliver(client: httpx.AsyncClient, settings: Settings, connect: Connec
     if str(sent.get("error", "")).startswith("not sent"):
         sent["final"] = True  # a callback host no longer allowed: asking again cannot help
     return {"at": round(started, 3), **sent, "ms": round((time.time() - started) * 1000, 1)}
-
-
-async def _export_paths(conn: asyncpg.Connection, job_ids: list[str]) -> list[tuple[str, Path]]:
-    out = []
-    for job_id in job_ids:
-        made = await export_registry.get(conn, job_id)
-        if made is not None and made["deleted_at"] is None:
-            out.append((str(made["user_hmac"]), Path(str(made["path"]))))
-    return out
 
 
 def _records(settings: Settings, paths: list[tuple[str, Path]]) -> Callable[[], dict[str, list[dict[str, Any]]]]:

@@ -17,6 +17,7 @@ import asyncpg
 
 from sessionctl import ledger
 from sessionctl.config import Settings
+from sessionctl.connectors import answers
 from sessionctl.connectors.replies import seal_reply
 from sessionctl.errors import InvalidRequest, RedisUnavailable
 from sessionctl.logs import get_logger
@@ -44,6 +45,7 @@ class PlatformRequest:
     reply: dict[str, Any]  # how to answer (sealed): a nonce, callbacks, the platform's metadata
     received_at: datetime
     user_ids: list[str] = field(default_factory=list)  # from the identity mapping
+    answer_later: bool = False  # pulled: no response carries an answer, every outcome is delivered
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +87,16 @@ async def file(conn: asyncpg.Connection, settings: Settings, req: PlatformReques
                 "replay_key": req.replay_key,
                 "identifier_hmac": user_hmac(key, req.identifier),
                 "user_hmacs": hmacs,
-                "reply": seal_reply(settings, connector_id, req.reply) if status == "open" else None,
+                "reply": seal_reply(settings, connector_id, req.reply)
+                if status == "open" or req.answer_later
+                else None,
                 "status": status,
             },
         )
         if row is None:  # the same replay key, recorded meanwhile
             return Filing(await seen(conn, req), new=False)
+        if status != "open" and req.answer_later:
+            await answers.note_at_filing(conn, connector_id, req.platform, req.kind, status)
         if status == "open":
             request_ids = []
             for n, user_id in enumerate(req.user_ids, 1):

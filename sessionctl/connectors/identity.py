@@ -35,8 +35,7 @@ def _function(spec: str) -> Callable[..., Any]:
 async def user_ids(settings: Settings, identifier: str, kind: str) -> list[str]:
     """The person's user ids (each once, in the mapping's order; empty: nobody known by it)."""
     if settings.identity_function:
-        got = _function(settings.identity_function)(identifier, kind)
-        found: Iterable[Any] = await got if inspect.isawaitable(got) else got
+        found: Iterable[Any] = await _call(settings.identity_function, identifier, kind)
     elif settings.identity_query:
         found = await _query(settings, identifier, kind)
     else:
@@ -46,6 +45,17 @@ async def user_ids(settings: Settings, identifier: str, kind: str) -> list[str]:
     if len(ids) > MAX_IDS:
         raise InvalidRequest(f"the identity mapping found {len(ids)} user ids for one identifier (at most {MAX_IDS})")
     return ids
+
+
+async def _call(spec: str, identifier: str, kind: str) -> Iterable[Any]:
+    """The operator's function, whatever it raises told in one line that quotes nothing of it."""
+    fn = _function(spec)
+    try:
+        got = fn(identifier, kind)
+        found = await got if inspect.isawaitable(got) else got
+        return list(found)
+    except Exception as exc:
+        raise InvalidRequest(f"SESSIONCTL_IDENTITY_FUNCTION {spec} raised {type(exc).__name__}") from None
 
 
 async def _query(settings: Settings, identifier: str, kind: str) -> list[Any]:
@@ -58,7 +68,7 @@ async def _query(settings: Settings, identifier: str, kind: str) -> list[Any]:
     try:
         query = settings.identity_query or ""
         rows = await conn.fetch(query, *((identifier, kind) if "$2" in query else (identifier,)))
-    except asyncpg.PostgresError as exc:
+    except Exception as exc:
         raise InvalidRequest(
             f"SESSIONCTL_IDENTITY_QUERY failed ({type(exc).__name__}): check it in psql with $1 as an identifier"
         ) from None

@@ -32,6 +32,8 @@ EVENTS = {"erasure": "DeleteStatusEvent", "export": "AccessStatusEvent"}
 RESPONSES = {"erasure": "DeleteResponse", "export": "AccessResponse"}
 MAX_DOCUMENT = 1_000_000  # Ketch: "the total response data across all callbacks is limited to 1MB"
 Records = Callable[[], dict[str, list[dict[str, Any]]]]
+# headers a callback may not set: where the request goes and how it is framed are sessionctl's
+HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type"})
 Text = Field(min_length=1, max_length=500)
 
 
@@ -91,7 +93,9 @@ def event(outcome: dict[str, Any], records: Records) -> dict[str, Any]:
     status = outcome["status"]
     cid = outcome["connector_request_id"]
     if status == "on_hold":
-        return {"status": "denied", "resultMessage": "the person is under a legal hold: nothing was erased"}
+        return {"status": "denied", "resultMessage": "the person is under a legal hold: not (fully) erased"}
+    if status == "not_found":
+        return {"status": "completed", "reason": "no_match", "requestID": cid}
     if status == "failed":
         error = outcome.get("error") or {}
         return {"status": "in_progress", "resultMessage": f"sessionctl {cid} failed: {error.get('type', 'Error')}"}
@@ -133,7 +137,8 @@ async def answer(
             webhooks.check_callback(cb["url"], settings.webhook_allowed_hosts)
         except SessionctlError as exc:
             return {"ok": False, "error": f"not sent: {exc}"}
-        headers = {**cb.get("headers", {}), "Content-Type": "application/json"}
+        given = {k: v for k, v in (cb.get("headers") or {}).items() if k.lower() not in HOP_HEADERS}
+        headers = {**given, "Content-Type": "application/json"}
         if event_id:
             headers["X-Sessionctl-Event-Id"] = event_id
         resp = await client.post(cb["url"], content=content, headers=headers, follow_redirects=False)

@@ -18,7 +18,6 @@ from sessionctl.config import Settings
 from sessionctl.connectors import filing, identity
 from sessionctl.connectors.filing import Enqueue, PlatformRequest
 from sessionctl.connectors.sombra import SombraKeys
-from sessionctl.errors import SessionctlError
 from sessionctl.logs import get_logger
 
 log = get_logger("sessionctl.connectors")
@@ -44,18 +43,24 @@ async def pull_round(
         if resp.status_code != 200:
             log.warning("transcend.pull_refused", action=action, status_code=resp.status_code)
             continue
-        items = resp.json().get("items") or []
+        page = resp.json()
+        items = page.get("items") if isinstance(page, dict) else None
+        if not isinstance(items, list):
+            log.warning("transcend.pull_unreadable", action=action)
+            continue
         for item in items[:PAGE]:
             try:
                 filed += await _file_item(settings, connect, enqueue, kind, item)
-            except SessionctlError as exc:  # one item the mapping refuses does not stop the others
-                log.warning("transcend.pull_item_refused", action=action, error_type=type(exc).__name__, error=str(exc))
+            except Exception as exc:
+                log.warning("transcend.pull_item_refused", action=action, error_type=type(exc).__name__)
     return filed
 
 
 async def _file_item(
     settings: Settings, connect: Callable[[], Any], enqueue: Enqueue, kind: str, item: dict[str, Any]
 ) -> int:
+    if not isinstance(item, dict):
+        return 0
     identifier, nonce = item.get("identifier"), item.get("nonce")
     if not isinstance(identifier, str) or not identifier or not isinstance(nonce, str) or not nonce:
         return 0
@@ -70,6 +75,7 @@ async def _file_item(
         identifier_type=str(item.get("type") or "coreIdentifier"),
         reply={"nonce": nonce},
         received_at=datetime.now(UTC),
+        answer_later=True,
     )
     async with connect() as conn:
         if await filing.seen(conn, req) is not None or await filing.filed_before(conn, req) is not None:

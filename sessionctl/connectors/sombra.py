@@ -2,8 +2,8 @@
 customer's Sombra, verified with the public key Sombra serves at
 ``{SOMBRA_URL}/public-keys/sombra-general-signing-key`` — fetched once, kept, and fetched again when
 a token does not verify under it (Sombra rotated its key; at most once per ``REFETCH_S``). The
-audience must be the organization's; an expired token is refused; the person's identifier is the
-token's ``value`` claim (signed: the body's copy is never trusted)."""
+audience must be the organization's; a token must carry an expiry (``exp``) and be within it; the
+person's identifier is the token's ``value`` claim (signed: the body's copy is never trusted)."""
 
 from __future__ import annotations
 
@@ -84,12 +84,14 @@ class SombraKeys:
                 algorithms=["ES384"],
                 audience=self.settings.transcend_audience,
                 leeway=LEEWAY_S,
-                options={"require": ["value"]},
+                options={"require": ["value", "exp"]},
             )
         except jwt.InvalidSignatureError:
             raise
         except jwt.ExpiredSignatureError:
             raise TokenRefused("x-sombra-token has expired") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRefused(f"x-sombra-token has no {exc.claim} claim") from None
         except jwt.InvalidAudienceError:
             raise TokenRefused("x-sombra-token is for another audience (SESSIONCTL_TRANSCEND_AUDIENCE)") from None
         except (jwt.PyJWTError, ValueError) as exc:

@@ -63,15 +63,17 @@ def headers(settings: Settings, nonce: str, event_id: str | None) -> dict[str, s
 
 def calls(settings: Settings, outcome: dict[str, Any], records: Records) -> list[tuple[str, str, dict[str, Any]]]:
     """(method, path, body) of each call that answers this outcome, in order."""
-    status = outcome["status"]
+    status, cid = outcome["status"], outcome["connector_request_id"]
     if status == "on_hold":
-        return [("PUT", "/v1/data-silo", {"status": "SKIPPED_DUE_TO_EXCEPTION", "message": _held()})]
-    if status == "failed":
+        return [("PUT", "/v1/data-silo", {"status": "SKIPPED_DUE_TO_EXCEPTION", "message": _held(outcome)})]
+    if status == "failed":  # the error's type only: its text stays in sessionctl (the request shows it)
         error = outcome.get("error") or {}
-        message = (
-            f"sessionctl {outcome['connector_request_id']}: {error.get('type', 'Error')}: {error.get('message', '')}"
-        )
-        return [("PUT", "/v1/data-silo", {"profileStatus": "ERROR", "message": message[:1000]})]
+        message = f"sessionctl {cid} failed ({error.get('type', 'Error')}): see this request in sessionctl"
+        return [("PUT", "/v1/data-silo", {"profileStatus": "ERROR", "message": message})]
+    if status == "not_found":  # nobody here by this identifier: nothing to erase, nothing to give
+        if outcome["kind"] == "erasure":
+            return [("PUT", "/v1/data-silo", {})]
+        return [("POST", "/v1/data-silo", {"profiles": [], "status": "READY"})]
     if outcome["kind"] == "erasure":
         if outcome.get("complete"):
             return [("PUT", "/v1/data-silo", {})]
@@ -83,7 +85,11 @@ def calls(settings: Settings, outcome: dict[str, Any], records: Records) -> list
     return _access_calls(settings, records())
 
 
-def _held() -> str:
+def _held(outcome: dict[str, Any]) -> str:
+    """What a hold stopped: the whole person, or some of their user ids (the others were erased)."""
+    held, ids = int(outcome.get("held") or 0), len(outcome.get("requests") or [])
+    if 0 < held < ids:
+        return f"{held} of the person's {ids} user ids are under a legal hold in sessionctl: those were not erased"
     return "the person is under a legal hold in sessionctl: nothing was erased"
 
 

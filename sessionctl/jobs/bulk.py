@@ -29,11 +29,11 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
     users = request.user_ids
     blog = log.bind(job_id=ctx.job_id, job_try=ctx.job_try, users=len(users))
     blog.info("purge_users.start", target=request.target, dry_run=request.dry_run, scope=request.scope)
-    if not request.dry_run:
-        await refuse_held(ctx, users)
     spec = Spec(users, request.dry_run, request.memories, request.scope, request.all_agents, kind=PURGE_USERS)
     targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
     await check_access(ctx, spec, targets)
+    if not request.dry_run:  # after the access check (which names a missing grant), before any delete
+        await refuse_held(ctx, users)
     deleted: dict[str, int] = dict.fromkeys(users, 0)
     remaining: dict[str, int] = dict.fromkeys(users, 0)
     erased = await erase_targets(ctx, spec, targets, blog)

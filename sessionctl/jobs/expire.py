@@ -10,6 +10,11 @@ Per agent and per (cutoff, session types) bucket of its rule:
    pause between batches; stop when the run's time budget is spent (status ``partial``: the next
    run continues where this one stopped — a repeated run is harmless, it only finds less);
 4. count what is left past the cutoff with our own SQL.
+
+People under a legal hold (``sessionctl hold place``) are read once at the start and left out of
+every step — the snapshot (so of an export too), each batch's re-check, the counts, the items a
+rule names and the declared stores: a hold preserves everything of the person, even from routine
+retention.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sessionctl.jobs.common import now_iso, settle_media
 from sessionctl.jobs.context import JobContext
 from sessionctl.jobs.expire_items import check_stores, clean_items, clean_stores, item_needs
 from sessionctl.jobs.export import export_records
+from sessionctl.jobs.holds import held_user_ids
 from sessionctl.jobs.models import PURGE_EXPIRED_SESSIONS, RetentionRequest, RetentionResult
 from sessionctl.jobs.targets import Target, resolve_targets
 from sessionctl.logs import get_logger
@@ -55,6 +61,7 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
     items = {i for t in governed for i in _rule(policy, ctx, t).items}
     every = req.agent_id is None  # declared stores belong to no one agent: a run at every agent cleans them
     await check_stores(ctx, policy if every else None)  # before anything is deleted
+    keep = await held_user_ids(ctx)  # once: a hold placed during the run is honoured by the next one
     await preflight.check(
         ctx,
         governed,
@@ -72,15 +79,15 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
         if match is None:
             agents[target.label] = {"schema": target.layout.schema, "policy": None, "deleted": 0, "remaining": 0}
             continue
-        agents[target.label], spent = await _clean_target(ctx, req, target, match, as_of, deadline, partial, blog)
+        agents[target.label], spent = await _clean_target(ctx, req, target, match, as_of, deadline, partial, blog, keep)
         partial = partial or spent
-    stores = await clean_stores(ctx, policy, as_of, dry_run=req.dry_run) if every else {}
+    stores = await clean_stores(ctx, policy, as_of, dry_run=req.dry_run, keep=keep) if every else {}
     deleted = sum(a["deleted"] for a in agents.values())
     remaining = sum(a["remaining"] for a in agents.values()) + _left(agents, stores)
     media = 0 if req.dry_run else await settle_media(ctx, [t.dsn for t in governed])
     status = "dry_run" if req.dry_run else ("partial" if partial or remaining else "succeeded")
     metrics.SESSIONS_DELETED.labels(PURGE_EXPIRED_SESSIONS).inc(deleted)
-    blog.info("retention.done", status=status, sessions_deleted=deleted, remaining=remaining)
+    blog.info("retention.done", status=status, sessions_deleted=deleted, remaining=remaining, held=len(keep))
     return RetentionResult(
         job_id=ctx.job_id,
         status=status,  # type: ignore[arg-type]
@@ -89,6 +96,7 @@ async def purge_expired_sessions(ctx: JobContext, req: RetentionRequest) -> Rete
         target=req.target,
         sessions_deleted=deleted,
         remaining=remaining,
+        held=len(keep),
         media_deleted=media,
         agents=agents,
         stores=stores or None,
@@ -107,22 +115,24 @@ async def _clean_target(
     deadline: float,
     partial: bool,
     blog: Any,
+    keep: list[str],
 ) -> tuple[dict[str, Any], bool]:
-    """One agent schema under its rule: each bucket of sessions, then the items the rule names; its
-    report, and whether the time budget ran out."""
+    """One agent schema under its rule: each bucket of sessions, then the items the rule names —
+    none of the people of ``keep`` (under a legal hold); its report, and whether the time budget
+    ran out."""
     entry, rule = match
     report: dict[str, Any] = {"schema": target.layout.schema, "policy": entry, "buckets": []}
     for bucket in buckets(rule, as_of):
         if partial and not req.dry_run:
             report["buckets"].append({**bucket.describe(), "skipped": "time budget spent", "remaining": 0})
             continue
-        b = await _clean_bucket(ctx, req, target, bucket, rule.export_before_delete, as_of, deadline, blog)
+        b = await _clean_bucket(ctx, req, target, bucket, rule.export_before_delete, as_of, deadline, blog, keep)
         partial = partial or b.pop("partial", False)
         report["buckets"].append(b)
     report["deleted"] = sum(b.get("deleted", 0) for b in report["buckets"])
     report["remaining"] = sum(b["remaining"] for b in report["buckets"])
     if rule.items:
-        report["items"] = await clean_items(ctx, target, rule, as_of, dry_run=req.dry_run, deadline=deadline)
+        report["items"] = await clean_items(ctx, target, rule, as_of, dry_run=req.dry_run, deadline=deadline, keep=keep)
     return report, partial
 
 
@@ -147,17 +157,20 @@ async def _clean_bucket(
     as_of: int,
     deadline: float,
     blog: Any,
+    keep: list[str],
 ) -> dict[str, Any]:
+    """One bucket's sessions past its cutoff, none of the people of ``keep``: counted (a dry run),
+    or noted, exported first if asked, deleted in batches and counted again."""
     layout = target.layout
     types = list(bucket.types) if bucket.types else None
     exclude = list(bucket.exclude) if bucket.exclude else None
     out: dict[str, Any] = bucket.describe()
     async with ctx.databases.connect(target.dsn) as conn:
         if req.dry_run:
-            out["would_delete"] = await store.count_expired(conn, layout, bucket.cutoff, types, exclude)
+            out["would_delete"] = await store.count_expired(conn, layout, bucket.cutoff, types, exclude, keep)
             out["remaining"] = out["would_delete"]
             return out
-        found = await store.snapshot_expired(conn, layout, bucket.cutoff, types, exclude)
+        found = await store.snapshot_expired(conn, layout, bucket.cutoff, types, exclude, keep)
         if export_first and found:
             out["export"] = await _export_snapshot(conn, ctx, target, bucket, as_of)
         deleted, after = 0, None
@@ -172,7 +185,7 @@ async def _clean_bucket(
                 break
             after = ids[-1]
             t = time.monotonic()
-            outcome = await store.delete_expired_sessions(conn, layout, ids, bucket.cutoff, types, exclude)
+            outcome = await store.delete_expired_sessions(conn, layout, ids, bucket.cutoff, types, exclude, keep)
             metrics.BATCH_SECONDS.labels(PURGE_EXPIRED_SESSIONS).observe(time.monotonic() - t)
             metrics.RUNS_DELETED.labels(PURGE_EXPIRED_SESSIONS).inc(outcome.counts.runs)
             deleted += outcome.counts.sessions
@@ -180,7 +193,7 @@ async def _clean_bucket(
             if pause:
                 await asyncio.sleep(pause)  # leave room for the agents' own traffic
         out["deleted"] = deleted
-        out["remaining"] = await store.count_expired(conn, layout, bucket.cutoff, types, exclude)  # the proof
+        out["remaining"] = await store.count_expired(conn, layout, bucket.cutoff, types, exclude, keep)  # the proof
     blog.info("retention.bucket", agent=target.label, cutoff=bucket.cutoff, deleted=deleted, remaining=out["remaining"])
     return out
 

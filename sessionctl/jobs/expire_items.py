@@ -1,8 +1,8 @@
 """Retention beyond sessions: the items of an agent schema a rule names (``items``: memories,
 traces with their spans, evaluation runs), and the declared stores the policy names (``[stores]``:
 sessions and memories of a session database, files of AgentFS) — each by its own time, each
-recounted after. A vector store or an event stream keeps no time per item: a policy that names one
-is refused before anything is deleted."""
+recounted after; the items of people under a legal hold are left out. A vector store or an event
+stream keeps no time per item: a policy that names one is refused before anything is deleted."""
 
 from __future__ import annotations
 
@@ -22,25 +22,32 @@ TIMED = ("sqlite", "mysql", "redis", "agentfs")  # the declared kinds that keep 
 
 
 async def clean_items(
-    ctx: JobContext, target: Target, rule: Rule, as_of: int, *, dry_run: bool, deadline: float
+    ctx: JobContext,
+    target: Target,
+    rule: Rule,
+    as_of: int,
+    *,
+    dry_run: bool,
+    deadline: float,
+    keep: list[str] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """The rule's items of one agent schema older than their cutoff: per item, deleted (in a dry run,
-    ``would_delete``) and ``remaining``."""
+    """The rule's items of one agent schema older than their cutoff, none of the people of ``keep``
+    (under a legal hold): per item, deleted (in a dry run, ``would_delete``) and ``remaining``."""
     out: dict[str, dict[str, int]] = {}
     async with ctx.databases.connect(target.dsn) as conn:
         for item, days in sorted(rule.items.items()):
             cutoff = as_of - days * DAY
-            found = await expiry.count_expired_items(conn, target.layout, item, cutoff)
+            found = await expiry.count_expired_items(conn, target.layout, item, cutoff, keep)
             if dry_run:
                 out[item] = {"would_delete": found, "remaining": found}
                 continue
             deleted = 0
             while found and time.monotonic() < deadline:
-                n = await expiry.delete_expired_items(conn, target.layout, item, cutoff, ctx.settings.batch_size)
+                n = await expiry.delete_expired_items(conn, target.layout, item, cutoff, ctx.settings.batch_size, keep)
                 deleted += n
                 if n < ctx.settings.batch_size:
                     break
-            left = await expiry.count_expired_items(conn, target.layout, item, cutoff)
+            left = await expiry.count_expired_items(conn, target.layout, item, cutoff, keep)
             out[item] = {"deleted": deleted, "remaining": left}
     return out
 
@@ -81,13 +88,17 @@ async def check_stores(ctx: JobContext, policy: Policy | None) -> None:
         return
 
 
-async def clean_stores(ctx: JobContext, policy: Policy, as_of: int, *, dry_run: bool) -> dict[str, dict[str, int]]:
-    """The declared stores the policy names, cleaned of items older than their cutoff."""
+async def clean_stores(
+    ctx: JobContext, policy: Policy, as_of: int, *, dry_run: bool, keep: list[str] | None = None
+) -> dict[str, dict[str, int]]:
+    """The declared stores the policy names, cleaned of items older than their cutoff — none of the
+    people of ``keep`` (under a legal hold)."""
     if not policy.stores:
         return {}
     out: dict[str, dict[str, Any]] = {}
     async with opened(_chosen(ctx, policy)) as backends:
         for b in backends:
-            done, left = await b.expire(as_of - policy.stores[b.label].max_age_days * DAY, dry_run=dry_run)
+            cutoff = as_of - policy.stores[b.label].max_age_days * DAY
+            done, left = await b.expire(cutoff, dry_run=dry_run, keep=keep)
             out[b.label] = {("would_delete" if dry_run else "deleted"): done, "remaining": left}
     return out

@@ -322,6 +322,7 @@ class RetentionResult(BaseModel):
     target: str
     sessions_deleted: int
     remaining: int  # past the cutoff, counted after the run (0 unless the time budget ran out)
+    held: int = 0  # people under a legal hold: everything of theirs kept, not counted as remaining
     media_deleted: int = 0  # offloaded media objects of the deleted sessions
     agents: dict[str, dict[str, Any]]
     stores: dict[str, dict[str, int]] | None = None  # the declared stores the policy names

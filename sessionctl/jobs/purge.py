@@ -63,11 +63,11 @@ async def purge_user_sessions(ctx: JobContext, request: PurgeRequest) -> PurgeRe
     )
     t0 = time.monotonic()
 
-    if not request.dry_run:
-        await refuse_held(ctx, [request.user_id])
     spec = Spec([request.user_id], request.dry_run, request.memories, request.scope, request.all_agents)
     targets = await resolve_targets(ctx, request.agent_id, request.all_agents)
     await check_access(ctx, spec, targets)
+    if not request.dry_run:  # after the access check (which names a missing grant), before any delete
+        await refuse_held(ctx, [request.user_id])
     erased = await erase_targets(ctx, spec, targets, blog)
     agents, checked, stores = erased.agents, erased.checked, erased.stores
 

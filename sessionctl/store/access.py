@@ -60,8 +60,12 @@ DSR_NEEDS = (
     Need("sessionctl", "webhook_deliveries", ("SELECT", "INSERT", "UPDATE")),
     Need("sessionctl", "api_tokens", READ),
     Need("sessionctl", "exports", ("SELECT", "INSERT", "UPDATE")),
+    # every erasure reads the legal holds first; the service places and releases them
+    Need("sessionctl", "legal_holds", ("SELECT", "INSERT", "UPDATE")),
+    # DSR platforms' requests: filed by the service (or a worker's pull), answered by a worker
+    Need("sessionctl", "connector_requests", ("SELECT", "INSERT", "UPDATE")),
 )
-DSR_SEQUENCE = "sessionctl.webhook_deliveries_id_seq"
+DSR_SEQUENCE = "sessionctl.webhook_deliveries_id_seq, sessionctl.legal_holds_id_seq"
 # Every export notes its file in sessionctl.exports (an erasure deletes the person's, they expire).
 EXPORT_NEEDS = (Need("sessionctl", "exports", ("SELECT", "INSERT", "UPDATE")),)
 

@@ -70,10 +70,12 @@ async def attach(conn: asyncpg.Connection, connector_id: str, request_ids: list[
     )
 
 
-async def lock_open(conn: asyncpg.Connection, connector_id: str) -> asyncpg.Record | None:
-    """The platform request, locked, while it waits for its ledger requests (``None``: ended)."""
+async def lock_unsettled(conn: asyncpg.Connection, connector_id: str) -> asyncpg.Record | None:
+    """The platform request, locked, while it waits for its ledger requests or ended failed (a
+    retried part may still complete it); ``None`` otherwise."""
     return await conn.fetchrow(
-        f"SELECT {COLUMNS}, reply FROM sessionctl.connector_requests WHERE id = $1 AND status = 'open' FOR UPDATE",
+        f"SELECT {COLUMNS}, reply FROM sessionctl.connector_requests WHERE id = $1"
+        " AND status IN ('open', 'failed') FOR UPDATE",
         connector_id,
     )
 
@@ -99,19 +101,26 @@ async def close(conn: asyncpg.Connection, connector_id: str, status: str, outcom
     )
 
 
-async def add_answer(conn: asyncpg.Connection, connector_id: str, request_id: str, platform: str, body: Any) -> bool:
+async def add_answer(
+    conn: asyncpg.Connection, connector_id: str, request_id: str | None, platform: str, body: dict[str, Any]
+) -> bool:
     """Note the answer owed to the platform (delivered like a webhook: durable, retried): one per
-    platform request."""
+    platform request and outcome (a request that failed and then, retried, succeeded gets both)."""
     status = await conn.execute(
         "INSERT INTO sessionctl.webhook_deliveries (request_id, job_id, url, body, kind)"
-        " VALUES ($1, $2, $3, $4::text::jsonb, $5) ON CONFLICT (request_id, job_id) DO NOTHING",
+        " VALUES ($1, $2, $3, $4::text::jsonb, $5) ON CONFLICT (job_id) WHERE kind <> 'webhook' DO NOTHING",
         request_id,
-        f"connector:{connector_id}",
+        f"connector:{connector_id}:{body.get('status')}",
         platform,
         json.dumps(body),
         platform,
     )
     return bool(status.endswith(" 1"))
+
+
+async def set_reply(conn: asyncpg.Connection, connector_id: str, reply: bytes) -> None:
+    """How to answer, replaced (the platform sent the request again with a new nonce)."""
+    await conn.execute("UPDATE sessionctl.connector_requests SET reply = $2 WHERE id = $1", connector_id, reply)
 
 
 async def listing(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from sessionctl.store.catalog import Layout
 
 
-
 @dataclass(slots=True)
 class Counts:
     """Rows of one user in one agent schema (what a purge deletes or would delete)."""
@@ -93,22 +92,42 @@ async def count_user(conn: asyncpg.Connection, layout: Layout, users: list[str],
 
 
 def expired_where(
-    p: Params, cutoff: int, types: list[str] | None, exclude: list[str] | None, *, alias: str = ""
+    p: Params,
+    cutoff: int,
+    types: list[str] | None,
+    exclude: list[str] | None,
+    *,
+    alias: str = "",
+    keep: list[str] | None = None,
 ) -> str:
-    """Sessions last updated (or, never updated, created) before ``cutoff``; of ``types``, or not of ``exclude``."""
+    """Sessions last updated (or, never updated, created) before ``cutoff``; of ``types``, or not of
+    ``exclude``; not of the users of ``keep`` (under a legal hold — a session of no user still expires)."""
     conds = [f"coalesce({alias}updated_at, {alias}created_at) < {p(cutoff)}"]
     if types is not None:
         conds.append(f"{alias}session_type = ANY({p(types)}::text[])")
     if exclude:
         conds.append(f"NOT ({alias}session_type = ANY({p(exclude)}::text[]))")
+    if keep:
+        conds.append(kept_out(p, keep, alias=alias))
     return " AND ".join(conds)
 
 
+def kept_out(p: Params, keep: list[str], *, alias: str = "") -> str:
+    """The row belongs to none of the users of ``keep`` (a row of no user does not belong to them).
+    ``<> ALL`` over a constant list: a handful of held people, never a user list to hash."""
+    return f"({alias}user_id IS NULL OR {alias}user_id <> ALL({p(keep)}::text[]))"
+
+
 async def count_expired(
-    conn: asyncpg.Connection, layout: Layout, cutoff: int, types: list[str] | None, exclude: list[str] | None
+    conn: asyncpg.Connection,
+    layout: Layout,
+    cutoff: int,
+    types: list[str] | None,
+    exclude: list[str] | None,
+    keep: list[str] | None = None,
 ) -> int:
     p = Params()
-    where = expired_where(p, cutoff, types, exclude)
+    where = expired_where(p, cutoff, types, exclude, keep=keep)
     return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)} WHERE {where}", *p.values))
 
 

@@ -63,10 +63,16 @@ async def user_session_tids(conn: asyncpg.Connection, layout: Layout, users: lis
 
 
 async def snapshot_expired(
-    conn: asyncpg.Connection, layout: Layout, cutoff: int, types: list[str] | None, exclude: list[str] | None
+    conn: asyncpg.Connection,
+    layout: Layout,
+    cutoff: int,
+    types: list[str] | None,
+    exclude: list[str] | None,
+    keep: list[str] | None = None,
 ) -> int:
+    """Note the ids of the sessions past the cutoff (none of the users of ``keep``)."""
     p = Params()
-    return await _snapshot(conn, layout, expired_where(p, cutoff, types, exclude), p.values)
+    return await _snapshot(conn, layout, expired_where(p, cutoff, types, exclude, keep=keep), p.values)
 
 
 async def next_snapshot_ids(conn: asyncpg.Connection, after: str | None, limit: int) -> list[str]:
@@ -235,10 +241,13 @@ async def delete_expired_sessions(
     cutoff: int,
     types: list[str] | None,
     exclude: list[str] | None,
+    keep: list[str] | None = None,
 ) -> BatchOutcome:
-    """Delete those of these sessions that are (still) past the cutoff, with all that hangs off them."""
+    """Delete those of these sessions that are (still) past the cutoff and (still) of none of the
+    users of ``keep``, with all that hangs off them."""
     p = Params()
-    where = f"d.session_id = ANY({p(session_ids)}::text[]) AND " + expired_where(p, cutoff, types, exclude, alias="d.")
+    expired = expired_where(p, cutoff, types, exclude, alias="d.", keep=keep)
+    where = f"d.session_id = ANY({p(session_ids)}::text[]) AND {expired}"
     outcome, _ = await _delete_sessions(conn, layout, p, where)
     return outcome
 

@@ -75,6 +75,18 @@ async def live_of_people(conn: asyncpg.Connection, hmacs: list[str]) -> list[asy
     )
 
 
+async def latest_of_requests(conn: asyncpg.Connection, request_ids: list[str]) -> list[asyncpg.Record]:
+    """Each request's newest export file that still exists (a request re-run after Redis lost its job
+    may have more than one job; the one that wrote a file counts)."""
+    return list(
+        await conn.fetch(
+            "SELECT DISTINCT ON (request_id) request_id, job_id, path, user_hmac FROM sessionctl.exports"
+            " WHERE request_id = ANY($1::text[]) AND deleted_at IS NULL ORDER BY request_id, published_at DESC",
+            request_ids,
+        )
+    )
+
+
 async def expired(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(

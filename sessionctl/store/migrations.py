@@ -195,7 +195,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         9,
         """
-        -- legal holds: a person under hold is not erased (their requests end on_hold)
+        -- legal holds: a person under hold is not erased (their requests end on_hold) nor cleaned by retention
         CREATE TABLE sessionctl.legal_holds (
             id          bigserial   PRIMARY KEY,
             user_hmac   text        NOT NULL,
@@ -203,7 +203,11 @@ MIGRATIONS: list[tuple[int, str]] = [
             placed_by   text        NOT NULL,
             placed_at   timestamptz NOT NULL DEFAULT now(),
             released_at timestamptz,
-            released_by text
+            released_by text,
+            -- the person's id, sealed under the operator's key (privacy.seal_subject, bound to
+            -- "hold:<user_hmac>") while the hold is in place, so retention can leave them out;
+            -- NULL once released
+            subject     bytea
         );
         CREATE UNIQUE INDEX legal_holds_active ON sessionctl.legal_holds (user_hmac) WHERE released_at IS NULL;
         ALTER TABLE sessionctl.dsr_requests DROP CONSTRAINT IF EXISTS dsr_requests_status_check;
@@ -235,6 +239,9 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE connector_request_id IS NOT NULL;
         -- what a delivery is: a caller's webhook, or a connector's answer to its platform
         ALTER TABLE sessionctl.webhook_deliveries ADD COLUMN kind text NOT NULL DEFAULT 'webhook';
+        ALTER TABLE sessionctl.webhook_deliveries ALTER COLUMN request_id DROP NOT NULL;
+        CREATE UNIQUE INDEX webhook_deliveries_answer ON sessionctl.webhook_deliveries (job_id)
+            WHERE kind <> 'webhook';
         """,
     ),
 ]

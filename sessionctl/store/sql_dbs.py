@@ -220,43 +220,55 @@ def run_ids(conn: Connection, layout: SqlLayout, users: list[str]) -> set[str]:
     return {str(r[0]) for r in _run(conn, f"SELECT run_id FROM {layout.q(RUNS)} WHERE {where}", users).all()}
 
 
-def _expired_sessions(layout: SqlLayout) -> str:
-    return f"SELECT session_id FROM {layout.q(SESSIONS)} WHERE coalesce(updated_at, created_at) < :cutoff"
+def _older(layout: SqlLayout, table: str, keep: list[str]) -> str:
+    """The table's rows last updated (else created) before ``:cutoff``, none of them of the users
+    of ``keep`` (bound as ``:users``; a row of no user is of none of them)."""
+    where = f"{layout.q(table)} WHERE coalesce(updated_at, created_at) < :cutoff"
+    return where + (f" AND (user_id IS NULL OR NOT ({layout.owner()}))" if keep else "")
 
 
-def count_expired(conn: Connection, layout: SqlLayout, cutoff: int) -> int:
-    """Sessions and memories last updated (else created) before ``cutoff`` (a retention policy)."""
+def _expired_sessions(layout: SqlLayout, keep: list[str]) -> str:
+    return f"SELECT session_id FROM {_older(layout, SESSIONS, keep)}"
+
+
+def count_expired(conn: Connection, layout: SqlLayout, cutoff: int, keep: list[str] | None = None) -> int:
+    """Sessions and memories last updated (else created) before ``cutoff`` (a retention policy),
+    none of the users of ``keep`` (under a legal hold)."""
+    held = list(keep or ())
     n = 0
     for table in (SESSIONS, MEMORIES):
         if layout.has(table):
-            where = f"{layout.q(table)} WHERE coalesce(updated_at, created_at) < :cutoff"
-            n += int(_run(conn, f"SELECT count(*) FROM {where}", cutoff=cutoff).scalar() or 0)
+            found = _run(conn, f"SELECT count(*) FROM {_older(layout, table, held)}", held or None, cutoff=cutoff)
+            n += int(found.scalar() or 0)
     return n
 
 
-def delete_expired(conn: Connection, layout: SqlLayout, cutoff: int) -> int:
+def delete_expired(conn: Connection, layout: SqlLayout, cutoff: int, keep: list[str] | None = None) -> int:
     """Delete them, each session with what Agno's ``delete_sessions`` takes with it, in the caller's
     transaction; how many sessions and memories went."""
+    held = list(keep or ())
+    users = held or None
     n = 0
     if layout.has(SESSIONS):
-        sessions = _expired_sessions(layout)
+        sessions = _expired_sessions(layout, held)
         if layout.has(TRANSCRIPTS):
-            _run(conn, f"DELETE FROM {layout.q(TRANSCRIPTS)} WHERE agno_session_id IN ({sessions})", cutoff=cutoff)
+            q = layout.q(TRANSCRIPTS)
+            _run(conn, f"DELETE FROM {q} WHERE agno_session_id IN ({sessions})", users, cutoff=cutoff)
         if layout.has(TOOL_RESULTS) and layout.has(FS):
             fs = layout.q(FS)
             _run(
                 conn,
                 f"DELETE FROM {fs} WHERE EXISTS (SELECT 1 FROM {layout.q(TOOL_RESULTS)} r WHERE r.session_id IN"
                 f" ({sessions}) AND r.namespace = {fs}.namespace AND r.path = {fs}.path)",
+                users,
                 cutoff=cutoff,
             )
         for child in (RUNS, COMPACTIONS, TOOL_RESULTS):
             if layout.has(child):
-                _run(conn, f"DELETE FROM {layout.q(child)} WHERE session_id IN ({sessions})", cutoff=cutoff)
+                _run(conn, f"DELETE FROM {layout.q(child)} WHERE session_id IN ({sessions})", users, cutoff=cutoff)
     for table in (SESSIONS, MEMORIES):
         if layout.has(table):
-            where = f"{layout.q(table)} WHERE coalesce(updated_at, created_at) < :cutoff"
-            n += _run(conn, f"DELETE FROM {where}", cutoff=cutoff).rowcount
+            n += _run(conn, f"DELETE FROM {_older(layout, table, held)}", users, cutoff=cutoff).rowcount
     return int(n)
 
 

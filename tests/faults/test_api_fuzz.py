@@ -21,6 +21,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from sessionctl.config import Settings
+from sessionctl.tokens import SCOPES
 from tests.conftest import HASH_KEY
 from tests.service_helpers import make_token, serve_process
 
@@ -52,7 +53,7 @@ def api(own_database: tuple[Settings, asyncpg.Connection], tmp_path: Any) -> Ite
 async def _token(s: Settings) -> str:
     conn = await asyncpg.connect(s.database_url)
     try:
-        return await make_token(conn, "fuzzer", ["read", "erase", "export", "audit"])
+        return await make_token(conn, "fuzzer", list(SCOPES))
     finally:
         await conn.close()
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import jwt
 import pytest
 from pydantic import SecretStr
 
@@ -105,6 +106,7 @@ async def test_forged_expired_or_foreign_tokens_are_refused_with_nothing_recorde
         "expired": sombra.token(EMAIL, ttl=-120),
         "another audience": sombra.token(EMAIL, audience="someone-else"),
         "not a token": "abc.def.ghi",
+        "no expiry": jwt.encode({"value": EMAIL, "aud": AUDIENCE, "jti": "j1"}, sombra.key, algorithm="ES384"),
     }
     for name, token in cases.items():
         resp = await _transcend(client, token, f"nonce-{name}", "ERASURE", f"tr-{name}")
@@ -227,13 +229,23 @@ async def test_a_ketch_delete_request_is_answered_at_once_and_its_callback_gets_
 
 async def test_transcend_pull_mode_files_pending_requests_and_answers_them(platform: dict[str, Any]) -> None:
     conn, sombra, s = platform["conn"], platform["sombra"], platform["settings"]
-    sombra.pending["ERASURE"] = [{"identifier": "bob@x.io", "nonce": "pulled-nonce", "requestId": "tr-pulled"}]
+    holder = await make_token(conn, "legal-pull", ["hold"])
+    held = await platform["client"].post("/v1/holds", headers=auth(holder), json={"user_id": IDS[0], "reason": "x"})
+    assert held.status_code == 201
+    sombra.pending["ERASURE"] = [
+        {"identifier": "bob@x.io", "nonce": "pulled-nonce", "requestId": "tr-pulled"},
+        {"identifier": EMAIL, "nonce": "held-nonce", "requestId": "tr-pulled-held"},
+        "not an item",
+        {"identifier": "nobody@x.io", "nonce": "nobody-nonce", "requestId": "tr-nobody"},
+    ]
     pulling = s.model_copy(update={"transcend_data_silo_id": "silo-1", "transcend_pull_seconds": 5.0})
     async with running_worker(pulling):
-        (put,) = await until(lambda: sombra.answers_to("/v1/data-silo"), timeout=60)
-    assert put["headers"]["x-transcend-nonce"] == "pulled-nonce" and json.loads(put["body"]) == {}
+        await until(lambda: len(sombra.answers_to("/v1/data-silo")) >= 3, timeout=60)
+    put = {g["headers"]["x-transcend-nonce"]: json.loads(g["body"]) for g in sombra.answers_to("/v1/data-silo")}
+    assert put["pulled-nonce"] == {} and put["nobody-nonce"] == {}  # erased; nobody here: nothing to erase
+    assert put["held-nonce"]["status"] == "SKIPPED_DUE_TO_EXCEPTION"  # no response carried it: delivered
     assert await _sessions(conn, "u-bob") == 0 and await _sessions(conn, IDS[0]) == 2
-    assert await _connector_rows(conn) == 1  # pulled again while it ran: filed once
+    assert await _connector_rows(conn) == 3  # pulled again while they ran: each filed once
 
 
 async def test_nobody_known_by_the_identifier_is_answered_204(platform: dict[str, Any]) -> None:
@@ -262,3 +274,16 @@ async def test_an_erasure_over_the_api_of_a_held_person_ends_on_hold_and_its_web
     row = (await client.get(f"/v1/requests/{resp.json()['request_id']}", headers=auth(token))).json()
     assert row["status"] == "on_hold" and row["completed_at"] is not None
     assert await _sessions(conn, "u-bob") == 3
+
+
+async def test_an_access_export_gone_before_its_answer_is_reported_as_an_error(platform: dict[str, Any]) -> None:
+    client, conn, sombra, s = platform["client"], platform["conn"], platform["sombra"], platform["settings"]
+    sombra.answers = [503]  # Sombra is down at the first attempt
+    resp = await _transcend(client, sombra.token("bob@x.io"), "nonce-gone", "ACCESS", "tr-gone")
+    assert resp.status_code == 200
+    async with running_worker(s):
+        await until(lambda: sombra.answers_to("/v1/data-silo"), timeout=60)
+        await conn.execute("UPDATE sessionctl.exports SET deleted_at = now(), deleted_by = 'expired'")
+        await until(lambda: len(sombra.answers_to("/v1/data-silo")) >= 2, timeout=30)
+    first, second = (json.loads(g["body"]) for g in sombra.answers_to("/v1/data-silo")[:2])
+    assert first["status"] == "READY" and second["profileStatus"] == "ERROR" and "ExportGone" in second["message"]

@@ -215,3 +215,102 @@ async def test_retention_cleans_memories_traces_and_evals_and_a_declared_session
         refused = await producer.status(enq.job_id)
     assert refused.status == "failed" and "keep(s) no time per item" in refused.error["message"], refused
     assert (await verify_user(s, bystander))["tables"][schema]["agno_sessions"] == 1  # refused before any delete
+
+
+def _age_every_item(seeded: EveryStore, mysql_url: str, redis_url: str, at: int) -> None:
+    """Every session and memory of the SQLite file, the MySQL database and the Redis prefix, and
+    every AgentFS file, made ``at`` old (epoch seconds)."""
+    import json
+    import os
+    import sqlite3
+
+    import redis
+    from sqlalchemy import create_engine, text
+
+    with sqlite3.connect(seeded.config.parent / "agno.db") as lite:
+        for table in ("agno_sessions", "agno_memories"):
+            lite.execute(f"UPDATE {table} SET created_at = ?, updated_at = ?", (at, at))
+    engine = create_engine(mysql_url)
+    with engine.begin() as conn:
+        for table in ("agno_sessions", "agno_memories"):
+            update = f"UPDATE `{seeded.mysql_db}`.`{table}` SET created_at = :at, updated_at = :at"
+            conn.execute(text(update), {"at": at})
+    engine.dispose()
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    for table in ("sessions", "memories"):
+        for key in r.scan_iter(match=f"{seeded.prefix}:{table}:*"):
+            if ":index:" not in key and r.type(key) == "string":
+                record = json.loads(r.get(key) or "{}")
+                r.set(key, json.dumps(record | {"created_at": at, "updated_at": at}))
+    r.close()
+    for f in seeded.folders["agentfs"].rglob("*"):
+        if f.is_file():
+            os.utime(f, (at, at))
+
+
+async def test_retention_keeps_everything_of_a_person_under_legal_hold_in_the_declared_stores(
+    settings: Settings,
+    stores: tuple[EveryStore, list[str]],
+    mysql_database: tuple[str, str],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """Everything in SQLite, MySQL, Redis and AgentFS 90 days old, the person under a legal hold:
+    retention by age takes the bystander's (and the shared file), the person's stay, counted nowhere."""
+    import time as clock
+
+    from sessionctl.privacy import user_hmac
+    from sessionctl.store import legal_holds, migrations
+
+    seeded, (person, bystander) = stores
+    _age_every_item(seeded, mysql_database[0], redis_url, int(clock.time()) - 90 * 86_400)
+    declared = {s.label: s for s in deployment.load(str(seeded.config)).stores}
+    label = {s.kind: s.label for s in declared.values() if s.kind in ("sqlite", "mysql", "redis", "agentfs")}
+    timed = tuple(label.values())
+    me, other = Person([person]), Person([bystander])
+    async with opened(deployment.Deployment(stores=tuple(declared[t] for t in timed))) as backends:
+        before = {b.label: (await b.count(me), await b.count(other)) for b in backends}
+    policy = tmp_path / "retention.toml"
+    policy.write_text("".join(f'[stores."{t}"]\nmax_age_days = 30\n' for t in timed))
+    s = settings.model_copy(update={"config_file": str(seeded.config), "retention_file": str(policy)})
+    conn = await asyncpg.connect(settings.database_url)
+    key, hmac_ = settings.hash_key_bytes, user_hmac(settings.hash_key_bytes, person)
+    try:
+        await migrations.migrate(conn)
+        await legal_holds.place(conn, hmac_, legal_holds.seal(key, hmac_, person), "matter", "test")
+        async with Producer(s) as producer:
+            enq = await producer.run_retention()
+            await run_worker(s)
+            state = await producer.status(enq.job_id)
+    finally:
+        await legal_holds.release(conn, hmac_, "test")
+        await conn.close()
+    assert state.status == "succeeded", state
+    assert state.result["held"] == 1
+    stored = state.result["stores"]
+    # Redis is shared and its prefix is named after this test's folder: records an earlier run left
+    # there (of other people, not held now) go too
+    assert stored.pop(label["redis"])["remaining"] == 0
+    assert stored == {
+        label["sqlite"]: {"deleted": 2, "remaining": 0},  # the bystander's session (with its runs) and memory
+        label["mysql"]: {"deleted": 2, "remaining": 0},
+        label["agentfs"]: {"deleted": 3, "remaining": 0},  # the bystander's 2 files, and the shared one
+    }, state.result["stores"]
+    async with opened(deployment.Deployment(stores=tuple(declared[t] for t in timed))) as backends:
+        after = {b.label: (await b.count(me), await b.count(other)) for b in backends}
+    assert {t: mine for t, (mine, _) in after.items()} == {t: mine for t, (mine, _) in before.items()}, (before, after)
+    assert after[label["sqlite"]][1] < before[label["sqlite"]][1] and after[label["agentfs"]][1] == 0
+    assert after[label["redis"]][1] < before[label["redis"]][1]
+    await _forget_prefix(redis_url, seeded.prefix)
+
+
+async def _forget_prefix(redis_url: str, prefix: str) -> None:
+    """The test's RedisDb records gone (the next run of this test reuses the prefix)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(redis_url)
+    try:
+        async for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+            await r.unlink(key)
+    finally:
+        await r.aclose()

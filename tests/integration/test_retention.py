@@ -262,3 +262,89 @@ async def test_items_beyond_sessions_go_by_their_own_time_traces_with_their_span
     assert [r["trace_id"] for r in await pg.fetch(f'SELECT trace_id FROM "{schema}".agno_traces')] == ["t1"]
     assert {r["trace_id"] for r in await pg.fetch(f'SELECT trace_id FROM "{schema}".agno_spans')} == {"t1"}  # with its spans
     assert [r["run_id"] for r in await pg.fetch(f'SELECT run_id FROM "{schema}".agno_eval_runs')] == ["e1"]
+
+
+async def test_a_person_under_legal_hold_keeps_every_row_through_retention(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, tmp_path: Path
+) -> None:
+    """Two people with expired sessions, memories, traces and evals at one agent, one under a legal
+    hold: retention (exporting first) takes the free one's and keeps every row of the held one; a
+    session of no user still expires; the result says one person was held."""
+    from sessionctl.privacy import user_hmac
+    from sessionctl.store import legal_holds, migrations
+    from tests.agno_seed import seed_memory
+
+    schema = settings.schema_for(agent_id)
+    held, free = f"held-{agent_id}", f"free-{agent_id}"
+    old = AS_OF - 200 * DAY
+    db = agno_db(settings.database_url, schema)
+    for user in (held, free):
+        await seed_sessions(db, agent_id, user, 2, base_ts=old)
+        await seed_memory(db, agent_id, user)
+    await db.close()
+    await _session(pg, schema, "nobody-old", old, None)
+    await pg.execute(f'UPDATE "{schema}".agno_sessions SET user_id = NULL WHERE session_id = $1', "nobody-old")
+    await pg.execute(f'UPDATE "{schema}".agno_memories SET created_at = $1, updated_at = $1', old)
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(old))
+    await pg.execute(
+        f'CREATE TABLE "{schema}".agno_traces (trace_id text PRIMARY KEY, user_id text, created_at text NOT NULL);'
+        f'CREATE TABLE "{schema}".agno_spans (span_id text PRIMARY KEY, trace_id text NOT NULL);'
+        f'CREATE TABLE "{schema}".agno_eval_runs (run_id text PRIMARY KEY, user_id text, created_at bigint NOT NULL,'
+        " updated_at bigint)"
+    )
+    for user in (held, free):
+        await pg.execute(f'INSERT INTO "{schema}".agno_traces VALUES ($1, $1, $2)', user, iso)
+        await pg.execute(f'INSERT INTO "{schema}".agno_spans VALUES ($1, $1)', user)
+        await pg.execute(f'INSERT INTO "{schema}".agno_eval_runs VALUES ($1, $1, $2, NULL)', user, old)
+
+    async def rows_of(user: str) -> dict[str, int]:
+        s = f'"{schema}".agno_sessions WHERE user_id = $1'
+        return {
+            "sessions": await pg.fetchval(f"SELECT count(*) FROM {s}", user),
+            "runs": await pg.fetchval(
+                f'SELECT count(*) FROM "{schema}".agno_runs WHERE session_id IN (SELECT session_id FROM {s})', user
+            ),
+            "memories": await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_memories WHERE user_id = $1', user),
+            "traces": await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_traces WHERE user_id = $1', user),
+            "spans": await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_spans WHERE trace_id = $1', user),
+            "evals": await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_eval_runs WHERE user_id = $1', user),
+        }
+
+    before = await rows_of(held)
+    assert before == await rows_of(free) and before["sessions"] == 2 and before["runs"] == 4
+    await migrations.migrate(pg)
+    person = user_hmac(settings.hash_key_bytes, held)
+    sealed = legal_holds.seal(settings.hash_key_bytes, person, held)
+    await legal_holds.place(pg, person, sealed, "matter 2026-114", "test")
+    policy = (
+        "[default]\nmax_age_days = 30\nexport_before_delete = true\n"
+        "[default.items]\nmemories = 30\ntraces = 30\nevals = 30\n"
+    )
+    s = settings.model_copy(update={"retention_file": _policy(tmp_path, policy), "export_dir": str(tmp_path / "ex")})
+    try:
+        async with Producer(s) as producer:
+            dry = await producer.run_retention(agent_id=agent_id, dry_run=True, as_of=AS_OF)
+            await run_worker(s)
+            enq = await producer.run_retention(agent_id=agent_id, as_of=AS_OF)
+            await run_worker(s)
+            dry_state, state = await producer.status(dry.job_id), await producer.status(enq.job_id)
+    finally:
+        await legal_holds.release(pg, person, "test")
+    assert dry_state.result["held"] == 1
+    assert dry_state.result["agents"][agent_id]["buckets"][0]["would_delete"] == 3  # the free one's two, nobody's
+    assert state.status == "succeeded", state
+    result = state.result
+    assert result["held"] == 1 and result["sessions_deleted"] == 3 and result["remaining"] == 0
+    assert result["agents"][agent_id]["items"] == {
+        "evals": {"deleted": 1, "remaining": 0},
+        "memories": {"deleted": 1, "remaining": 0},
+        "traces": {"deleted": 1, "remaining": 0},
+    }
+    assert await rows_of(held) == before  # every row of the held person
+    assert set((await rows_of(free)).values()) == {0}
+    assert await pg.fetchval(f'SELECT count(*) FROM "{schema}".agno_sessions WHERE session_id = $1', "nobody-old") == 0
+    export = result["agents"][agent_id]["buckets"][0]["export"]
+    unzipped = await asyncio.to_thread(subprocess.run, ["gzip", "-dc", export["path"]], capture_output=True, check=True)
+    lines = unzipped.stdout
+    assert export["sessions"] == 3 and held.encode() not in lines and free.encode() in lines  # nor in the export
+    assert held not in json.dumps(result) and free not in json.dumps(result)  # HMACs at most

@@ -45,7 +45,11 @@ def test_grants_are_printed_from_the_same_needs() -> None:
     assert 'GRANT SELECT, DELETE ON "ag_a"."agno_runs" TO "w";' in lines
     assert 'GRANT SELECT, INSERT ON "sessionctl"."receipts" TO "w";' in lines
     assert 'GRANT SELECT, INSERT, UPDATE, DELETE ON "sessionctl"."media_pending" TO "w";' in lines
-    assert lines[-1] == 'GRANT USAGE ON SEQUENCE sessionctl.receipts_id_seq, sessionctl.media_pending_id_seq, sessionctl.webhook_deliveries_id_seq TO "w";'
+    assert 'GRANT SELECT, INSERT, UPDATE ON "sessionctl"."legal_holds" TO "w";' in lines  # every erasure reads holds
+    assert lines[-1] == (
+        "GRANT USAGE ON SEQUENCE sessionctl.receipts_id_seq, sessionctl.media_pending_id_seq,"
+        ' sessionctl.webhook_deliveries_id_seq, sessionctl.legal_holds_id_seq TO "w";'
+    )
     without = access.grant_statements("w", "agents", needs, receipts=False)
     assert not any("sessionctl" in line for line in without)
     assert access.grant_statements('we"ird', "d", [])[0].endswith('TO "we""ird";')  # quoted, not injected
