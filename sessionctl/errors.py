@@ -25,7 +25,7 @@
         ├── DatabaseUnavailable                  Postgres refused, reset, restarting, timed out
         ├── QueueUnavailable                     Redis lost or timed out mid-job
         ├── RedisUnavailable                     Redis unreachable from a producer or the CLI
-        ├── PlatformUnavailable                  the xpander platform unreachable (agent resolution)
+        ├── PlatformUnavailable                  the xpander platform or a DSR platform's gateway unreachable
         ├── StorageFull                          no space left where the export is written
         └── ErasureIncomplete                    rows remain after the purge loop (late writes)
 
@@ -155,7 +155,7 @@ class RedisUnavailable(TransientError):
 
 
 class PlatformUnavailable(TransientError):
-    """The xpander platform could not be reached."""
+    """The xpander platform, or a DSR platform's gateway (Transcend's Sombra), could not be reached."""
 
 
 class StorageFull(TransientError):

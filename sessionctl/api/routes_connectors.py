@@ -20,7 +20,7 @@ from sessionctl.connectors import filing, identity, ketch, transcend
 from sessionctl.connectors.filing import Filing, PlatformRequest
 from sessionctl.connectors.replies import seal_reply
 from sessionctl.connectors.sombra import SombraKeys
-from sessionctl.errors import InvalidRequest, PlatformNotAuthenticated
+from sessionctl.errors import InvalidRequest, PlatformNotAuthenticated, PlatformUnavailable
 from sessionctl.store import connector_requests
 
 router = APIRouter(tags=["connectors"])
@@ -29,6 +29,7 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
     400: {"description": "an action sessionctl does not perform"},
     401: {"description": "forged, expired or replayed: nothing recorded"},
     404: {"description": "this connector is not configured"},
+    503: {"description": "Sombra unreachable (its key cannot be fetched): nothing recorded, send it again"},
     422: {"description": "a body the platform's contract does not allow"},
 }
 
@@ -82,6 +83,8 @@ async def transcend_webhook(request: Request) -> Response:
         verified = await _sombra(request).verify(request.headers.get("x-sombra-token"))
     except PlatformNotAuthenticated as exc:
         raise HTTPException(401, str(exc)) from None
+    except PlatformUnavailable as exc:  # not the caller's fault: Transcend sends it again
+        raise HTTPException(503, str(exc)) from None
     nonce = request.headers.get("x-transcend-nonce")
     if not nonce:
         raise HTTPException(400, "x-transcend-nonce is missing: Transcend sends it with every job")

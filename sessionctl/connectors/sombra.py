@@ -16,6 +16,7 @@ import jwt
 
 from sessionctl.config import Settings
 from sessionctl.errors import PlatformNotAuthenticated as TokenRefused
+from sessionctl.errors import PlatformUnavailable
 
 KEY_PATH = "/public-keys/sombra-general-signing-key"
 REFETCH_S = 30.0
@@ -55,10 +56,19 @@ class SombraKeys:
 
     async def _fetch(self) -> bytes:
         url = f"{self.settings.transcend_sombra_url}{KEY_PATH}"
-        async with httpx.AsyncClient(timeout=10.0, trust_env=False, transport=self.transport) as client:
-            resp = await client.get(url, headers=self.headers())
+        try:
+            async with httpx.AsyncClient(timeout=10.0, trust_env=False, transport=self.transport) as client:
+                resp = await client.get(url, headers=self.headers())
+        except httpx.HTTPError as exc:
+            raise PlatformUnavailable(
+                f"Sombra is unreachable at SESSIONCTL_TRANSCEND_SOMBRA_URL ({type(exc).__name__}): its key cannot be"
+                " fetched"
+            ) from None
         if resp.status_code != 200:
-            raise TokenRefused(f"Sombra's public key could not be fetched (HTTP {resp.status_code})")
+            raise PlatformUnavailable(
+                f"Sombra answered HTTP {resp.status_code} for its public key: check SESSIONCTL_TRANSCEND_SOMBRA_URL"
+                " and SESSIONCTL_TRANSCEND_API_KEY"
+            )
         self._key, self._fetched_at = resp.content, time.monotonic()
         return resp.content
 

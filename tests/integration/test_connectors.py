@@ -287,3 +287,18 @@ async def test_an_access_export_gone_before_its_answer_is_reported_as_an_error(p
         await until(lambda: len(sombra.answers_to("/v1/data-silo")) >= 2, timeout=30)
     first, second = (json.loads(g["body"]) for g in sombra.answers_to("/v1/data-silo")[:2])
     assert first["status"] == "READY" and second["profileStatus"] == "ERROR" and "ExportGone" in second["message"]
+
+
+async def test_a_sombra_that_cannot_be_reached_for_its_key_is_a_503_with_nothing_recorded(
+    own_database: tuple[Settings, asyncpg.Connection],
+) -> None:
+    base, conn = own_database
+    update = {
+        "transcend_sombra_url": "http://127.0.0.1:9",  # nothing listens there
+        "transcend_audience": AUDIENCE,
+        "transcend_api_key": SecretStr(API_KEY),
+    }
+    async with dsr_service(base, conn, **update) as svc:
+        resp = await _transcend(svc["client"], Sombra().token(EMAIL), "nonce-x", "ERASURE", "tr-x")
+        assert resp.status_code == 503 and "unreachable" in resp.text, resp.text
+        assert await _connector_rows(conn) == 0
