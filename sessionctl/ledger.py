@@ -21,7 +21,7 @@ import calendar
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -141,7 +141,7 @@ def extension(row: Any, until: datetime, reason: str, by: str, now: datetime) ->
         raise InvalidRequest("an extension moves the due date later than it is (to shorten one, send a correction)")
     limit = add_months(row["first_due_at"], EXTENSION_MONTHS)
     if until > limit:
-        raise InvalidRequest(f"at most two months past the first due date: until {limit.isoformat()} (art. 12(3))")
+        raise InvalidRequest(f"at most two months past the first due date: until {_utc(limit)} (art. 12(3))")
     return _due_entry("extension", row, until, reason, by, now)
 
 
@@ -153,9 +153,14 @@ def correction(row: Any, until: datetime, reason: str, by: str, now: datetime) -
     if not row["first_due_at"] <= until < row["due_at"]:
         raise InvalidRequest(
             "a correction moves the due date earlier, to no earlier than the first due date"
-            f" ({row['first_due_at'].isoformat()})"
+            f" ({_utc(row['first_due_at'])})"
         )
     return _due_entry("correction", row, until, reason, by, now)
+
+
+def _utc(when: datetime) -> str:
+    """A time as a rule's message says it: to the second, in UTC."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _due_entry(kind: str, row: Any, until: datetime, reason: str, by: str, now: datetime) -> dict[str, Any]:

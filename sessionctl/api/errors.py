@@ -55,5 +55,3 @@ def _safe(value: Any) -> Any:
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")[:200]
     return value
-
-

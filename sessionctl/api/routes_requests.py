@@ -3,20 +3,24 @@ of a due date GDPR art. 12(3) allows (:func:`sessionctl.ledger.extension`, :func
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
 
 from sessionctl import ledger
+from sessionctl.api import audit
 from sessionctl.api.auth import ERRORS, Caller, Eraser, Reader
 from sessionctl.api.models import DueDateChange
 from sessionctl.api.views import request_out
 from sessionctl.errors import InvalidRequest
 from sessionctl.logs import get_logger
-from sessionctl.store import dsr_requests
+from sessionctl.store import dsr_requests, ledger_views
 
 log = get_logger("sessionctl.api")
 router = APIRouter(tags=["requests"])
@@ -38,6 +42,47 @@ async def requests(
             conn, open_only=open, overdue_only=overdue, token_name=who.owner, limit=limit
         )
     return {"requests": [request_out(r) for r in rows]}
+
+
+@router.get("/v1/requests.csv", responses=ERRORS, response_class=Response)
+async def requests_csv(request: Request, who: Reader) -> Response:
+    """The ledger for audits, as CSV (``audit``: every request; another token: its own), with fixed
+    columns: request_id, ref, kind, person_hmac, received_at, first_due_at, due_at, extensions,
+    completed_at, late, outcome, complete — times UTC (ISO 8601), people as HMACs."""
+    async with request.app.state.connect() as conn:
+        rows = await ledger_views.every(conn, ledger_views.Filters(token_name=who.owner))
+    return csv_response(rows)
+
+
+def csv_response(rows: list[Any]) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(audit.CSV_COLUMNS)
+    writer.writerows(audit.csv_row(r) for r in rows)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="sessionctl-requests-{stamp}.csv"'},
+    )
+
+
+@router.get(
+    "/v1/requests/{request_id}/certificate",
+    responses={**ERRORS, 404: {"description": "unknown"}, 409: {"description": "not a completed erasure"}},
+)
+async def certificate(request_id: str, request: Request, who: Reader) -> dict[str, Any]:
+    """The certificate of erasure of a completed erasure: the request, the person as HMAC, its dates,
+    the stores and counts, the receipts, whether it was ``complete`` (and what remained), and how
+    to verify it again."""
+    async with request.app.state.connect() as conn:
+        row = await _owned(conn, request_id, who)
+        if row["kind"] != "erasure" or row["status"] != "completed":
+            raise HTTPException(
+                409, f"request {request_id} is not a completed erasure ({row['kind']}, {row['status']})"
+            )
+        found = await ledger_views.receipts_of(conn, list(row["job_ids"]))
+    return audit.certificate(row, found)
 
 
 @router.get("/v1/requests/{request_id}", responses={**ERRORS, 404: {"description": "unknown"}})

@@ -56,5 +56,3 @@ def webhooks(app: FastAPI) -> None:
             at least once: deduplicate on ``event_id``."""
 
         app.webhooks.post(event, summary=f"{event}: a request's job ended")(hook)
-
-
