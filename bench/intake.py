@@ -10,10 +10,13 @@ intake alone), ``--concurrency`` at a time:
   and cached, the job enqueued in Redis and indexed);
 - http:     ``POST /v1/erasures`` with a bearer token to ``sessionctl serve`` in its own process
   (uvicorn, one process), which does the same and records each request in the deadline ledger
-  (one INSERT) — over keep-alive connections from an httpx client.
+  (one INSERT) — over keep-alive connections from an httpx client;
+- floor:    the same call to a hand-written FastAPI endpoint in its own process
+  (``bench/floor_intake.py``: a pydantic body, one INSERT with an asyncpg pool, one arq
+  ``enqueue_job``; no token, no ledger rules, no job index) — what intake cannot cost less than.
 
-Prints latency p50/p99 and requests/s per method (median of --repeat runs, interleaved) and
-HTTP's ratio to the Producer. Needs Postgres and Redis on 127.0.0.1 (creates and drops database
+Prints latency p50/p99 and requests/s per method (median of --repeat runs, interleaved) and the
+ratios http ÷ floor and http ÷ producer. Needs Postgres and Redis on 127.0.0.1 (creates and drops database
 ``sessionctl_bench_intake``; Redis db 14).
 """
 
@@ -21,9 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -34,11 +41,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import bench_settings, drop_database, fresh_database, url
 from sessionctl.producer import Producer
 from tests.agno_seed import seed
+from tests.embedded_services import answers, free_port
 from tests.service_helpers import make_token, serve_process
 
 DB = "sessionctl_bench_intake"
 URL = url(DB)
 AGENT = "intake-agent"
+
+
+@contextlib.contextmanager
+def floor_process() -> Iterator[str]:
+    """The hand-written endpoint (bench/floor_intake.py) under uvicorn in its own process."""
+    port = free_port()
+    env = {**os.environ, "BENCH_DSN": URL, "BENCH_REDIS": "redis://127.0.0.1:6379/14"}
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.floor_intake:app", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        cwd=root,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not answers("127.0.0.1", port):
+            assert proc.poll() is None and time.monotonic() < deadline, "the floor endpoint did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 async def timed(n: int, concurrency: int, one: object) -> tuple[list[float], float]:
@@ -74,19 +104,19 @@ async def main() -> None:
     conn = await asyncpg.connect(URL)
     token = await make_token(conn, "bench", ["read", "erase"])
     await conn.close()
-    with serve_process(settings, "bench") as base:  # started once, before any timing
-        results: dict[str, list[tuple[float, float, float]]] = {"producer": [], "http": []}
+    with serve_process(settings, "bench") as base, floor_process() as floor_base:  # started before any timing
+        results: dict[str, list[tuple[float, float, float]]] = {"producer": [], "http": [], "floor": []}
         limits = httpx.Limits(max_connections=a.concurrency, max_keepalive_connections=a.concurrency)
         async with (
             Producer(settings) as producer,
-            httpx.AsyncClient(
-                base_url=base, headers={"Authorization": f"Bearer {token}"}, limits=limits
-            ) as client,
+            httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, limits=limits) as client,
+            httpx.AsyncClient(base_url=floor_base, limits=limits) as floor,
         ):
             await producer.purge_user_sessions(user_id="warm-up", agent_id=AGENT)  # the agent cached
-            assert (
-                await client.post("/v1/erasures", json={"user_id": "warm-up-h", "agent_id": AGENT})
-            ).status_code == 202
+            for c in (client, floor):
+                assert (
+                    await c.post("/v1/erasures", json={"user_id": "warm-up-h", "agent_id": AGENT})
+                ).status_code == 202
             for rep in range(a.repeat):
                 for method in results:
 
@@ -97,9 +127,12 @@ async def main() -> None:
                         resp = await client.post("/v1/erasures", json={"user_id": f"h{rep}-{i}", "agent_id": AGENT})
                         assert resp.status_code == 202, resp.text
 
-                    lat, wall = await timed(
-                        a.requests, a.concurrency, via_producer if method == "producer" else via_http
-                    )
+                    async def via_floor(i: int, rep: int = rep) -> None:
+                        resp = await floor.post("/v1/erasures", json={"user_id": f"f{rep}-{i}", "agent_id": AGENT})
+                        assert resp.status_code == 202, resp.text
+
+                    one = {"producer": via_producer, "http": via_http, "floor": via_floor}[method]
+                    lat, wall = await timed(a.requests, a.concurrency, one)
                     results[method].append((pct(lat, 0.5), pct(lat, 0.99), a.requests / wall))
                     print(
                         f"  run {rep + 1} {method:<9} p50 {pct(lat, 0.5):6.1f} ms  p99 {pct(lat, 0.99):6.1f} ms"
@@ -113,6 +146,7 @@ async def main() -> None:
     )
     for m, (p50, p99, rate) in med.items():
         print(f"| {m} | {p50:.1f} ms | {p99:.1f} ms | {rate:,.0f} |")
+    print(f"http ÷ floor (requests/s) = {med['http'][2] / med['floor'][2]:.2f}x (target ≥ 0.9x, p99 ≤ 100 ms)")
     print(f"http ÷ producer (requests/s) = {med['http'][2] / med['producer'][2]:.2f}x")
     await drop_database(DB)
 

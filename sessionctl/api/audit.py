@@ -76,17 +76,22 @@ def outcome(row: Any) -> str:
     return str(row["status"])
 
 
+def inert(cell: str) -> str:
+    """A text cell a spreadsheet shows as text: one it would read as a formula gets a leading ``'``."""
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
 def csv_row(row: Any) -> list[str]:
     complete = row["complete"]
     return [
         row["request_id"],
-        row["request_ref"] or "",
+        inert(row["request_ref"] or ""),
         row["kind"],
         row["user_hmac"],
         iso(row["received_at"]),
         iso(row["first_due_at"]),
         iso(row["due_at"]),
-        str(len(decoded(row["extensions"]) or [])),
+        str(sum(1 for e in decoded(row["extensions"]) or [] if e.get("kind") == "extension")),
         iso(row["completed_at"]),
         "" if row["late"] is None else str(bool(row["late"])).lower(),
         outcome(row),
@@ -173,6 +178,7 @@ def certificate(row: Any, receipts: list[Any]) -> dict[str, Any]:
         "stores": dict(store_counts(receipts)),
         "by_store": [{"store": w, "what": k, "rows": n} for w, k, n in by_store(receipts)],
         "receipt_ids": [int(r["id"]) for r in receipts],
+        "exemptions": {k: v for r in receipts for k, v in (decoded(r["exemptions"]) or {}).items()},
         "reverify": REVERIFY,
     }
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sessionctl import ledger
@@ -28,6 +28,8 @@ from sessionctl.store import dsr_requests, ledger_views, webhook_deliveries
 log = get_logger("sessionctl.console")
 PAGE = 50
 HMAC = re.compile(r"[0-9a-f]{32}")
+REQUEST_ID = re.compile(r"dsr_[0-9a-z_]{1,40}")
+BIGINT_MAX = 2**63 - 1
 
 
 def add_pages(r: APIRouter, console: Console) -> None:
@@ -39,18 +41,21 @@ def add_pages(r: APIRouter, console: Console) -> None:
         kind: str = Form(""),
         overdue: str = Form(""),
         late: str = Form(""),
+        person: str = Form(""),
+        ids: str = Form(""),
         csrf: str = Form(""),
     ) -> Response:
-        """What was typed, resolved here — a request id, ref or job id goes into the list's URL; a user
-        id only as its HMAC (a search is a POST: the id is in no URL, history or access log)."""
+        """What was typed, resolved here — a request id or job id goes into the list's URL; anything
+        else only as the HMAC of it as a user id, with the ids of the requests whose ticket ref it is
+        (a search is a POST: what was typed is in no URL, history or access log)."""
         officer = await console.officer(request)
         if officer is None:
             return console.to_login()
         if not console.form_ok(officer, csrf):
             return console.stale()
-        query = {"state": state, "kind": kind, "overdue": overdue, "late": late}
+        query = {"state": state, "kind": kind, "overdue": overdue, "late": late, "person": person, "ids": ids}
         if q.strip():
-            query.update(await _resolve(request, q.strip()))
+            query.update(await _resolve(request, q))
         shown = urlencode({k: v for k, v in query.items() if v})
         return RedirectResponse(f"/console/requests{'?' + shown if shown else ''}", status_code=303)
 
@@ -59,6 +64,7 @@ def add_pages(r: APIRouter, console: Console) -> None:
         request: Request,
         q: str = "",
         person: str = "",
+        ids: str = "",
         state: str = "",
         kind: str = "",
         overdue: str = "",
@@ -68,7 +74,7 @@ def add_pages(r: APIRouter, console: Console) -> None:
         officer = await console.officer(request)
         if officer is None:
             return console.to_login()
-        query = {"q": q, "person": person, "state": state, "kind": kind, "overdue": overdue, "late": late}
+        query = {"q": q, "person": person, "ids": ids, "state": state, "kind": kind, "overdue": overdue, "late": late}
         async with request.app.state.connect() as conn:
             rows, total = await ledger_views.page(conn, _filters(query), limit=PAGE, offset=(page - 1) * PAGE)
         now = datetime.now(UTC)
@@ -89,6 +95,7 @@ def add_pages(r: APIRouter, console: Console) -> None:
         request: Request,
         q: str = "",
         person: str = "",
+        ids: str = "",
         state: str = "",
         kind: str = "",
         overdue: str = "",
@@ -97,7 +104,7 @@ def add_pages(r: APIRouter, console: Console) -> None:
         officer = await console.officer(request)
         if officer is None:
             return console.to_login()
-        query = {"q": q, "person": person, "state": state, "kind": kind, "overdue": overdue, "late": late}
+        query = {"q": q, "person": person, "ids": ids, "state": state, "kind": kind, "overdue": overdue, "late": late}
         async with request.app.state.connect() as conn:
             rows = await ledger_views.every(conn, _filters(query))
         return csv_response(rows)
@@ -151,7 +158,8 @@ def add_pages(r: APIRouter, console: Console) -> None:
         async with request.app.state.connect() as conn:
             served = await dsr_requests.requests_of_job(conn, job_id)
         back = f"/console/requests/{served[0]['request_id']}" if served else f"/console/jobs/{job_id}"
-        need = "export" if served and served[0]["kind"] == "export" else "erase"
+        indexed = await request.app.state.producer.jobs_by_id([job_id])
+        need = "export" if indexed and indexed[0]["kind"] == "export_sessions" else "erase"
         problem, status = None, 422
         if need not in officer.who.scopes:
             problem, status = f"retrying needs the {need} scope", 403
@@ -160,7 +168,7 @@ def add_pages(r: APIRouter, console: Console) -> None:
                 enq = await request.app.state.producer.retry(job_id, user_id=user_id or None)
                 log.info("job.retried", job_id=job_id, new_job_id=enq.job_id, by=officer.who.name, via="console")
             except SessionctlError as exc:
-                problem = str(exc).replace("--user", "the person's id")
+                problem = _console_words(str(exc))
         if problem is None:
             return RedirectResponse(back, status_code=303)
         if served:
@@ -168,7 +176,9 @@ def add_pages(r: APIRouter, console: Console) -> None:
         return console.page(request, "job.html", officer, status=status, job=None, job_id=job_id, error=problem)
 
     @r.post("/deliveries/{delivery_id}/resend", response_class=HTMLResponse, response_model=None)
-    async def resend(delivery_id: int, request: Request, csrf: str = Form("")) -> Response:
+    async def resend(
+        delivery_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], request: Request, csrf: str = Form("")
+    ) -> Response:
         officer = await console.officer(request)
         if officer is None:
             return console.to_login()
@@ -185,11 +195,16 @@ def add_pages(r: APIRouter, console: Console) -> None:
 
 
 def _filters(query: dict[str, str]) -> ledger_views.Filters:
-    """The list's filters from its URL: ``q`` a request id, ref or job id; ``person`` an HMAC."""
-    person = query["person"] if HMAC.fullmatch(query["person"]) else None
+    """The list's filters from its URL: ``q`` a request id, ref or job id; ``person`` an HMAC (with
+    ``ids``, requests named by a ticket ref). Anything malformed selects nothing."""
+    q, person, ids = query["q"].strip(), query["person"], tuple(i for i in query["ids"].split(",") if i)
+    malformed = (person and not HMAC.fullmatch(person)) or not all(REQUEST_ID.fullmatch(i) for i in ids)
+    if malformed or (q and not _storable(q)):
+        return ledger_views.Filters(q="\x01 nothing")
     return ledger_views.Filters(
-        q=query["q"].strip() or None,
-        person=person,
+        q=q or None,
+        person=person or None,
+        ids=ids if person else (),
         state=query["state"] or None,
         kind=query["kind"] or None,
         overdue=bool(query["overdue"]),
@@ -197,17 +212,33 @@ def _filters(query: dict[str, str]) -> ledger_views.Filters:
     )
 
 
-async def _resolve(request: Request, typed: str) -> dict[str, str]:
-    """What a search names: a request id, ref or job id (``q``), or else a user id (``person``, its HMAC)."""
+def _storable(text: str) -> bool:
     try:
-        storable_text(typed, "the search")
+        storable_text(text, "the search")
     except InvalidRequest:
+        return False
+    return True
+
+
+async def _resolve(request: Request, typed: str) -> dict[str, str]:
+    """What a search names, as the list's URL may carry it: a request id or job id itself; anything
+    else as the HMAC of it taken as a user id (exactly as typed: ids are never normalised) plus the
+    ids of the requests whose ticket ref it is — a ref may be a person's id, so it never goes in a URL."""
+    if not _storable(typed):
         return {"q": "-"}  # nothing is named so
     async with request.app.state.connect() as conn:
-        _, found = await ledger_views.page(conn, ledger_views.Filters(q=typed), limit=1, offset=0)
-    if found:
-        return {"q": typed}
-    return {"person": user_hmac(request.app.state.settings.hash_key_bytes, typed)}
+        by_id, by_ref = await ledger_views.named(conn, typed.strip())
+    if by_id:
+        return {"q": typed.strip(), "person": "", "ids": ""}
+    person = user_hmac(request.app.state.settings.hash_key_bytes, typed)
+    return {"q": "", "person": person, "ids": ",".join(by_ref)}
+
+
+def _console_words(message: str) -> str:
+    """A job's refusal as the console says it (the CLI's flags named as the form's field)."""
+    if "pass --user" in message:
+        return "this job was for one person: type their id (it is checked against the job's HMAC, and kept nowhere)"
+    return message.replace("--user", "the person's id")
 
 
 async def _extend(request: Request, officer: Officer, request_id: str, until: str, reason: str) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class Console:
         return Officer(Caller(str(row["name"]), tuple(row["scopes"])), self.csrf_for(cookie))
 
     def form_ok(self, officer: Officer, csrf: str) -> bool:
-        return hmac.compare_digest(officer.csrf, csrf)
+        return hmac.compare_digest(officer.csrf.encode(), csrf.encode())
 
     @staticmethod
     def page(request: Request, name: str, officer: Officer | None, status: int = 200, **ctx: Any) -> HTMLResponse:

@@ -20,6 +20,7 @@ class Filters:
 
     q: str | None = None  # a request id, a ticket ref, or a job id
     person: str | None = None  # a user HMAC (a user id typed in, hashed)
+    ids: tuple[str, ...] = ()  # with ``person``: these requests too (the ones a typed ticket ref names)
     state: str | None = None
     kind: str | None = None
     overdue: bool = False
@@ -37,7 +38,9 @@ class Filters:
         if self.q:
             p = arg(self.q)
             conds.append(f"(request_id = {p} OR request_ref = {p} OR {p} = ANY(job_ids))")
-        if self.person:
+        if self.person and self.ids:
+            conds.append(f"(user_hmac = {arg(self.person)} OR request_id = ANY({arg(list(self.ids))}::text[]))")
+        elif self.person:
             conds.append(f"user_hmac = {arg(self.person)}")
         if self.state in STATES:
             conds.append(f"status = {arg(self.state)}")
@@ -78,6 +81,18 @@ async def recently_closed(conn: asyncpg.Connection, limit: int) -> list[asyncpg.
             limit,
         )
     )
+
+
+async def named(conn: asyncpg.Connection, typed: str) -> tuple[bool, list[str]]:
+    """What a search names: (a request id or job id, exactly?; the ids of the requests whose ticket
+    ref it is)."""
+    row = await conn.fetchrow(
+        "SELECT bool_or(request_id = $1 OR $1 = ANY(job_ids)) AS by_id,"
+        " coalesce(array_agg(request_id) FILTER (WHERE request_ref = $1), '{}') AS by_ref"
+        " FROM sessionctl.dsr_requests WHERE request_id = $1 OR request_ref = $1 OR $1 = ANY(job_ids)",
+        typed,
+    )
+    return bool(row["by_id"]), list(row["by_ref"])
 
 
 async def every(conn: asyncpg.Connection, f: Filters) -> list[asyncpg.Record]:

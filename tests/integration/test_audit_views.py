@@ -106,8 +106,13 @@ async def test_every_console_page_renders_a_real_request_without_a_raw_user_id(s
         assert "page 1 of 1 · 2 requests" in found.text
         stale = await officer.post("/console/requests", data={"q": USER})  # no CSRF token: refused
         assert stale.status_code == 403
-        ref = await officer.get("/console/requests", params={"q": "AUDIT-1"})
-        assert "page 1 of 1 · 1 request" in ref.text and rid in ref.text
+        by_ref = await officer.post("/console/requests", data={"q": "AUDIT-1", "csrf": csrf.group(1)})
+        assert "AUDIT-1" not in by_ref.headers["location"] and rid in by_ref.headers["location"]  # a ref may be an id
+        assert rid in (await officer.get(by_ref.headers["location"])).text
+        garbage = await officer.get("/console/requests", params={"person": "not-an-hmac"})
+        assert "page 1 of 1 · 0 requests" in garbage.text  # malformed selects nothing, not everything
+        named = await officer.get("/console/requests", params={"q": rid})
+        assert "page 1 of 1 · 1 request" in named.text and rid in named.text
         detail = (await officer.get(f"/console/requests/{rid}")).text
         for event in ("received", "due", "job", "completed"):
             assert f'data-event="{event}"' in detail, event
