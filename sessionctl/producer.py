@@ -46,6 +46,7 @@ from sessionctl.worker.enqueue import Enqueuer
 from sessionctl.worker.jobindex import UNFINISHED, JobIndex, Listing, record_end
 from sessionctl.worker.queue import Queue
 
+AGENT_CHECK_S = 30.0  # an agent found to have session storage is not looked up again for this long
 LOST = (
     "the job is gone from the queue without a result (Redis lost it, or its result expired before it was read):"
     " ask again"
@@ -61,6 +62,7 @@ class Producer:
         self._own_queue = redis is None
         self._databases: Databases | None = None
         self._chain: ResolverChain | None = None
+        self._agents_seen: dict[str, float] = {}  # agent id -> until when its storage counts as checked
 
     async def __aenter__(self) -> Producer:
         await self.queue()
@@ -235,14 +237,18 @@ class Producer:
         return await (await self._enqueuer()).put_as(kind, self._request(kind, payload), job_id)
 
     async def require_agent(self, agent_id: str | None) -> None:
-        """An agent without session storage is refused before anything is enqueued."""
-        if agent_id is not None:
-            if self._chain is None:
-                self._chain = build_chain(self.settings)
-            handle = await AgentHandle.resolve(
-                agent_id, settings=self.settings, databases=self._db(), chain=self._chain
-            )
-            await handle.layout()
+        """An agent without session storage is refused before anything is enqueued. An agent found
+        is not looked up again for ``AGENT_CHECK_S`` (intake under load asks about the same agents
+        over and over; the job checks its agents again when it runs)."""
+        if agent_id is None or self._agents_seen.get(agent_id, 0.0) > time.monotonic():
+            return
+        if self._chain is None:
+            self._chain = build_chain(self.settings)
+        handle = await AgentHandle.resolve(agent_id, settings=self.settings, databases=self._db(), chain=self._chain)
+        await handle.layout()
+        if len(self._agents_seen) > 10_000:
+            self._agents_seen.clear()
+        self._agents_seen[agent_id] = time.monotonic() + AGENT_CHECK_S
 
     def _db(self) -> Databases:
         if self._databases is None:

@@ -79,8 +79,12 @@ async def take(
         settings, {**row, "request_id": ledger.new_request_id(), "job_ids": []}, body.user_id
     )
     producer.validate(job_kind, payload)
-    async with connect() as conn, conn.transaction():
-        filed = await _record(conn, settings, row, body.user_id)
+    async with connect() as conn:
+        if row["request_ref"] is None:  # nothing to compare with: one INSERT, atomic on its own
+            filed = await _record(conn, settings, row, body.user_id)
+        else:  # the reference looked up, locked and compared in one transaction
+            async with conn.transaction():
+                filed = await _record(conn, settings, row, body.user_id)
     status = "queued"
     if filed.job is not None:
         job_kind, job_id, payload = filed.job
