@@ -126,6 +126,21 @@ def sealed(settings: Settings, request_id: str, user_id: str) -> bytes:
     return seal_subject(settings.hash_key_bytes, request_id, user_id)
 
 
+async def record_first(
+    conn: asyncpg.Connection, settings: Settings, row: dict[str, Any], user_id: str
+) -> tuple[Any, tuple[str, str, dict[str, Any]]]:
+    """Record a new request (``row``: what was asked, without id or jobs) with its first job's id and
+    the person's id sealed: (the recorded row — ``None`` when its ``(kind, request_ref)`` is taken —,
+    (job kind, job id, payload) to enqueue once committed)."""
+    request_id = new_request_id()
+    first = {**row, "request_id": request_id, "job_ids": []}
+    job_kind, job_id, payload = next_job(settings, first, user_id)
+    inserted = await dsr_requests.insert_request(
+        conn, {**first, "job_ids": [job_id], "subject": sealed(settings, request_id, user_id)}
+    )
+    return inserted, (job_kind, job_id, payload)
+
+
 # ---- due dates (GDPR art. 12(3)) ---------------------------------------------------------------------
 
 

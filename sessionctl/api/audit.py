@@ -130,15 +130,12 @@ def timeline(row: Any, jobs: list[dict[str, Any]], deliveries: list[Any]) -> lis
 
 
 def store_counts(receipts: list[Any]) -> list[tuple[str, int]]:
-    """What the receipts say was erased, store by store (summed over the request's receipts)."""
+    """What the receipts say was erased, in total: rows of each kind over every agent schema
+    (sessions, runs, memories…), items of each other store (:func:`by_store`, summed)."""
     totals: dict[str, int] = {}
-    for r in receipts:
-        for k, v in (decoded(r["counts"]) or {}).items():
-            if k != "schemas_checked" and isinstance(v, int):
-                totals[k] = totals.get(k, 0) + v
-        for k, v in (decoded(r["stores"]) or {}).items():
-            if isinstance(v, int):
-                totals[k] = totals.get(k, 0) + v
+    for where, what, n in by_store(receipts):
+        key = where if what == "items" else what
+        totals[key] = totals.get(key, 0) + n
     return sorted(totals.items())
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sessionctl import ledger
@@ -60,21 +61,11 @@ def add_pages(r: APIRouter, console: Console) -> None:
         return RedirectResponse(f"/console/requests{'?' + shown if shown else ''}", status_code=303)
 
     @r.get("/requests", response_class=HTMLResponse, response_model=None)
-    async def requests_page(
-        request: Request,
-        q: str = "",
-        person: str = "",
-        ids: str = "",
-        state: str = "",
-        kind: str = "",
-        overdue: str = "",
-        late: str = "",
-        page: int = Query(1, ge=1, le=100_000),
-    ) -> Response:
+    async def requests_page(request: Request, listed: Listed, page: int = Query(1, ge=1, le=100_000)) -> Response:
         officer = await console.officer(request)
         if officer is None:
             return console.to_login()
-        query = {"q": q, "person": person, "ids": ids, "state": state, "kind": kind, "overdue": overdue, "late": late}
+        query = asdict(listed)
         async with request.app.state.connect() as conn:
             rows, total = await ledger_views.page(conn, _filters(query), limit=PAGE, offset=(page - 1) * PAGE)
         now = datetime.now(UTC)
@@ -91,22 +82,12 @@ def add_pages(r: APIRouter, console: Console) -> None:
         )
 
     @r.get("/requests.csv", response_model=None)
-    async def requests_csv(
-        request: Request,
-        q: str = "",
-        person: str = "",
-        ids: str = "",
-        state: str = "",
-        kind: str = "",
-        overdue: str = "",
-        late: str = "",
-    ) -> Response:
+    async def requests_csv(request: Request, listed: Listed) -> Response:
         officer = await console.officer(request)
         if officer is None:
             return console.to_login()
-        query = {"q": q, "person": person, "ids": ids, "state": state, "kind": kind, "overdue": overdue, "late": late}
         async with request.app.state.connect() as conn:
-            rows = await ledger_views.every(conn, _filters(query))
+            rows = await ledger_views.every(conn, _filters(asdict(listed)))
         return csv_response(rows)
 
     @r.get("/requests/{request_id}", response_class=HTMLResponse, response_model=None)
@@ -192,6 +173,22 @@ def add_pages(r: APIRouter, console: Console) -> None:
         log.info("webhook.resend", delivery=delivery_id, event_id=again["event_id"], by=officer.who.name, via="console")
         back = f"/console/requests/{found['request_id']}" if found["request_id"] else "/console/requests"
         return RedirectResponse(back, status_code=303)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """What a list of requests (and its CSV) is narrowed to, as its URL says it."""
+
+    q: str = ""  # a request id, ticket ref or job id
+    person: str = ""  # a user HMAC
+    ids: str = ""  # with ``person``: the requests a typed ticket ref names, comma-separated
+    state: str = ""
+    kind: str = ""
+    overdue: str = ""
+    late: str = ""
+
+
+Listed = Annotated[ListQuery, Depends()]
 
 
 def _filters(query: dict[str, str]) -> ledger_views.Filters:

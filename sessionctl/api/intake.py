@@ -119,15 +119,9 @@ async def _record(conn: asyncpg.Connection, settings: Settings, row: dict[str, A
     for _ in range(3):  # a reference taken by a concurrent request between the look and the insert
         if ref is not None and (known := await dsr_requests.lock_by_ref(conn, kind, ref)) is not None:
             return await _again(conn, settings, known, row, user_id)
-        request_id = ledger.new_request_id()
-        first = {**row, "request_id": request_id, "job_ids": [], "requested_by": row["requested_by"]}
-        job_kind, job_id, payload = ledger.next_job(settings, first, user_id)
-        inserted = await dsr_requests.insert_request(
-            conn,
-            {**first, "job_ids": [job_id], "subject": ledger.sealed(settings, request_id, user_id)},
-        )
+        inserted, job = await ledger.record_first(conn, settings, row, user_id)
         if inserted is not None:
-            return Filed(inserted, (job_kind, job_id, payload), collapsed=False)
+            return Filed(inserted, job, collapsed=False)
     raise HTTPException(409, "request_ref is being used by another request at this very moment: send it again")
 
 

@@ -22,7 +22,7 @@ from sessionctl.connectors.replies import seal_reply
 from sessionctl.errors import InvalidRequest, RedisUnavailable
 from sessionctl.logs import get_logger
 from sessionctl.privacy import user_hmac
-from sessionctl.store import connector_requests, dsr_requests, legal_holds
+from sessionctl.store import connector_requests, legal_holds
 
 log = get_logger("sessionctl.connectors")
 Enqueue = Callable[[str, dict[str, Any], str], Awaitable[None]]
@@ -125,10 +125,8 @@ async def _ledger_request(
     conn: asyncpg.Connection, settings: Settings, req: PlatformRequest, user_id: str, n: int
 ) -> tuple[str, tuple[str, str, dict[str, Any]]]:
     """One user id's ledger request (ref ``<platform>:<platform ref>``, ``#n`` from the second id on)."""
-    request_id = ledger.new_request_id()
     ref = f"{req.platform}:{req.platform_ref}" + ("" if n == 1 else f"#{n}")
     row = {
-        "request_id": request_id,
         "kind": req.kind,
         "request_ref": ref[:200],
         "user_hmac": user_hmac(settings.hash_key_bytes, user_id),
@@ -140,12 +138,8 @@ async def _ledger_request(
         "requested_by": req.platform,
         "token_name": f"connector:{req.platform}",
         "dry_run": False,
-        "job_ids": [],
     }
-    job_kind, job_id, payload = ledger.next_job(settings, row, user_id)
-    inserted = await dsr_requests.insert_request(
-        conn, {**row, "job_ids": [job_id], "subject": ledger.sealed(settings, request_id, user_id)}
-    )
+    inserted, job = await ledger.record_first(conn, settings, row, user_id)
     if inserted is None:
         raise InvalidRequest(f"ledger reference {ref} is already taken: this platform request was filed before")
-    return request_id, (job_kind, job_id, payload)
+    return str(inserted["request_id"]), job

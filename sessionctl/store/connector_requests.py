@@ -121,11 +121,3 @@ async def add_answer(
 async def set_reply(conn: asyncpg.Connection, connector_id: str, reply: bytes) -> None:
     """How to answer, replaced (the platform sent the request again with a new nonce)."""
     await conn.execute("UPDATE sessionctl.connector_requests SET reply = $2 WHERE id = $1", connector_id, reply)
-
-
-async def listing(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            f"SELECT {COLUMNS} FROM sessionctl.connector_requests ORDER BY received_at DESC LIMIT $1", limit
-        )
-    )
