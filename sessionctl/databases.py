@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 # is never waited for: see Databases.spare).
 SPARE_WAIT = 2.0
 
+# The longest statement asyncpg keeps prepared (its default: 15 KiB): a count of 250 agent schemas'
+# tables is ~40 KiB of SQL.
+MAX_CACHED_STATEMENT = 256 * 1024
+
 # Errors that mean "the database is not there right now" (retry), as opposed to a bad query.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # connection refused / reset / DNS
@@ -146,6 +150,9 @@ class Databases:
                         command_timeout=300,
                         timeout=10,
                         statement_cache_size=self.statement_cache_size,
+                        # the counts over a fleet are 250-branch statements (store/counts.py): kept
+                        # prepared like any other, not re-planned on every call
+                        max_cacheable_statement_size=MAX_CACHED_STATEMENT,
                     )
                 except Exception as exc:
                     mapped = map_db_error(exc, dsn, "cannot connect to")

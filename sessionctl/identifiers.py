@@ -7,6 +7,7 @@ Identifiers are never formatted from input: an agent id becomes a schema name on
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -271,20 +272,7 @@ class Dsn:
     def target(self) -> tuple[str, str, int, str]:
         """(user, host, port, database) as the driver connects — query parameters (``?host=``,
         ``?dbname=``, …) win over the URL's parts. Two DSNs name the same database iff equal."""
-        parts = urlsplit(self._raw)
-        q = parse_qs(parts.query)
-
-        def pick(*names: str, default: str) -> str:
-            for n in names:
-                if q.get(n):
-                    return q[n][0]
-            return default
-
-        user = pick("user", default=unquote(parts.username or ""))
-        host = pick("host", default=parts.hostname or "")
-        port = int(pick("port", default=str(parts.port or 5432)))
-        database = pick("dbname", "database", default=unquote(parts.path.lstrip("/")) or user or "postgres")
-        return user, host, port, database
+        return _target(self._raw)
 
     @property
     def database(self) -> str:
@@ -301,3 +289,23 @@ class Dsn:
 
     def __repr__(self) -> str:
         return f"Dsn({self.redacted!r})"
+
+
+@functools.lru_cache(maxsize=256)
+def _target(raw: str) -> tuple[str, str, int, str]:
+    """:attr:`Dsn.target`, parsed once per URI: a job over thousands of agent schemas asks it of
+    every target several times."""
+    parts = urlsplit(raw)
+    q = parse_qs(parts.query)
+
+    def pick(*names: str, default: str) -> str:
+        for n in names:
+            if q.get(n):
+                return q[n][0]
+        return default
+
+    user = pick("user", default=unquote(parts.username or ""))
+    host = pick("host", default=parts.hostname or "")
+    port = int(pick("port", default=str(parts.port or 5432)))
+    database = pick("dbname", "database", default=unquote(parts.path.lstrip("/")) or user or "postgres")
+    return user, host, port, database

@@ -47,6 +47,7 @@ from sessionctl.worker.jobindex import UNFINISHED, JobIndex, Listing, record_end
 from sessionctl.worker.queue import Queue
 
 AGENT_CHECK_S = 30.0  # an agent found to have session storage is not looked up again for this long
+FIRST_POLL = 0.01  # wait() asks for a job's state this soon first, then less and less often
 LOST = (
     "the job is gone from the queue without a result (Redis lost it, or its result expired before it was read):"
     " ask again"
@@ -380,12 +381,16 @@ class Producer:
     async def wait(
         self, job_id: str, *, timeout: float | None = None, poll: float = 0.2, on_change: Any = None
     ) -> JobState:
-        """Poll until the job is final (or ``timeout`` seconds pass: returns the last state)."""
+        """Poll until the job is final (or ``timeout`` seconds pass: returns the last state): soon
+        at first (10 ms, then half as long again each time, up to ``poll``), so a small job's
+        answer does not wait a whole ``poll`` — what a DSR platform waits for is mostly small jobs."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        pause = min(poll, FIRST_POLL)
         while True:
             state = await self.status(job_id)
             if on_change is not None:
                 on_change(state)
             if state.done or (deadline is not None and time.monotonic() >= deadline):
                 return state
-            await asyncio.sleep(poll)
+            await asyncio.sleep(pause)
+            pause = min(poll, pause * 1.5)

@@ -90,27 +90,35 @@ async def session_table_problems(conn: asyncpg.Connection, schema: str) -> list[
 async def session_tables_problems(conn: asyncpg.Connection, schemas: list[str]) -> dict[str, list[str]]:
     """:func:`session_table_problems` of many schemas, in one catalog query."""
     # pg_catalog, not information_schema: its views are slow in a database of thousands of agent
-    # schemas (docs/decisions.md), and hide the tables a role may not read.
+    # schemas (docs/decisions.md), and hide the tables a role may not read. Only the required
+    # columns that are missing or of another type come back: none, in a healthy fleet.
+    required = list(REQUIRED_SESSION_COLUMNS)
+    allowed = [(column, t) for column, types in REQUIRED_SESSION_COLUMNS.items() for t in sorted(types)]
     rows = await conn.fetch(
-        "SELECT n.nspname AS schema, a.attname AS column_name, format_type(a.atttypid, NULL) AS data_type"
-        " FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'agno_sessions'"
-        " AND c.relkind IN ('r', 'p')"
-        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-        " WHERE n.nspname = ANY($1::text[])",
+        "SELECT x.schema, x.col AS column_name, format_type(x.typ, NULL) AS data_type FROM ("
+        "  SELECT s.schema, r.col, (SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = c.oid"
+        "    AND a.attname = r.col AND a.attnum > 0 AND NOT a.attisdropped) AS typ"
+        "  FROM unnest($1::text[]) AS s(schema) CROSS JOIN unnest($2::text[]) AS r(col)"
+        "  LEFT JOIN pg_namespace n ON n.nspname = s.schema"
+        "  LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'agno_sessions' AND c.relkind IN ('r', 'p')"
+        "  OFFSET 0) x"  # each column's type looked up once, by pg_attribute's (attrelid, attname) index
+        " WHERE x.typ IS NULL OR NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS ok(col, typ)"
+        "  WHERE ok.col = x.col AND ok.typ = format_type(x.typ, NULL))",
         schemas,
+        required,
+        [c for c, _ in allowed],
+        [t for _, t in allowed],
     )
-    types: dict[str, dict[str, str]] = {schema: {} for schema in schemas}
+    wrong: dict[str, dict[str, str | None]] = {schema: {} for schema in schemas}
     for r in rows:
-        types[r["schema"]][r["column_name"]] = r["data_type"]
+        wrong[r["schema"]][r["column_name"]] = r["data_type"]
     out: dict[str, list[str]] = {}
-    for schema, cols in types.items():
-        problems = []
-        for column, allowed in REQUIRED_SESSION_COLUMNS.items():
-            if column not in cols:
-                problems.append(f"no {column} column")
-            elif cols[column] not in allowed:
-                problems.append(f"{column} is {cols[column]}")
-        out[schema] = problems
+    for schema, columns in wrong.items():
+        out[schema] = [
+            f"no {column} column" if columns[column] is None else f"{column} is {columns[column]}"
+            for column in required
+            if column in columns
+        ]
     return out
 
 
@@ -168,34 +176,33 @@ _DETAILS = """
 async def read_layouts(conn: asyncpg.Connection, schemas: list[str]) -> dict[str, Layout]:
     """The layouts of many schemas in two catalog queries (schemas without ``agno_sessions`` are
     left out): an all-agents job over 2,000 schemas reads them at once, not in 10,000 round trips."""
-    # By name, through pg_class's (relname, relnamespace) index: listing a schema's tables
-    # otherwise scans every schema's.
-    rows = await conn.fetch(
-        """
-        SELECT n.nspname AS schema, c.relname AS table_name,
-               EXISTS (SELECT 1 FROM pg_attribute a
-                        WHERE a.attrelid = c.oid AND a.attname = 'runs' AND NOT a.attisdropped) AS has_runs
-          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relname = ANY($2::name[]) AND c.relkind IN ('r', 'p') AND n.nspname = ANY($1::text[])
-        """,
-        schemas,
-        sorted(LAYOUT_TABLES),
-    )
-    tables: dict[str, dict[str, bool]] = {}
-    for r in rows:
-        tables.setdefault(r["schema"], {})[r["table_name"]] = r["has_runs"]
-    found = [schema for schema in schemas if SESSIONS in tables.get(schema, {})]
-    if not found:
-        return {}
-    payload = await conn.fetchval("SELECT to_regclass('fs.agno_fs') IS NOT NULL")
-    if len(found) < 50:  # estimated cheap: no JIT, and no transaction's round trips to turn it off
+    async with conn.transaction():
+        # Over thousands of schemas these statements are estimated costly enough for JIT
+        # compilation, which costs several times what running them does; and, prepared, their
+        # generic plans (Postgres's choice from the sixth call on) take 20 times as long as a plan
+        # for the actual list (docs/decisions.md).
+        await conn.execute("SET LOCAL jit = off; SET LOCAL plan_cache_mode = force_custom_plan")
+        # By name, through pg_class's (relname, relnamespace) index: listing a schema's tables
+        # otherwise scans every schema's.
+        rows = await conn.fetch(
+            """
+            SELECT n.nspname AS schema, c.relname AS table_name,
+                   EXISTS (SELECT 1 FROM pg_attribute a
+                            WHERE a.attrelid = c.oid AND a.attname = 'runs' AND NOT a.attisdropped) AS has_runs
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relname = ANY($2::name[]) AND c.relkind IN ('r', 'p') AND n.nspname = ANY($1::text[])
+            """,
+            schemas,
+            sorted(LAYOUT_TABLES),
+        )
+        tables: dict[str, dict[str, bool]] = {}
+        for r in rows:
+            tables.setdefault(r["schema"], {})[r["table_name"]] = r["has_runs"]
+        found = [schema for schema in schemas if SESSIONS in tables.get(schema, {})]
+        if not found:
+            return {}
         details = await conn.fetch(_DETAILS, found)
-    else:
-        async with conn.transaction():
-            # Over thousands of schemas the statement is estimated costly enough for JIT
-            # compilation, which costs several times what running it does (docs/decisions.md).
-            await conn.execute("SET LOCAL jit = off")
-            details = await conn.fetch(_DETAILS, found)
+        payload = await conn.fetchval("SELECT to_regclass('fs.agno_fs') IS NOT NULL")
     out: dict[str, Layout] = {}
     for d in details:
         schema = d["schema"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from sessionctl.identifiers import quote_ident
-from sessionctl.store.params import USERS_1, Params, legacy_runs_expr
+from sessionctl.store.params import USERS_1, Params, legacy_runs_expr, users_match
 from sessionctl.store.tables import (
     MEMORIES,
     PAYLOADS,
@@ -148,30 +148,58 @@ async def count_sessions(conn: asyncpg.Connection, layout: Layout) -> int:
     return int(await conn.fetchval(f"SELECT count(*) FROM {layout.q(SESSIONS)}"))
 
 
-SCHEMAS_PER_COUNT = 250  # schemas counted by one statement (a UNION ALL of one count each)
+TABLES_PER_COUNT = 250  # tables counted by one statement (a UNION ALL of one count each)
+
+
+async def count_each(
+    conn: asyncpg.Connection, selects: list[str], users: list[str], skip: set[int] | None = None
+) -> list[int]:
+    """The rows each ``FROM … WHERE …`` over ``$1`` (the users) selects, ``TABLES_PER_COUNT`` of
+    them a statement — how an erasure finds the few schemas of a fleet that hold a person, proves
+    the rest hold nothing, and recounts the person everywhere; those of ``skip`` (indexes into
+    ``selects``) are not run, and count 0.
+
+    Each statement is prepared once per pooled connection (asyncpg's statement cache) and runs a
+    generic plan: planning a 250-branch union costs several times running it, so every count after
+    the first costs only its execution (docs/decisions.md). What is skipped is a parameter (each
+    branch gated by ``$2[i]``, a one-time filter), not a change of text: the same tables make the
+    same statements, whoever is counted. A transaction a statement: every count holds a lock on its
+    table until the transaction ends, and thousands would overflow Postgres's lock table."""
+    out: list[int] = []
+    for start in range(0, len(selects), TABLES_PER_COUNT):
+        chunk = selects[start : start + TABLES_PER_COUNT]
+        union = " UNION ALL ".join(
+            f"SELECT {i} AS i, (SELECT count(*) {body}) AS n WHERE ($2::bool[])[{i + 1}]"
+            for i, body in enumerate(chunk)
+        )
+        wanted = [skip is None or start + i not in skip for i in range(len(chunk))]
+        async with conn.transaction():
+            # many cheap counts: never worth compiling; one plan for whoever is counted
+            await conn.execute("SET LOCAL jit = off; SET LOCAL plan_cache_mode = force_generic_plan")
+            rows = await conn.fetch(union, users, wanted)
+        counted = [0] * len(chunk)
+        for r in rows:
+            counted[int(r["i"])] = int(r["n"])
+        out += counted
+    return out
 
 
 async def count_users_per_schema(
     conn: asyncpg.Connection, layouts: list[Layout], users: list[str], *, memories: bool = False
 ) -> dict[str, int]:
     """The users' sessions (and, with ``memories``, memories) in each of many schemas of one
-    database: one statement per ``SCHEMAS_PER_COUNT`` schemas, instead of a round trip each — what
-    an erasure at every agent reads to find the few schemas that hold the user, and recounts to
-    prove the rest hold nothing. A schema dropped meanwhile fails the statement (retried)."""
+    database (:func:`count_each`) — what an erasure at every agent reads to find the few schemas
+    that hold the users, and recounts to prove the rest hold nothing. A schema dropped meanwhile
+    fails the statement (retried)."""
+    where = users_match(len(users))
+    keyed: list[tuple[str, str]] = []
+    for layout in layouts:
+        keyed.append((layout.schema, f"FROM {layout.q(SESSIONS)} WHERE {where}"))
+        if memories and layout.has(MEMORIES):
+            keyed.append((layout.schema, f"FROM {layout.q(MEMORIES)} WHERE {where}"))
     out: dict[str, int] = {}
-    for start in range(0, len(layouts), SCHEMAS_PER_COUNT):
-        chunk = layouts[start : start + SCHEMAS_PER_COUNT]
-        parts = []
-        for i, layout in enumerate(chunk):
-            parts.append(f"SELECT {i} AS i, count(*) AS n FROM {layout.q(SESSIONS)} WHERE {USERS_1}")
-            if memories and layout.has(MEMORIES):
-                parts.append(f"SELECT {i}, count(*) FROM {layout.q(MEMORIES)} WHERE {USERS_1}")
-        async with conn.transaction():
-            await conn.execute("SET LOCAL jit = off")  # estimated costly, cheap to run: never compiled
-            rows = await conn.fetch(" UNION ALL ".join(parts), users)
-        for r in rows:
-            schema = chunk[int(r["i"])].schema
-            out[schema] = out.get(schema, 0) + int(r["n"])
+    for (schema, _), n in zip(keyed, await count_each(conn, [body for _, body in keyed], users), strict=True):
+        out[schema] = out.get(schema, 0) + n
     return out
 
 

@@ -16,15 +16,11 @@ from sessionctl.identifiers import quote_ident
 from sessionctl.store import access
 from sessionctl.store import export_registry as exports_sql
 from sessionctl.store import media_refs as media_sql
+from sessionctl.store.counts import count_each
+from sessionctl.store.params import users_match
 from sessionctl.store.shared_stores import VECTOR, SharedTable, find_shared_tables
 from sessionctl.store.tables import PAYLOADS, RUNS, SESSIONS
 
-TABLES_PER_COUNT = 250  # tables counted by one statement (a UNION ALL of one count each)
-# Up to this many people, each table is counted by a statement Postgres builds and runs itself (a
-# temporary function looping over the tables): no plan of a 250-branch union per chunk
-# (docs/decisions.md). More people (or a role that may not create temporary objects, a standby):
-# the union, the list sent once per chunk.
-FEW_PEOPLE = 100
 MEDIA_PENDING = "sessionctl.media_pending"
 EXPORT_FILES = "sessionctl.exports"
 
@@ -57,60 +53,6 @@ def _q(schema: str, table: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
-_COUNT_EACH = """
-CREATE OR REPLACE FUNCTION pg_temp.sessionctl_count_each(s text[], t text[], textual bool[], users text[])
-RETURNS TABLE (i int, n bigint) LANGUAGE plpgsql AS $$
-BEGIN
-    FOR k IN 1 .. coalesce(array_length(s, 1), 0) LOOP
-        i := k;
-        EXECUTE format('SELECT count(*) FROM %I.%I WHERE %s = ANY($1)', s[k], t[k],
-                       CASE WHEN textual[k] THEN 'user_id' ELSE 'user_id::text' END) USING users INTO n;
-        RETURN NEXT;
-    END LOOP;
-END $$
-"""
-
-
-async def _count_each(
-    conn: asyncpg.Connection, tables: list[tuple[str, str, bool]], users: list[str]
-) -> dict[str, int] | None:
-    """The users' rows in each of these user-keyed tables, every count run by Postgres in one call of
-    a temporary function (the users a parameter, never spliced into SQL); ``None`` when this role
-    may not create it here (no TEMPORARY, a standby)."""
-    out: dict[str, int] = {}
-    try:
-        await conn.execute(_COUNT_EACH)
-    except (asyncpg.InsufficientPrivilegeError, asyncpg.ReadOnlySQLTransactionError):
-        return None
-    # a transaction a chunk: every count holds a lock on its table until the transaction ends, and
-    # thousands would overflow the lock table (max_locks_per_transaction)
-    for start in range(0, len(tables), TABLES_PER_COUNT):
-        chunk = tables[start : start + TABLES_PER_COUNT]
-        rows = await conn.fetch(
-            "SELECT i, n FROM pg_temp.sessionctl_count_each($1::text[], $2::text[], $3::bool[], $4::text[])",
-            [t[0] for t in chunk],
-            [t[1] for t in chunk],
-            [t[2] for t in chunk],
-            users,
-        )
-        out.update({f"{chunk[r['i'] - 1][0]}.{chunk[r['i'] - 1][1]}": int(r["n"]) for r in rows})
-    return out
-
-
-async def _count(conn: asyncpg.Connection, selects: list[tuple[str, str]], users: list[str]) -> dict[str, int]:
-    """``selects``: (label, ``FROM … WHERE …`` over ``$1``, the users): each counted, many per statement."""
-    out: dict[str, int] = {}
-    for start in range(0, len(selects), TABLES_PER_COUNT):
-        chunk = selects[start : start + TABLES_PER_COUNT]
-        union = " UNION ALL ".join(f"SELECT {i} AS i, count(*) AS n {body}" for i, (_, body) in enumerate(chunk))
-        async with conn.transaction():
-            await conn.execute("SET LOCAL jit = off")  # many cheap counts: never worth compiling
-            rows = await conn.fetch(union, users)
-        for r in rows:
-            out[chunk[int(r["i"])][0]] = int(r["n"])
-    return out
-
-
 async def count_person(
     conn: asyncpg.Connection,
     users: list[str],
@@ -127,20 +69,24 @@ async def count_person(
     keys pending deletion and (with ``exports``) the export files kept (by HMAC). The stores in
     ``skip`` (``schema.table``: an erasure just recounted them to 0) are not counted again."""
     skip = skip or set()
-    keyed = [t for t in await user_keyed_tables_of(conn, schemas) if f"{t[0]}.{t[1]}" not in skip]
-    others = await _shared_selects(conn, set(schemas), skip) if shared else []
-    needs = [access.Need(s, t, access.READ) for s, t, _ in keyed]
-    needs += [access.Need(schema, table, access.READ) for (schema, table), _ in others]
+    keyed = await user_keyed_tables_of(conn, schemas)
+    others = await _shared_selects(conn, set(schemas)) if shared else []
+    needs = [access.Need(s, t, access.READ) for s, t, _ in keyed if f"{s}.{t}" not in skip]
+    needs += [
+        access.Need(schema, table, access.READ) for (schema, table), _ in others if f"{schema}.{table}" not in skip
+    ]
     tally = Tally()
     for problem in await access.problems(conn, needs):
         label, _, why = problem.partition(": ")
         tally.unreadable[label] = why
-    readable = [t for t in keyed if f"{t[0]}.{t[1]}" not in tally.unreadable]
-    each = await _count_each(conn, readable, users) if len(users) <= FEW_PEOPLE else None
-    selects = [(f"{s}.{t}", where) for (s, t), where in others if f"{s}.{t}" not in tally.unreadable]
-    if each is None:  # one statement per chunk of tables instead
-        selects += [(f"{s}.{t}", _where_users(s, t, textual)) for s, t, textual in readable]
-    tally.rows = {**await _count(conn, selects, users), **(each or {})}
+    # every readable table in the statements, those in ``skip`` gated off: the same statements for
+    # every erasure while the catalog is unchanged (store/counts.py)
+    selects = [(f"{s}.{t}", where) for (s, t), where in others]
+    selects += [(f"{s}.{t}", _where_users(s, t, textual, len(users))) for s, t, textual in keyed]
+    selects = [(label, where) for label, where in selects if label not in tally.unreadable]
+    gated = {i for i, (label, _) in enumerate(selects) if label in skip}
+    counted = await count_each(conn, [where for _, where in selects], users, gated)
+    tally.rows = {label: n for i, ((label, _), n) in enumerate(zip(selects, counted, strict=True)) if i not in gated}
     if sessionctl_tables:
         tally.rows[MEDIA_PENDING] = await media_sql.count_of_users(conn, hmacs)
         if exports:
@@ -148,22 +94,19 @@ async def count_person(
     return tally
 
 
-def _where_users(schema: str, table: str, textual: bool) -> str:
-    """``FROM … WHERE`` the user-keyed table names one of the users of ``$1``: a semi-join on the
-    list (hashed, where ``= ANY`` would scan the whole list for every row)."""
-    column = "user_id" if textual else "user_id::text"
-    return f"FROM {_q(schema, table)} WHERE {column} IN (SELECT unnest($1::text[]))"
+def _where_users(schema: str, table: str, textual: bool, users: int) -> str:
+    """``FROM … WHERE`` the user-keyed table names one of the users of ``$1`` (a column of another
+    type compared as its text)."""
+    return f"FROM {_q(schema, table)} WHERE {users_match(users, 'user_id' if textual else 'user_id::text')}"
 
 
-async def _shared_selects(
-    conn: asyncpg.Connection, inside: set[str], skip: set[str]
-) -> list[tuple[tuple[str, str], str]]:
+async def _shared_selects(conn: asyncpg.Connection, inside: set[str]) -> list[tuple[tuple[str, str], str]]:
     """((schema, table), ``FROM … WHERE``) of every vector and authz table outside the agent schemas
     counted with their own tables, and of ``fs.agno_fs`` where it exists. (The pair, not its label:
     a schema's name may hold a dot.)"""
     out = []
     for t in await find_shared_tables(conn):
-        if (t.kind == VECTOR and t.schema in inside) or t.label in skip:
+        if t.kind == VECTOR and t.schema in inside:
             continue  # a vector table of an agent schema has a user_id column: counted with it
         out.append(((t.schema, t.table), f"FROM {t.q} WHERE {t.layout.where}"))
     if await conn.fetchval("SELECT to_regclass('fs.agno_fs')") is not None:
