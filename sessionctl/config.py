@@ -5,6 +5,7 @@ Every setting is listed, with its default, in the README's configuration table.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -283,7 +284,7 @@ class Settings(BaseSettings):
 
     @property
     def dsn(self) -> Dsn:
-        return Dsn.parse(self.database_url)
+        return _parsed_dsn(self.database_url)
 
     def schema_for(self, agent_id: str) -> str:
         return schema_for_agent(agent_id, self.schema_template)
@@ -349,3 +350,10 @@ def load_settings(**overrides: object) -> Settings:
     from sessionctl.embedded import services_file
 
     return Settings(_env_file=(str(services_file()), ".env"), **overrides)  # type: ignore[arg-type,call-arg]
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_dsn(database_url: str) -> Dsn:
+    """``DATABASE_URL`` parsed once per value: the service and the worker ask for it on every
+    request and every connection."""
+    return Dsn.parse(database_url)

@@ -41,6 +41,14 @@ SPARE_WAIT = 2.0
 # tables is ~40 KiB of SQL.
 MAX_CACHED_STATEMENT = 256 * 1024
 
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """What a connection given back to the pool still needs undone, after asyncpg has rolled back
+    a transaction left open: nothing. sessionctl keeps no session state on a connection — every
+    setting is ``SET LOCAL``, every advisory lock transaction-scoped, no ``LISTEN``, no cursor held
+    outside a transaction — so asyncpg's default reset (four statements, a round trip on every
+    release: a third of what an intake request asks of Postgres) would undo nothing."""
+
+
 # Errors that mean "the database is not there right now" (retry), as opposed to a bad query.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # connection refused / reset / DNS
@@ -153,6 +161,7 @@ class Databases:
                         # the counts over a fleet are 250-branch statements (store/counts.py): kept
                         # prepared like any other, not re-planned on every call
                         max_cacheable_statement_size=MAX_CACHED_STATEMENT,
+                        reset=_nothing_to_reset,
                     )
                 except Exception as exc:
                     mapped = map_db_error(exc, dsn, "cannot connect to")

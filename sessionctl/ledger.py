@@ -127,12 +127,13 @@ def sealed(settings: Settings, request_id: str, user_id: str) -> bytes:
 
 
 async def record_first(
-    conn: asyncpg.Connection, settings: Settings, row: dict[str, Any], user_id: str
+    conn: asyncpg.Connection, settings: Settings, row: dict[str, Any], user_id: str, request_id: str | None = None
 ) -> tuple[Any, tuple[str, str, dict[str, Any]]]:
-    """Record a new request (``row``: what was asked, without id or jobs) with its first job's id and
-    the person's id sealed: (the recorded row — ``None`` when its ``(kind, request_ref)`` is taken —,
-    (job kind, job id, payload) to enqueue once committed)."""
-    request_id = new_request_id()
+    """Record a new request (``row``: what was asked, without id or jobs; ``request_id``: its id, or
+    a new one) with its first job's id and the person's id sealed: (what intake answers of the
+    recorded request — ``None`` when its ``(kind, request_ref)`` is taken —, (job kind, job id,
+    payload) to enqueue once committed)."""
+    request_id = request_id or new_request_id()
     first = {**row, "request_id": request_id, "job_ids": []}
     job_kind, job_id, payload = next_job(settings, first, user_id)
     inserted = await dsr_requests.insert_request(

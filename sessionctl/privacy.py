@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 
 def user_hmac(key: bytes, user_id: str) -> str:
     """A keyed, stable pseudonym of a user id (hex, 128 bits): safe for logs, results and receipts."""
-    return hmac.new(key, b"user\x00" + user_id.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(key, b"user\x00" + user_id.encode(), "sha256").hex()[:32]
 
 
 def user_hasher(key: bytes) -> Callable[[str], str]:
@@ -30,7 +32,7 @@ def user_hasher(key: bytes) -> Callable[[str], str]:
 def request_digest(key: bytes, *parts: str) -> str:
     """A keyed digest of a request's identity (kind, agents, user, options), for job ids."""
     joined = "\x00".join(parts).encode()
-    return hmac.new(key, b"job\x00" + joined, hashlib.sha256).hexdigest()[:24]
+    return hmac.digest(key, b"job\x00" + joined, "sha256").hex()[:24]
 
 
 def manifest_mac(key: bytes, manifest: dict[str, object]) -> str:
@@ -49,14 +51,21 @@ def _subject_key(key: bytes) -> bytes:
     return hmac.new(key, b"sessionctl request subject\x00", hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=8)
+def _sealer(key: bytes) -> Any:
+    """The AES-GCM cipher of the subject key derived from ``key``, made once per key (every request
+    taken in seals its subject)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(_subject_key(key))
+
+
 def seal_subject(key: bytes, request_id: str, user_id: str) -> bytes:
     """The user id of an open data-subject request, encrypted (AES-256-GCM under a key derived from
     ``SESSIONCTL_HASH_KEY``, bound to the request id) so the ledger can run the request again after
     Redis lost its job — and only the operator's key reads it. Destroyed when the request closes."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     nonce = secrets.token_bytes(12)
-    return _SEALED_V1 + nonce + AESGCM(_subject_key(key)).encrypt(nonce, user_id.encode(), request_id.encode())
+    return bytes(_SEALED_V1 + nonce + _sealer(key).encrypt(nonce, user_id.encode(), request_id.encode()))
 
 
 def unseal_subject(key: bytes, request_id: str, sealed: bytes) -> str | None:

@@ -218,24 +218,26 @@ class Producer:
 
     async def _submit(self, kind: str, payload: dict[str, Any], *, check_agent: bool) -> Enqueued:
         """Validate → check the agent → enqueue."""
-        request = self._request(kind, payload)
+        request = self.parse(kind, payload)
         if check_agent:
             await self.require_agent(getattr(request, "agent_id", None))
         return await (await self._enqueuer()).put(kind, request)
 
-    def validate(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """The payload of a job of this kind as the worker will read it, or
+    def parse(self, kind: str, payload: dict[str, Any]) -> BaseModel:
+        """The request of a job of this kind as the worker will read it, or
         :class:`~sessionctl.errors.InvalidRequest` — before anything is recorded or enqueued."""
-        return self._request(kind, payload).model_dump(mode="json")
-
-    def _request(self, kind: str, payload: dict[str, Any]) -> BaseModel:
         return parse_request(kind_of(kind).request, payload)
+
+    async def enqueue_parsed(self, kind: str, request: BaseModel, job_id: str) -> Enqueued:
+        """:meth:`enqueue_as` of a request :meth:`parse` already validated (intake validates before
+        it records: not twice per request)."""
+        return await (await self._enqueuer()).put_as(kind, request, job_id)
 
     async def enqueue_as(self, kind: str, payload: dict[str, Any], job_id: str) -> Enqueued:
         """Enqueue a job under an id chosen by its caller — the job of a data-subject request, which
         the ledger records before it is enqueued (:mod:`sessionctl.ledger`). The payload is
         validated as any request; ``collapsed`` when arq already holds that id."""
-        return await (await self._enqueuer()).put_as(kind, self._request(kind, payload), job_id)
+        return await (await self._enqueuer()).put_as(kind, self.parse(kind, payload), job_id)
 
     async def require_agent(self, agent_id: str | None) -> None:
         """An agent without session storage is refused before anything is enqueued. An agent found

@@ -14,6 +14,7 @@ them); an export's file goes only to the token that asked for it. The OpenAPI sp
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request
@@ -76,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sombra = SombraKeys(settings)
         async with Producer(settings) as producer:
             app.state.producer = producer
+            # What startup made (modules, the app, pools) lives as long as the process: out of the
+            # garbage collector's sight, which otherwise walks it again and again under load.
+            gc.freeze()
             try:
                 yield
             finally:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPBearer
 
 from sessionctl.store import api_tokens
 from sessionctl.tokens import token_hash
@@ -66,16 +66,20 @@ def bearer(request: Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-SCHEME = HTTPBearer(auto_error=False, description="an API token: sessionctl token create --name NAME --scopes …")
+class Bearer(HTTPBearer):
+    """A FastAPI dependency: the caller, who must hold ``scope`` (``None``: any valid token). Itself
+    the spec's bearer scheme (``HTTPBearer``), so resolving it is one dependency, not two: every
+    request behind a token resolves it."""
 
+    def __init__(self, scope: str | None) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="HTTPBearer",
+            description="an API token: sessionctl token create --name NAME --scopes …",
+        )
+        self.scope = scope
 
-def need(scope: str | None) -> Callable[..., Awaitable[Caller]]:
-    """A FastAPI dependency: the caller, who must hold ``scope`` (``None``: any valid token)."""
-
-    async def dependency(
-        request: Request,
-        _: HTTPAuthorizationCredentials | None = Security(SCHEME),  # noqa: B008 (FastAPI's way)
-    ) -> Caller:
+    async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
         token = bearer(request)
         tokens: Tokens = request.app.state.tokens
         who = None if token is None else await tokens.caller(token)
@@ -85,18 +89,21 @@ def need(scope: str | None) -> Callable[..., Awaitable[Caller]]:
                 "a valid bearer token is required (sessionctl token create)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if scope is not None and scope not in who.scopes:
-            raise HTTPException(403, f"this token lacks the {scope!r} scope")
+        if self.scope is not None and self.scope not in who.scopes:
+            raise HTTPException(403, f"this token lacks the {self.scope!r} scope")
         return who
 
-    return dependency
+
+def need(scope: str | None) -> Bearer:
+    """The dependency of a route that takes a caller holding ``scope`` (``None``: any valid token)."""
+    return Bearer(scope)
 
 
 # The callers the routes take, by the scope they must hold.
-Anyone = Annotated[Caller, Depends(need(None))]
-Reader = Annotated[Caller, Depends(need("read"))]
-Eraser = Annotated[Caller, Depends(need("erase"))]
-Exporter = Annotated[Caller, Depends(need("export"))]
+Anyone = Annotated[Caller, Security(need(None))]
+Reader = Annotated[Caller, Security(need("read"))]
+Eraser = Annotated[Caller, Security(need("erase"))]
+Exporter = Annotated[Caller, Security(need("export"))]
 # What every route behind a token may answer besides its own, for the spec.
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no token, or a token that is not valid here"},

@@ -75,21 +75,23 @@ async def take(
     }
     # the job's request as the worker will read it: whatever it refuses is refused now, not after
     # the request was recorded
-    job_kind, _, payload = ledger.next_job(
-        settings, {**row, "request_id": ledger.new_request_id(), "job_ids": []}, body.user_id
-    )
-    producer.validate(job_kind, payload)
+    request_id = ledger.new_request_id()
+    first = ledger.next_job(settings, {**row, "request_id": request_id, "job_ids": []}, body.user_id)
+    request = producer.parse(first[0], first[2])
     async with connect() as conn:
         if row["request_ref"] is None:  # nothing to compare with: one INSERT, atomic on its own
-            filed = await _record(conn, settings, row, body.user_id)
+            filed = await _record(conn, settings, row, body.user_id, request_id)
         else:  # the reference looked up, locked and compared in one transaction
             async with conn.transaction():
-                filed = await _record(conn, settings, row, body.user_id)
+                filed = await _record(conn, settings, row, body.user_id, request_id)
     status = "queued"
     if filed.job is not None:
         job_kind, job_id, payload = filed.job
         try:
-            await producer.enqueue_as(job_kind, payload, job_id)
+            if filed.job == first:  # the request's first job, as validated above
+                await producer.enqueue_parsed(job_kind, request, job_id)
+            else:  # a new job of a request asked again
+                await producer.enqueue_as(job_kind, payload, job_id)
         except RedisUnavailable:  # recorded: a worker's next round enqueues it (sessionctl.ledger.reconcile)
             log.warning("dsr.enqueue_later", request_id=filed.row["request_id"], job_id=job_id)
             status = "recorded"
@@ -112,14 +114,16 @@ async def take(
     )
 
 
-async def _record(conn: asyncpg.Connection, settings: Settings, row: dict[str, Any], user_id: str) -> Filed:
+async def _record(
+    conn: asyncpg.Connection, settings: Settings, row: dict[str, Any], user_id: str, request_id: str
+) -> Filed:
     """In the intake's transaction: the request of this reference (the same meaning, or 409), or a
-    new one with its first job."""
+    new one (``request_id``) with its first job."""
     kind, ref = row["kind"], row["request_ref"]
     for _ in range(3):  # a reference taken by a concurrent request between the look and the insert
         if ref is not None and (known := await dsr_requests.lock_by_ref(conn, kind, ref)) is not None:
             return await _again(conn, settings, known, row, user_id)
-        inserted, job = await ledger.record_first(conn, settings, row, user_id)
+        inserted, job = await ledger.record_first(conn, settings, row, user_id, request_id)
         if inserted is not None:
             return Filed(inserted, job, collapsed=False)
     raise HTTPException(409, "request_ref is being used by another request at this very moment: send it again")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Security
 
 from sessionctl.api.auth import ERRORS, Caller, need
 from sessionctl.api.models import HoldIn, HoldRelease
@@ -13,7 +13,7 @@ from sessionctl.privacy import user_hmac
 from sessionctl.store import legal_holds
 
 router = APIRouter(tags=["holds"])
-Holder = Annotated[Caller, Depends(need("hold"))]
+Holder = Annotated[Caller, Security(need("hold"))]
 
 
 def hold_out(r: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from sessionctl.api import intake
 from sessionctl.api.auth import ERRORS, Eraser, Exporter
@@ -18,21 +18,31 @@ router = APIRouter(tags=["intake"])
 INTAKE_ERRORS = {**ERRORS, 409: {"description": "request_ref names another request"}, 422: {"description": "bad input"}}
 
 
-@router.post("/v1/erasures", status_code=202, responses=INTAKE_ERRORS)
-async def erasure(body: ErasureIn, request: Request, who: Eraser) -> Accepted:
+def _answer(accepted: Accepted) -> Response:
+    """The 202, encoded once by the model itself (a returned model would be validated again
+    against ``response_model`` first: intake answers many of these)."""
+    return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
+
+
+@router.post("/v1/erasures", status_code=202, response_model=Accepted, responses=INTAKE_ERRORS)
+async def erasure(body: ErasureIn, request: Request, who: Eraser) -> Response:
     """Erase a person: by default everything sessionctl knows of them at every agent (``scope:
     sessions`` or an ``agent_id`` narrows it). A worker does it; the webhook and the request say
     whether it was ``complete``."""
     state = request.app.state
-    return await intake.take(state.settings, state.connect, state.producer, "erasure", body, body.options(), who)
+    return _answer(
+        await intake.take(state.settings, state.connect, state.producer, "erasure", body, body.options(), who)
+    )
 
 
-@router.post("/v1/exports", status_code=202, responses=INTAKE_ERRORS)
-async def export(body: ExportIn, request: Request, who: Exporter) -> Accepted:
+@router.post("/v1/exports", status_code=202, response_model=Accepted, responses=INTAKE_ERRORS)
+async def export(body: ExportIn, request: Request, who: Exporter) -> Response:
     """Export what sessionctl holds of a person (by default everything, at every agent); the token
     that asked downloads it from ``/v1/exports/{job_id}/file`` until it expires."""
     state = request.app.state
-    return await intake.take(state.settings, state.connect, state.producer, "export", body, body.options(), who)
+    return _answer(
+        await intake.take(state.settings, state.connect, state.producer, "export", body, body.options(), who)
+    )
 
 
 @router.get(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Security
 
 from sessionctl import webhooks
 from sessionctl.api.auth import ERRORS, Anyone, Caller, need
@@ -20,7 +20,7 @@ router = APIRouter(tags=["webhooks"])
 BIGINT_MAX = 2**63 - 1
 
 
-async def _may_call_back(who: Annotated[Caller, Depends(need(None))]) -> Caller:
+async def _may_call_back(who: Annotated[Caller, Security(need(None))]) -> Caller:
     """A caller who may name a callback URL: a token with the ``erase`` or ``export`` scope."""
     if not {"erase", "export"} & set(who.scopes):
         raise HTTPException(403, "this token lacks the 'erase' or 'export' scope (the scopes that may name a callback)")

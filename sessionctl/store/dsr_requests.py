@@ -21,13 +21,14 @@ PENDING = "(status = 'open' OR (status = 'dry_run' AND completed_at IS NULL))"
 
 
 async def insert_request(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Record | None:
-    """Record a request with its first job; ``None`` when one with the same ``(kind, request_ref)``
-    exists (the caller compares them)."""
+    """Record a request with its first job: what intake answers of it (``request_id, job_ids,
+    due_at, dry_run`` — the rest is what the caller just sent); ``None`` when one with the same
+    ``(kind, request_ref)`` exists (the caller compares them)."""
     return await conn.fetchrow(
         "INSERT INTO sessionctl.dsr_requests (request_id, kind, request_ref, user_hmac, target, options, received_at,"
         " first_due_at, due_at, callback_url, requested_by, token_name, dry_run, status, subject, job_ids)"
         " VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15)"
-        f" ON CONFLICT (kind, request_ref) DO NOTHING RETURNING {REQUEST_COLUMNS}",
+        " ON CONFLICT (kind, request_ref) DO NOTHING RETURNING request_id, job_ids, due_at, dry_run",
         row["request_id"],
         row["kind"],
         row["request_ref"],

@@ -26,9 +26,9 @@ USERS_1 = "user_id IN (SELECT unnest($1::text[]))"  # the users of parameter $1
 
 # The one exception: the counts that prove a few people gone from every table of a fleet
 # (store/counts.py) keep one generic plan per table on each pooled connection, and a plan of
-# ``= ANY`` holds about half the memory of the semi-join's (docs/decisions.md); scanning an array
-# of up to this many users per row costs less than the hash it would build.
-FEW_USERS = 100
+# ``= ANY`` holds about half the memory of the semi-join's (docs/decisions.md). Up to 8 users the
+# array is scanned per row (Postgres itself hashes a constant array only from 9 elements on).
+FEW_USERS = 8
 
 
 def users_match(users: int, column: str = "user_id") -> str:

@@ -27,7 +27,7 @@ from sessionctl.config import Settings
 from sessionctl.errors import RedisUnavailable
 from sessionctl.jobstate import Enqueued
 from sessionctl.privacy import request_digest, user_hmac
-from sessionctl.worker.jobindex import JobIndex, request_without_user, target_of
+from sessionctl.worker.jobindex import Entry, JobIndex, request_without_user, target_of
 from sessionctl.worker.queue import Queue
 
 
@@ -75,8 +75,6 @@ class Enqueuer:
                 await self.queue.redis.set(
                     tracing.KEY.format(enq.job_id), json.dumps(headers), ex=self.settings.keep_result
                 )
-        if not enq.collapsed:
-            await self._note(kind, payload, enq.job_id)
         return enq
 
     async def put_as(self, kind: str, request: BaseModel, job_id: str) -> Enqueued:
@@ -84,16 +82,15 @@ class Enqueuer:
         the ledger named it first); ``collapsed`` when arq holds that id already."""
         payload = request.model_dump(mode="json")
         try:
-            created = await self.queue.enqueue(kind, payload, job_id)
-            if created:
-                await self._note(kind, payload, job_id)
+            created = await self.queue.enqueue(kind, payload, job_id, self._entry(kind, payload, job_id))
         except RedisError as exc:
             raise RedisUnavailable(f"Redis failed while enqueueing ({type(exc).__name__})") from exc
         return Enqueued(job_id, collapsed=not created)
 
-    async def _note(self, kind: str, payload: dict[str, Any], job_id: str) -> None:
+    def _entry(self, kind: str, payload: dict[str, Any], job_id: str) -> Entry:
+        """The job's line in the index, written with the job (no user id: its HMAC)."""
         user = payload.get("user_id")
-        await self.index.queued(
+        return self.index.entry(
             job_id,
             kind=kind,
             target=target_of(payload),
@@ -124,7 +121,7 @@ class Enqueuer:
                     return Enqueued(job_id, collapsed=True)  # queued, running or waiting to retry
                 await _advance(redis, gen_key, gen, ttl)  # used and no longer active: a new generation
                 continue
-            if await queue.enqueue(kind, payload, job_id):
+            if await queue.enqueue(kind, payload, job_id, self._entry(kind, payload, job_id)):
                 await redis.set(used_key, gen, ex=ttl)
                 return Enqueued(job_id, collapsed=False)
             if not await queue.has_result(job_id):

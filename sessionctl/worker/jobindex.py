@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sessionctl.jobstate import STATUS_FILTERS
@@ -31,6 +32,21 @@ from sessionctl.worker import serializer
 
 def _ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A job's line in the index, as enqueueing writes it: its hash (``fields``, expiring after
+    ``ttl_s``), and its place in the index (scored by the next value of ``seq_key``, the index
+    trimmed to ``size``)."""
+
+    job_id: str
+    meta_key: str
+    index_key: str
+    seq_key: str
+    ttl_s: int
+    size: int
+    fields: dict[str, Any]
 
 
 class JobIndex:
@@ -66,7 +82,7 @@ class JobIndex:
     def meta_key(self, job_id: str) -> str:
         return self._meta_prefix + job_id
 
-    async def queued(
+    def entry(
         self,
         job_id: str,
         *,
@@ -75,24 +91,37 @@ class JobIndex:
         user_hmac: str | None,
         requested_by: str | None,
         request: dict[str, Any] | None = None,
-    ) -> None:
-        now = _ms()
-        seq = await self.redis.incr(self.seq_key)
+    ) -> Entry:
+        """What the index notes of a job as it is enqueued (``queued``): written with the job
+        itself, in one round trip (:meth:`sessionctl.worker.queue.Queue.enqueue`)."""
         fields: dict[str, Any] = {
             "kind": kind,
             "target": target,
             "user_hmac": user_hmac or "",
             "requested_by": requested_by or "",
             "state": "queued",
-            "enqueued_at": now,
+            "enqueued_at": _ms(),
         }
         if request is not None:  # kept from the start: however the job ends, `retry` can ask again
             fields["request"] = json.dumps(request)
+        return Entry(
+            job_id=job_id,
+            meta_key=self.meta_key(job_id),
+            index_key=self.index_key,
+            seq_key=self.seq_key,
+            ttl_s=max(self.keep_s, self.failed_ttl_s),
+            size=self.size,
+            fields=fields,
+        )
+
+    async def write(self, entry: Entry) -> None:
+        """Note a job enqueued without the queue's script (a Redis that refuses scripts)."""
+        seq = await self.redis.incr(entry.seq_key)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.meta_key(job_id), mapping=fields)
-            pipe.expire(self.meta_key(job_id), max(self.keep_s, self.failed_ttl_s))
-            pipe.zadd(self.index_key, {job_id: seq})
-            pipe.zremrangebyrank(self.index_key, 0, -(self.size + 1))
+            pipe.hset(entry.meta_key, mapping=entry.fields)
+            pipe.expire(entry.meta_key, entry.ttl_s)
+            pipe.zadd(entry.index_key, {entry.job_id: seq})
+            pipe.zremrangebyrank(entry.index_key, 0, -(entry.size + 1))
             await pipe.execute()
 
     async def running(self, job_id: str, *, attempt: int) -> None:

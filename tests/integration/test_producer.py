@@ -75,3 +75,38 @@ async def test_unknown_agent_is_refused_by_the_producer(settings: Settings) -> N
         assert await redis.zcard(settings.queue_name) == 0
 
 
+
+
+async def test_a_job_and_its_index_line_are_written_at_once_and_never_twice(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """Enqueueing is one script in Redis: arq's job (with arq's own expiry, scored in the queue by
+    its enqueue time) and sessionctl's index line together; an id arq still holds writes neither."""
+    from arq.constants import job_key_prefix
+
+    from sessionctl.privacy import user_hmac
+
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 1)
+    async with Producer(settings) as producer:
+        redis = await producer.redis()
+        payload = {"user_id": USER, "agent_id": agent_id, "requested_by": "ops"}
+        first = await producer.enqueue_as("purge_user_sessions", payload, f"{settings.queue_name}:by-hand:1")
+        again = await producer.enqueue_as("purge_user_sessions", payload, f"{settings.queue_name}:by-hand:1")
+        assert not first.collapsed and again.collapsed
+        ttl_ms = await redis.pttl(job_key_prefix + first.job_id)
+        assert 0 < ttl_ms <= redis.expires_extra_ms
+        assert await redis.zscore(settings.queue_name, first.job_id) is not None
+        listed = await producer.index().list(limit=10)
+        assert [j["job_id"] for j in listed] == [first.job_id]  # one line, not two
+        line = listed[0]
+        assert (line["kind"], line["target"], line["state"], line["requested_by"]) == (
+            "purge_user_sessions",
+            agent_id,
+            "queued",
+            "ops",
+        )
+        assert line["user_hmac"] == user_hmac(settings.hash_key_bytes, USER)
+        assert USER not in str(await redis.hgetall(producer.index().meta_key(first.job_id)))
+        await run_worker(settings)
+        state = await producer.status(first.job_id)
+    assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 1
