@@ -181,7 +181,9 @@ async def _bulk(conn: asyncpg.Connection, agent_id: str) -> dict[str, Any]:
         },
     )
     assert ext is not None
-    return dict(ext)
+    recorded = await dsr_requests.get_request(conn, ext["request_id"])  # the whole row
+    assert recorded is not None
+    return dict(recorded)
 
 
 async def test_a_privacy_officer_audits_requests_certificates_extensions_and_retries_in_the_browser(

@@ -62,7 +62,7 @@ async def test_jobs_index_lists_and_filters_with_1000_jobs_present(settings: Set
     for i in range(1000):  # 1,000 jobs of every state, as workers would have left them
         kind = "purge_user_sessions" if i % 2 else "export_sessions"
         jid = f"{settings.queue_name}:{kind}:bulk{i:04d}:0"
-        await index.queued(jid, kind=kind, target="a", user_hmac="h", requested_by=None)
+        await index.write(index.entry(jid, kind=kind, target="a", user_hmac="h", requested_by=None))
         if i % 4 == 1:
             await index.running(jid, attempt=1)
             await index.finished(jid, state="succeeded", summary={"sessions_deleted": i})
