@@ -17,10 +17,6 @@ from tests.conftest import run_worker
 USER = "dave-91c2@example.com"
 
 
-
-
-
-
 async def test_concurrent_duplicates_collapse_into_one_execution(
     settings: Settings, pg: asyncpg.Connection, agent_id: str
 ) -> None:
@@ -73,8 +69,6 @@ async def test_unknown_agent_is_refused_by_the_producer(settings: Settings) -> N
         assert isinstance(info.value, LookupError)
         redis = await producer.redis()
         assert await redis.zcard(settings.queue_name) == 0
-
-
 
 
 async def test_a_job_and_its_index_line_are_written_at_once_and_never_twice(

@@ -16,7 +16,9 @@ async def test_listing_never_uses_keys() -> None:
     fake.keys = no_keys  # type: ignore[method-assign]
     index = JobIndex(fake, "q")
     for i in range(30):
-        await index.write(index.entry(f"j{i}", kind="purge_user_sessions", target="t", user_hmac=None, requested_by=None))
+        await index.write(
+            index.entry(f"j{i}", kind="purge_user_sessions", target="t", user_hmac=None, requested_by=None)
+        )
     assert [j["job_id"] for j in await index.list(limit=3)] == ["j29", "j28", "j27"]
     await fake.aclose()
 
