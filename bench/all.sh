@@ -16,5 +16,5 @@ run bench/connections.py --agents 2000 --sdk 300
 run bench/resweep.py --sessions 1000000 --users 100000 --repeat 3
 run bench/resweep.py --sessions 1000000 --users 1000000 --repeat 3
 run bench/fleet.py --agents 2000 --repeat 3 --bulk-users 10000
-run bench/intake.py --requests 1000 --concurrency 16 --repeat 3
+run bench/intake.py --repeat 5
 # Not here (15 minutes to build 10,000 schemas): python bench/fleet.py --agents 10000 --repeat 3
