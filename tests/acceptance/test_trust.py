@@ -663,7 +663,14 @@ async def test_user_from_stdin_never_appears_in_the_process_list(
     assert proc.stdin is not None
     proc.stdin.write(USER.encode() + b"\n")
     proc.stdin.close()
-    await asyncio.sleep(1.0)  # waiting for the job: the process lives on
+    redis = aioredis.from_url(settings.redis_url)
+    try:  # the job enqueued (however slowly the process started): it now waits for it
+        deadline = time.monotonic() + 30
+        while not await redis.zcard(settings.queue_name):
+            assert proc.poll() is None and time.monotonic() < deadline, "the CLI did not enqueue its job"
+            await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
     listing = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
     assert "--user -" in listing and USER not in listing
     await run_worker(settings)
