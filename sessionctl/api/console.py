@@ -96,11 +96,9 @@ def router(settings: Settings) -> APIRouter:
 
     @r.post("/receipts", response_class=HTMLResponse, response_model=None)
     async def receipts_search(request: Request, user_id: str = Form(...), csrf: str = Form("")) -> Response:
-        officer = await console.officer(request)
-        if officer is None:
-            return console.to_login()
-        if not console.form_ok(officer, csrf):
-            return console.stale()
+        officer = await console.acting(request, csrf)
+        if isinstance(officer, Response):
+            return officer
         digest = user_hmac(settings.hash_key_bytes, user_id)
         async with request.app.state.connect() as conn:
             found = await receipts.find(conn, digest)

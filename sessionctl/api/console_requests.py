@@ -49,11 +49,9 @@ def add_pages(r: APIRouter, console: Console) -> None:
         """What was typed, resolved here — a request id or job id goes into the list's URL; anything
         else only as the HMAC of it as a user id, with the ids of the requests whose ticket ref it is
         (a search is a POST: what was typed is in no URL, history or access log)."""
-        officer = await console.officer(request)
-        if officer is None:
-            return console.to_login()
-        if not console.form_ok(officer, csrf):
-            return console.stale()
+        officer = await console.acting(request, csrf)
+        if isinstance(officer, Response):
+            return officer
         query = {"state": state, "kind": kind, "overdue": overdue, "late": late, "person": person, "ids": ids}
         if q.strip():
             query.update(await _resolve(request, q))
@@ -115,11 +113,9 @@ def add_pages(r: APIRouter, console: Console) -> None:
     async def extend(
         request_id: str, request: Request, until: str = Form(""), reason: str = Form(""), csrf: str = Form("")
     ) -> Response:
-        officer = await console.officer(request)
-        if officer is None:
-            return console.to_login()
-        if not console.form_ok(officer, csrf):
-            return console.stale()
+        officer = await console.acting(request, csrf)
+        if isinstance(officer, Response):
+            return officer
         if "erase" not in officer.who.scopes:
             return await _request_page(console, request, officer, request_id, 403, "extending needs the erase scope")
         try:
@@ -131,11 +127,9 @@ def add_pages(r: APIRouter, console: Console) -> None:
 
     @r.post("/jobs/{job_id}/retry", response_class=HTMLResponse, response_model=None)
     async def retry(job_id: str, request: Request, user_id: str = Form(""), csrf: str = Form("")) -> Response:
-        officer = await console.officer(request)
-        if officer is None:
-            return console.to_login()
-        if not console.form_ok(officer, csrf):
-            return console.stale()
+        officer = await console.acting(request, csrf)
+        if isinstance(officer, Response):
+            return officer
         async with request.app.state.connect() as conn:
             served = await dsr_requests.requests_of_job(conn, job_id)
         back = f"/console/requests/{served[0]['request_id']}" if served else f"/console/jobs/{job_id}"
@@ -160,11 +154,9 @@ def add_pages(r: APIRouter, console: Console) -> None:
     async def resend(
         delivery_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], request: Request, csrf: str = Form("")
     ) -> Response:
-        officer = await console.officer(request)
-        if officer is None:
-            return console.to_login()
-        if not console.form_ok(officer, csrf):
-            return console.stale()
+        officer = await console.acting(request, csrf)
+        if isinstance(officer, Response):
+            return officer
         async with request.app.state.connect() as conn:
             found = await ledger_views.delivery(conn, delivery_id)
             again = None if found is None else await webhook_deliveries.resend(conn, delivery_id)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from sessionctl.api import audit
@@ -73,6 +73,16 @@ class Console:
 
     def form_ok(self, officer: Officer, csrf: str) -> bool:
         return hmac.compare_digest(officer.csrf.encode(), csrf.encode())
+
+    async def acting(self, request: Request, csrf: str) -> Officer | Response:
+        """The officer behind a form sent from the console, or what to answer instead: to sign in
+        (no live session), 403 (a stale or forged form: its CSRF token is not this session's)."""
+        officer = await self.officer(request)
+        if officer is None:
+            return self.to_login()
+        if not self.form_ok(officer, csrf):
+            return self.stale()
+        return officer
 
     @staticmethod
     def page(request: Request, name: str, officer: Officer | None, status: int = 200, **ctx: Any) -> HTMLResponse:
