@@ -14,7 +14,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.jobs import Job, JobStatus, serialize_job
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from sessionctl.errors import RedisUnavailable
 from sessionctl.jobstate import JobState, State
@@ -43,9 +43,9 @@ return 1
 
 
 def _refused(exc: ResponseError) -> bool:
-    """Redis refused the script itself (not the data): no permission, or scripting renamed away."""
-    text = str(exc).lower()
-    return text.startswith("noperm") or "unknown command" in text
+    """Redis refused the script itself (not the data): no permission (an ACL without scripting),
+    or scripting renamed away."""
+    return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
 
 
 def workers_key(queue_name: str) -> str:

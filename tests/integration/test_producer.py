@@ -104,3 +104,26 @@ async def test_a_job_and_its_index_line_are_written_at_once_and_never_twice(
         await run_worker(settings)
         state = await producer.status(first.job_id)
     assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 1
+
+
+async def test_a_redis_whose_acl_refuses_scripts_still_gets_the_job_and_its_index_line(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, private_redis: str
+) -> None:
+    """A real Redis whose ACL denies scripting (``-@scripting``): enqueueing falls back to arq's own
+    enqueue and the index's pipeline; the job runs and is listed once."""
+    import redis.asyncio as aioredis
+
+    admin = aioredis.from_url(private_redis)
+    await admin.execute_command("ACL", "SETUSER", "noscripts", "on", "nopass", "~*", "&*", "+@all", "-@scripting")
+    await admin.aclose()
+    host_port = private_redis.removeprefix("redis://").split("/")[0]
+    s = settings.model_copy(update={"redis_url": f"redis://noscripts@{host_port}/0"})
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 2)
+    async with Producer(s) as producer:
+        first = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        again = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+        assert not first.collapsed and again.collapsed and again.job_id == first.job_id
+        assert [j["job_id"] for j in await producer.index().list(limit=10)] == [first.job_id]
+        await run_worker(s)
+        state = await producer.status(first.job_id)
+    assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 2

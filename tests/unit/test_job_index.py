@@ -41,7 +41,7 @@ async def test_a_redis_that_refuses_scripts_still_gets_the_job_and_its_index_lin
     """Enqueueing is one script (the job and its index line at once); a Redis whose ACL or renamed
     commands refuse scripts gets arq's own enqueue and the index's pipeline instead, and keeps them."""
     from arq.connections import ArqRedis
-    from redis.exceptions import ResponseError
+    from redis.exceptions import NoPermissionError
 
     from sessionctl.worker import serializer
     from sessionctl.worker.queue import Queue
@@ -56,7 +56,7 @@ async def test_a_redis_that_refuses_scripts_still_gets_the_job_and_its_index_lin
 
     async def refused(**kw: object) -> None:
         calls.append(kw)
-        raise ResponseError("NOPERM this user has no permissions to run the 'evalsha' command")
+        raise NoPermissionError("this user has no permissions to run the 'evalsha' command")  # redis-py's words
 
     queue._enqueue_script = refused  # type: ignore[assignment]
     index = JobIndex(fake, "q")
