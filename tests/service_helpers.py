@@ -128,9 +128,26 @@ async def running_worker(settings: Settings) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await w.close()
+        await _stop(w)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _stop(w: Any, drain: float = 15.0) -> None:
+    """Let the jobs the worker holds finish (up to ``drain`` seconds), then close it. arq's close
+    cancels what still runs and gathers it: a job cancelled outside arq's own handler (while it
+    settles) raises CancelledError out of close — the worker's shutdown, not this test's, so it is
+    re-raised only when this task itself is being cancelled."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + drain
+    while any(not t.done() for t in w.tasks.values()) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    try:
+        await w.close()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 async def until(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
