@@ -97,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     spec.install(app, settings)
     spec.webhooks(app)
-    routers = (health, routes_intake, routes_jobs, routes_requests, routes_webhooks, routes_connectors, routes_holds)
+    # intake first: its routes are the ones asked most (a backlog replayed), matched in this order
+    routers = (routes_intake, health, routes_jobs, routes_requests, routes_webhooks, routes_connectors, routes_holds)
     for router in routers:
         app.include_router(router if isinstance(router, APIRouter) else router.router)
     app.include_router(console.router(settings))

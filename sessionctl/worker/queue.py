@@ -28,13 +28,19 @@ BEAT_TTL_S = 30  # a worker that has not reported for this long is not counted a
 # scored in the queue by its enqueue time) and the job's line in sessionctl's index, at once, in
 # Redis: one round trip instead of six, atomic like arq's WATCH/MULTI. KEYS: the job, its result,
 # the queue, the index's counter, the job's hash, the index. ARGV: the serialized job, its expiry
-# (ms), its score (ms), its id, the hash's expiry (s), the index's size, then the hash's fields.
+# (ms), its score (ms), its id, the hash's expiry (s), the index's size, then the hash's fields as
+# one JSON object of strings (one argument, not two per field: each argument costs the client).
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 local seq = redis.call('INCR', KEYS[4])
-redis.call('HSET', KEYS[5], unpack(ARGV, 7))
+local flat = {}
+for name, value in pairs(cjson.decode(ARGV[7])) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
+end
+redis.call('HSET', KEYS[5], unpack(flat))
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 redis.call('ZADD', KEYS[6], seq, ARGV[4])
 redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(tonumber(ARGV[6]) + 1))
@@ -182,10 +188,11 @@ class Queue:
         job = serialize_job(kind, (payload,), {}, None, now, serializer=redis.job_serializer)
         keys = [job_key_prefix + job_id, result_key_prefix + job_id, self.name]
         keys += [entry.seq_key, entry.meta_key, entry.index_key]
-        fields = [x for pair in entry.fields.items() for x in pair]
         if self._scripts:
             try:
-                args = [job, redis.expires_extra_ms, now, job_id, entry.ttl_s, entry.size, *fields]
+                fields = json.dumps({k: str(v) for k, v in entry.fields.items()})
+                args: list[bytes | str | int] = [job, redis.expires_extra_ms, now, job_id, entry.ttl_s, entry.size]
+                args.append(fields)
                 return bool(await self._enqueue_script(keys=keys, args=args, client=redis))
             except ResponseError as exc:
                 if not _refused(exc):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 import pytest
@@ -100,7 +101,9 @@ async def test_a_job_and_its_index_line_are_written_at_once_and_never_twice(
             "ops",
         )
         assert line["user_hmac"] == user_hmac(settings.hash_key_bytes, USER)
-        assert USER not in str(await redis.hgetall(producer.index().meta_key(first.job_id)))
+        raw = await redis.hgetall(producer.index().meta_key(first.job_id))
+        assert USER not in str(raw)
+        assert int(raw[b"enqueued_at"]) > 0 and json.loads(raw[b"request"])["agent_id"] == agent_id  # as written
         await run_worker(settings)
         state = await producer.status(first.job_id)
     assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 1
