@@ -68,6 +68,8 @@ def ambiguity(user_id: str) -> str | None:
         return "blank"
     if user_id != user_id.strip():
         return "leading or trailing whitespace"
+    if user_id.isascii():  # most ids, without a lookup per character: ASCII's invisibles are its controls
+        return None if user_id.isprintable() else "control or format characters"
     for ch in user_id:
         if unicodedata.category(ch) in _INVISIBLE:
             return "control or format characters"

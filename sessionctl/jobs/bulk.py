@@ -16,7 +16,6 @@ from sessionctl.jobs.purge import erase_targets, receipt_scope, sum_would
 from sessionctl.jobs.spec import Spec, check_access
 from sessionctl.jobs.targets import resolve_targets
 from sessionctl.logs import get_logger
-from sessionctl.privacy import user_hasher
 from sessionctl.store import migrations, receipts
 
 log = get_logger("sessionctl.purge")
@@ -47,8 +46,7 @@ async def purge_users(ctx: JobContext, request: BulkPurgeRequest) -> BulkPurgeRe
             left = await store.count_sessions_per_user(conn, target.layout, users)
         for u in users:
             remaining[u] += left.get(u, 0)
-    digest = user_hasher(ctx.hash_key)
-    hmacs = {u: digest(u) for u in users}
+    hmacs = dict(zip(users, ctx.hmacs(users), strict=True))
     complete: Completeness | None = None
     if not request.dry_run:
         if any(remaining.values()):  # unreachable: purge_schema proves zero per schema first

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from sessionctl.config import Settings
 from sessionctl.databases import Databases
 from sessionctl.media_storages import MediaSink
+from sessionctl.privacy import user_hasher
 from sessionctl.resolvers import ResolverChain, build_chain
 
 
@@ -39,6 +40,17 @@ class JobContext:
     )
     # enqueue an erasure (a PurgeRequest payload, origin "resweep"); its job id (the worker's producer)
     enqueue_erasure: Callable[[dict[str, Any]], Awaitable[str]] | None = None
+    # the users' HMACs, computed once per job: a bulk erasure asks for 10,000 of them at each step
+    _hmacs: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def hmacs(self, users: list[str]) -> list[str]:
+        """The HMAC of each of these user ids (:func:`sessionctl.privacy.user_hmac`), in order."""
+        known = self._hmacs
+        missing = [u for u in users if u not in known]
+        if missing:
+            digest = user_hasher(self.hash_key)
+            known.update((u, digest(u)) for u in missing)
+        return [known[u] for u in users]
 
     def chain(self) -> ResolverChain:
         if self.resolvers is None:

@@ -9,14 +9,13 @@ import asyncpg
 
 from sessionctl.errors import PersonOnHold
 from sessionctl.jobs.context import JobContext
-from sessionctl.privacy import user_hmac
 from sessionctl.store import legal_holds
 
 
 async def refuse_held(ctx: JobContext, user_ids: list[str]) -> None:
     """Raise :class:`PersonOnHold` when any of these people is under a legal hold (a database
     without sessionctl's holds table has no hold)."""
-    hmacs = [user_hmac(ctx.hash_key, u) for u in user_ids]
+    hmacs = ctx.hmacs(user_ids)
     try:
         async with ctx.databases.connect(ctx.settings.dsn) as conn:
             held = await legal_holds.active(conn, hmacs)

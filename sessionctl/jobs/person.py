@@ -30,7 +30,7 @@ async def tally_person(
     ``exports``: their export files still kept too; ``proven``: (database, ``schema.table``) an
     erasure recounted to 0 a moment ago, not counted again."""
     dsns = {d.target: d for d in [ctx.settings.dsn, *ctx.chain().databases()]}
-    hmacs = [user_hmac(ctx.hash_key, u) for u in users]
+    hmacs = ctx.hmacs(users)
     out: dict[str, Tally] = {}
     for dsn in dsns.values():
         async with ctx.databases.connect(dsn) as conn:

@@ -124,11 +124,12 @@ async def _one_round(
         await delete_by_index(conn, ctx, target, counted, batches, batches.bl)
         return sum(counted.values())
     if layout.plain:  # one scan for the tuple ids, batches by tuple id (no per-id probe)
-        tids = await store.user_session_tids(conn, layout, users)
-        await batches.start(total=res.sessions_deleted + len(tids))
+        tids = await store.user_session_tid_batches(conn, layout, users, ctx.settings.batch_size)
+        found = sum(b.n for b in tids)
+        await batches.start(total=res.sessions_deleted + found)
         if tids:
             await delete_by_tids(conn, ctx, target, tids, batches, batches.bl)
-        return len(tids)
+        return found
     size = ctx.settings.batch_size
     few = await store.some_user_session_ids(conn, layout, users, size + 1)
     if len(few) <= size:  # all of them, in one batch

@@ -97,17 +97,23 @@ async def delete_by_tids(
     conn: asyncpg.Connection,
     ctx: JobContext,
     target: Target,
-    tids: list[store.Owned],
+    found: list[store.TidBatch],
     batches: Batches,
     bl: Any,
 ) -> None:
     """Without the index, on a plain table: the tuple ids of the users' sessions (read in one scan,
-    as a plain ``DELETE`` reads them) deleted a batch at a time — each batch a TID scan that checks
-    the owner again — by up to ``SESSIONCTL_PURGE_WALKERS`` connections at once."""
-    size, layout = ctx.settings.batch_size, target.layout
-    chunks = [tids[i : i + size] for i in range(0, len(tids), size)]
+    as a plain ``DELETE`` reads them, already cut into batches) deleted a batch at a time — each
+    batch a TID scan that checks the owner again — by up to ``SESSIONCTL_PURGE_WALKERS``
+    connections at once."""
+    layout = target.layout
     await _in_parallel(
-        conn, ctx, target, chunks, lambda c, chunk: store.delete_sessions_by_tids(c, layout, chunk), batches, bl
+        conn,
+        ctx,
+        target,
+        found,
+        lambda c, batch: store.delete_sessions_by_tids(c, layout, batch),
+        batches,
+        bl,
     )
 
 

@@ -49,7 +49,7 @@ from sessionctl.store.counts import (
     run_ids_of,
 )
 from sessionctl.store.delete import (
-    Owned,
+    TidBatch,
     delete_all_of_users,
     delete_expired_sessions,
     delete_session_by_id,
@@ -63,7 +63,7 @@ from sessionctl.store.delete import (
     snapshot_user_session_ids,
     some_user_session_ids,
     split_keys,
-    user_session_tids,
+    user_session_tid_batches,
 )
 from sessionctl.store.delete_statement import BatchOutcome
 from sessionctl.store.export_reads import (
@@ -134,10 +134,10 @@ __all__ = [
     "ExportKey",
     "IndexSpec",
     "Layout",
-    "Owned",
     "Params",
     "SessionKey",
     "SharedTable",
+    "TidBatch",
     "UserStore",
     "Window",
     "count_expired",
@@ -197,5 +197,5 @@ __all__ = [
     "split_keys",
     "table_sizes",
     "user_keyed_tables",
-    "user_session_tids",
+    "user_session_tid_batches",
 ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -51,15 +52,36 @@ async def snapshot_user_session_ids(conn: asyncpg.Connection, layout: Layout, us
     return await _snapshot(conn, layout, USERS_1, [users])
 
 
-Owned = tuple[tuple[int, int], str]  # a session's tuple id, and its owner when it was read
 _BATCHES = itertools.count()
 
 
-async def user_session_tids(conn: asyncpg.Connection, layout: Layout, users: list[str]) -> list[Owned]:
+@dataclass(frozen=True, slots=True)
+class TidBatch:
+    """A batch of sessions found by tuple id: how many, their tuple ids and their owners when they
+    were read — as Postgres array literals, read and sent back as they are (no Python object per
+    session: for 100,000 sessions that was ~0.15 s of decoding and encoding)."""
+
+    n: int
+    tids: str
+    owners: str | None  # each session's owner; None when read for one user (``owner``)
+    owner: str | None = None  # the one user they were read for
+
+
+async def user_session_tid_batches(
+    conn: asyncpg.Connection, layout: Layout, users: list[str], size: int
+) -> list[TidBatch]:
     """The tuple ids of these users' sessions with their owners, in one scan (a plain table:
-    ``layout.plain``)."""
-    rows = await conn.fetch(f"SELECT ctid, user_id FROM {layout.q(SESSIONS)} WHERE {USERS_1}", users)
-    return [(r["ctid"], r["user_id"]) for r in rows]
+    ``layout.plain``), cut into batches of ``size`` in the order the scan met them."""
+    owners = "array_agg(user_id)::text" if len(users) > 1 else "NULL"
+    rows = await conn.fetch(
+        f"SELECT count(*) AS n, array_agg(ctid)::text AS tids, {owners} AS owners FROM"
+        f" (SELECT ctid, user_id, (row_number() OVER () - 1) / $2 AS b FROM {layout.q(SESSIONS)} WHERE {USERS_1}) s"
+        " GROUP BY b ORDER BY b",
+        users,
+        size,
+    )
+    owner = users[0] if len(users) == 1 else None
+    return [TidBatch(int(r["n"]), r["tids"], r["owners"], owner) for r in rows]
 
 
 async def snapshot_expired(
@@ -107,20 +129,18 @@ async def delete_user_sessions(
     return outcome
 
 
-async def delete_sessions_by_tids(conn: asyncpg.Connection, layout: Layout, owned: list[Owned]) -> BatchOutcome:
+async def delete_sessions_by_tids(conn: asyncpg.Connection, layout: Layout, batch: TidBatch) -> BatchOutcome:
     """Delete the sessions at these tuple ids that (still) belong to the owner read with each: a
     tuple id read earlier may since hold another row (the owner is checked again in the delete) or
     none (a row updated meanwhile moved: it is left for the recount). One TID probe per session,
     whatever the number of users (a list of the users in the condition makes the planner loop
     over them for every row)."""
     p = Params()
-    owners = {u for _, u in owned}
-    if len(owners) == 1:  # one user's batch: a TID scan, the owner a filter (any plan does well)
-        owner = owners.pop()
-        where = f"d.ctid = ANY({p([t for t, _ in owned])}::tid[]) AND d.user_id = {p(owner)}"
-        outcome, _ = await _delete_sessions(conn, layout, p, where, one_user=owner)
+    if batch.owner is not None:  # one user's batch: a TID scan, the owner a filter (any plan does well)
+        where = f"d.ctid = ANY({p(batch.tids)}::text::tid[]) AND d.user_id = {p(batch.owner)}"
+        outcome, _ = await _delete_sessions(conn, layout, p, where, one_user=batch.owner)
         return outcome
-    pairs = f"unnest({p([t for t, _ in owned])}::tid[], {p([u for _, u in owned])}::text[])"
+    pairs = f"unnest({p(batch.tids)}::text::tid[], {p(batch.owners)}::text::text[])"
     # Many users' batch: a statement text of its own every time, so Postgres plans it for its
     # values: after five runs of one prepared statement it may switch to a generic plan, which
     # loops over the pairs for every row. (plan_cache_mode = force_custom_plan would instead replan

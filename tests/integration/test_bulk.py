@@ -92,6 +92,25 @@ async def test_bulk_erasure_of_1000_users_deletes_exactly_theirs(
     assert json.loads(one["stores"]) == {} and one["scope"] == "sessions"
 
 
+async def test_bulk_erasure_without_the_index_takes_ids_exactly_as_written(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """On Agno's own schema (no index: tuple ids read in one scan, sent back in batches as Postgres
+    array literals) ids that array syntax quotes or escapes are erased exactly, and only they."""
+    erased = ['quote"d', "back\\slash", "com,ma", "{braces}", "NULL", "null", "sp ace", "ünï", "a'b", "x" * 300]
+    kept = ["NULL ", "Null", "{braces", "back\\\\slash", "quote", "comma"]
+    schema = await _seed_users(pg, settings, agent_id, erased + kept, 3)
+    async with Producer(settings) as producer:
+        enq = await producer.purge_users(user_ids=erased, agent_id=agent_id, ambiguous_ids="keep")
+        # batches of several users each, and more than one
+        await run_worker(settings.model_copy(update={"batch_size": 4}))
+        state = await producer.status(enq.job_id)
+    assert state.status == "succeeded", state
+    assert state.result["sessions_deleted"] == 30 and state.result["remaining"] == 0
+    left = await pg.fetch(f'SELECT user_id, count(*) AS n FROM "{schema}".agno_sessions GROUP BY 1')
+    assert {r["user_id"]: r["n"] for r in left} == {"template-user": 1, **dict.fromkeys(kept, 3)}
+
+
 async def test_bulk_request_limits(settings: Settings) -> None:
     async with Producer(settings) as producer:
         with pytest.raises(InvalidRequest, match="at most 10000"):

@@ -3,7 +3,11 @@ clean_ids, and the bulk request that checks them again at job start."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sessionctl.errors import InvalidRequest
 from sessionctl.identifiers import ambiguity, clean_ids, read_id_lines
@@ -55,6 +59,20 @@ def test_the_ambiguity_rule_itself() -> None:
     assert ambiguity("alice ") == ambiguity("\talice") == "leading or trailing whitespace"
     assert ambiguity("a\u00adb") == "control or format characters"  # a soft hyphen is invisible
     assert clean_ids(["a", "b "], "keep", "ids") == ["a", "b "]
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x2030), max_size=12))
+def test_the_ascii_shortcut_agrees_with_the_rule_per_character(text: str) -> None:
+    def by_character(value: str) -> str | None:
+        if not value.strip():
+            return "blank"
+        if value != value.strip():
+            return "leading or trailing whitespace"
+        invisible = any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in value)
+        return "control or format characters" if invisible else None
+
+    assert ambiguity(text) == by_character(text)
+    assert ambiguity("a\x7fb") == ambiguity("a\x1bb") == "control or format characters"
 
 
 def test_a_bulk_request_refuses_ambiguous_ids_unless_kept() -> None:

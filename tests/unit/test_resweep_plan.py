@@ -36,3 +36,16 @@ def test_the_resweeps_hasher_gives_the_receipts_hmac() -> None:
     digest = user_hasher(b"k" * 32)
     for uid in ("alice", "", "ünïcode", "x" * 1000):
         assert digest(uid) == user_hmac(b"k" * 32, uid)
+
+
+def test_a_jobs_hmacs_are_the_receipts_hmacs_in_order() -> None:
+    from sessionctl.config import Settings
+    from sessionctl.databases import Databases
+    from sessionctl.jobs.context import JobContext
+    from sessionctl.privacy import user_hmac
+
+    key = b"k" * 32
+    ctx = JobContext(settings=Settings(hash_key="k" * 32), databases=Databases(), hash_key=key, job_id="j")
+    users = ["b", "a", "ünï", "a"]
+    assert ctx.hmacs(users) == [user_hmac(key, u) for u in users]
+    assert ctx.hmacs(["a", "c"]) == [user_hmac(key, "a"), user_hmac(key, "c")]  # known and new together
