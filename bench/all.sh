@@ -9,12 +9,12 @@ run bench/purge.py --sessions 100000 --others 20000 --repeat 3 --seed-loop-cap 1
 run bench/purge.py --sessions 100000 --others 20000 --repeat 3 --seed-loop-cap 1000
 run bench/export.py --sizes 20000,200000 --repeat 3
 run bench/bulk.py --users 10000 --each 10 --repeat 3 --index
-run bench/bulk.py --users 10000 --each 10 --repeat 3
+run bench/bulk.py --users 10000 --each 10 --repeat 5
 run bench/listing.py --rows 1000000 --samples 200
 run bench/queue_overhead.py --jobs 1000 --repeat 3
 run bench/connections.py --agents 2000 --sdk 300
 run bench/resweep.py --sessions 1000000 --users 100000 --repeat 3
 run bench/resweep.py --sessions 1000000 --users 1000000 --repeat 3
 run bench/fleet.py --agents 2000 --repeat 3 --bulk-users 10000
-run bench/intake.py --repeat 5
+run bench/intake.py --repeat 7 --seconds 8
 # Not here (15 minutes to build 10,000 schemas): python bench/fleet.py --agents 10000 --repeat 3

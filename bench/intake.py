@@ -97,7 +97,7 @@ def wrk(base: str, seconds: float, concurrency: int, prefix: str, token: str = "
     """(p50 ms, p99 ms, requests/s) of ``wrk`` posting erasures to ``base``; every answer a 202."""
     env = {**os.environ, "BENCH_PREFIX": prefix, "BENCH_TOKEN": token, "BENCH_AGENT": AGENT}
     script = str(Path(__file__).with_name("intake_post.lua"))
-    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", script, base]
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", script, base]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
     assert r["not_202"] == 0 and r["socket_errors"] == 0, r
