@@ -93,11 +93,11 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p * len(s)))] * 1000
 
 
-def wrk(base: str, seconds: float, concurrency: int, prefix: str, token: str = "") -> tuple[float, float, float]:
+def wrk(base: str, seconds: int, concurrency: int, prefix: str, token: str = "") -> tuple[float, float, float]:
     """(p50 ms, p99 ms, requests/s) of ``wrk`` posting erasures to ``base``; every answer a 202."""
     env = {**os.environ, "BENCH_PREFIX": prefix, "BENCH_TOKEN": token, "BENCH_AGENT": AGENT}
     script = str(Path(__file__).with_name("intake_post.lua"))
-    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", script, base]
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", script, base]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
     assert r["not_202"] == 0 and r["socket_errors"] == 0, r
@@ -106,7 +106,7 @@ def wrk(base: str, seconds: float, concurrency: int, prefix: str, token: str = "
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=5, help="each HTTP run's length")
+    ap.add_argument("--seconds", type=int, default=5, help="each HTTP run's length, whole seconds (as wrk takes it)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--requests", type=int, default=1000, help="the producer's requests per run")

@@ -136,8 +136,9 @@ async def running_worker(settings: Settings) -> AsyncIterator[None]:
 async def _stop(w: Any, drain: float = 15.0) -> None:
     """Let the jobs the worker holds finish (up to ``drain`` seconds), then close it. arq's close
     cancels what still runs and gathers it: a job cancelled outside arq's own handler (while it
-    settles) raises CancelledError out of close — the worker's shutdown, not this test's, so it is
-    re-raised only when this task itself is being cancelled."""
+    settles) raises CancelledError out of close before it shut the worker down — the worker's
+    shutdown, not this test's: it is finished here, and re-raised only when this task itself is
+    being cancelled."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + drain
     while any(not t.done() for t in w.tasks.values()) and loop.time() < deadline:
@@ -148,6 +149,10 @@ async def _stop(w: Any, drain: float = 15.0) -> None:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise
+        # close stopped at its gather: what it had left (the worker's own shutdown, arq's pool)
+        if w.on_shutdown:
+            await w.on_shutdown(w.ctx)
+        await w.pool.close(close_connection_pool=True)
 
 
 async def until(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:

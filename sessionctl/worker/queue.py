@@ -29,17 +29,18 @@ BEAT_TTL_S = 30  # a worker that has not reported for this long is not counted a
 # Redis: one round trip instead of six, atomic like arq's WATCH/MULTI. KEYS: the job, its result,
 # the queue, the index's counter, the job's hash, the index. ARGV: the serialized job, its expiry
 # (ms), its score (ms), its id, the hash's expiry (s), the index's size, then the hash's fields as
-# one JSON object of strings (one argument, not two per field: each argument costs the client).
+# one JSON object of strings (one argument, not two per field: each argument costs the client),
+# decoded before anything is written (a script's writes are not rolled back when it fails).
 ENQUEUE = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-local seq = redis.call('INCR', KEYS[4])
 local flat = {}
 for name, value in pairs(cjson.decode(ARGV[7])) do
   flat[#flat + 1] = name
   flat[#flat + 1] = value
 end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[5], unpack(flat))
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 redis.call('ZADD', KEYS[6], seq, ARGV[4])

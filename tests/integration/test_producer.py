@@ -130,3 +130,19 @@ async def test_a_redis_whose_acl_refuses_scripts_still_gets_the_job_and_its_inde
         await run_worker(s)
         state = await producer.status(first.job_id)
     assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 2
+
+
+async def test_an_index_line_the_script_cannot_read_writes_no_job(settings: Settings) -> None:
+    """The enqueue script reads the index line before it writes anything: Redis does not roll back
+    a script that fails half way, and a job without its line would be queued unseen."""
+    from arq.constants import job_key_prefix
+    from redis.exceptions import ResponseError
+
+    async with Producer(settings) as producer:
+        queue = await producer.queue()
+        job_id = f"{settings.queue_name}:by-hand:unreadable"
+        own = f"{queue.name}:unreadable"  # keys of this test's queue only
+        keys = [job_key_prefix + job_id, f"{own}:result", queue.name, f"{own}:seq", f"{own}:meta", f"{own}:index"]
+        with pytest.raises(ResponseError):
+            await queue._enqueue_script(keys=keys, args=[b"{}", 1000, 1, job_id, 60, 10, "{not json"])
+        assert await queue.redis.exists(job_key_prefix + job_id, queue.name, f"{own}:seq") == 0
