@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 _ARQ_START = "%6.2fs → %s(%s)%s"
+_configured = 0  # configure_logging's calls so far: a logger bound under an earlier one binds again
 
 
 class ArqArgsFilter(logging.Filter):
@@ -40,6 +41,7 @@ def _no_exception_text(_: Any, __: str, event: MutableMapping[str, Any]) -> Muta
 
 
 def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None) -> None:
+    global _configured
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
@@ -54,6 +56,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=False,
     )
+    _configured += 1
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -78,4 +81,21 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None
 
 
 def get_logger(name: str = "sessionctl") -> Any:
-    return structlog.get_logger(name)
+    return _Logger(name)
+
+
+class _Logger:
+    """What :func:`get_logger` returns: a structlog logger bound once per configuration. structlog's
+    own lazy logger binds anew at every call — the level filter, the processors, the stdlib logger
+    looked up — which an endpoint answering thousands of requests a second pays on each."""
+
+    __slots__ = ("_bound", "_name", "_seen")
+
+    def __init__(self, name: str) -> None:
+        self._name, self._bound, self._seen = name, None, -1
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._seen != _configured:
+            self._bound = structlog.get_logger(self._name).bind()
+            self._seen = _configured
+        return getattr(self._bound, attr)

@@ -94,11 +94,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    routes_intake.install(app)  # first: the routes asked most, on the app's own router
     errors.install(app)
     spec.install(app, settings)
     spec.webhooks(app)
-    # intake first: its routes are the ones asked most (a backlog replayed), matched in this order
-    routers = (routes_intake, health, routes_jobs, routes_requests, routes_webhooks, routes_connectors, routes_holds)
+    routers = (health, routes_jobs, routes_requests, routes_webhooks, routes_connectors, routes_holds)
     for router in routers:
         app.include_router(router if isinstance(router, APIRouter) else router.router)
     app.include_router(console.router(settings))

@@ -4,18 +4,41 @@ to the token that asked for it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 
 from sessionctl.api import intake
 from sessionctl.api.auth import ERRORS, Eraser, Exporter
+from sessionctl.api.intake_route import IntakeRoute
 from sessionctl.api.models import Accepted, ErasureIn, ExportIn
 from sessionctl.store import dsr_requests
 from sessionctl.store import export_registry as exports_sql
 
-router = APIRouter(tags=["intake"])
 INTAKE_ERRORS = {**ERRORS, 409: {"description": "request_ref names another request"}, 422: {"description": "bad input"}}
+
+
+def install(app: FastAPI) -> None:
+    """The intake routes on the app's own router, ahead of every other: a backlog replayed asks
+    these most, and a route of an included router costs every request a second pass of matching.
+    The two that take requests in are served by :class:`IntakeRoute`."""
+    for path, endpoint in (("/v1/erasures", erasure), ("/v1/exports", export)):
+        app.router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            status_code=202,
+            response_model=Accepted,
+            responses=INTAKE_ERRORS,
+            tags=["intake"],
+            route_class_override=IntakeRoute,
+        )
+    gone: dict[int | str, dict[str, Any]] = {
+        404: {"description": "no export of yours"},
+        410: {"description": "expired or erased"},
+    }
+    app.get("/v1/exports/{job_id}/file", responses={**ERRORS, **gone}, tags=["intake"])(export_file)
 
 
 def _answer(accepted: Accepted) -> Response:
@@ -24,7 +47,6 @@ def _answer(accepted: Accepted) -> Response:
     return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
 
 
-@router.post("/v1/erasures", status_code=202, response_model=Accepted, responses=INTAKE_ERRORS)
 async def erasure(body: ErasureIn, request: Request, who: Eraser) -> Response:
     """Erase a person: by default everything sessionctl knows of them at every agent (``scope:
     sessions`` or an ``agent_id`` narrows it). A worker does it; the webhook and the request say
@@ -35,7 +57,6 @@ async def erasure(body: ErasureIn, request: Request, who: Eraser) -> Response:
     )
 
 
-@router.post("/v1/exports", status_code=202, response_model=Accepted, responses=INTAKE_ERRORS)
 async def export(body: ExportIn, request: Request, who: Exporter) -> Response:
     """Export what sessionctl holds of a person (by default everything, at every agent); the token
     that asked downloads it from ``/v1/exports/{job_id}/file`` until it expires."""
@@ -45,10 +66,6 @@ async def export(body: ExportIn, request: Request, who: Exporter) -> Response:
     )
 
 
-@router.get(
-    "/v1/exports/{job_id}/file",
-    responses={**ERRORS, 404: {"description": "no export of yours"}, 410: {"description": "expired or erased"}},
-)
 async def export_file(job_id: str, request: Request, who: Exporter) -> FileResponse:
     """The file an export of yours wrote: only to the token that asked for it, only while it is kept."""
     async with request.app.state.connect() as conn:

@@ -77,9 +77,14 @@ async def test_the_openapi_spec_is_off_by_default_and_declares_what_it_should(
                 spec = (await client.get("/openapi.json", headers=auth(token))).json()
     assert spec["info"]["version"] == __version__
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    for path in ("/v1/erasures", "/v1/exports"):
+    for path, model in (("/v1/erasures", "ErasureIn"), ("/v1/exports", "ExportIn")):
         post = spec["paths"][path]["post"]
         assert {"401", "403", "409", "422"} <= set(post["responses"]) and post["security"] == [{"HTTPBearer": []}]
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert (
+            body == {"$ref": f"#/components/schemas/{model}"}
+            and "user_id" in spec["components"]["schemas"][model]["properties"]
+        )
     assert {"erasure.completed", "erasure.failed", "export.completed"} <= set(spec["webhooks"])
     body = spec["components"]["schemas"]["WebhookBody"]["properties"]
     assert {"complete", "remains", "late", "user_hmac"} <= set(body)

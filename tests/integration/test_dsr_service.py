@@ -133,6 +133,19 @@ async def test_tokens_scopes_and_bad_input_are_refused_and_nothing_is_enqueued(
         "not on SESSIONCTL_WEBHOOK_ALLOWED_HOSTS"
         in (await client.post("/v1/erasures", json=bad[6], headers=token)).text
     )
+    # the token is checked before the body is read: a stranger learns nothing of what a body must hold
+    assert (await client.post("/v1/erasures", json=bad[5])).status_code == 401
+    raw = json.dumps(body).encode()
+    for content_type, what in (("text/plain", "send the body as JSON"), (None, "send the body as JSON")):
+        headers = token if content_type is None else {**token, "content-type": content_type}
+        resp = await client.post("/v1/erasures", content=raw, headers=headers)
+        assert resp.status_code == 422 and what in resp.text, (content_type, resp.text)
+    torn = await client.post("/v1/exports", content=raw[:-3], headers={**token, "content-type": "application/json"})
+    assert torn.status_code == 422 and torn.json()["detail"][0]["type"] == "json_invalid" and USER not in torn.text
+    plus = await client.post(
+        "/v1/erasures", content=json.dumps(bad[0]).encode(), headers={**token, "content-type": "application/ld+json"}
+    )
+    assert plus.status_code == 422 and plus.json()["detail"][0]["loc"] == ["body"]  # read as JSON, then refused
     assert await conn.fetchval("SELECT count(*) FROM sessionctl.dsr_requests") == 0
     redis = await (await _producer_redis(s))
     try:

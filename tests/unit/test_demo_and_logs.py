@@ -7,7 +7,7 @@ import json
 import logging
 
 from sessionctl import demo
-from sessionctl.logs import configure_logging
+from sessionctl.logs import configure_logging, get_logger
 
 
 def test_the_shipped_2x_dump_keeps_runs_inside_the_session_rows() -> None:
@@ -28,3 +28,19 @@ def test_a_logged_exception_is_its_class_never_its_text_or_traceback() -> None:
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert line["exc_type"] == "ValueError" and "alice" not in stream.getvalue()
     assert "Traceback" not in stream.getvalue() and "traceback object" not in stream.getvalue()
+
+
+def test_a_logger_follows_the_configuration_it_is_used_under() -> None:
+    """get_logger's loggers bind once per configuration, not once for good: configured again
+    (another level, another stream), a logger made before logs by the new configuration."""
+    log = get_logger("sessionctl.test")
+    quiet, loud = io.StringIO(), io.StringIO()
+    configure_logging("json", "WARNING", stream=quiet)
+    log.info("dropped")
+    log.warning("kept", n=1)
+    configure_logging("json", "INFO", stream=loud)
+    log.info("now kept")
+    log.bind(job="j1").info("bound")
+    assert [json.loads(x)["event"] for x in quiet.getvalue().splitlines()] == ["kept"]
+    events = [json.loads(x) for x in loud.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["now kept", "bound"] and events[1]["job"] == "j1"
