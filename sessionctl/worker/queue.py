@@ -26,11 +26,13 @@ BEAT_TTL_S = 30  # a worker that has not reported for this long is not counted a
 
 # What arq's ``enqueue_job`` does (no job or result under that id: the job stored with its expiry,
 # scored in the queue by its enqueue time) and the job's line in sessionctl's index, at once, in
-# Redis: one round trip instead of six, atomic like arq's WATCH/MULTI. KEYS: the job, its result,
-# the queue, the index's counter, the job's hash, the index. ARGV: the serialized job, its expiry
-# (ms), its score (ms), its id, the hash's expiry (s), the index's size, then the hash's fields as
-# one JSON object of strings (one argument, not two per field: each argument costs the client),
-# decoded before anything is written (a script's writes are not rolled back when it fails).
+# Redis: one round trip instead of six, atomic like arq's WATCH/MULTI; then the queue's wake-up
+# token (:func:`wake_key`; dropped after a minute if no worker took it), which a waiting worker
+# takes at once instead of sleeping out its poll delay. KEYS: the job, its result, the queue, the
+# index's counter, the job's hash, the index, the wake-up list. ARGV: the serialized job, its
+# expiry (ms), its score (ms), its id, the hash's expiry (s), the index's size, then the hash's
+# fields as one JSON object of strings (one argument, not two per field: each argument costs the
+# client), decoded before anything is written (a script's writes are not rolled back when it fails).
 ENQUEUE = """
 local flat = {}
 for name, value in pairs(cjson.decode(ARGV[7])) do
@@ -45,14 +47,23 @@ redis.call('HSET', KEYS[5], unpack(flat))
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 redis.call('ZADD', KEYS[6], seq, ARGV[4])
 redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(tonumber(ARGV[6]) + 1))
+redis.call('LPUSH', KEYS[7], 1)
+redis.call('LTRIM', KEYS[7], 0, 0)
+redis.call('PEXPIRE', KEYS[7], 60000)
 return 1
 """
 
 
-def _refused(exc: ResponseError) -> bool:
+def refused(exc: ResponseError) -> bool:
     """Redis refused the script itself (not the data): no permission (an ACL without scripting),
     or scripting renamed away."""
     return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
+
+
+def wake_key(queue_name: str) -> str:
+    """The queue's wake-up list: one token at most, pushed with every job the enqueue script writes;
+    an idle worker blocks on it between two polls (:class:`sessionctl.worker.wake.Wake`)."""
+    return f"{queue_name}:wake"
 
 
 def workers_key(queue_name: str) -> str:
@@ -188,7 +199,7 @@ class Queue:
         now = int(time.time() * 1000)
         job = serialize_job(kind, (payload,), {}, None, now, serializer=redis.job_serializer)
         keys = [job_key_prefix + job_id, result_key_prefix + job_id, self.name]
-        keys += [entry.seq_key, entry.meta_key, entry.index_key]
+        keys += [entry.seq_key, entry.meta_key, entry.index_key, wake_key(self.name)]
         if self._scripts:
             try:
                 fields = json.dumps({k: str(v) for k, v in entry.fields.items()})
@@ -196,7 +207,7 @@ class Queue:
                 args.append(fields)
                 return bool(await self._enqueue_script(keys=keys, args=args, client=redis))
             except ResponseError as exc:
-                if not _refused(exc):
+                if not refused(exc):
                     raise
                 self._scripts = False  # a Redis that refuses scripts (an ACL, renamed commands)
         queued = await redis.enqueue_job(kind, payload, _job_id=job_id, _queue_name=self.name)

@@ -19,6 +19,7 @@ from sessionctl.worker.jobindex import JobIndex, record_end
 from sessionctl.worker.lifecycle import WorkerState, shutdown, startup
 from sessionctl.worker.redisconf import redis_settings
 from sessionctl.worker.running import entry
+from sessionctl.worker.wake import Wake
 
 log = get_logger("sessionctl.worker")
 
@@ -74,6 +75,17 @@ class SessionctlWorker(Worker):
             # would keep the job from every other worker that long. The mark starts at the lease's
             # length instead; the lease renews it while the job runs.
             self.in_progress_timeout_s = settings.lease_ttl
+        # Between two polls a worker waits for the next job's wake-up token, at most the poll delay
+        # (sessionctl/worker/wake.py); arq's own pause between polls is then none. A burst worker
+        # polls as arq does.
+        self._wake = None if self.burst or self.poll_delay_s <= 0 else Wake(self.queue_name, self.poll_delay_s)
+        if self._wake is not None:
+            self.poll_delay_s = 0
+
+    async def _poll_iteration(self) -> None:
+        await super()._poll_iteration()
+        if self._wake is not None:
+            await self._wake.wait(self.pool)
 
     def _draining(self) -> None:
         state = self.ctx.get("state")

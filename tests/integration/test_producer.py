@@ -12,8 +12,11 @@ import pytest
 from sessionctl.config import Settings
 from sessionctl.errors import AgentNotFound
 from sessionctl.producer import Producer
+from sessionctl.worker.queue import wake_key
+from sessionctl.worker.settings import create
 from tests.agno_seed import seed
 from tests.conftest import run_worker
+from tests.service_helpers import _stop
 
 USER = "dave-91c2@example.com"
 
@@ -104,6 +107,8 @@ async def test_a_job_and_its_index_line_are_written_at_once_and_never_twice(
         raw = await redis.hgetall(producer.index().meta_key(first.job_id))
         assert USER not in str(raw)
         assert int(raw[b"enqueued_at"]) > 0 and json.loads(raw[b"request"])["agent_id"] == agent_id  # as written
+        wake = wake_key(settings.queue_name)  # one wake-up token, however many jobs: a worker polls once for all
+        assert await redis.llen(wake) == 1 and 0 < await redis.pttl(wake) <= 60_000
         await run_worker(settings)
         state = await producer.status(first.job_id)
     assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 1
@@ -143,6 +148,55 @@ async def test_an_index_line_the_script_cannot_read_writes_no_job(settings: Sett
         job_id = f"{settings.queue_name}:by-hand:unreadable"
         own = f"{queue.name}:unreadable"  # keys of this test's queue only
         keys = [job_key_prefix + job_id, f"{own}:result", queue.name, f"{own}:seq", f"{own}:meta", f"{own}:index"]
+        keys.append(f"{own}:wake")
         with pytest.raises(ResponseError):
             await queue._enqueue_script(keys=keys, args=[b"{}", 1000, 1, job_id, 60, 10, "{not json"])
         assert await queue.redis.exists(job_key_prefix + job_id, queue.name, f"{own}:seq") == 0
+
+
+async def _picked_up_in(s: Settings, agent_id: str, poll_delay: float) -> tuple[float, bool]:
+    """Seconds from enqueue to the job's end with a running worker that polls every ``poll_delay``
+    (it is waiting between two polls when the job comes), and whether it waited on the wake-up list."""
+    w = create(s, poll_delay=poll_delay, handle_signals=False)
+    task = asyncio.create_task(w.main())
+    try:
+        await asyncio.sleep(0.5)  # started, polled once, now waiting for the next poll
+        async with Producer(s) as producer:
+            loop = asyncio.get_running_loop()
+            t = loop.time()
+            enq = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
+            state = await producer.wait(enq.job_id, poll=0.02, timeout=2 * poll_delay)
+            took = loop.time() - t
+        assert state.status == "succeeded", state
+        return took, w._wake is not None and w._wake.blocking
+    finally:
+        await _stop(w)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_waiting_worker_takes_a_job_when_it_is_enqueued_not_at_its_next_poll(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str
+) -> None:
+    """Between two polls a worker blocks on the queue's wake-up list, which the enqueue script
+    pushes to: a job is picked up at once, not up to a poll delay later (here 5 s)."""
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 1)
+    took, blocking = await _picked_up_in(settings, agent_id, poll_delay=5.0)
+    assert blocking and took < 2.0, took
+
+
+async def test_a_redis_that_refuses_blpop_leaves_the_worker_polling(
+    settings: Settings, pg: asyncpg.Connection, agent_id: str, private_redis: str
+) -> None:
+    """An ACL without BLPOP: the worker sleeps its poll delay between polls, as arq does, and still
+    runs every job."""
+    import redis.asyncio as aioredis
+
+    admin = aioredis.from_url(private_redis)
+    await admin.execute_command("ACL", "SETUSER", "noblock", "on", "nopass", "~*", "&*", "+@all", "-blpop")
+    await admin.aclose()
+    host_port = private_redis.removeprefix("redis://").split("/")[0]
+    s = settings.model_copy(update={"redis_url": f"redis://noblock@{host_port}/0"})
+    await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 1)
+    took, blocking = await _picked_up_in(s, agent_id, poll_delay=1.0)
+    assert not blocking and took < 2.0, took

@@ -1,0 +1,39 @@
+"""Waiting for work between two polls of the queue: an idle worker blocks on the queue's wake-up
+list (``BLPOP``, at most the poll delay), which the enqueue script pushes a token to with every job
+(:data:`sessionctl.worker.queue.ENQUEUE`) — a job is picked up a Redis round trip after it is
+enqueued, not up to a whole poll delay later (0.05 s by default: a quarter of a small erasure's
+time). A Redis that refuses ``BLPOP`` (an ACL, a renamed command, fractional timeouts before Redis 6)
+leaves the worker sleeping the poll delay, as arq does."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from sessionctl.logs import get_logger
+from sessionctl.worker.queue import wake_key
+
+log = get_logger("sessionctl.worker")
+
+
+class Wake:
+    """The pause between two polls of ``queue_name``: until a job is enqueued, at most ``idle_s``."""
+
+    def __init__(self, queue_name: str, idle_s: float) -> None:
+        self.key = wake_key(queue_name)
+        self.idle_s = idle_s
+        self.blocking = True
+
+    async def wait(self, redis: Any) -> None:
+        if self.blocking and self.idle_s > 0:
+            try:
+                await redis.blpop([self.key], timeout=self.idle_s)
+                return
+            except ResponseError as exc:  # refused, not failed: sleep from now on
+                self.blocking = False
+                log.warning("worker.wake_refused", error_type=type(exc).__name__)
+            except RedisError:  # the next poll meets the failure as arq would; pause all the same
+                pass
+        await asyncio.sleep(self.idle_s)
