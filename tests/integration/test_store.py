@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import asyncpg
 import pytest
@@ -256,3 +257,40 @@ async def test_a_partitioned_sessions_table_is_never_walked_by_tuple_id(
     assert r is not None and (r["sessions_deleted"], r["remaining"]) == (2000, 0)
     assert r["agents"][agent_id]["batches"] == 40  # batches of exactly 50
     assert await store.count_sessions_per_user(pg, layout, ["alice", "bob"]) == {"bob": 3}
+
+
+async def test_a_bulk_erasures_receipts_are_written_once_whichever_try_writes_them(pg: asyncpg.Connection) -> None:
+    """The first try writes one receipt per user; a try after a crash finds its own and writes none
+    twice; receipts of another erasure under that job id fail the job (never a receipt skipped)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from sessionctl.errors import ReceiptConflict
+    from sessionctl.store import migrations, receipts
+
+    await migrations.migrate(pg)
+    job_id = f"test:purge_users:{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    shared = {
+        "job_id": job_id,
+        "kind": "purge_users",
+        "target": "agent-r",
+        "agents": {"agent-r": "ag_agent_r"},
+        "started_at": now,
+        "finished_at": now,
+        "requested_by": "ops",
+        "scope": "sessions",
+        "stores": {},
+        "origin": "request",
+        "complete": True,
+    }
+    sessions = {f"hmac-{i}": i for i in range(50)}
+    for _ in range(2):  # the job's try, then a try after a crash that had written them
+        await receipts.record_many(pg, shared=shared, sessions=sessions, schemas_checked=1, enqueued_at=now)
+    written = await pg.fetch("SELECT user_hmac, counts FROM sessionctl.receipts WHERE job_id = $1", job_id)
+    assert len(written) == 50 and {r["user_hmac"] for r in written} == set(sessions)
+    assert all(json.loads(r["counts"])["sessions"] == sessions[r["user_hmac"]] for r in written)
+    with pytest.raises(ReceiptConflict):  # the same job id, another erasure (another target)
+        await receipts.record_many(
+            pg, shared={**shared, "target": "agent-s"}, sessions=sessions, schemas_checked=1, enqueued_at=now
+        )
