@@ -22,6 +22,7 @@ from sessionctl.worker import redisconf, serializer
 from sessionctl.worker.jobindex import Entry, JobIndex
 from sessionctl.worker.progress import progress_key
 
+ENQUEUED_KEPT = 4096  # jobs whose enqueue time a Queue remembers (Queue.state), at most
 BEAT_TTL_S = 30  # a worker that has not reported for this long is not counted as serving the queue
 
 # What arq's ``enqueue_job`` does (no job or result under that id: the job stored with its expiry,
@@ -123,6 +124,10 @@ class Queue:
         self.name = queue_name
         self._enqueue_script = redis.register_script(ENQUEUE)
         self._scripts = True  # until Redis refuses them
+        # When each job asked about was enqueued: read once from the job itself (which holds the whole
+        # request: a bulk erasure's 10,000 user ids), not at every poll of a caller waiting for it.
+        # A job id is never reused, and arq keeps a job's enqueue time through its retries.
+        self._enqueued: dict[str, str] = {}
 
     @classmethod
     async def connect(cls, settings: Any) -> Queue:
@@ -245,7 +250,7 @@ class Queue:
                 info = await job.result_info()
                 if info is None:  # the result expired between the two reads
                     st = JobStatus.not_found
-            else:
+            elif job_id not in self._enqueued:
                 jdef = await job.info()
         except RedisError as exc:
             raise RedisUnavailable(f"Redis failed while reading job state ({type(exc).__name__})") from exc
@@ -273,10 +278,10 @@ class Queue:
         if st == JobStatus.not_found:
             return JobState(job_id=job_id, status="not_found")
         status: State = {JobStatus.in_progress: "running", JobStatus.deferred: "deferred"}.get(st, "queued")  # type: ignore[assignment]
+        if jdef is not None:
+            if len(self._enqueued) >= ENQUEUED_KEPT:
+                self._enqueued.clear()
+            self._enqueued[job_id] = jdef.enqueue_time.isoformat()
         return JobState(
-            job_id=job_id,
-            status=status,
-            attempt=attempt,
-            enqueued_at=jdef.enqueue_time.isoformat() if jdef is not None else None,
-            progress=progress,
+            job_id=job_id, status=status, attempt=attempt, enqueued_at=self._enqueued.get(job_id), progress=progress
         )

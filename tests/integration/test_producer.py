@@ -200,3 +200,20 @@ async def test_a_redis_that_refuses_blpop_leaves_the_worker_polling(
     await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 1)
     took, blocking = await _picked_up_in(s, agent_id, poll_delay=1.0)
     assert not blocking and took < 2.0, took
+
+
+async def test_polling_a_job_reads_its_request_once(settings: Settings, pg: asyncpg.Connection, agent_id: str) -> None:
+    """A caller waiting for a job asks its state again and again: the job's stored request (a bulk
+    erasure's 10,000 user ids) is read for its enqueue time once, not at every poll."""
+    from arq.constants import job_key_prefix
+
+    await seed(settings.database_url, settings.schema_for(agent_id), agent_id, USER, 1)
+    async with Producer(settings) as producer:
+        enq = await producer.purge_users(user_ids=[f"u-{i}" for i in range(2000)], agent_id=agent_id)
+        first = await producer.status(enq.job_id)
+        redis = await producer.redis()
+        ttl = await redis.pttl(job_key_prefix + enq.job_id)
+        await redis.set(job_key_prefix + enq.job_id, b"not a job any more", px=ttl)  # were it read again: unreadable
+        again = await producer.status(enq.job_id)
+    assert first.status == again.status == "queued" and first.enqueued_at is not None
+    assert again.enqueued_at == first.enqueued_at
