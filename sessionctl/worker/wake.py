@@ -1,9 +1,9 @@
 """Waiting for work between two polls of the queue: an idle worker blocks on the queue's wake-up
 list (``BLPOP``, at most the poll delay), which the enqueue script pushes a token to with every job
 (:data:`sessionctl.worker.queue.ENQUEUE`) — a job is picked up a Redis round trip after it is
-enqueued, not up to a whole poll delay later (0.05 s by default: a quarter of a small erasure's
-time). A Redis that refuses ``BLPOP`` (an ACL, a renamed command, fractional timeouts before Redis 6)
-leaves the worker sleeping the poll delay, as arq does."""
+enqueued, not up to a whole poll delay later (``SESSIONCTL_POLL_DELAY``). A Redis that refuses
+``BLPOP`` (an ACL, a renamed command, fractional timeouts before Redis 6) leaves the worker sleeping
+the poll delay, as arq does."""
 
 from __future__ import annotations
 
