@@ -130,6 +130,28 @@ def export_needs(layout: catalog.Layout, *, then_erase: bool, user_tables: Itera
     return [Need(layout.schema, t, READ) for t in tables]
 
 
+# Each need's table, looked up by schema and name together (OFFSET 0 keeps the lookup a subquery of
+# its own: flattened into the join, Postgres's generic plan for this statement — from its sixth
+# call on a pooled connection — probed pg_class by name alone and filtered every schema's table of
+# that name: 130 ms instead of 5 ms a call at 1,000 agents, seconds at 2,000, on every job). Only
+# the needs with a problem come back.
+PROBLEMS = """
+SELECT w.schema, w.tbl, w.priv, c.oid IS NOT NULL AS present,
+       has_schema_privilege(n.oid, 'USAGE') AS usage,
+       CASE WHEN c.oid IS NOT NULL THEN has_table_privilege(c.oid, w.priv) END AS granted,
+       CASE WHEN c.oid IS NOT NULL THEN row_security_active(c.oid) END AS rls
+  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS w(schema, tbl, priv, i)
+  LEFT JOIN pg_namespace n ON n.nspname = w.schema
+  LEFT JOIN LATERAL (
+        SELECT c.oid FROM pg_class c
+         WHERE c.relname = w.tbl AND c.relnamespace = n.oid AND c.relkind IN ('r', 'p') OFFSET 0
+       ) c ON true
+ WHERE c.oid IS NULL OR NOT has_schema_privilege(n.oid, 'USAGE') OR NOT has_table_privilege(c.oid, w.priv)
+    OR row_security_active(c.oid)
+ ORDER BY w.i
+"""
+
+
 async def problems(conn: asyncpg.Connection, needs: Iterable[Need]) -> list[str]:
     """What stops this role from doing (and proving) the job on these tables; empty when nothing.
 
@@ -140,18 +162,7 @@ async def problems(conn: asyncpg.Connection, needs: Iterable[Need]) -> list[str]
     if not wanted:
         return []
     rows = await conn.fetch(
-        """
-        SELECT w.schema, w.tbl, w.priv, c.oid IS NOT NULL AS present,
-               has_schema_privilege(n.oid, 'USAGE') AS usage,
-               CASE WHEN c.oid IS NOT NULL THEN has_table_privilege(c.oid, w.priv) END AS granted,
-               CASE WHEN c.oid IS NOT NULL THEN row_security_active(c.oid) END AS rls
-          FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS w(schema, tbl, priv, i)
-          LEFT JOIN pg_namespace n ON n.nspname = w.schema
-          LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.tbl AND c.relkind IN ('r', 'p')
-         WHERE c.oid IS NULL OR NOT has_schema_privilege(n.oid, 'USAGE') OR NOT has_table_privilege(c.oid, w.priv)
-            OR row_security_active(c.oid)
-         ORDER BY w.i
-        """,
+        PROBLEMS,
         [w[0] for w in wanted],
         [w[1] for w in wanted],
         [w[2] for w in wanted],

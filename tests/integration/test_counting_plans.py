@@ -105,3 +105,35 @@ async def test_a_connection_goes_back_to_the_pool_without_a_transaction_left_ope
     finally:
         await dbs.close()
         await pg.execute(f"DROP TABLE public.{table}")
+
+
+async def test_the_privilege_check_finds_each_table_by_schema_and_name_under_a_generic_plan(
+    own_database: tuple[Settings, asyncpg.Connection],
+) -> None:
+    """A pooled connection runs the privilege check on Postgres's generic plan from its sixth job
+    on: it must still find each table by schema and name together — by name alone, every job at
+    one agent of 2,000 read every agent's same-named tables (seconds a job)."""
+    import json
+
+    from sessionctl.store import access
+
+    settings, admin = own_database
+    schemas = await _agents(settings, admin, 3)
+    needs = [access.Need(s, t, ("DELETE",)) for s in schemas for t in ("agno_sessions", "agno_runs")]
+    assert await access.problems(admin, [*needs, access.Need("nowhere", "agno_sessions", ("DELETE",))]) == [
+        "nowhere.agno_sessions: does not exist"
+    ]
+    literal = ["{" + ",".join(x) + "}" for x in zip(*[(n.schema, n.table, "DELETE") for n in needs], strict=True)]
+    await admin.execute(f"PREPARE problems(text[], text[], text[]) AS {access.PROBLEMS}")
+    try:
+        await admin.execute("SET plan_cache_mode = force_generic_plan")
+        arrays = ", ".join(f"'{a}'" for a in literal)  # schema and table names of this test: no quotes
+        plan = json.loads(await admin.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE problems({arrays})"))
+    finally:
+        await admin.execute("RESET plan_cache_mode; DEALLOCATE problems")
+
+    def nodes(node: dict[str, object]) -> list[dict[str, object]]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]  # type: ignore[attr-defined]
+
+    lookups = [n for n in nodes(plan[0]["Plan"]) if n.get("Relation Name") == "pg_class"]
+    assert lookups and all("relnamespace" in str(n.get("Index Cond", "")) for n in lookups), lookups
