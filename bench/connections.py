@@ -89,7 +89,9 @@ async def sampled(run: Callable[[], Awaitable[None]]) -> tuple[float, int]:
         nonlocal peak
         while not done.is_set():
             n = await probe.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", DB
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'",  # not a query's parallel workers
+                DB,
             )
             peak = max(peak, int(n))
             await asyncio.sleep(0.01)

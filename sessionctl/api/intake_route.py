@@ -32,6 +32,10 @@ class IntakeRoute(APIRoute):
         model: type[BaseModel] = hints["body"]
         bearer: Bearer = hints["who"].__metadata__[0].dependency
         endpoint = self.endpoint
+        # this handler resolves the caller and the body, nothing else: a dependency added to the
+        # route (or the app) would be skipped silently, so it is refused when the app is built
+        if [d.call for d in self.dependant.dependencies] != [bearer]:
+            raise TypeError(f"{self.path}: an IntakeRoute resolves only its bearer token, no other dependency")
 
         async def handle(request: Request) -> Response:
             who = await bearer(request)
@@ -54,10 +58,13 @@ def model_of(model: type[BaseModel], raw: bytes, content_type: str | None) -> Ba
         msg = "send the body as JSON (Content-Type: application/json)"
         raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "msg": msg}])
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw.removeprefix(_BOM))  # a BOM, as json.loads accepts it
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def _json(content_type: str | None) -> bool:

@@ -85,7 +85,7 @@ class SessionctlWorker(Worker):
     async def _poll_iteration(self) -> None:
         await super()._poll_iteration()
         if self._wake is not None:
-            await self._wake.wait(self.pool)
+            await self._wake.wait(self.pool, can_take=self.allow_pick_jobs and self.job_counter < self.max_jobs)
 
     def _draining(self) -> None:
         state = self.ctx.get("state")

@@ -2,8 +2,8 @@
 list (``BLPOP``, at most the poll delay), which the enqueue script pushes a token to with every job
 (:data:`sessionctl.worker.queue.ENQUEUE`) — a job is picked up a Redis round trip after it is
 enqueued, not up to a whole poll delay later (``SESSIONCTL_POLL_DELAY``). A Redis that refuses
-``BLPOP`` (an ACL, a renamed command, fractional timeouts before Redis 6) leaves the worker sleeping
-the poll delay, as arq does."""
+``BLPOP`` (an ACL, a renamed command) leaves the worker sleeping the poll delay, as arq does; so
+does a worker that could not start a job now (its slots busy, or draining)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from sessionctl.logs import get_logger
-from sessionctl.worker.queue import wake_key
+from sessionctl.worker.queue import refused, wake_key
 
 log = get_logger("sessionctl.worker")
 
@@ -26,14 +26,17 @@ class Wake:
         self.idle_s = idle_s
         self.blocking = True
 
-    async def wait(self, redis: Any) -> None:
-        if self.blocking and self.idle_s > 0:
+    async def wait(self, redis: Any, *, can_take: bool = True) -> None:
+        """``can_take``: the worker would start a job now. One that would not (all its slots busy,
+        or draining) sleeps instead, leaving the token to a worker that can."""
+        if can_take and self.blocking and self.idle_s > 0:
             try:
                 await redis.blpop([self.key], timeout=self.idle_s)
                 return
-            except ResponseError as exc:  # refused, not failed: sleep from now on
-                self.blocking = False
-                log.warning("worker.wake_refused", error_type=type(exc).__name__)
+            except ResponseError as exc:
+                if refused(exc):  # refused for good (an ACL, renamed): sleep from now on
+                    self.blocking = False
+                    log.warning("worker.wake_refused", error_type=type(exc).__name__)
             except RedisError:  # the next poll meets the failure as arq would; pause all the same
                 pass
         await asyncio.sleep(self.idle_s)

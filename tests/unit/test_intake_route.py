@@ -17,8 +17,10 @@ SECRET = "person-7f3a"
     ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/vnd.dsr+json"],
 )
 def test_json_bodies_are_read_as_the_model(content_type: str) -> None:
-    body = model_of(ErasureIn, f'{{"user_id": "{SECRET}", "scope": "sessions"}}'.encode(), content_type)
-    assert isinstance(body, ErasureIn) and body.user_id == SECRET and body.scope == "sessions"
+    raw = f'{{"user_id": "{SECRET}", "scope": "sessions"}}'.encode()
+    for sent in (raw, b"\xef\xbb\xbf" + raw):  # with a UTF-8 BOM too, as json.loads reads it
+        body = model_of(ErasureIn, sent, content_type)
+        assert isinstance(body, ErasureIn) and body.user_id == SECRET and body.scope == "sessions"
 
 
 @pytest.mark.parametrize(
@@ -46,3 +48,20 @@ def test_a_bad_body_is_a_validation_error_in_body_without_the_input(
     [error] = caught.value.errors()
     assert error["type"] == kind and list(error["loc"]) == loc
     assert SECRET not in str(caught.value.errors())
+
+
+def test_an_intake_route_given_another_dependency_is_refused_when_the_app_is_built() -> None:
+    """IntakeRoute resolves the bearer token and the body only: a dependency added to its route
+    would be skipped silently, so the app refuses to build."""
+    from fastapi import Depends, FastAPI
+
+    from sessionctl.api.intake_route import IntakeRoute
+    from sessionctl.api.routes_intake import erasure
+
+    def audit() -> None: ...
+
+    app = FastAPI()
+    with pytest.raises(TypeError, match="only its bearer token"):
+        app.router.add_api_route(
+            "/v1/erasures", erasure, methods=["POST"], dependencies=[Depends(audit)], route_class_override=IntakeRoute
+        )
