@@ -28,14 +28,14 @@ class IntakeRoute(APIRoute):
     read), then the body — JSON of the model, or 422 as FastAPI words it (``loc`` from ``body``)."""
 
     def get_route_handler(self) -> Handler:
-        hints = typing.get_type_hints(self.endpoint, include_extras=True)
-        model: type[BaseModel] = hints["body"]
-        bearer: Bearer = hints["who"].__metadata__[0].dependency
+        model: type[BaseModel] = typing.get_type_hints(self.endpoint)["body"]
         endpoint = self.endpoint
         # this handler resolves the caller and the body, nothing else: a dependency added to the
         # route (or the app) would be skipped silently, so it is refused when the app is built
-        if [d.call for d in self.dependant.dependencies] != [bearer]:
+        calls = [d.call for d in self.dependant.dependencies]
+        if len(calls) != 1 or not isinstance(calls[0], Bearer):
             raise TypeError(f"{self.path}: an IntakeRoute resolves only its bearer token, no other dependency")
+        bearer = calls[0]
 
         async def handle(request: Request) -> Response:
             who = await bearer(request)

@@ -29,7 +29,7 @@ class Wake:
     async def wait(self, redis: Any, *, can_take: bool = True) -> None:
         """``can_take``: the worker would start a job now. One that would not (all its slots busy,
         or draining) sleeps instead, leaving the token to a worker that can."""
-        if can_take and self.blocking and self.idle_s > 0:
+        if can_take and self.blocking:
             try:
                 await redis.blpop([self.key], timeout=self.idle_s)
                 return

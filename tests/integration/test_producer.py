@@ -114,18 +114,23 @@ async def test_a_job_and_its_index_line_are_written_at_once_and_never_twice(
     assert state.status == "succeeded" and state.result is not None and state.result["sessions_deleted"] == 1
 
 
+async def _as_acl_user(settings: Settings, private_redis: str, user: str, denied: str) -> Settings:
+    """Settings that reach this test's own Redis as ``user``, whose ACL allows everything but ``denied``."""
+    import redis.asyncio as aioredis
+
+    admin = aioredis.from_url(private_redis)
+    await admin.execute_command("ACL", "SETUSER", user, "on", "nopass", "~*", "&*", "+@all", denied)
+    await admin.aclose()
+    host_port = private_redis.removeprefix("redis://").split("/")[0]
+    return settings.model_copy(update={"redis_url": f"redis://{user}@{host_port}/0"})
+
+
 async def test_a_redis_whose_acl_refuses_scripts_still_gets_the_job_and_its_index_line(
     settings: Settings, pg: asyncpg.Connection, agent_id: str, private_redis: str
 ) -> None:
     """A real Redis whose ACL denies scripting (``-@scripting``): enqueueing falls back to arq's own
     enqueue and the index's pipeline; the job runs and is listed once."""
-    import redis.asyncio as aioredis
-
-    admin = aioredis.from_url(private_redis)
-    await admin.execute_command("ACL", "SETUSER", "noscripts", "on", "nopass", "~*", "&*", "+@all", "-@scripting")
-    await admin.aclose()
-    host_port = private_redis.removeprefix("redis://").split("/")[0]
-    s = settings.model_copy(update={"redis_url": f"redis://noscripts@{host_port}/0"})
+    s = await _as_acl_user(settings, private_redis, "noscripts", "-@scripting")
     await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 2)
     async with Producer(s) as producer:
         first = await producer.purge_user_sessions(agent_id=agent_id, user_id=USER)
@@ -190,13 +195,7 @@ async def test_a_redis_that_refuses_blpop_leaves_the_worker_polling(
 ) -> None:
     """An ACL without BLPOP: the worker sleeps its poll delay between polls, as arq does, and still
     runs every job."""
-    import redis.asyncio as aioredis
-
-    admin = aioredis.from_url(private_redis)
-    await admin.execute_command("ACL", "SETUSER", "noblock", "on", "nopass", "~*", "&*", "+@all", "-blpop")
-    await admin.aclose()
-    host_port = private_redis.removeprefix("redis://").split("/")[0]
-    s = settings.model_copy(update={"redis_url": f"redis://noblock@{host_port}/0"})
+    s = await _as_acl_user(settings, private_redis, "noblock", "-blpop")
     await seed(s.database_url, s.schema_for(agent_id), agent_id, USER, 1)
     took, blocking = await _picked_up_in(s, agent_id, poll_delay=1.0)
     assert not blocking and took < 2.0, took
